@@ -1,0 +1,39 @@
+# Every target sets itself up on a fresh machine: a virtualenv under .venv with torch and repro.
+#
+# torch: `torch==2.13.0` resolves to the local CPU wheel on the development machines and to the
+# CUDA build from PyPI on a Linux GPU box. For another CUDA version:
+#   make verify TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+JOBS ?= 2
+BIN = $(VENV)/bin
+
+.PHONY: setup test smoke verify plan benchmark clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Unit tests + every claim's smoke tier (trains what the cache lacks; CPU, minutes).
+test: setup
+	$(BIN)/python -m pytest -n $(JOBS) tests claims --tier smoke
+
+# The smoke tier end to end: validate, plan, train, pytest, reports/smoke/.
+smoke: setup
+	$(BIN)/repro verify --tier smoke -j $(JOBS)
+
+# The paper-scale tier (needs a CUDA GPU; without one it runs the smoke tier and says so).
+verify: setup
+	$(BIN)/repro verify --tier full -j 1
+
+plan: setup
+	$(BIN)/repro plan --tier full
+
+clean-cache:
+	rm -rf .cache/runs

@@ -1,0 +1,331 @@
+"""Typed, frozen description of one training run of the paper.
+
+In:  a nested dict (from YAML, JSON or ``--set key=value`` overrides).
+Out: ``RunConfig``, a frozen dataclass tree whose canonical JSON is what the cache key hashes.
+
+Every field has the paper's value as its default where the paper states one; odd values carry a
+one-line reason. ``run_config_from_dict`` rejects unknown keys, wrong types and out-of-range values
+with a ``ConfigError`` that names the field path (``optim.name``) and, for unknown names, the
+known ones. Nothing here touches torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+OPTIMIZERS = ("sgd", "adam", "amsgrad", "adamax", "rmsprop", "adagrad", "adadelta")
+# Paper section 2.1 and supplement Fig. 3: method-specific base learning rates.
+BASE_LR = {
+    "sgd": 0.1,
+    "adam": 1e-3,
+    "amsgrad": 1e-3,
+    "adamax": 2e-3,
+    "rmsprop": 1e-3,
+    "adagrad": 1e-2,
+    "adadelta": 1.0,
+}
+REGULARIZERS = ("none", "l2", "wd")
+ARCHS = ("basicnet", "vgg11", "vgg16", "vgg19")
+ACTIVATIONS = ("relu", "leaky_relu")
+DATASETS = (
+    "digits",
+    "shapes_clean",
+    "shapes_cluttered",
+    "cifar10",
+    "cifar100",
+    "tinyimagenet",
+    "imagenet",
+)
+SCHEDULE_UNITS = ("steps", "epochs")
+
+
+class ConfigError(ValueError):
+    """A bad value in a run config. ``path`` is the dotted field path, e.g. ``optim.name``."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def unknown_name_message(kind: str, value: object, known: typing.Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(value), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {value!r}{hint}; known: {', '.join(known)}"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "basicnet"
+    # Multiplier on the paper's conv widths (64,128,128,256,256,512,512 for BasicNet). Table 6
+    # variants: 64-1x = (1.0, c1=None), 64-0.5x = (0.5, c1=64), 32-0.25x = (0.25, c1=32).
+    width: float = 1.0
+    c1_channels: int | None = None
+    activation: str = "relu"
+    negative_slope: float = 0.01
+    bn_beta_init: float = 0.0
+    # Figure 1 (the only place pooling is drawn) is lost from the text; 2x2 max-pool after
+    # C1, C3 and C5 takes 32x32 CIFAR to 4x4 before global pooling. 1-based conv indices.
+    pool_after: tuple[int, ...] = (1, 3, 5)
+    # None: the paper's head for the dataset (CIFAR [256][C], TinyImageNet [512][256][200],
+    # ImageNet avgpool(5,4) + [4096][2048][1000]; VGG-11/16 CIFAR [512][C]).
+    fc_hidden: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    # Side length the images are resized to; None keeps the native size.
+    image_size: int | None = None
+    # Synthetic shapes only: number of classes and training/test images (deterministic).
+    num_classes: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    flip: bool = True
+    # Seed of the synthetic generator / digits split; independent of the training seed so
+    # that seeds of one experiment share the same data.
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adam"
+    lr: float | None = None  # None: the paper's base LR for the optimizer (BASE_LR)
+    regularizer: str = "l2"
+    lam: float = 1e-4  # the paper's lambda; default is its headline setting (Adam, L2 1e-4)
+    gamma_lr_scale: float = 1.0  # supplement Table 3
+    beta_lr_scale: float = 1.0
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else BASE_LR[self.name]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 40
+    # Learning rate is divided by 10 at the start of every phase after the first.
+    # unit=epochs counts epochs at reference_batch_size, so changing batch_size keeps the number
+    # of iterations fixed (the paper's rule). CIFAR: 250+75 epochs = 406,250 steps at batch 40.
+    unit: str = "epochs"
+    phases: tuple[int, ...] = (250, 75)
+    reference_batch_size: int = 40
+    seed: int = 0
+    # Snapshot every BN gamma/beta and the loss this many times over the run (Figure 2).
+    snapshots: int = 20
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def total_steps(self, train_size: int) -> int:
+        return sum(phase_steps(self.train, train_size))
+
+    def summary(self) -> str:
+        """A short human label, e.g. ``basicnet digits adam l2=1e-3 b40 s0``."""
+        o, m, d, t = self.optim, self.model, self.data, self.train
+        reg = "noreg" if o.regularizer == "none" or o.lam == 0 else f"{o.regularizer}={o.lam:g}"
+        parts = [m.arch + ("" if m.width == 1 else f"x{m.width:g}"), d.dataset, o.name, reg]
+        if m.activation != "relu":
+            parts.append(f"leaky{m.negative_slope:g}")
+        if m.bn_beta_init:
+            parts.append(f"beta0={m.bn_beta_init:g}")
+        if o.gamma_lr_scale != 1:
+            parts.append(f"lr_gamma x{o.gamma_lr_scale:g}")
+        if o.beta_lr_scale != 1:
+            parts.append(f"lr_beta x{o.beta_lr_scale:g}")
+        parts += [f"b{t.batch_size}", f"s{t.seed}"]
+        return " ".join(parts)
+
+
+def phase_steps(train: TrainConfig, train_size: int) -> list[int]:
+    """Iterations in each LR phase. Epochs are counted at the reference batch size."""
+    if train.unit == "steps":
+        return list(train.phases)
+    per_epoch = math.ceil(train_size / train.reference_batch_size)
+    return [p * per_epoch for p in train.phases]
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(x) for x in obj]
+    return obj
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def run_config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """Build a RunConfig, raising ConfigError for the first bad field (see collect_errors)."""
+    config, errors = parse_run_config(raw)
+    if errors:
+        raise errors[0]
+    assert config is not None
+    return config
+
+
+def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
+    """Parse and validate, returning every problem found rather than stopping at the first."""
+    errors: list[ConfigError] = []
+    if not isinstance(raw, Mapping):
+        return None, [ConfigError("", f"expected a mapping, got {type(raw).__name__}")]
+    for key in raw:
+        if key not in _SECTIONS:
+            errors.append(ConfigError(str(key), unknown_name_message("section", key, _SECTIONS)))
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        value = raw.get(name) or {}
+        sections[name] = _parse_dataclass(cls, value, name, errors)
+    if errors:
+        return None, errors
+    config = RunConfig(**sections)
+    errors.extend(_validate(config))
+    return (None, errors) if errors else (config, [])
+
+
+def _parse_dataclass(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
+    if not isinstance(raw, Mapping):
+        errors.append(ConfigError(path, f"expected a mapping, got {type(raw).__name__}"))
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            errors.append(ConfigError(f"{path}.{key}", unknown_name_message("key", key, names)))
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+        except ConfigError as e:
+            errors.append(e)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML reads 1e-3 (no dot) as a string; accept numeric strings for floats only.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(path, f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {path}")  # a bug in this module
+
+
+def _validate(c: RunConfig) -> list[ConfigError]:
+    errors = []
+
+    def check(ok: bool, path: str, message: str) -> None:
+        if not ok:
+            errors.append(ConfigError(path, message))
+
+    def name_in(value: str, known: tuple[str, ...], path: str, kind: str) -> None:
+        check(value in known, path, unknown_name_message(kind, value, known))
+
+    name_in(c.model.arch, ARCHS, "model.arch", "architecture")
+    name_in(c.model.activation, ACTIVATIONS, "model.activation", "activation")
+    name_in(c.data.dataset, DATASETS, "data.dataset", "dataset")
+    name_in(c.optim.name, OPTIMIZERS, "optim.name", "optimizer")
+    name_in(c.optim.regularizer, REGULARIZERS, "optim.regularizer", "regularizer")
+    name_in(c.train.unit, SCHEDULE_UNITS, "train.unit", "schedule unit")
+    check(c.model.width > 0, "model.width", f"must be > 0, got {c.model.width}")
+    check(c.model.c1_channels is None or c.model.c1_channels > 0, "model.c1_channels", "must be > 0")
+    check(c.model.negative_slope >= 0, "model.negative_slope", "must be >= 0")
+    check(all(p >= 1 for p in c.model.pool_after), "model.pool_after", "conv indices are 1-based")
+    check(c.model.fc_hidden is None or all(h > 0 for h in c.model.fc_hidden), "model.fc_hidden", "must be > 0")
+    check(c.data.image_size is None or c.data.image_size >= 4, "data.image_size", "must be >= 4")
+    for name in ("num_classes", "train_size", "test_size"):
+        v = getattr(c.data, name)
+        check(v is None or v >= 2, f"data.{name}", f"must be >= 2, got {v}")
+    check(c.optim.lr is None or c.optim.lr > 0, "optim.lr", f"must be > 0, got {c.optim.lr}")
+    # The paper: 1 > lambda >= 0 (weight decay multiplies by 1 - lambda).
+    check(0 <= c.optim.lam < 1, "optim.lam", f"must satisfy 0 <= lam < 1, got {c.optim.lam}")
+    check(c.optim.gamma_lr_scale > 0, "optim.gamma_lr_scale", "must be > 0")
+    check(c.optim.beta_lr_scale > 0, "optim.beta_lr_scale", "must be > 0")
+    check(c.train.batch_size >= 2, "train.batch_size", "must be >= 2 (BatchNorm needs a batch)")
+    check(c.train.reference_batch_size >= 1, "train.reference_batch_size", "must be >= 1")
+    check(len(c.train.phases) >= 1 and all(p > 0 for p in c.train.phases), "train.phases",
+          f"must be a non-empty list of positive lengths, got {list(c.train.phases)}")
+    check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
+    return errors
+
+
+# --- overrides -----------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted_to_nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """{"optim.lam": 1e-3} -> {"optim": {"lam": 1e-3}}."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, "conflicts with another override")
+        node[leaf] = value
+    return nested

@@ -1,0 +1,122 @@
+"""Optimizers, the two regularizers and the step schedule, exactly as the paper defines them.
+
+In:  OptimConfig / TrainConfig and a model.
+Out: a torch optimizer with one parameter group per learning-rate scale, and ``Regularizer``,
+which applies L2 or weight decay around the optimizer's step.
+
+Paper section 2.1: for a parameter theta and 1 > lambda >= 0,
+- L2 regularization adds lambda * theta to the gradient of the main objective *before* the
+  optimizer computes its update (so Adam rescales it by its second-moment estimate), and
+- weight decay multiplies theta by (1 - lambda) *after* the update, with lambda scaled by the same
+  schedule as the learning rate (Table 1 caption).
+Both act on every parameter, BatchNorm gammas and betas included. We apply them explicitly
+rather than through torch's ``weight_decay`` arguments, whose meaning differs per optimizer
+(AdamW's is decoupled and multiplied by the learning rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from repro.config import OptimConfig, TrainConfig, phase_steps
+
+# Paper section 2.1 / supplement Fig. 3 hyperparameters; torch defaults where the paper is silent
+# (Adamax, RMSProp, Adagrad).
+ADAM_BETAS = (0.9, 0.99)
+
+
+def make_optimizer(name: str, params: list[dict], lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8)
+    if name == "amsgrad":
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8, amsgrad=True)
+    if name == "adamax":
+        return torch.optim.Adamax(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, rho=0.9, eps=1e-6)
+    raise ValueError(f"unknown optimizer {name!r}")  # configs are validated before this point
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Three groups: BN gammas, BN betas (supplement Table 3 scales their LR), everything else."""
+    gammas, betas, rest = [], [], []
+    bn_types = (nn.BatchNorm1d, nn.BatchNorm2d)
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if isinstance(module, bn_types):
+                (gammas if pname == "weight" else betas).append(p)
+            else:
+                rest.append(p)
+    groups = [
+        {"params": rest, "lr_scale": 1.0, "name": "weights"},
+        {"params": gammas, "lr_scale": cfg.gamma_lr_scale, "name": "bn_gamma"},
+        {"params": betas, "lr_scale": cfg.beta_lr_scale, "name": "bn_beta"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    for g in groups:
+        g["lr"] = cfg.base_lr * g["lr_scale"]
+    return make_optimizer(cfg.name, groups, cfg.base_lr)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Piecewise-constant LR multiplier: 1, 0.1, 0.01, ... at the phase boundaries."""
+
+    boundaries: tuple[int, ...]  # cumulative step at which each phase ends
+
+    @classmethod
+    def for_run(cls, train: TrainConfig, train_size: int) -> "StepSchedule":
+        ends, total = [], 0
+        for n in phase_steps(train, train_size):
+            total += n
+            ends.append(total)
+        return cls(tuple(ends))
+
+    @property
+    def total_steps(self) -> int:
+        return self.boundaries[-1]
+
+    def factor(self, step: int) -> float:
+        """LR multiplier for 0-based ``step``."""
+        for phase, end in enumerate(self.boundaries):
+            if step < end:
+                return 0.1**phase
+        return 0.1 ** (len(self.boundaries) - 1)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = base_lr * g["lr_scale"] * factor
+
+
+class Regularizer:
+    """L2 (before the step, into the gradient) or weight decay (after the step, on the value)."""
+
+    def __init__(self, kind: str, lam: float, params: list[torch.Tensor]):
+        self.kind = kind if lam > 0 else "none"
+        self.lam = lam
+        self.params = params
+
+    def before_step(self) -> None:
+        if self.kind == "l2":
+            grads = [p.grad for p in self.params if p.grad is not None]
+            values = [p.detach() for p in self.params if p.grad is not None]
+            torch._foreach_add_(grads, values, alpha=self.lam)
+
+    @torch.no_grad()
+    def after_step(self, lr_factor: float) -> None:
+        if self.kind == "wd":
+            torch._foreach_mul_(self.params, 1.0 - self.lam * lr_factor)

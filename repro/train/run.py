@@ -1,0 +1,63 @@
+"""Train one configuration and measure it: the unit of work the cache stores.
+
+In:  RunConfig, device, dataset root.
+Out: ``RunRecord``: config, metrics (every quantity the paper reports, see repro.measure),
+histories, the trained weights and provenance (torch version, device, wall time).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from repro.config import RunConfig
+from repro.data import load_dataset
+from repro.measure import measure_model
+from repro.train.loop import resolve_device, train_model
+
+
+@dataclass
+class RunRecord:
+    config: RunConfig
+    metrics: dict
+    history: dict
+    provenance: dict
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def diverged(self) -> bool:
+        return self.metrics.get("diverged_at") is not None
+
+
+def run_and_measure(
+    config: RunConfig,
+    device: str = "auto",
+    data_root: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> RunRecord:
+    dev = resolve_device(device)
+    started = time.time()
+    data = load_dataset(config.data, data_root).to(dev)
+    outcome = train_model(config, data, dev, on_step=on_step)
+    if outcome.diverged_at is None:
+        metrics = measure_model(outcome.model, data)
+    else:
+        metrics = {}
+    metrics["diverged_at"] = outcome.diverged_at
+    metrics["steps"] = outcome.steps
+    provenance = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+        "train_wall_s": round(outcome.wall_s, 2),
+        "total_wall_s": round(time.time() - started, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+    }
+    state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+    return RunRecord(config, metrics, outcome.history, provenance, state)

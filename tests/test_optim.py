@@ -1,0 +1,89 @@
+"""One step of each regularizer against a hand computation (paper section 2.1)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from repro.config import OptimConfig, TrainConfig
+from repro.train.optim import Regularizer, StepSchedule, build_optimizer, param_groups, set_lr
+
+
+def one_param_model(value: float) -> nn.Module:
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(value)
+    return model
+
+
+def step(model, cfg: OptimConfig, grad: float, factor: float = 1.0):
+    opt = build_optimizer(model, cfg)
+    set_lr(opt, cfg.base_lr, factor)
+    reg = Regularizer(cfg.regularizer, cfg.lam, list(model.parameters()))
+    model.weight.grad = torch.full_like(model.weight, grad)
+    reg.before_step()
+    opt.step()
+    reg.after_step(factor)
+    return float(model.weight.detach())
+
+
+def test_adam_l2_first_step_is_normalised_by_the_summed_gradient():
+    theta, g, lam = 2.0, 1e-5, 1e-2
+    got = step(one_param_model(theta), OptimConfig(name="adam", regularizer="l2", lam=lam), g)
+    total = g + lam * theta  # L2 enters the gradient before Adam sees it
+    m_hat = total  # first step: bias-corrected moments are the gradient itself
+    v_hat = total**2
+    assert got == pytest.approx(theta - 1e-3 * m_hat / (math.sqrt(v_hat) + 1e-8), rel=1e-6)
+
+
+def test_adam_weight_decay_multiplies_after_the_update():
+    theta, g, lam = 2.0, 1e-5, 1e-2
+    got = step(one_param_model(theta), OptimConfig(name="adam", regularizer="wd", lam=lam), g)
+    after_adam = theta - 1e-3 * g / (abs(g) + 1e-8)
+    assert got == pytest.approx(after_adam * (1 - lam), rel=1e-6)
+
+
+def test_weight_decay_follows_the_lr_schedule():
+    theta, lam = 1.0, 1e-2
+    got = step(one_param_model(theta), OptimConfig(name="sgd", regularizer="wd", lam=lam), 0.0, factor=0.1)
+    assert got == pytest.approx(theta * (1 - lam * 0.1), rel=1e-6)
+
+
+def test_sgd_l2_step():
+    theta, g, lam = 1.5, 0.2, 1e-3
+    got = step(one_param_model(theta), OptimConfig(name="sgd", regularizer="l2", lam=lam), g)
+    assert got == pytest.approx(theta - 0.1 * (g + lam * theta), rel=1e-6)
+
+
+def test_zero_lambda_is_no_regularization():
+    a = step(one_param_model(1.0), OptimConfig(name="adam", regularizer="l2", lam=0.0), 0.1)
+    b = step(one_param_model(1.0), OptimConfig(name="adam", regularizer="none", lam=0.0), 0.1)
+    assert a == b
+
+
+def test_bn_groups_get_their_own_lr_scale():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+    cfg = OptimConfig(name="adam", gamma_lr_scale=0.1, beta_lr_scale=0.5)
+    opt = build_optimizer(model, cfg)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"weights": 1e-3, "bn_gamma": 1e-4, "bn_beta": 5e-4})
+    names = [g["name"] for g in param_groups(model, cfg)]
+    assert names == ["weights", "bn_gamma", "bn_beta"]
+
+
+@pytest.mark.parametrize("name,lr", [("sgd", 0.1), ("adam", 1e-3), ("amsgrad", 1e-3), ("adamax", 2e-3),
+                                     ("rmsprop", 1e-3), ("adagrad", 1e-2), ("adadelta", 1.0)])
+def test_paper_base_learning_rates(name, lr):
+    opt = build_optimizer(one_param_model(1.0), OptimConfig(name=name))
+    assert opt.param_groups[0]["lr"] == lr
+
+
+def test_cifar_schedule_is_exact_and_keeps_iterations_when_batch_changes():
+    sched = StepSchedule.for_run(TrainConfig(), 50_000)
+    assert sched.boundaries == (312_500, 406_250)  # 250 + 75 epochs at 1,250 steps/epoch
+    assert sched.factor(312_499) == 1 and sched.factor(312_500) == pytest.approx(0.1)
+    bigger = StepSchedule.for_run(TrainConfig(batch_size=160), 50_000)
+    assert bigger.boundaries == sched.boundaries
+    tiny = StepSchedule.for_run(TrainConfig(phases=(250, 75, 75)), 100_000)
+    assert tiny.total_steps == 400 * 2500 and tiny.factor(tiny.total_steps - 1) == pytest.approx(0.01)
