@@ -1,0 +1,115 @@
+"""Verdict records and the seed statistics every check decides with.
+
+In:  per-seed values of a metric (one list per selection).
+Out: ``Stats`` (mean, std, n), ``CheckResult`` per check and ``Verdict`` per claim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+ERROR = "error"
+NOT_RUN = "not run"
+# Worst first: a claim's verdict is the worst of its checks'.
+SEVERITY = (ERROR, NOT_REPRODUCED, INCONCLUSIVE, REPRODUCED)
+
+
+@dataclass(frozen=True)
+class Stats:
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
+
+    def __str__(self) -> str:
+        return f"{fmt(self.mean)} ± {fmt(self.std)} (n={self.n})"
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 100 or abs(x) < 1e-3:
+        return f"{x:.3g}"
+    return f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
+
+
+def welch_greater(a: Stats, b: Stats) -> float | None:
+    """One-sided Welch t-test p-value for mean(a) > mean(b); None when n < 3 on either side."""
+    if a.n < 3 or b.n < 3:
+        return None
+    if a.std == 0 and b.std == 0:
+        return 0.0 if a.mean > b.mean else 1.0
+    return float(sps.ttest_ind(a.values, b.values, equal_var=False, alternative="greater").pvalue)
+
+
+def welch_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Welch confidence interval of mean(a) - mean(b); None when n < 3 on either side."""
+    if a.n < 3 or b.n < 3:
+        return None
+    diff = a.mean - b.mean
+    va, vb = a.std**2 / a.n, b.std**2 / b.n
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return (diff, diff)
+    dof = (va + vb) ** 2 / ((va**2 / (a.n - 1)) + (vb**2 / (b.n - 1)))
+    t = float(sps.t.ppf(0.5 + confidence / 2, dof))
+    return (diff - t * se, diff + t * se)
+
+
+@dataclass
+class CheckResult:
+    kind: str
+    status: str
+    description: str  # what is checked, in words
+    arithmetic: str  # the numbers and the comparison that decided
+    reason: str = ""
+    field_path: str = ""  # claim-file field path of the check
+    line: int | None = None
+    observed: dict[str, Any] = field(default_factory=dict)  # label -> {mean, std, n, values, paper}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    claim_id: str
+    tier: str
+    status: str
+    reason: str = ""
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @classmethod
+    def from_checks(cls, claim_id: str, tier: str, checks: list[CheckResult]) -> "Verdict":
+        status = REPRODUCED
+        for s in SEVERITY:
+            if any(c.status == s for c in checks):
+                status = s
+                break
+        reasons = [c.reason for c in checks if c.status == status and c.reason]
+        return cls(claim_id, tier, status, "; ".join(dict.fromkeys(reasons)), checks)
+
+    def to_dict(self) -> dict:
+        return {"claim_id": self.claim_id, "tier": self.tier, "status": self.status,
+                "reason": self.reason, "checks": [c.to_dict() for c in self.checks]}

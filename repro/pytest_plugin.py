@@ -1,0 +1,170 @@
+"""pytest plugin: every claims/*.yaml becomes a test item whose outcome is the claim's verdict.
+
+    pytest claims/ --tier smoke            # CPU analogs on embedded data
+    pytest claims/ --tier full -n 2        # paper scale (GPU), two xdist workers
+    pytest claims/ -k batch                # select claims by id/file name
+
+An item trains the runs its claim needs that are not cached (under the cache's per-key lock, so
+a run shared by claims in different workers is trained once), evaluates the checks from the
+cache and passes only when the claim is reproduced. A tier a claim does not have is a *skip*
+with the claim's stated reason; a claim kept out of the CI gate (``gate: false`` + reason) that
+does not reproduce is an *xfail* carrying that reason. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from repro.cache import RunStore, ensure_run, run_key
+from repro.check.evaluate import evaluate_claim
+from repro.check.kinds import KINDS
+from repro.check.verdict import REPRODUCED, Verdict, fmt
+from repro.spec.claims import ClaimSpec, load_claim
+from repro.spec.source import SpecError
+
+
+@dataclass(frozen=True)
+class PluginState:
+    tier: str
+    store: RunStore
+    device: str
+    train_missing: bool
+
+
+_STATE = pytest.StashKey[PluginState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("repro", "paper-claim reproduction")
+    group.addoption("--tier", default=os.environ.get("REPRO_TIER", "smoke"), choices=("smoke", "full"),
+                    help="which tier of each claim to check (default: smoke, or $REPRO_TIER)")
+    group.addoption("--repro-cache", default=None, help="run cache root (default: $REPRO_CACHE or ./.cache/runs)")
+    group.addoption("--repro-device", default="auto", help="device for runs trained by tests (default: auto)")
+    group.addoption("--no-train", action="store_true", help="do not train missing runs; report them as errors")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in ("smoke", "full"):
+        config.addinivalue_line("markers", f"{tier}: claim checked at the {tier} tier")
+    cache = config.getoption("--repro-cache")
+    config.stash[_STATE] = PluginState(
+        tier=config.getoption("--tier"),
+        store=RunStore(Path(cache) if cache else None),
+        device=config.getoption("--repro-device"),
+        train_missing=not config.getoption("--no-train"),
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import torch
+
+    state = config.stash[_STATE]
+    device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return [f"repro: tier={state.tier} cache={state.store.root} torch={torch.__version__} device={device}"]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix == ".yaml" and file_path.parent.name == "claims" and not file_path.name.startswith("_"):
+        return ClaimFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ClaimFile(pytest.File):
+    def collect(self):
+        state = self.config.stash[_STATE]
+        try:
+            spec = load_claim(self.path, KINDS)
+        except SpecError as e:
+            yield BrokenClaimItem.from_parent(self, name=self.path.stem, error=e)
+            return
+        item = ClaimItem.from_parent(self, name=spec.id, spec=spec)
+        item.add_marker(getattr(pytest.mark, state.tier))
+        yield item
+
+
+class BrokenClaimItem(pytest.Item):
+    def __init__(self, *, error: SpecError, **kwargs):
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        raise self.error
+
+    def repr_failure(self, excinfo, style=None) -> str:
+        if isinstance(excinfo.value, SpecError):
+            return "invalid claim file:\n" + "\n".join(f"  {p}" for p in excinfo.value.problems)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        line = self.error.problems[0].line if self.error.problems else None
+        return self.path, (line or 1) - 1, f"invalid claim file {self.path.name}"
+
+
+class ClaimNotReproduced(Exception):
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.status)
+        self.verdict = verdict
+
+
+class ClaimItem(pytest.Item):
+    def __init__(self, *, spec: ClaimSpec, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def runtest(self) -> None:
+        state = self.config.stash[_STATE]
+        tier = self.spec.tier(state.tier)
+        if tier.not_run:
+            pytest.skip(f"not run at the {state.tier} tier: {tier.not_run}")
+        if state.train_missing:
+            self._train_missing(state, tier.configs())
+        verdict = evaluate_claim(self.spec, state.tier, state.store)
+        self.user_properties.append(("verdict", verdict.status))
+        if verdict.status == REPRODUCED:
+            return
+        if not tier.gate:
+            pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})")
+        raise ClaimNotReproduced(verdict)
+
+    def _train_missing(self, state: PluginState, configs) -> None:
+        from repro.train.run import run_and_measure
+
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        if workers > 1:
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        seen = set()
+        for config in configs:
+            key = run_key(config)
+            if key in seen:
+                continue
+            seen.add(key)
+            ensure_run(config, state.store, lambda c: run_and_measure(c, state.device), key)
+
+    def repr_failure(self, excinfo, style=None) -> str:
+        if not isinstance(excinfo.value, ClaimNotReproduced):
+            return super().repr_failure(excinfo)
+        return format_verdict(self.spec, excinfo.value.verdict)
+
+    def reportinfo(self):
+        return self.path, self.spec.line - 1, f"claim {self.spec.id} [{self.config.stash[_STATE].tier}]"
+
+
+def format_verdict(spec: ClaimSpec, verdict: Verdict) -> str:
+    lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
+             f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
+    for c in verdict.checks:
+        lines.append(f"  [{c.status}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
+        for label, o in c.observed.items():
+            paper = f"   paper: {o['paper']}" if o.get("paper") is not None else ""
+            lines.append(f"      {label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']}){paper}")
+        if c.arithmetic:
+            lines.append(f"      {c.arithmetic}")
+        if c.reason:
+            lines.append(f"      reason: {c.reason}")
+    return "\n".join(lines)

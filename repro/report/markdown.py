@@ -1,0 +1,152 @@
+"""Claims + cache -> reports/<tier>/: index.md, one page per claim, runs.md, PNG plots.
+
+In:  ClaimSpecs, tier, RunStore (reports render from the cache alone; nothing is trained).
+Out: markdown files, deterministic for the same cache (sorted, no timestamps), and the Verdicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tabulate import tabulate
+
+from repro.cache import RunStore, run_key
+from repro.check.evaluate import evaluate_claim
+from repro.check.verdict import NOT_RUN, Verdict, fmt
+from repro.report.plots import render_plots
+from repro.spec.claims import ClaimSpec, TierSpec
+
+log = logging.getLogger(__name__)
+
+# Metrics shown in every run table, besides those the paper gives a number for.
+RUN_TABLE_METRICS = ("test_error", "sparsity_gamma", "sparsity_act", "pruned_test_error")
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive",
+                "error": "⚠️ error", "not run": "➖ not run"}
+
+
+def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path) -> list[Verdict]:
+    out.mkdir(parents=True, exist_ok=True)
+    verdicts = []
+    for spec in sorted(specs, key=lambda s: s.id):
+        verdict = evaluate_claim(spec, tier, store)
+        verdicts.append(verdict)
+        t = spec.tier(tier)
+        plots = render_plots(spec, t, store, out) if not t.not_run else []
+        (out / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
+    (out / "index.md").write_text(index_page(specs, verdicts, tier))
+    (out / "runs.md").write_text(runs_page(specs, tier, store))
+    return verdicts
+
+
+def headline(verdict: Verdict) -> tuple[str, str]:
+    """(paper value, reproduced value ± std (n)) of the first observed selection of the claim."""
+    for check in verdict.checks:
+        for label, o in check.observed.items():
+            paper = o.get("paper")
+            return (f"{fmt(paper)}" if isinstance(paper, (int, float)) else "-",
+                    f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})")
+    return "-", "-"
+
+
+def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
+    by_id = {s.id: s for s in specs}
+    rows = []
+    for v in sorted(verdicts, key=lambda v: v.claim_id):
+        s = by_id[v.claim_id]
+        paper, ours = headline(v)
+        status = VERDICT_MARK.get(v.status, v.status)
+        if v.status != "reproduced" and v.reason:
+            status += f": {v.reason}"
+        if not s.tier(tier).gate and v.status != NOT_RUN:
+            status += " (outside CI gate)"
+        rows.append((f"[{s.id}]({s.id}.md)", s.finding or "", f"{s.source.get('paper', '')[:3]} {s.source.get('where', '')}",
+                     status, paper, ours))
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (f"# Claims of Mehta, Kim & Theobalt (CVPR 2019), tier `{tier}`\n\n"
+            f"{len(verdicts)} claims: {summary}.\n\n"
+            "Paper values are at the paper's scale; at the smoke tier the runs are scaled analogs (see each page), "
+            "so compare directions and orders, not digits.\n\n"
+            + tabulate(rows, headers=("claim", "finding", "source", "verdict", "paper", "reproduced (mean ± std, n)"),
+                       tablefmt="github") + "\n\nAll runs: [runs.md](runs.md)\n")
+
+
+def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str]) -> str:
+    parts = [f"# {spec.id}: {spec.title}\n",
+             f"**Verdict ({verdict.tier} tier): {VERDICT_MARK.get(verdict.status, verdict.status)}**"
+             + (f" — {verdict.reason}" if verdict.reason else "") + "\n",
+             "> " + spec.claim.replace("\n", "\n> ") + "\n",
+             f"Source: `{spec.source.get('paper', '')}`, {spec.source.get('where', '')}. Claim file: `{spec.path.name}`.\n"]
+    if spec.notes:
+        parts.append(spec.notes + "\n")
+    if tier.not_run:
+        parts.append(f"**Not run at this tier:** {tier.not_run}\n")
+        return "\n".join(parts)
+    if tier.why:
+        parts.append(f"## How this tier is scaled\n\n{tier.why}\n")
+    if not tier.gate:
+        parts.append(f"**Outside the CI gate:** {tier.gate_reason}\n")
+    parts.append("## Checks\n")
+    for c in verdict.checks:
+        parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else ""))
+    parts.append("\n## Runs (paper value beside ours; ours are mean ± std over seeds)\n")
+    parts.append(runs_table(tier, store))
+    for p in plots:
+        parts.append(f"\n![{p}]({p})\n")
+    return "\n".join(parts) + "\n"
+
+
+def runs_table(tier: TierSpec, store: RunStore) -> str:
+    from repro.check.evaluate import simulation_metrics
+    from repro.check.verdict import Stats
+
+    metrics = list(RUN_TABLE_METRICS)
+    for g in tier.groups.values():
+        for p in g.points:
+            metrics += [m for m in p.paper if m not in metrics]
+    rows = []
+    for g in tier.groups.values():
+        for p in g.points:
+            if g.simulate is not None:
+                per_seed = simulation_metrics(g.simulate)[p.axis_value]
+                summary = f"simulation {g.simulate.optimizer}+{g.simulate.regularizer} lam={p.axis_value:g}"
+            else:
+                per_seed = [(r.metrics if (r := store.get(run_key(c))) else None) for c in p.configs]
+                summary = p.configs[0].summary().rsplit(" s", 1)[0]
+            row = [g.name + (f"@{p.axis_value}" if p.axis_value is not None else ""), summary]
+            for m in metrics:
+                vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
+                ours = str(Stats(tuple(vals))) if vals else ("missing" if any(x is None for x in per_seed) else "-")
+                ref = p.paper.get(m)
+                row.append(f"{ours}" + (f" / paper {fmt(ref) if not isinstance(ref, list) else ref}" if ref is not None else ""))
+            rows.append(row)
+    return tabulate(rows, headers=["run", "config", *metrics], tablefmt="github")
+
+
+def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
+    seen: dict[str, list[str]] = {}
+    configs = {}
+    for s in sorted(specs, key=lambda s: s.id):
+        for c in s.tier(tier).configs():
+            key = run_key(c)
+            seen.setdefault(key, []).append(s.id)
+            configs[key] = c
+    rows = []
+    for key in sorted(seen, key=lambda k: (configs[k].summary(), k)):
+        record = store.get(key)
+        if record is None:
+            rows.append((key[:12], configs[key].summary(), "not in cache", "", "", "", ", ".join(sorted(set(seen[key])))))
+            continue
+        m, prov = record.metrics, record.provenance
+        metrics = ", ".join(f"{k}={fmt(m[k])}" for k in ("test_error", "sparsity_gamma", "sparsity_act", "pruned_test_error",
+                                                         "conv_params_pruned_pct") if isinstance(m.get(k), (int, float)))
+        if m.get("diverged_at") is not None:
+            metrics = f"DIVERGED at step {m['diverged_at']}"
+        rows.append((key[:12], configs[key].summary(), metrics, prov.get("device", ""), prov.get("torch", ""),
+                     f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
+    return (f"# Runs of the `{tier}` tier\n\n{len(rows)} distinct runs. Key = first 12 hex digits of the cache key "
+            "(`repro show KEY` prints the whole record).\n\n"
+            + tabulate(rows, headers=("key", "config", "metrics", "device", "torch", "train time", "claims"), tablefmt="github") + "\n")
