@@ -28,6 +28,8 @@ from repro.check.verdict import (
     CheckResult,
     Stats,
     fmt,
+    paired_diff_ci,
+    paired_greater,
     welch_diff_ci,
     welch_greater,
 )
@@ -67,7 +69,7 @@ class Selection:
         if isinstance(raw, dict) and isinstance(raw.get("run"), str) and "@" in raw["run"] and raw.get("at") is None:
             run, _, at = raw["run"].partition("@")
             raw = {**raw, "run": run, "at": _number(at)}
-        if not isinstance(raw, dict) or "run" not in raw:
+        if not isinstance(raw, dict) or not isinstance(raw.get("run"), str):
             raise ValueError("a selection is a run name, 'run@axis_value' or a mapping with run")
         unknown = set(raw) - SELECTION_KEYS
         if unknown:
@@ -191,6 +193,12 @@ class Observations:
         return TRANSFORMS[sel.transform](v) if sel.transform else v
 
 
+def _paired(sels: dict[str, "Selection"]) -> bool:
+    """Two metrics of the same runs (e.g. error before vs after pruning) pair up seed by seed."""
+    a, b = sels["a"], sels["b"]
+    return a.run == b.run and _same(a.at, b.at) if a.at is not None else (a.run == b.run and b.at is None)
+
+
 def _observed(obs: Observations, sels: Iterable[Selection], stats: Iterable[Stats]) -> dict:
     return {
         s.label: {"mean": st.mean, "std": st.std, "n": st.n, "values": list(st.values), "paper": obs.paper(s)}
@@ -262,9 +270,12 @@ class Compare(CheckKind):
         diff = (a.mean - b.mean) * self.sign
         op = ">" if self.sign > 0 else "<"
         desc = f"{sels['a'].label} {op} {sels['b'].label} by more than {fmt(margin)}"
-        p = welch_greater(a, b) if self.sign > 0 else welch_greater(b, a)
+        paired = _paired(sels)
+        test = paired_greater if paired else welch_greater
+        p = test(a, b) if self.sign > 0 else test(b, a)
         arith = f"{fmt(a.mean)} - {fmt(b.mean)} = {fmt(a.mean - b.mean)}; need {op} {'' if self.sign > 0 else '-'}{fmt(margin)}"
-        arith += f"; Welch one-sided p = {p:.3g} (alpha {alpha})" if p is not None else "; n < 3: no test, margin only"
+        name = "paired t-test over seeds" if paired else "Welch"
+        arith += f"; {name} one-sided p = {p:.3g} (alpha {alpha})" if p is not None else "; n < 3: no test, margin only"
         observed = _observed(obs, sels.values(), (a, b))
         if diff <= margin:
             return CheckResult(self.name, NOT_REPRODUCED, desc, arith, f"difference {fmt(a.mean - b.mean)} does not exceed margin {fmt(margin)}", observed=observed)
@@ -285,11 +296,12 @@ class Equal(CheckKind):
         a, b = obs.stats(sels["a"]), obs.stats(sels["b"])
         tol = float(params["tolerance"])
         diff = a.mean - b.mean
-        ci = welch_diff_ci(a, b)
+        paired = _paired(sels)
+        ci = paired_diff_ci(a, b) if paired else welch_diff_ci(a, b)
         desc = f"{sels['a'].label} == {sels['b'].label} within ±{fmt(tol)}"
         arith = f"|{fmt(a.mean)} - {fmt(b.mean)}| = {fmt(abs(diff))}; need <= {fmt(tol)}"
         if ci is not None:
-            arith += f"; 95% CI of difference [{fmt(ci[0])}, {fmt(ci[1])}]"
+            arith += f"; 95% CI of {'per-seed (paired) ' if paired else ''}difference [{fmt(ci[0])}, {fmt(ci[1])}]"
         observed = _observed(obs, sels.values(), (a, b))
         if abs(diff) > tol:
             return CheckResult(self.name, NOT_REPRODUCED, desc, arith, f"difference {fmt(diff)} exceeds ±{fmt(tol)}", observed=observed)

@@ -77,6 +77,26 @@ def welch_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, 
     return (diff - t * se, diff + t * se)
 
 
+def paired_greater(a: Stats, b: Stats) -> float | None:
+    """One-sided paired t-test p-value for mean(a - b) > 0 over matching seeds; None when n < 3."""
+    if a.n != b.n or a.n < 3:
+        return None
+    diffs = np.subtract(a.values, b.values)
+    if np.all(diffs == diffs[0]):
+        return 0.0 if diffs[0] > 0 else 1.0
+    return float(sps.ttest_rel(a.values, b.values, alternative="greater").pvalue)
+
+
+def paired_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of the mean per-seed difference a - b; None when n < 3."""
+    if a.n != b.n or a.n < 3:
+        return None
+    diffs = np.subtract(a.values, b.values)
+    mean, se = float(diffs.mean()), float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
+    t = float(sps.t.ppf(0.5 + confidence / 2, len(diffs) - 1))
+    return (mean - t * se, mean + t * se)
+
+
 @dataclass
 class CheckResult:
     kind: str

@@ -1,0 +1,209 @@
+"""The pytest plugin end to end on fabricated cached runs: collection, selection, outcomes, reports.
+
+Each test builds a project with pytester (conftest loading repro.pytest_plugin, a claims/ folder
+with a base file) and points it at a run cache filled with fabricated records, with --no-train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from repro.cache import RunStore, run_key
+from repro.check.kinds import KINDS
+from repro.spec.claims import load_claim
+from repro.train.run import RunRecord
+
+pytest_plugins = ["pytester"]
+
+BASE = """\
+# shared base: never trained by these tests
+model: {arch: basicnet, width: 0.125}
+data: {dataset: digits}
+optim: {name: adam, regularizer: l2, lam: 1e-2}
+train: {batch_size: 16, unit: steps, phases: [20, 5], snapshots: 2}
+"""
+
+
+def claim(cid: str, check: str, extra_tier: str = "", runs: str = "") -> str:
+    return f"""\
+id: {cid}
+title: Fixture claim {cid}
+claim: "fabricated"
+source: {{paper: p.txt, where: Table 1}}
+tiers:
+  smoke:
+    why: fabricated runs, never trained
+    base: {{include: _bases/tiny.yaml}}
+    seeds: [0, 1, 2]{extra_tier}
+    runs:
+      adam_l2: {{set: {{optim.regularizer: l2}}, paper: {{sparsity_gamma: 70}}}}
+      adam_wd: {{set: {{optim.regularizer: wd}}, paper: {{sparsity_gamma: 40}}}}{runs}
+    checks:
+      - {check}
+"""
+
+
+# Line 14 of every claim file is its (first) check.
+CHECK_LINE = 14
+CLAIMS = {
+    "good.yaml": claim("claim-good", "{kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}"),
+    "bad.yaml": claim("claim-bad", "{kind: greater, metric: sparsity_gamma, a: adam_wd, b: adam_l2, margin: 10}"),
+    "gated.yaml": claim("claim-gated", "{kind: greater, metric: sparsity_gamma, a: adam_wd, b: adam_l2, margin: 10}",
+                        extra_tier="\n    gate: false\n    gate_reason: seed-sensitive at smoke scale"),
+    "missing.yaml": claim("claim-missing", "{kind: greater, metric: sparsity_gamma, a: sgd_l2, b: adam_wd, margin: 10}",
+                          runs="\n      sgd_l2: {set: {optim.name: sgd}}"),
+    "notrun.yaml": """\
+id: claim-notrun
+title: A claim without a smoke analog
+claim: "fabricated"
+source: {paper: p.txt, where: Table 3}
+tiers:
+  smoke:
+    not_run: "no small analog of ImageNet"
+""",
+    "broken.yaml": """\
+id: claim-broken
+title: broken
+  claim: "bad indentation"
+""",
+    "invalid.yaml": claim("claim-invalid", "{kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}")
+    .replace("{optim.regularizer: wd}", "{optim.regularizer: wd, optim.name: adma}"),
+    # Files starting with '_' are drafts/bases: never collected, even when broken.
+    "_draft.yaml": "id: [this is not collected\n",
+}
+SPARSITY = {"adam_l2": [70.0, 71.0, 72.0], "adam_wd": [40.0, 42.0, 41.0]}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One run cache shared by every test: adam_l2 and adam_wd of the fixture claims, 3 seeds."""
+    root = tmp_path_factory.mktemp("fabricate")
+    (root / "claims" / "_bases").mkdir(parents=True)
+    (root / "claims" / "_bases" / "tiny.yaml").write_text(BASE)
+    path = root / "claims" / "good.yaml"
+    path.write_text(CLAIMS["good.yaml"])
+    spec = load_claim(path, KINDS)
+    store = RunStore(root / "cache")
+    for name, values in SPARSITY.items():
+        for config, value in zip(spec.tier("smoke").groups[name].point().configs, values):
+            metrics = {"sparsity_gamma": value, "test_error": 10.0, "diverged_at": None, "steps": 25}
+            store.put(run_key(config), RunRecord(config, metrics, history={}, provenance={}, state_dict=None))
+    assert len(store.keys()) == 6
+    return store.root
+
+
+def project(pytester: pytest.Pytester, *names: str) -> None:
+    pytester.makeini("[pytest]\n")  # the rootdir is the project, whatever paths the options name
+    pytester.makeconftest('pytest_plugins = ["repro.pytest_plugin"]\n')
+    claims = pytester.mkdir("claims")
+    (claims / "_bases").mkdir()
+    (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    for name in names:
+        (claims / name).write_text(CLAIMS[name])
+
+
+def run(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("claims", "--tier", "smoke", "--repro-cache", str(cache), "--no-train",
+                              "-p", "no:cacheprovider", *args)
+
+
+def test_one_item_per_claim_file_named_by_id(pytester, cache):
+    project(pytester, "good.yaml", "bad.yaml", "notrun.yaml", "broken.yaml", "_draft.yaml")
+    result = run(pytester, cache, "--collect-only", "-q")
+    items = sorted(line for line in result.stdout.lines if "::" in line)
+    assert items == ["claims/bad.yaml::claim-bad", "claims/broken.yaml::broken", "claims/good.yaml::claim-good",
+                     "claims/notrun.yaml::claim-notrun"]
+    assert "_draft" not in result.stdout.str() and "tiny" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*4 tests collected*"])
+    assert result.ret == 0
+
+
+def test_reproduced_claim_passes(pytester, cache):
+    project(pytester, "good.yaml")
+    result = run(pytester, cache, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["claims/good.yaml::claim-good PASSED*"])
+    result.stdout.fnmatch_lines(["repro: tier=smoke cache=*"])
+
+
+def test_keyword_selects_claims(pytester, cache):
+    project(pytester, "good.yaml", "bad.yaml", "notrun.yaml")
+    run(pytester, cache, "-k", "good").assert_outcomes(passed=1, deselected=2)
+    run(pytester, cache, "-k", "claim and not good and not bad").assert_outcomes(skipped=1, deselected=2)
+
+
+def test_tier_marker(pytester, cache):
+    project(pytester, "good.yaml", "bad.yaml")
+    run(pytester, cache, "-m", "smoke").assert_outcomes(passed=1, failed=1)
+    run(pytester, cache, "-m", "full").assert_outcomes(deselected=2)
+    # At the full tier the same items carry the 'full' marker; these claims have no such tier.
+    result = run(pytester, cache, "-m", "full", "--tier", "full", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*not run at the full tier: the claim file defines no 'full' tier*"])
+
+
+def test_not_reproduced_claim_fails_with_numbers_and_location(pytester, cache):
+    project(pytester, "bad.yaml")
+    result = run(pytester, cache)
+    result.assert_outcomes(failed=1)
+    path = pytester.path / "claims" / "bad.yaml"
+    result.stdout.fnmatch_lines([
+        f"claim claim-bad ({path}:1) at tier smoke: NOT REPRODUCED",
+        "  Fixture claim claim-bad",
+        "  source: p.txt Table 1",
+        f"  [[]not reproduced[]] adam_wd sparsity_gamma > adam_l2 sparsity_gamma by more than 10.0 "
+        f"   ({path}:{CHECK_LINE}, tiers.smoke.checks[[]0[]])",
+        "      adam_wd sparsity_gamma: 41.0 ± 1.0 (n=3)   paper: 40",
+        "      adam_l2 sparsity_gamma: 71.0 ± 1.0 (n=3)   paper: 70",
+        "      41.0 - 71.0 = -30.0; need > 10.0; Welch one-sided p = * (alpha 0.05)",
+        "      reason: difference -30.0 does not exceed margin 10.0",
+    ])
+    result.stdout.fnmatch_lines(["FAILED claims/bad.yaml::claim-bad*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_missing_run_with_no_train_is_an_error(pytester, cache):
+    project(pytester, "missing.yaml")
+    result = run(pytester, cache)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "claim claim-missing (*missing.yaml:1) at tier smoke: ERROR",
+        "*reason: run sgd_l2 sparsity_gamma has no result (not trained)",
+    ])
+
+
+def test_not_run_tier_is_skipped_with_its_reason(pytester, cache):
+    project(pytester, "notrun.yaml")
+    result = run(pytester, cache, "-rs")
+    result.assert_outcomes(skipped=1)
+    # The skip names the claim file (not the plugin's source line).
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] claims/notrun.yaml: not run at the smoke tier: "
+                                 "no small analog of ImageNet"])
+    assert "pytest_plugin.py" not in result.stdout.str()
+
+
+def test_ungated_claim_that_fails_is_xfailed_with_its_reason(pytester, cache):
+    project(pytester, "gated.yaml")
+    result = run(pytester, cache, "-rx")
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["XFAIL claims/gated.yaml::claim-gated - not reproduced "
+                                 "(kept out of the CI gate: seed-sensitive at smoke scale)"])
+    assert result.ret == 0
+
+
+def test_broken_claim_files_fail_naming_file_and_line(pytester, cache):
+    project(pytester, "broken.yaml", "invalid.yaml", "good.yaml")
+    result = run(pytester, cache)
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "invalid claim file:",
+        "  claims/broken.yaml:3: YAML syntax error: mapping values are not allowed here",
+    ])
+    result.stdout.fnmatch_lines([
+        "invalid claim file:",
+        "  claims/invalid.yaml:12: tiers.smoke.runs.adam_wd.set.optim.name: unknown optimizer 'adma'*known: *sgd",
+    ])
+    result.stdout.fnmatch_lines(["FAILED claims/broken.yaml::broken*", "FAILED claims/invalid.yaml::invalid*"])
+    assert "Traceback" not in result.stdout.str()
