@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from repro.simulate.low_gradient import (
-    OPTIMIZER_SETTINGS,
     OPTIMIZERS,
     DecayConfig,
     DecayResult,
     main_gradients,
+    make_optimizer,
+    paper_lr,
     plot_decay,
     simulate_abs_theta,
     simulate_decay,
@@ -200,13 +201,12 @@ def test_config_rejects_bad_values(kwargs):
 
 
 def test_learning_rates_are_the_papers():
-    assert {k: v[1]["lr"] for k, v in OPTIMIZER_SETTINGS.items()} == {
+    assert {k: paper_lr(k) for k in OPTIMIZERS} == {
         "sgd": 0.1, "adam": 1e-3, "amsgrad": 1e-3, "adagrad": 1e-2, "adadelta": 1.0,
         "rmsprop": 1e-3, "adamax": 2e-3,
     }
-    from repro.config import BASE_LR
-
-    assert {k: v[1]["lr"] for k, v in OPTIMIZER_SETTINGS.items()} == BASE_LR
+    assert {k: make_optimizer(k, [torch.zeros(1, requires_grad=True)]).param_groups[0]["lr"] for k in OPTIMIZERS} == {
+        k: paper_lr(k) for k in OPTIMIZERS}
     assert DecayConfig("adagrad", "wd", (0.0,)).effective_lr == 1e-2
     assert DecayConfig("adagrad", "wd", (0.0,), lr=0.5).effective_lr == 0.5
 

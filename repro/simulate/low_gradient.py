@@ -15,7 +15,7 @@ on it on every iteration:
   so adaptive methods rescale it (Adam normalises it by sqrt(v), which is tiny here);
 * ``'wd'``: theta is multiplied by (1 - lambda) *after* the optimizer's update (decoupled).
 
-Optimizers are the real ``torch.optim`` classes with the paper's settings (``OPTIMIZER_SETTINGS``).
+Optimizers are the real ``torch.optim`` classes with the paper's settings (``repro.train.optim``).
 Many lambdas and seeds run at once: theta is a vector of K independent scalars. Every optimizer
 used here (SGD+momentum, Adam, AMSGrad, Adamax, RMSprop, Adagrad, Adadelta) updates each element
 from that element's own gradient and state only, and both regularisers are elementwise, so one
@@ -36,24 +36,18 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from repro.config import BASE_LR
+from repro.train.optim import make_optimizer as make_training_optimizer
+
 REGULARIZERS = ("l2", "wd")
 
-# Paper Sec. 2.1 and supplement Fig. 3. Anything the paper leaves unstated is torch's default:
-# RMSprop alpha=0.99, eps=1e-8; Adamax betas=(0.9, 0.999), eps=1e-8; Adagrad eps=1e-10.
-OPTIMIZER_SETTINGS: dict[str, tuple[Callable[..., torch.optim.Optimizer], dict[str, Any]]] = {
-    "sgd": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
-    "adam": (torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8}),
-    "amsgrad": (torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8, "amsgrad": True}),
-    "adagrad": (torch.optim.Adagrad, {"lr": 1e-2}),
-    "adadelta": (torch.optim.Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6}),
-    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
-    "adamax": (torch.optim.Adamax, {"lr": 2e-3}),
-}
-OPTIMIZERS = tuple(OPTIMIZER_SETTINGS)
+# The optimizers and their hyperparameters are the training loop's own (repro.train.optim), so the
+# simulation and the networks can never disagree on them.
+OPTIMIZERS = tuple(BASE_LR)
 
 # The noise is drawn in fixed-size blocks so a longer run extends a shorter one with the same seed
 # (torch.randn(n) for different n does not give a common prefix).
@@ -62,18 +56,14 @@ _NOISE_BLOCK = 1024
 
 def paper_lr(optimizer: str) -> float:
     """The paper's learning rate for ``optimizer``."""
-    return float(OPTIMIZER_SETTINGS[optimizer][1]["lr"])
+    return float(BASE_LR[optimizer])
 
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float | None = None) -> torch.optim.Optimizer:
     """``torch.optim`` optimizer ``name`` with the paper's settings; ``lr`` overrides the rate."""
-    if name not in OPTIMIZER_SETTINGS:
+    if name not in BASE_LR:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    cls, kwargs = OPTIMIZER_SETTINGS[name]
-    kwargs = dict(kwargs)
-    if lr is not None:
-        kwargs["lr"] = lr
-    return cls(params, **kwargs)
+    return make_training_optimizer(name, list(params), paper_lr(name) if lr is None else lr)
 
 
 @dataclass(frozen=True)
@@ -103,7 +93,7 @@ class DecayConfig:
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
         object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if self.optimizer not in OPTIMIZER_SETTINGS:
+        if self.optimizer not in BASE_LR:
             raise ValueError(f"optimizer: unknown {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         if self.regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer: unknown {self.regularizer!r}; known: {', '.join(REGULARIZERS)}")
