@@ -28,21 +28,27 @@ from repro.config import OptimConfig, TrainConfig, phase_steps
 ADAM_BETAS = (0.9, 0.99)
 
 
-def make_optimizer(name: str, params: list[dict], lr: float) -> torch.optim.Optimizer:
+# torch's fused kernels (one kernel for all parameters, CPU and CUDA) where they exist: the
+# per-parameter Adam update was ~25% of a smoke-scale CPU step, fused it is ~4%. Same update rule.
+FUSED = {"fused": True}
+FOREACH = {"foreach": True}
+
+
+def make_optimizer(name: str, params: list, lr: float) -> torch.optim.Optimizer:
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, **FUSED)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8)
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8, **FUSED)
     if name == "amsgrad":
-        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8, amsgrad=True)
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=1e-8, amsgrad=True, **FUSED)
     if name == "adamax":
-        return torch.optim.Adamax(params, lr=lr)
+        return torch.optim.Adamax(params, lr=lr, **FOREACH)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, **FOREACH)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
+        return torch.optim.Adagrad(params, lr=lr, **FUSED)
     if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=0.9, eps=1e-6)
+        return torch.optim.Adadelta(params, lr=lr, rho=0.9, eps=1e-6, **FOREACH)
     raise ValueError(f"unknown optimizer {name!r}")  # configs are validated before this point
 
 
