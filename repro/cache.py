@@ -188,24 +188,46 @@ class RunStore:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def ensure_runs(
+    configs: list[RunConfig],
+    store: RunStore,
+    train_many: Callable[[list[RunConfig]], list[RunRecord]],
+    keys: list[str] | None = None,
+) -> list[tuple[RunRecord, bool]]:
+    """The cached record of every config, training the missing ones together (once across
+    processes: the per-key locks are taken in key order, so two processes never deadlock).
+
+    Returns (record, trained_now) per config.
+    """
+    keys = keys or [run_key(c) for c in configs]
+    found = {k: store.get(k) for k in keys}
+    if all(r is not None for r in found.values()):
+        return [(found[k], False) for k in keys]
+    locks = [store.lock(k) for k in sorted(set(keys))]
+    for lock in locks:
+        lock.acquire()
+    try:
+        # Another process may have finished some while we waited.
+        found = {k: store.get(k) for k in keys}
+        missing = [(c, k) for c, k in zip(configs, keys) if found[k] is None]
+        trained = set()
+        if missing:
+            records = train_many([c for c, _ in missing])
+            for (_, k), record in zip(missing, records):
+                store.put(k, record)
+                found[k] = record
+                trained.add(k)
+        return [(found[k], k in trained) for k in keys]
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
 def ensure_run(
     config: RunConfig,
     store: RunStore,
     train: Callable[[RunConfig], RunRecord],
     key: str | None = None,
 ) -> tuple[RunRecord, bool]:
-    """The cached record for ``config``, training it (once across processes) if needed.
-
-    Returns (record, trained_now).
-    """
-    key = key or run_key(config)
-    record = store.get(key)
-    if record is not None:
-        return record, False
-    with store.lock(key):
-        record = store.get(key)  # another process may have finished it while we waited
-        if record is not None:
-            return record, False
-        record = train(config)
-        store.put(key, record)
-        return record, True
+    """The cached record for ``config``, training it (once across processes) if needed."""
+    return ensure_runs([config], store, lambda cs: [train(c) for c in cs], [key] if key else None)[0]

@@ -121,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repro.execute import train_plan
 
     plan, store = _plan(args)
-    summary = train_plan(plan, store, args.jobs, args.device, Path(args.data_root) if args.data_root else None)
+    summary = train_plan(plan, store, args.jobs, args.device, Path(args.data_root) if args.data_root else None,
+                         group_size=args.group_size)
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
@@ -186,7 +187,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier], help="train the missing runs of the plan")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="runs trained in parallel (default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="runs fused into one stacked network (default: 16 on CUDA, 4 on CPU; 1 = unfused)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")
@@ -195,6 +198,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("verify", parents=[common, sel, tier], help="validate + plan + train + pytest + report")
     p.add_argument("-j", "--jobs", type=int, default=1)
+    p.add_argument("--group-size", type=int, default=None, help="runs fused into one stacked network")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)

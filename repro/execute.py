@@ -1,12 +1,13 @@
-"""Train the missing runs of a Plan, in parallel where the machine allows.
+"""Train the missing runs of a Plan: fused into groups, and in parallel where the machine allows.
 
-In:  Plan, RunStore, number of parallel jobs, device.
+In:  Plan, RunStore, number of parallel jobs, device, runs per group.
 Out: every planned run in the cache (or its failure recorded in the returned summary).
 
-Each job trains through ``cache.ensure_run``, which holds the per-key file lock, so a run that
-another process (a second ``repro verify``, a pytest-xdist worker) is already training is waited
-for and reused, not trained twice. Jobs run in spawned processes; on CPU each gets
-cores // jobs threads so that jobs do not fight over cores.
+Runs that can share one stacked network (``loop.group_key``: same architecture, data, batch
+size, schedule and optimizer) train together in groups of up to ``group_size``; each group goes
+through ``cache.ensure_runs``, which holds the per-key file locks, so a run that another process
+(a second ``repro verify``, a pytest-xdist worker) is already training is waited for and reused,
+not trained twice. Jobs run in spawned processes; on CPU each gets cores // jobs threads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from repro.cache import RunStore, ensure_run
+from repro.cache import RunStore, ensure_runs
 from repro.config import RunConfig
 from repro.plan import Plan, PlannedRun, format_duration
 
@@ -33,20 +34,48 @@ class TrainSummary:
     failed: dict[str, str] = field(default_factory=dict)  # key -> message
 
 
-def _train_one(config: RunConfig, key: str, cache_root: str, data_root: str | None, device: str, threads: int) -> tuple[str, bool]:
+def _train_group(configs: list[RunConfig], keys: list[str], cache_root: str, data_root: str | None,
+                 device: str, threads: int) -> list[tuple[str, bool]]:
     import torch
 
-    from repro.train.run import run_and_measure
+    from repro.train.run import run_and_measure_group
 
     if threads:
         torch.set_num_threads(threads)
     store = RunStore(Path(cache_root))
-    record, trained = ensure_run(config, store, lambda c: run_and_measure(c, device, Path(data_root) if data_root else None), key)
-    return key, trained
+    root = Path(data_root) if data_root else None
+    results = ensure_runs(configs, store, lambda cs: run_and_measure_group(cs, device, root), keys)
+    return [(k, trained) for k, (_, trained) in zip(keys, results)]
+
+
+def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun]]:
+    """Runs that can train together (``loop.group_key``), in chunks of at most group_size."""
+    from repro.train.loop import group_key
+
+    by_key: dict[str, list[PlannedRun]] = {}
+    for r in runs:
+        by_key.setdefault(group_key(r.config), []).append(r)
+    groups = []
+    for members in by_key.values():
+        for i in range(0, len(members), max(1, group_size)):
+            groups.append(members[i : i + group_size])
+    # Largest work first, so parallel jobs finish together.
+    return sorted(groups, key=lambda g: -sum(r.flops for r in g))
+
+
+def default_group_size(device: str) -> int:
+    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many. On CPU the
+    smoke-scale step is compute-bound and a group mostly saves Python overhead (see
+    benchmarks/throughput.py for the measured ratio)."""
+    return 16 if device.startswith("cuda") else CPU_GROUP_SIZE
+
+
+# Measured on the 2-core development machine with benchmarks/throughput.py (README, Performance).
+CPU_GROUP_SIZE = 4
 
 
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
-               data_root: Path | None = None, progress: bool = True) -> TrainSummary:
+               data_root: Path | None = None, progress: bool = True, group_size: int | None = None) -> TrainSummary:
     from tqdm import tqdm
 
     summary = TrainSummary()
@@ -54,30 +83,36 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     summary.reused = [r.key for r in plan.runs if r not in todo]
     if not todo:
         return summary
+    groups = form_groups(todo, group_size or default_group_size(plan.device))
     cores = os.cpu_count() or 1
     on_gpu = plan.device == "cuda"
-    jobs = max(1, min(jobs, len(todo)))
+    jobs = max(1, min(jobs, len(groups)))
     threads = 0 if on_gpu else max(1, cores // jobs)
-    bar = tqdm(total=len(todo), desc=f"training {len(todo)} runs ({format_duration(plan.estimate_seconds())} est.)",
+    bar = tqdm(total=len(todo), desc=f"training {len(todo)} runs in {len(groups)} groups "
+               f"({format_duration(plan.estimate_seconds())} est. unfused)",
                unit="run", disable=not progress, file=sys.stderr)
     args = (str(store.root), str(data_root) if data_root else None, device, threads)
+
+    def submit(group):
+        return lambda: _train_group([r.config for r in group], [r.key for r in group], *args)
+
     if jobs == 1:
-        for run in todo:
-            bar.set_postfix_str(run.config.summary())
-            _collect(summary, run, lambda: _train_one(run.config, run.key, *args))
-            bar.update(1)
+        for group in groups:
+            bar.set_postfix_str(_label(group))
+            _collect(summary, group, submit(group))
+            bar.update(len(group))
         bar.close()
         return summary
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_one, r.config, r.key, *args): r for r in todo}
+        pending = {pool.submit(_train_group, [r.config for r in g], [r.key for r in g], *args): g for g in groups}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    run = pending.pop(fut)
-                    _collect(summary, run, fut.result)
-                    bar.set_postfix_str(run.config.summary())
-                    bar.update(1)
+                    group = pending.pop(fut)
+                    _collect(summary, group, fut.result)
+                    bar.set_postfix_str(_label(group))
+                    bar.update(len(group))
         except KeyboardInterrupt:
             for fut in pending:
                 fut.cancel()
@@ -87,14 +122,19 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     return summary
 
 
-def _collect(summary: TrainSummary, run: PlannedRun, call) -> None:
+def _label(group: list[PlannedRun]) -> str:
+    return group[0].config.summary() + (f" +{len(group) - 1}" if len(group) > 1 else "")
+
+
+def _collect(summary: TrainSummary, group: list[PlannedRun], call) -> None:
     from repro.cache import CacheError
     from repro.data.base import DatasetError
 
     try:
-        key, trained = call()
-        (summary.trained if trained else summary.reused).append(key)
+        for key, trained in call():
+            (summary.trained if trained else summary.reused).append(key)
     except (DatasetError, CacheError, RuntimeError, OSError) as e:
-        # One run's failure (missing data, out of memory) must not lose the others.
-        summary.failed[run.key] = f"{run.config.summary()}: {e}"
-        log.error("run %s failed: %s", run.key[:12], e)
+        # One group's failure (missing data, out of memory) must not lose the others.
+        for run in group:
+            summary.failed[run.key] = f"{run.config.summary()}: {e}"
+        log.error("group of %d runs (%s) failed: %s", len(group), _label(group), e)

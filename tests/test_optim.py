@@ -18,8 +18,8 @@ def one_param_model(value: float) -> nn.Module:
 
 
 def step(model, cfg: OptimConfig, grad: float, factor: float = 1.0):
-    opt = build_optimizer(model, cfg)
-    set_lr(opt, cfg.base_lr, factor)
+    opt = build_optimizer([model], [cfg])
+    set_lr(opt, factor)
     reg = Regularizer(cfg.regularizer, cfg.lam, list(model.parameters()))
     model.weight.grad = torch.full_like(model.weight, grad)
     reg.before_step()
@@ -65,7 +65,7 @@ def test_zero_lambda_is_no_regularization():
 def test_bn_groups_get_their_own_lr_scale():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
     cfg = OptimConfig(name="adam", gamma_lr_scale=0.1, beta_lr_scale=0.5)
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer([model], [cfg])
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == pytest.approx({"weights": 1e-3, "bn_gamma": 1e-4, "bn_beta": 5e-4})
     names = [g["name"] for g in param_groups(model, cfg)]
@@ -75,7 +75,7 @@ def test_bn_groups_get_their_own_lr_scale():
 @pytest.mark.parametrize("name,lr", [("sgd", 0.1), ("adam", 1e-3), ("amsgrad", 1e-3), ("adamax", 2e-3),
                                      ("rmsprop", 1e-3), ("adagrad", 1e-2), ("adadelta", 1.0)])
 def test_paper_base_learning_rates(name, lr):
-    opt = build_optimizer(one_param_model(1.0), OptimConfig(name=name))
+    opt = build_optimizer([one_param_model(1.0)], [OptimConfig(name=name)])
     assert opt.param_groups[0]["lr"] == lr
 
 

@@ -1,16 +1,27 @@
-"""The one training loop.
+"""The one training loop, for one run or a group of runs trained together.
 
-In:  a RunConfig and an ImageData already on the training device.
-Out: ``TrainOutcome``: the trained model, its histories (loss, learning rate, BN gamma/beta
-snapshots for the paper's Figure 2) and whether/when the loss diverged.
+In:  RunConfigs that share architecture, data, batch size, schedule and optimizer (see
+     ``group_key``), and an ImageData already on the training device.
+Out: one ``TrainOutcome`` per run: the trained model, its histories (loss, learning rate, BN
+     gamma/beta snapshots for the paper's Figure 2) and whether/when its loss diverged.
 
-Every run in the project (CLI, claims, tests, benchmarks) goes through ``train_model``. Seeds are
-set here and only here: the model initialisation from ``train.seed``, the data order and flips
-from a generator seeded with the same value, so a CPU run is bit-for-bit repeatable.
+Every run in the project (CLI, claims, tests, benchmarks) goes through ``train_models``; a single
+run is a group of one. Seeds are set here and only here: each run's initialisation from its
+``train.seed`` (the model is built right after ``torch.manual_seed``), its data order and flips
+from its own generator seeded with the same value, so a CPU run is bit-for-bit repeatable and a
+run trains the same whether alone or in a group.
+
+Why groups: at the paper's batch of 40 a GPU step is bound by kernel launches, not arithmetic.
+K runs of one architecture are stacked channel-wise into one network: convolutions become
+grouped convolutions (groups=K), BatchNorm is per channel and so per run, the fc layers are
+batched matmuls, and one optimizer holds every run's parameter groups (all optimizers here are
+elementwise, so each run keeps its own state, learning rate, scales and regularizer). Nothing
+mixes between runs: run k's loss depends only on run k's parameters and batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -18,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch import nn
+import torch.nn.functional as F
 
 from repro.config import RunConfig
 from repro.data.base import ImageData
@@ -44,6 +55,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def group_key(config: RunConfig) -> str:
+    """Runs with equal keys can train together: everything but seed, regularizer, lambda,
+    learning rate (and its BN scales) and the BN beta initialisation."""
+    d = config.to_dict()
+    d["model"].pop("bn_beta_init")
+    for k in ("lr", "regularizer", "lam", "gamma_lr_scale", "beta_lr_scale"):
+        d["optim"].pop(k)
+    d["train"].pop("seed")
+    return json.dumps(d, sort_keys=True)
 
 
 class BatchStream:
@@ -77,65 +99,161 @@ def bn_snapshot(model: ConvNet) -> dict[str, list[list[float]]]:
     }
 
 
-def train_model(
-    config: RunConfig,
+class StackedForward:
+    """K ConvNets of one layout evaluated as one channel-stacked network (training mode).
+
+    The members' parameters stay the leaves the optimizer updates; each step concatenates them
+    (cheap next to the convolutions). BatchNorm running statistics live in packed buffers during
+    training and are written back to the members by ``write_back``.
+    """
+
+    def __init__(self, models: list[ConvNet]):
+        self.models = models
+        self.k = len(models)
+        spec = models[0].spec
+        self.spec = spec
+        self.conv_stats = [self._pack_stats([m.blocks[i].bn for m in models]) for i in range(len(spec.convs))]
+        self.head_bns = [[mod for mod in m.head if isinstance(mod, torch.nn.BatchNorm1d)] for m in models]
+        self.head_stats = [self._pack_stats([bns[j] for bns in self.head_bns]) for j in range(len(self.head_bns[0]))]
+
+    @staticmethod
+    def _pack_stats(bns) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.cat([b.running_mean for b in bns]).clone(), torch.cat([b.running_var for b in bns]).clone())
+
+    def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """xs: K batches (B, C, H, W) -> logits (B, K, classes)."""
+        k, spec = self.k, self.spec
+        x = torch.cat(xs, dim=1)
+        for i, c in enumerate(spec.convs):
+            blocks = [m.blocks[i] for m in self.models]
+            weight = torch.cat([b.conv.weight for b in blocks])
+            x = F.conv2d(x, weight, padding=c.kernel // 2, groups=k)
+            bn = blocks[0].bn
+            mean, var = self.conv_stats[i]
+            x = F.batch_norm(x, mean, var, torch.cat([b.bn.weight for b in blocks]),
+                             torch.cat([b.bn.bias for b in blocks]), True, bn.momentum, bn.eps)
+            x = blocks[0].act(x)
+            if c.pool_after:
+                x = F.max_pool2d(x, 2)
+        x = x.mean(dim=(2, 3)) if spec.pooling == "global" else F.avg_pool2d(x, 5, 4).flatten(1)
+        batch = x.shape[0]
+        x = x.view(batch, k, -1)
+        linears = [[mod for mod in m.head if isinstance(mod, torch.nn.Linear)] for m in self.models]
+        for j in range(len(linears[0])):
+            weight = torch.stack([lin[j].weight for lin in linears])  # (K, out, in)
+            bias = torch.stack([lin[j].bias for lin in linears])  # (K, out)
+            x = torch.einsum("bki,koi->bko", x, weight) + bias
+            if j < len(self.head_stats):
+                bns = [b[j] for b in self.head_bns]
+                mean, var = self.head_stats[j]
+                flat = F.batch_norm(x.reshape(batch, -1), mean, var, torch.cat([b.weight for b in bns]),
+                                    torch.cat([b.bias for b in bns]), True, bns[0].momentum, bns[0].eps)
+                x = F.relu(flat).view(batch, k, -1)
+        return x
+
+    @torch.no_grad()
+    def write_back(self, steps: int) -> None:
+        for i, (mean, var) in enumerate(self.conv_stats):
+            self._unpack([m.blocks[i].bn for m in self.models], mean, var, steps)
+        for j, (mean, var) in enumerate(self.head_stats):
+            self._unpack([bns[j] for bns in self.head_bns], mean, var, steps)
+
+    @staticmethod
+    def _unpack(bns, mean: torch.Tensor, var: torch.Tensor, steps: int) -> None:
+        for b, m, v in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):
+            b.running_mean.copy_(m)
+            b.running_var.copy_(v)
+            b.num_batches_tracked.add_(steps)
+
+
+def train_model(config: RunConfig, data: ImageData, device: torch.device,
+                on_step: Callable[[int, int], None] | None = None) -> TrainOutcome:
+    return train_models([config], data, device, on_step)[0]
+
+
+def train_models(
+    configs: list[RunConfig],
     data: ImageData,
     device: torch.device,
     on_step: Callable[[int, int], None] | None = None,
-) -> TrainOutcome:
-    """Train one run from scratch. ``on_step(step, total)`` is called every ~1% for progress."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.in_channels, data.image_size, data.num_classes, config.data.dataset)
-    model.to(device).train()
-    optimizer = build_optimizer(model, config.optim)
-    regularizer = Regularizer(config.optim.regularizer, config.optim.lam, list(model.parameters()))
-    schedule = StepSchedule.for_run(config.train, data.train_size)
-    stream = BatchStream(data.train_size, config.train.batch_size, config.data.flip, config.train.seed, device)
+) -> list[TrainOutcome]:
+    """Train runs from scratch, together. ``on_step(step, total)`` is called every ~0.5%."""
+    keys = {group_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError("runs trained together must share architecture, data, batch size, schedule and optimizer")
+    first = configs[0]
+    models = []
+    for c in configs:
+        torch.manual_seed(c.train.seed)
+        models.append(build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset).to(device).train())
+    optimizer = build_optimizer(models, [c.optim for c in configs])
+    regularizers = [Regularizer(c.optim.regularizer, c.optim.lam, list(m.parameters())) for c, m in zip(configs, models)]
+    streams = [BatchStream(data.train_size, first.train.batch_size, first.data.flip, c.train.seed, device) for c in configs]
+    schedule = StepSchedule.for_run(first.train, data.train_size)
     total = schedule.total_steps
     loss_every = max(1, total // LOSS_POINTS)
-    snapshot_at = {round(total * (i + 1) / config.train.snapshots) for i in range(config.train.snapshots)} | {0}
-    loss_fn = nn.CrossEntropyLoss()
-
-    history: dict = {"loss_steps": [], "loss": [], "lr_steps": [], "lr": [], "snapshot_steps": [], "snapshots": []}
-    loss_sum = torch.zeros((), device=device)
+    snapshot_at = {round(total * (i + 1) / first.train.snapshots) for i in range(first.train.snapshots)} | {0}
+    stacked = StackedForward(models) if len(models) > 1 else None
+    histories = [{"loss_steps": [], "loss": [], "lr_steps": [], "lr": [], "snapshot_steps": [], "snapshots": []}
+                 for _ in configs]
+    diverged: list[int | None] = [None] * len(configs)
+    loss_sum = torch.zeros(len(configs), device=device)
     factor = None
-    diverged_at = None
     start = time.perf_counter()
+    step = 0
     for step in range(total):
         if step in snapshot_at:
-            history["snapshot_steps"].append(step)
-            history["snapshots"].append(bn_snapshot(model))
+            for h, m in zip(histories, models):
+                h["snapshot_steps"].append(step)
+                h["snapshots"].append(bn_snapshot(m))
         new_factor = schedule.factor(step)
         if new_factor != factor:
             factor = new_factor
-            set_lr(optimizer, config.optim.base_lr, factor)
-            history["lr_steps"].append(step)
-            history["lr"].append(config.optim.base_lr * factor)
-        index, flip = stream.next()
-        x, y = data.train_batch(index, flip)
-        loss = loss_fn(model(x), y)
+            set_lr(optimizer, factor)
+            for h, c in zip(histories, configs):
+                h["lr_steps"].append(step)
+                h["lr"].append(c.optim.base_lr * factor)
+        batches = [data.train_batch(*s.next()) for s in streams]
+        if stacked is None:
+            x, y = batches[0]
+            losses = F.cross_entropy(models[0](x), y).unsqueeze(0)
+        else:
+            logits = stacked([b[0] for b in batches])  # (B, K, classes)
+            y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        regularizer.before_step()
+        losses.sum().backward()  # runs share no parameter: each gets the gradient of its own loss
+        for r in regularizers:
+            r.before_step()
         optimizer.step()
-        regularizer.after_step(factor)
-        loss_sum += loss.detach()
+        for r in regularizers:
+            r.after_step(factor)
+        loss_sum += losses.detach()
         if (step + 1) % loss_every == 0 or step + 1 == total:
             # One host sync per recorded point, not per step.
             window = loss_every if (step + 1) % loss_every == 0 else (step + 1) % loss_every
-            mean_loss = float(loss_sum) / window
+            means = (loss_sum / window).tolist()
             loss_sum.zero_()
-            history["loss_steps"].append(step + 1)
-            history["loss"].append(mean_loss)
-            if not math.isfinite(mean_loss):
-                diverged_at = step + 1
-                log.warning("run diverged at step %d (loss %s)", diverged_at, mean_loss)
+            for i, (h, mean_loss) in enumerate(zip(histories, means)):
+                if diverged[i] is not None:
+                    continue
+                h["loss_steps"].append(step + 1)
+                h["loss"].append(mean_loss)
+                if not math.isfinite(mean_loss):
+                    diverged[i] = step + 1
+                    log.warning("run %s diverged at step %d (loss %s)", configs[i].summary(), step + 1, mean_loss)
+            if all(d is not None for d in diverged):
                 break
             if on_step is not None:
                 on_step(step + 1, total)
-    if diverged_at is None:
-        history["snapshot_steps"].append(total)
-        history["snapshots"].append(bn_snapshot(model))
-    model.eval()
-    return TrainOutcome(model, total if diverged_at is None else diverged_at,
-                        time.perf_counter() - start, history, diverged_at)
+    if stacked is not None:
+        stacked.write_back(step + 1)
+    wall = time.perf_counter() - start
+    outcomes = []
+    for h, m, d in zip(histories, models, diverged):
+        if d is None:
+            h["snapshot_steps"].append(total)
+            h["snapshots"].append(bn_snapshot(m))
+        m.eval()
+        outcomes.append(TrainOutcome(m, total if d is None else d, wall, h, d))
+    return outcomes

@@ -70,11 +70,19 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    for g in groups:
-        g["lr"] = cfg.base_lr * g["lr_scale"]
-    return make_optimizer(cfg.name, groups, cfg.base_lr)
+def build_optimizer(models: list[nn.Module], cfgs: list[OptimConfig]) -> torch.optim.Optimizer:
+    """One optimizer over the parameter groups of every model (runs trained together keep their
+    own learning rates, scales and state: every optimizer here is elementwise)."""
+    groups = []
+    for model, cfg in zip(models, cfgs):
+        for g in param_groups(model, cfg):
+            g["base_lr"] = cfg.base_lr * g["lr_scale"]
+            g["lr"] = g["base_lr"]
+            groups.append(g)
+    names = {cfg.name for cfg in cfgs}
+    if len(names) != 1:
+        raise ValueError(f"runs trained together must share the optimizer, got {sorted(names)}")
+    return make_optimizer(cfgs[0].name, groups, groups[0]["lr"])
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,9 @@ class StepSchedule:
         return 0.1 ** (len(self.boundaries) - 1)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
     for g in optimizer.param_groups:
-        g["lr"] = base_lr * g["lr_scale"] * factor
+        g["lr"] = g["base_lr"] * factor
 
 
 class Regularizer:

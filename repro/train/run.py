@@ -1,8 +1,10 @@
-"""Train one configuration and measure it: the unit of work the cache stores.
+"""Train configurations and measure them: the unit of work the cache stores.
 
-In:  RunConfig, device, dataset root.
-Out: ``RunRecord``: config, metrics (every quantity the paper reports, see repro.measure),
-histories, the trained weights and provenance (torch version, device, wall time).
+In:  RunConfigs (one, or a group that ``loop.group_key`` says can train together), device,
+     dataset root.
+Out: one ``RunRecord`` per config: config, metrics (every quantity the paper reports, see
+     repro.measure), histories, the trained weights and provenance (torch version, device, wall
+     time, group size).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from repro.config import RunConfig
 from repro.data import load_dataset
 from repro.measure import measure_model
-from repro.train.loop import resolve_device, train_model
+from repro.train.loop import resolve_device, train_models
 
 
 @dataclass
@@ -34,30 +36,36 @@ class RunRecord:
         return self.metrics.get("diverged_at") is not None
 
 
-def run_and_measure(
-    config: RunConfig,
+def run_and_measure(config: RunConfig, device: str = "auto", data_root: Path | None = None,
+                    on_step: Callable[[int, int], None] | None = None) -> RunRecord:
+    return run_and_measure_group([config], device, data_root, on_step)[0]
+
+
+def run_and_measure_group(
+    configs: list[RunConfig],
     device: str = "auto",
     data_root: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
-) -> RunRecord:
+) -> list[RunRecord]:
     dev = resolve_device(device)
     started = time.time()
-    data = load_dataset(config.data, data_root).to(dev)
-    outcome = train_model(config, data, dev, on_step=on_step)
-    if outcome.diverged_at is None:
-        metrics = measure_model(outcome.model, data)
-    else:
-        metrics = {}
-    metrics["diverged_at"] = outcome.diverged_at
-    metrics["steps"] = outcome.steps
-    provenance = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
-        "train_wall_s": round(outcome.wall_s, 2),
-        "total_wall_s": round(time.time() - started, 2),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
-    }
-    state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
-    return RunRecord(config, metrics, outcome.history, provenance, state)
+    data = load_dataset(configs[0].data, data_root).to(dev)
+    outcomes = train_models(configs, data, dev, on_step=on_step)
+    records = []
+    for config, outcome in zip(configs, outcomes):
+        metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
+        metrics["diverged_at"] = outcome.diverged_at
+        metrics["steps"] = outcome.steps
+        provenance = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+            "group_size": len(configs),
+            "train_wall_s": round(outcome.wall_s, 2),
+            "total_wall_s": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(),
+        }
+        state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+        records.append(RunRecord(config, metrics, outcome.history, provenance, state))
+    return records
