@@ -189,7 +189,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common, sel, tier], help="train the missing runs of the plan")
     p.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
     p.add_argument("--group-size", type=int, default=None,
-                   help="runs fused into one stacked network (default: 16 on CUDA, 4 on CPU; 1 = unfused)")
+                   help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")

@@ -63,15 +63,15 @@ def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun
     return sorted(groups, key=lambda g: -sum(r.flops for r in g))
 
 
-def default_group_size(device: str) -> int:
-    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many. On CPU the
-    smoke-scale step is compute-bound and a group mostly saves Python overhead (see
-    benchmarks/throughput.py for the measured ratio)."""
-    return 16 if device.startswith("cuda") else CPU_GROUP_SIZE
-
-
-# Measured on the 2-core development machine with benchmarks/throughput.py (README, Performance).
-CPU_GROUP_SIZE = 4
+def default_group_size(device: str, jobs: int) -> int:
+    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many. On CPU a
+    single process gains from stacking (1.5x at 2 threads, 1.4x at 1 thread on the 2-core
+    development machine, benchmarks/throughput.py), but with one job per core the cores are
+    already busy: the smoke tier took 9.4 min with groups of 4 and 8.5 min unfused at -j 2
+    (33 vs 30 s per run), so parallel CPU jobs train unfused."""
+    if device.startswith("cuda"):
+        return 16
+    return 4 if jobs == 1 else 1
 
 
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
@@ -83,10 +83,11 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     summary.reused = [r.key for r in plan.runs if r not in todo]
     if not todo:
         return summary
-    groups = form_groups(todo, group_size or default_group_size(plan.device))
+    jobs = max(1, jobs)
+    groups = form_groups(todo, group_size or default_group_size(plan.device, jobs))
     cores = os.cpu_count() or 1
     on_gpu = plan.device == "cuda"
-    jobs = max(1, min(jobs, len(groups)))
+    jobs = min(jobs, len(groups))
     threads = 0 if on_gpu else max(1, cores // jobs)
     bar = tqdm(total=len(todo), desc=f"training {len(todo)} runs in {len(groups)} groups "
                f"({format_duration(plan.estimate_seconds())} est. unfused)",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import RunStore, ensure_run, run_key
+from repro.cache import RunStore
 from repro.check.evaluate import evaluate_claim
 from repro.check.kinds import KINDS
 from repro.check.verdict import ERROR, REPRODUCED, Verdict, fmt
@@ -125,7 +125,7 @@ class ClaimItem(pytest.Item):
         if tier.not_run:
             pytest.skip(f"not run at the {state.tier} tier: {tier.not_run}")
         if state.train_missing:
-            self._train_missing(state, tier.configs())
+            self._train_missing(state)
         verdict = evaluate_claim(self.spec, state.tier, state.store)
         self.user_properties.append(("verdict", verdict.status))
         if verdict.status == REPRODUCED:
@@ -135,21 +135,22 @@ class ClaimItem(pytest.Item):
             pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})")
         raise ClaimNotReproduced(verdict)
 
-    def _train_missing(self, state: PluginState, configs) -> None:
-        from repro.train.run import run_and_measure
+    def _train_missing(self, state: PluginState) -> None:
+        """Train what this claim lacks, fused as ``repro train`` would (per-key locks included)."""
+        from repro.execute import train_plan
+        from repro.plan import plan_runs
 
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         if workers > 1:
             import torch
 
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-        seen = set()
-        for config in configs:
-            key = run_key(config)
-            if key in seen:
-                continue
-            seen.add(key)
-            ensure_run(config, state.store, lambda c: run_and_measure(c, state.device), key)
+        plan = plan_runs([self.spec], state.tier, state.store)
+        summary = train_plan(plan, state.store, jobs=1, device=state.device, progress=False)
+        if summary.failed:
+            # The verdict reports the missing runs as errors; say why they are missing.
+            for message in summary.failed.values():
+                self.user_properties.append(("run_failed", message))
 
     def repr_failure(self, excinfo, style=None) -> str:
         if not isinstance(excinfo.value, ClaimNotReproduced):

@@ -154,13 +154,23 @@ def test_greater_inconclusive_when_margin_met_but_not_significant():
     assert r.arithmetic.endswith(f"Welch one-sided p = {p:.3g} (alpha 0.2)")
 
 
-@pytest.mark.parametrize("a, b", [([10, 60], [0, 1]), ([80], [40]), ([10, 60, 110], [0, 1])])
+@pytest.mark.parametrize("a, b", [([50, 52], [0, 1]), ([80], [40]), ([60, 62, 64], [0, 1])])
 def test_greater_with_fewer_than_3_seeds_decides_on_margin_only(a, b):
     r = run_check(two(a, b), "greater", margin=15, **GT)
     assert r.status == REPRODUCED
     assert r.arithmetic.endswith("; n < 3: no test, margin only")
     assert "Welch" not in r.arithmetic
     assert [o["n"] for o in r.observed.values()] == [len(a), len(b)]
+
+
+@pytest.mark.parametrize("a, b", [([10, 60], [0, 1]), ([52], [45, 48, 51])])
+def test_greater_without_test_is_inconclusive_within_seed_spread(a, b):
+    # [10, 60]: mean 35 clears the margin by 19.5, but the seeds spread by 35 (std).
+    # [52] vs [45, 48, 51]: one seed above a 3-seed baseline by 4, margin 3, baseline std 3.
+    margin = 15 if len(a) == 2 else 3
+    r = run_check(two(a, b), "greater", margin=margin, **GT)
+    assert r.status == INCONCLUSIVE
+    assert "2 x seed std" in r.arithmetic and "too few seeds" in r.reason
 
 
 def test_less():

@@ -281,6 +281,13 @@ class Compare(CheckKind):
             return CheckResult(self.name, NOT_REPRODUCED, desc, arith, f"difference {fmt(a.mean - b.mean)} does not exceed margin {fmt(margin)}", observed=observed)
         if p is not None and p >= alpha:
             return CheckResult(self.name, INCONCLUSIVE, desc, arith, f"margin met but p = {p:.3g} >= {alpha}", observed=observed)
+        # Without a test, a difference that clears the margin by less than twice the seed spread
+        # seen on either side could be one seed's luck.
+        noise = max(a.std, b.std)
+        if p is None and diff - margin <= 2 * noise:
+            arith += f"; clears the margin by {fmt(diff - margin)} <= 2 x seed std {fmt(noise)}"
+            return CheckResult(self.name, INCONCLUSIVE, desc, arith,
+                               f"margin met by less than 2 seed std ({fmt(noise)}) and too few seeds for a test", observed=observed)
         return CheckResult(self.name, REPRODUCED, desc, arith, observed=observed)
 
 

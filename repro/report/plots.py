@@ -27,6 +27,12 @@ def _records(group: RunGroup, store: RunStore, axis_value=None):
     return [r for c in point.configs if (r := store.get(run_key(c))) is not None and r.metrics.get("diverged_at") is None]
 
 
+def _named_records(tier: TierSpec, name: str, store: RunStore):
+    """Records of ``group`` or ``group@axis_value`` as a plot entry names them."""
+    group_name, _, at = name.partition("@")
+    return _records(tier.groups[group_name], store, float(at) if at else None)
+
+
 def _plt():
     import matplotlib
 
@@ -70,8 +76,7 @@ def plot_layers(entry, tier, store, path, title) -> bool:
     width = 0.8 / len(runs)
     drawn = False
     for j, name in enumerate(runs):
-        group_name, _, at = name.partition("@")
-        recs = _records(tier.groups[group_name], store, float(at) if at else None)
+        recs = _named_records(tier, name, store)
         if not recs:
             continue
         vals = np.array([r.metrics[metric] for r in recs], dtype=float)
@@ -125,8 +130,7 @@ def plot_bn_evolution(entry, tier, store, path, title) -> bool:
     fig, axes = plt.subplots(2, len(runs), figsize=(3.2 * len(runs), 5), squeeze=False)
     drawn = False
     for j, name in enumerate(runs):
-        group_name, _, at = name.partition("@")
-        recs = _records(tier.groups[group_name], store, float(at) if at else None)
+        recs = _named_records(tier, name, store)
         if not recs:
             continue
         hist = recs[0].history
@@ -154,8 +158,7 @@ def plot_universality(entry, tier, store, path, title) -> bool:
     fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3), squeeze=False)
     drawn = False
     for name in runs:
-        group_name, _, at = name.partition("@")
-        recs = _records(tier.groups[group_name], store, float(at) if at else None)
+        recs = _named_records(tier, name, store)
         if not recs:
             continue
         for k, layer in enumerate(layers):
