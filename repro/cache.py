@@ -188,16 +188,23 @@ class RunStore:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def checkpoint_path(store: "RunStore", keys: list[str]) -> Path:
+    """Where a group of runs keeps its training checkpoint until its records are stored."""
+    digest = hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:24]
+    return store.root / "partial" / f"{digest}.pt"
+
+
 def ensure_runs(
     configs: list[RunConfig],
     store: RunStore,
-    train_many: Callable[[list[RunConfig]], list[RunRecord]],
+    train_many: Callable[[list[RunConfig], Path], list[RunRecord]],
     keys: list[str] | None = None,
 ) -> list[tuple[RunRecord, bool]]:
     """The cached record of every config, training the missing ones together (once across
     processes: the per-key locks are taken in key order, so two processes never deadlock).
 
-    Returns (record, trained_now) per config.
+    ``train_many(configs, checkpoint)`` trains with a checkpoint file it may resume from; the file
+    is removed once every record is stored. Returns (record, trained_now) per config.
     """
     keys = keys or [run_key(c) for c in configs]
     found = {k: store.get(k) for k in keys}
@@ -212,11 +219,13 @@ def ensure_runs(
         missing = [(c, k) for c, k in zip(configs, keys) if found[k] is None]
         trained = set()
         if missing:
-            records = train_many([c for c, _ in missing])
+            ckpt = checkpoint_path(store, [k for _, k in missing])
+            records = train_many([c for c, _ in missing], ckpt)
             for (_, k), record in zip(missing, records):
                 store.put(k, record)
                 found[k] = record
                 trained.add(k)
+            ckpt.unlink(missing_ok=True)
         return [(found[k], k in trained) for k in keys]
     finally:
         for lock in reversed(locks):
@@ -226,8 +235,8 @@ def ensure_runs(
 def ensure_run(
     config: RunConfig,
     store: RunStore,
-    train: Callable[[RunConfig], RunRecord],
+    train: Callable[[RunConfig, Path], RunRecord],
     key: str | None = None,
 ) -> tuple[RunRecord, bool]:
     """The cached record for ``config``, training it (once across processes) if needed."""
-    return ensure_runs([config], store, lambda cs: [train(c) for c in cs], [key] if key else None)[0]
+    return ensure_runs([config], store, lambda cs, ckpt: [train(c, ckpt) for c in cs], [key] if key else None)[0]

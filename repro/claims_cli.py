@@ -121,8 +121,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repro.execute import train_plan
 
     plan, store = _plan(args)
-    summary = train_plan(plan, store, args.jobs, args.device, Path(args.data_root) if args.data_root else None,
-                         group_size=args.group_size)
+    data_root = Path(args.data_root) if args.data_root else None
+    if getattr(args, "executor", "local") == "ray":
+        from repro.execute import train_plan_ray
+
+        summary = train_plan_ray(plan, store, args.address, args.device, data_root, group_size=args.group_size)
+    else:
+        summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size)
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
@@ -190,6 +195,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
     p.add_argument("--group-size", type=int, default=None,
                    help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes (default) or tasks on a Ray cluster")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")

@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = _store(args)
     key = run_key(config)
 
-    def train(cfg):
+    def train(cfg, checkpoint):
         from tqdm import tqdm
 
         bar = tqdm(total=None, desc=cfg.summary(), unit="step", disable=args.json or not sys.stderr.isatty())
@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.update(step - bar.n)
 
         try:
-            return run_and_measure(cfg, args.device, _data_root(args), on_step=on_step)
+            return run_and_measure(cfg, args.device, _data_root(args), on_step=on_step, checkpoint=checkpoint)
         finally:
             bar.close()
 

@@ -44,7 +44,7 @@ def _train_group(configs: list[RunConfig], keys: list[str], cache_root: str, dat
         torch.set_num_threads(threads)
     store = RunStore(Path(cache_root))
     root = Path(data_root) if data_root else None
-    results = ensure_runs(configs, store, lambda cs: run_and_measure_group(cs, device, root), keys)
+    results = ensure_runs(configs, store, lambda cs, ckpt: run_and_measure_group(cs, device, root, checkpoint=ckpt), keys)
     return [(k, trained) for k, (_, trained) in zip(keys, results)]
 
 
@@ -75,7 +75,11 @@ def default_group_size(device: str, jobs: int) -> int:
 
 
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
-               data_root: Path | None = None, progress: bool = True, group_size: int | None = None) -> TrainSummary:
+               data_root: Path | None = None, progress: bool = True, group_size: int | None = None,
+               threads: int | None = None) -> TrainSummary:
+    """``threads``: torch threads per job on CPU (default: cores // jobs). A caller that is itself
+    one of several processes (a pytest-xdist worker) passes its share, or the cores are
+    oversubscribed."""
     from tqdm import tqdm
 
     summary = TrainSummary()
@@ -88,7 +92,7 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     cores = os.cpu_count() or 1
     on_gpu = plan.device == "cuda"
     jobs = min(jobs, len(groups))
-    threads = 0 if on_gpu else max(1, cores // jobs)
+    threads = 0 if on_gpu else (threads or max(1, cores // jobs))
     bar = tqdm(total=len(todo), desc=f"training {len(todo)} runs in {len(groups)} groups "
                f"({format_duration(plan.estimate_seconds())} est. unfused)",
                unit="run", disable=not progress, file=sys.stderr)
@@ -139,3 +143,59 @@ def _collect(summary: TrainSummary, group: list[PlannedRun], call) -> None:
         for run in group:
             summary.failed[run.key] = f"{run.config.summary()}: {e}"
         log.error("group of %d runs (%s) failed: %s", len(group), _label(group), e)
+
+
+def _ray_train_group(configs: list[RunConfig], device: str, data_root: str | None):
+    """Runs on a Ray worker: train and measure; the records travel back to the driver."""
+    from repro.train.run import run_and_measure_group
+
+    return run_and_measure_group(configs, device, Path(data_root) if data_root else None)
+
+
+def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, device: str = "auto",
+                   data_root: Path | None = None, group_size: int | None = None,
+                   progress: bool = True, max_retries: int = 3) -> TrainSummary:
+    """Fan the plan's groups out to a Ray cluster (``address``; None starts a local instance).
+
+    Each group is one task asking for a GPU when the plan is for CUDA (else one CPU). Workers
+    need the package and, for user-provided datasets, $REPRO_DATA on their own disks; they need no
+    shared filesystem: results come back to this driver, which writes the cache. A task whose
+    worker dies is retried up to ``max_retries`` times by Ray; a task that fails by itself (an
+    exception: missing data, divergence is not one) is not retried and is reported as failed.
+    """
+    import ray
+    from tqdm import tqdm
+
+    summary = TrainSummary()
+    todo = [r for r in plan.runs if not store.contains(r.key)]
+    summary.reused = [r.key for r in plan.runs if r not in todo]
+    if not todo:
+        return summary
+    groups = form_groups(todo, group_size or default_group_size(plan.device, 1))
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}} if address is None else None)
+    resources = {"num_gpus": 1} if plan.device == "cuda" else {"num_cpus": 1}
+    task = ray.remote(max_retries=max_retries, retry_exceptions=False, **resources)(_ray_train_group)
+    worker_device = device if device != "auto" else plan.device
+    pending = {task.remote([r.config for r in g], worker_device, str(data_root) if data_root else None): g for g in groups}
+    bar = tqdm(total=len(todo), desc=f"ray: {len(todo)} runs in {len(groups)} tasks", unit="run",
+               disable=not progress, file=sys.stderr)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            group = pending.pop(done[0])
+            try:
+                records = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                for run in group:
+                    summary.failed[run.key] = f"{run.config.summary()}: {e}"
+                log.error("ray task for %s failed: %s", _label(group), e)
+            else:
+                for run, record in zip(group, records):
+                    store.put(run.key, record)
+                    summary.trained.append(run.key)
+            bar.update(len(group))
+    finally:
+        bar.close()
+    return summary

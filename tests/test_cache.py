@@ -69,7 +69,7 @@ def test_damaged_entry_is_moved_aside_and_retrained(tmp_path, damage, caplog):
         assert "damaged" in caplog.text and key[:12] in caplog.text
         assert any((tmp_path / "corrupt").iterdir())
     calls = []
-    rec, trained = ensure_run(cfg, store, lambda c: calls.append(c) or record(c, 7.0), key)
+    rec, trained = ensure_run(cfg, store, lambda c, ckpt: calls.append(c) or record(c, 7.0), key)
     assert trained and calls == [cfg] and rec.metrics["sparsity_gamma"] == 7.0
     assert store.get(key).metrics["sparsity_gamma"] == 7.0
 
@@ -99,7 +99,7 @@ def _slow_train_worker(root: str, marker_dir: str, barrier) -> None:
     store = RunStore(Path(root))
     cfg = RunConfig()
 
-    def train(c):
+    def train(c, checkpoint):
         (Path(marker_dir) / f"trained-{mp.current_process().pid}").write_text("x")
         time.sleep(1.0)
         return record(c, 3.0)

@@ -24,8 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -78,6 +81,14 @@ class BatchStream:
         self.per_epoch = max(1, n // batch_size)
         self.order = torch.empty(0, dtype=torch.long)
         self.position = self.per_epoch  # forces a new permutation on the first batch
+
+    def get_state(self) -> dict:
+        return {"rng": self.generator.get_state(), "order": self.order.cpu(), "position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.generator.set_state(state["rng"])
+        self.order = state["order"].to(self.device)
+        self.position = state["position"]
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.position >= self.per_epoch:
@@ -151,6 +162,16 @@ class StackedForward:
                 x = F.relu(flat).view(batch, k, -1)
         return x
 
+    def get_stats(self) -> dict:
+        return {"conv": [(m.clone(), v.clone()) for m, v in self.conv_stats],
+                "head": [(m.clone(), v.clone()) for m, v in self.head_stats]}
+
+    @torch.no_grad()
+    def set_stats(self, stats: dict) -> None:
+        for (m, v), (sm, sv) in zip(self.conv_stats + self.head_stats, stats["conv"] + stats["head"]):
+            m.copy_(sm)
+            v.copy_(sv)
+
     @torch.no_grad()
     def write_back(self, steps: int) -> None:
         for i, (mean, var) in enumerate(self.conv_stats):
@@ -171,13 +192,46 @@ def train_model(config: RunConfig, data: ImageData, device: torch.device,
     return train_models([config], data, device, on_step)[0]
 
 
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a reader (or a resumed run) sees the previous checkpoint or this one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | None, configs: list[RunConfig]) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        log.warning("checkpoint %s is unreadable (%s); starting from scratch", path, e)
+        return None
+    if state.get("configs") != [c.canonical_json() for c in configs]:
+        log.warning("checkpoint %s belongs to other runs; starting from scratch", path)
+        return None
+    return state
+
+
 def train_models(
     configs: list[RunConfig],
     data: ImageData,
     device: torch.device,
     on_step: Callable[[int, int], None] | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every_s: float = 300.0,
 ) -> list[TrainOutcome]:
-    """Train runs from scratch, together. ``on_step(step, total)`` is called every ~0.5%."""
+    """Train runs together. ``on_step(step, total)`` is called every ~0.5%.
+
+    With ``checkpoint``, the whole training state (weights, optimizer state, BN statistics, data
+    order and RNG positions, histories) is saved there atomically at most every
+    ``checkpoint_every_s`` seconds, and a run started with an existing checkpoint of the same
+    configs resumes from it; on CPU the result is bit-identical to an uninterrupted run.
+    """
     keys = {group_key(c) for c in configs}
     if len(keys) != 1:
         raise ValueError("runs trained together must share architecture, data, batch size, schedule and optimizer")
@@ -200,8 +254,22 @@ def train_models(
     loss_sum = torch.zeros(len(configs), device=device)
     factor = None
     start = time.perf_counter()
-    step = 0
-    for step in range(total):
+    first_step, previous_wall = 0, 0.0
+    resumed = load_checkpoint(checkpoint, configs)
+    if resumed is not None:
+        for m, sd in zip(models, resumed["models"]):
+            m.load_state_dict(sd)
+        optimizer.load_state_dict(resumed["optimizer"])
+        for stream, st in zip(streams, resumed["streams"]):
+            stream.set_state(st)
+        if stacked is not None:
+            stacked.set_stats(resumed["stacked"])
+        histories, diverged, factor = resumed["histories"], resumed["diverged"], resumed["factor"]
+        first_step, previous_wall = resumed["step"], resumed["wall_s"]
+        log.info("resumed %d runs from %s at step %d", len(configs), checkpoint, first_step)
+    last_save = time.perf_counter()
+    step = first_step - 1
+    for step in range(first_step, total):
         if step in snapshot_at:
             for h, m in zip(histories, models):
                 h["snapshot_steps"].append(step)
@@ -246,9 +314,23 @@ def train_models(
                 break
             if on_step is not None:
                 on_step(step + 1, total)
+            if checkpoint is not None and step + 1 < total and time.perf_counter() - last_save >= checkpoint_every_s:
+                save_checkpoint(checkpoint, {
+                    "configs": [c.canonical_json() for c in configs],
+                    "step": step + 1,
+                    "wall_s": previous_wall + time.perf_counter() - start,
+                    "models": [m.state_dict() for m in models],
+                    "optimizer": optimizer.state_dict(),
+                    "streams": [st.get_state() for st in streams],
+                    "stacked": stacked.get_stats() if stacked is not None else None,
+                    "histories": histories,
+                    "diverged": diverged,
+                    "factor": factor,
+                })
+                last_save = time.perf_counter()
     if stacked is not None:
         stacked.write_back(step + 1)
-    wall = time.perf_counter() - start
+    wall = previous_wall + time.perf_counter() - start
     outcomes = []
     for h, m, d in zip(histories, models, diverged):
         if d is None:

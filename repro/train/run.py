@@ -9,6 +9,7 @@ Out: one ``RunRecord`` per config: config, metrics (every quantity the paper rep
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ class RunRecord:
 
 
 def run_and_measure(config: RunConfig, device: str = "auto", data_root: Path | None = None,
-                    on_step: Callable[[int, int], None] | None = None) -> RunRecord:
-    return run_and_measure_group([config], device, data_root, on_step)[0]
+                    on_step: Callable[[int, int], None] | None = None, checkpoint: Path | None = None) -> RunRecord:
+    return run_and_measure_group([config], device, data_root, on_step, checkpoint)[0]
 
 
 def run_and_measure_group(
@@ -46,11 +47,15 @@ def run_and_measure_group(
     device: str = "auto",
     data_root: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> list[RunRecord]:
+    """``checkpoint``: resume from / save to this file (every $REPRO_CHECKPOINT_EVERY_S seconds,
+    default 300)."""
     dev = resolve_device(device)
     started = time.time()
     data = load_dataset(configs[0].data, data_root).to(dev)
-    outcomes = train_models(configs, data, dev, on_step=on_step)
+    every = float(os.environ.get("REPRO_CHECKPOINT_EVERY_S", "300"))
+    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every)
     records = []
     for config, outcome in zip(configs, outcomes):
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
