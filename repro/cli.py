@@ -169,8 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("interrupted; finished runs are kept in the cache", file=sys.stderr)
+        print("interrupted; finished runs are kept in the cache and unfinished ones resume from their "
+              "checkpoints when asked again", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        print(f"error: out of memory ({e}); try a smaller --group-size or fewer --jobs", file=sys.stderr)
+        return EXIT_FAILED
+    except RuntimeError as e:
+        # torch.OutOfMemoryError is a RuntimeError; anything else is a bug and keeps its traceback.
+        if type(e).__name__ != "OutOfMemoryError":
+            raise
+        print(f"error: device out of memory ({str(e).splitlines()[0]}); try a smaller --group-size or "
+              "fewer --jobs; finished runs are kept", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
