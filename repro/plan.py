@@ -14,19 +14,19 @@ import torch
 
 from repro.cache import RunStore, run_key
 from repro.config import RunConfig, phase_steps
+from repro.data.embedded import DIGITS_TRAIN, SHAPES_DEFAULT_CLASSES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
 from repro.spec.claims import ClaimSpec
 from repro.train.models import flops_per_image, net_spec
 
 # (train images, image side, channels, classes) without loading anything.
 DATASET_SHAPES = {
-    "digits": (1400, 8, 3, 10),
+    "digits": (DIGITS_TRAIN, 8, 3, 10),
     "cifar10": (50000, 32, 3, 10),
     "cifar100": (50000, 32, 3, 100),
     "tinyimagenet": (100000, 64, 3, 200),
     "imagenet": (1281167, 224, 3, 1000),
 }
-# Must agree with repro.data.embedded's defaults (a test checks it).
-SHAPES_DEFAULTS = (4000, 16, 3, 10)
+SHAPES_DEFAULTS = (SHAPES_DEFAULT_TRAIN, SHAPES_DEFAULT_SIZE, 3, SHAPES_DEFAULT_CLASSES)
 
 # Time model per training step: a fixed overhead (kernel launches, Python) plus arithmetic at an
 # effective rate. CPU: fitted on the 2-core development machine (BasicNet width 1 at 32x32: 343

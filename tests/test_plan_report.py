@@ -1,0 +1,61 @@
+"""Planning dedups runs across claims; reports render from the cache alone."""
+
+import shutil
+from pathlib import Path
+
+from repro.cache import RunStore, run_key
+from repro.check.kinds import KINDS
+from repro.plan import data_shape, plan_runs
+from repro.report import render_reports
+from repro.spec.claims import load_claims
+from repro.train.run import RunRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_claims(tmp_path: Path, names: list[str]) -> list[Path]:
+    dest = tmp_path / "claims"
+    shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
+    return [Path(shutil.copy(ROOT / "claims" / n, dest / n)) for n in names]
+
+
+def test_shared_runs_are_planned_once(tmp_path):
+    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml", "pruning_keeps_error.yaml"]), KINDS)
+    plan = plan_runs(specs, "smoke", RunStore(tmp_path / "cache"))
+    # adam-l2-vs-wd: adam_l2 x3 + adam_wd x3; pruning-keeps-error: adam_l2 x3 (the same runs).
+    assert len(plan.runs) == 6
+    shared = [r for r in plan.runs if len(r.claims) == 2]
+    assert len(shared) == 3 and all(set(r.claims) == {"adam-l2-vs-wd", "pruning-keeps-error"} for r in shared)
+    assert all(r.steps == 3000 and r.flops > 0 and not r.cached for r in plan.runs)
+    full = plan_runs(specs, "full", RunStore(tmp_path / "cache"))
+    assert all(r.steps == 406_250 for r in full.runs)
+
+
+def test_data_shapes_without_loading_match_the_loaders():
+    from repro.config import DataConfig, RunConfig
+    from repro.data import load_dataset
+
+    for dataset in ("digits", "shapes_clean"):
+        cfg = RunConfig(data=DataConfig(dataset=dataset))
+        data = load_dataset(cfg.data)
+        assert data_shape(cfg) == (data.train_size, data.image_size, data.in_channels, data.num_classes)
+
+
+def test_report_renders_verdicts_from_the_cache(tmp_path):
+    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml"]), KINDS)
+    store = RunStore(tmp_path / "cache")
+    for group, sparsity in (("adam_l2", [50.0, 52.0, 49.0]), ("adam_wd", [20.0, 22.0, 25.0])):
+        for cfg, s in zip(specs[0].tier("smoke").groups[group].points[0].configs, sparsity):
+            metrics = {"sparsity_gamma": s, "test_error": 1.5, "sparsity_act": s - 1, "pruned_test_error": 1.5,
+                       "layer_sparsity_gamma": [0, 0, 5, 60, 70, 55, 70], "diverged_at": None}
+            store.put(run_key(cfg), RunRecord(cfg, metrics, {}, {"device": "cpu", "torch": "x", "train_wall_s": 1}))
+    out = tmp_path / "reports"
+    verdicts = render_reports(specs, "smoke", store, out)
+    assert [v.status for v in verdicts] == ["reproduced"]
+    index = (out / "index.md").read_text()
+    assert "[adam-l2-vs-wd](adam-l2-vs-wd.md)" in index and "reproduced" in index
+    assert "adam_l2 sparsity_gamma: 50.3 ± 1.5 (n=3)" in index
+    page = (out / "adam-l2-vs-wd.md").read_text()
+    assert "paper 70.0" in page and "Welch one-sided p" in page
+    assert (out / "adam-l2-vs-wd-1-layers.png").stat().st_size > 1000
+    assert "6 distinct runs" in (out / "runs.md").read_text()
