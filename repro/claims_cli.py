@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from repro.check.kinds import KINDS
-from repro.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
+from repro.spec.claims import ClaimSpec, claim_files, load_claims
 from repro.spec.source import SpecError
 
 CLAIMS_DIR = Path("claims")
@@ -70,15 +70,10 @@ def _matches(expr: str, spec: ClaimSpec) -> bool:
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = _claim_paths(args)
     problems = []
-    for p in paths:
-        try:
-            load_claim(p, KINDS)
-        except SpecError as e:
-            problems += e.problems
     try:
-        load_claims(paths, KINDS)
+        load_claims(paths, KINDS)  # every file's problems, then duplicated ids across files
     except SpecError as e:
-        problems += [p for p in e.problems if p not in problems]
+        problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     bad_files = len({p.file for p in problems})

@@ -82,9 +82,7 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     oversubscribed."""
     from tqdm import tqdm
 
-    summary = TrainSummary()
-    todo: list[PlannedRun] = [r for r in plan.runs if not store.contains(r.key)]
-    summary.reused = [r.key for r in plan.runs if r not in todo]
+    summary, todo = _start(plan, store)
     if not todo:
         return summary
     jobs = max(1, jobs)
@@ -140,9 +138,25 @@ def _collect(summary: TrainSummary, group: list[PlannedRun], call) -> None:
             (summary.trained if trained else summary.reused).append(key)
     except (DatasetError, CacheError, RuntimeError, OSError) as e:
         # One group's failure (missing data, out of memory) must not lose the others.
-        for run in group:
-            summary.failed[run.key] = f"{run.config.summary()}: {e}"
-        log.error("group of %d runs (%s) failed: %s", len(group), _label(group), e)
+        _record_failure(summary, group, e)
+
+
+def _record_failure(summary: TrainSummary, group: list[PlannedRun], error: Exception) -> None:
+    for run in group:
+        summary.failed[run.key] = f"{run.config.summary()}: {error}"
+    log.error("group of %d runs (%s) failed: %s", len(group), _label(group), error)
+
+
+def _start(plan: Plan, store: RunStore) -> tuple[TrainSummary, list[PlannedRun]]:
+    """The summary with the already cached runs counted, and the runs still to train."""
+    summary = TrainSummary()
+    todo = []
+    for r in plan.runs:
+        if store.contains(r.key):
+            summary.reused.append(r.key)
+        else:
+            todo.append(r)
+    return summary, todo
 
 
 def _ray_train_group(configs: list[RunConfig], device: str, data_root: str | None):
@@ -166,9 +180,7 @@ def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, devi
     import ray
     from tqdm import tqdm
 
-    summary = TrainSummary()
-    todo = [r for r in plan.runs if not store.contains(r.key)]
-    summary.reused = [r.key for r in plan.runs if r not in todo]
+    summary, todo = _start(plan, store)
     if not todo:
         return summary
     groups = form_groups(todo, group_size or default_group_size(plan.device, 1))
@@ -188,9 +200,7 @@ def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, devi
             try:
                 records = ray.get(done[0])
             except ray.exceptions.RayError as e:
-                for run in group:
-                    summary.failed[run.key] = f"{run.config.summary()}: {e}"
-                log.error("ray task for %s failed: %s", _label(group), e)
+                _record_failure(summary, group, e)
             else:
                 for run, record in zip(group, records):
                     store.put(run.key, record)

@@ -471,3 +471,27 @@ def test_mutated_claims_load_or_raise_spec_error(fuzz_dir, data):
             assert p.line is None or p.line >= 1
     else:
         assert isinstance(result, ClaimSpec)
+
+
+def test_duplicated_seeds_are_rejected_in_a_tier_and_in_a_run_group(tmp_path):
+    text = """\
+id: dup-seeds
+title: t
+claim: c
+source: {paper: 002_3e40d46e1092a6d6.txt, where: Table 1}
+tiers:
+  smoke:
+    why: w
+    seeds: [0, 0]
+    runs:
+      a: {seeds: [1, 1]}
+    checks:
+      - {kind: value, a: a, expected: 0, tolerance: 1, metric: sparsity_gamma}
+"""
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_claim(path, KINDS)
+    found = [(p.line, p.field, p.message) for p in e.value.problems]
+    assert (8, "tiers.smoke.seeds", "duplicated seeds [0, 0]") in found
+    assert (10, "tiers.smoke.runs.a.seeds", "duplicated seeds [1, 1]") in found

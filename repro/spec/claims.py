@@ -218,6 +218,16 @@ def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, depth: 
     return deep_merge(included, base)
 
 
+def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: _Collector) -> list[int]:
+    """A tier's or a run group's seeds: a non-empty list of distinct integers."""
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        errs.add(fld, "expected a non-empty list of integers")
+        return default
+    if len(set(seeds)) != len(seeds):
+        errs.add(fld, f"duplicated seeds {seeds}")
+    return seeds
+
+
 def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector, check_kinds: dict[str, Any] | None) -> TierSpec | None:
     if not isinstance(raw, dict):
         errs.add(fld, "expected a mapping")
@@ -237,12 +247,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector, check_kinds: di
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
     base = _resolve_base(raw.get("base"), f"{fld}.base", errs.source, errs)
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        errs.add(f"{fld}.seeds", "expected a non-empty list of integers")
-        seeds = [0]
-    elif len(set(seeds)) != len(seeds):
-        errs.add(f"{fld}.seeds", f"duplicated seeds {seeds}")
+    seeds = _parse_seeds(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
     if not isinstance(runs_raw, dict) or not runs_raw:
@@ -286,10 +291,7 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     for key in raw:
         if key not in RUN_KEYS:
             errs.add(f"{fld}.{key}", unknown_name_message("key", key, RUN_KEYS))
-    seeds = raw.get("seeds", tier_seeds)
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        errs.add(f"{fld}.seeds", "expected a non-empty list of integers")
-        seeds = tier_seeds
+    seeds = _parse_seeds(raw.get("seeds", tier_seeds), tier_seeds, f"{fld}.seeds", errs)
     paper = raw.get("paper") or {}
     if not isinstance(paper, dict):
         errs.add(f"{fld}.paper", "expected a mapping metric -> value (a list for a run with an axis)")
