@@ -45,6 +45,9 @@ DATASETS = (
     "imagenet",
 )
 SCHEDULE_UNITS = ("steps", "epochs")
+# fp32: strict IEEE float32 everywhere (the paper's). tf32: convolutions and matmuls may use
+# TensorFloat-32 on GPUs that have it (faster, ~1e-3 relative error per product): a different run.
+PRECISIONS = ("fp32", "tf32")
 
 
 class ConfigError(ValueError):
@@ -122,6 +125,8 @@ class TrainConfig:
     seed: int = 0
     # Snapshot every BN gamma/beta and the loss this many times over the run (Figure 2).
     snapshots: int = 20
+    # Float32 arithmetic of convolutions and matmuls (PRECISIONS); only GPUs differ.
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,8 @@ class RunConfig:
             parts.append(f"lr_gamma x{o.gamma_lr_scale:g}")
         if o.beta_lr_scale != 1:
             parts.append(f"lr_beta x{o.beta_lr_scale:g}")
+        if t.precision != "fp32":
+            parts.append(t.precision)
         parts += [f"b{t.batch_size}", f"s{t.seed}"]
         return " ".join(parts)
 
@@ -282,6 +289,7 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     name_in(c.optim.name, OPTIMIZERS, "optim.name", "optimizer")
     name_in(c.optim.regularizer, REGULARIZERS, "optim.regularizer", "regularizer")
     name_in(c.train.unit, SCHEDULE_UNITS, "train.unit", "schedule unit")
+    name_in(c.train.precision, PRECISIONS, "train.precision", "precision")
     check(c.model.width > 0, "model.width", f"must be > 0, got {c.model.width}")
     check(c.model.c1_channels is None or c.model.c1_channels > 0, "model.c1_channels", "must be > 0")
     check(c.model.negative_slope >= 0, "model.negative_slope", "must be >= 0")

@@ -58,8 +58,19 @@ def test_divergence_is_recorded_with_its_step():
 
 
 def test_batch_stream_covers_each_epoch_without_repeats():
-    stream = BatchStream(n=10, batch_size=4, flip=True, seed=0, device=torch.device("cpu"))
-    first_epoch = torch.cat([stream.next()[0] for _ in range(2)])
-    assert len(set(first_epoch.tolist())) == 8  # tail of 2 dropped, no index twice
+    stream = BatchStream(n=10, batch_size=4, flip=True, seeds=[0, 1], device=torch.device("cpu"))
+    first_epoch = torch.cat([stream.next()[0] for _ in range(2)], dim=1)  # (2 runs, 8)
+    for run in first_epoch:
+        assert len(set(run.tolist())) == 8  # tail of 2 dropped, no index twice
+    assert not torch.equal(first_epoch[0], first_epoch[1])  # each run its own order
     index, flip = stream.next()
-    assert flip is not None and flip.dtype == torch.bool and len(flip) == 4
+    assert index.shape == (2, 4) and flip is not None and flip.dtype == torch.bool and flip.shape == (2, 4)
+
+
+def test_batch_stream_draws_each_run_as_if_alone():
+    # A run's order and flips depend only on its own seed, not on its partners.
+    alone = BatchStream(n=10, batch_size=4, flip=True, seeds=[1], device=torch.device("cpu"))
+    pair = BatchStream(n=10, batch_size=4, flip=True, seeds=[0, 1], device=torch.device("cpu"))
+    for _ in range(5):  # crosses two epoch boundaries
+        (ia, fa), (ip, fp) = alone.next(), pair.next()
+        assert torch.equal(ia[0], ip[1]) and torch.equal(fa[0], fp[1])

@@ -52,10 +52,11 @@ class ImageData:
         )
 
     def train_batch(self, index: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training batch for ``index``; ``flip`` (bool per sample) mirrors images horizontally."""
+        """Training batch for ``index`` (any shape, e.g. (K, B) for K runs); ``flip`` (bool, shaped
+        like ``index``) mirrors images horizontally."""
         x = self.train_x[index]
         if flip is not None:
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            x = torch.where(flip[..., None, None, None], x.flip(-1), x)
         return x, self.train_y[index]
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

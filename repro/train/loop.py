@@ -1,48 +1,75 @@
 """The one training loop, for one run or a group of runs trained together.
 
-In:  RunConfigs that share architecture, data, batch size, schedule and optimizer (see
-     ``group_key``), and an ImageData already on the training device.
-Out: one ``TrainOutcome`` per run: the trained model, its histories (loss, learning rate, BN
-     gamma/beta snapshots for the paper's Figure 2) and whether/when its loss diverged.
+In:  RunConfigs that share architecture, data, batch size, schedule and precision (see
+     ``group_key``; optimizers, learning rates and regularizers may differ), and an ImageData
+     already on the training device.
+Out: one ``TrainOutcome`` per run: the trained single-run model, its histories (loss, learning
+     rate, BN gamma/beta snapshots for the paper's Figure 2) and whether/when its loss diverged.
 
 Every run in the project (CLI, claims, tests, benchmarks) goes through ``train_models``; a single
 run is a group of one. Seeds are set here and only here: each run's initialisation from its
 ``train.seed`` (the model is built right after ``torch.manual_seed``), its data order and flips
-from its own generator seeded with the same value, so a CPU run is bit-for-bit repeatable and a
-run trains the same whether alone or in a group.
+from its own CPU generator seeded with the same value, so a CPU run is bit-for-bit repeatable and
+a run trains the same whether alone or in a group.
 
 Why groups: at the paper's batch of 40 a GPU step is bound by kernel launches, not arithmetic.
-K runs of one architecture are stacked channel-wise into one network: convolutions become
-grouped convolutions (groups=K), BatchNorm is per channel and so per run, the fc layers are
-batched matmuls, and one optimizer holds every run's parameter groups (all optimizers here are
-elementwise, so each run keeps its own state, learning rate, scales and regularizer). Nothing
-mixes between runs: run k's loss depends only on run k's parameters and batch.
+K runs of one architecture are one ``ConvNet(spec, runs=K)`` (grouped convolutions, per-channel
+BatchNorm, batched fc layers; the same definition as a single run, see ``repro.train.models``).
+Each run's optimizer and regularizer act on views of its slice of the stacked parameters and
+gradients: all optimizers here are elementwise, so each run keeps its own optimizer type, state,
+learning rate, scales and regularizer. Nothing mixes between runs: run k's loss depends only on
+run k's parameters and batch.
+
+A step makes no host-device copy and no host sync (``tests/test_loop_trace.py`` traces one on
+the ``meta`` device): each epoch's data order and flips are drawn on the CPU once and copied to
+the device once; the loss is read back once per recorded point. On CUDA the whole step can be
+one CUDA graph (``StepGraph``), captured again when the learning-rate phase changes.
+
+The loop reads top to bottom: ``init_state`` builds the ``TrainState``; ``train_models`` runs
+``start_phase`` / ``train_step`` / ``record_losses`` / ``record_snapshots`` /
+``save_checkpoint`` as the step count asks; ``checkpoint_state`` / ``restore_state`` convert the
+state to and from a plain dict that loads without pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import pickle
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from repro.config import RunConfig
 from repro.data.base import ImageData
-from repro.train.models import ConvNet, build_model
-from repro.train.optim import Regularizer, StepSchedule, build_optimizer, set_lr
+from repro.train.models import ConvNet, build_model, run_view, stack_models, unstack_model
+from repro.train.optim import (
+    GRAPH_SAFE,
+    Regularizer,
+    StepSchedule,
+    build_optimizers,
+    build_regularizers,
+    param_groups,
+    set_lr,
+)
 
 log = logging.getLogger(__name__)
 
 # How many points the loss curve keeps, whatever the run length.
 LOSS_POINTS = 200
+# Version of the checkpoint layout; a checkpoint of another layout is moved aside, not misread.
+CHECKPOINT_FORMAT = 2
+# "0" turns CUDA graphs off (they are on by default on CUDA).
+CUDA_GRAPHS_ENV = "REPRO_CUDA_GRAPHS"
 
 
 @dataclass
@@ -61,160 +88,415 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def group_key(config: RunConfig) -> str:
-    """Runs with equal keys can train together: everything but seed, regularizer, lambda,
-    learning rate (and its BN scales) and the BN beta initialisation."""
+    """Runs with equal keys can train together: everything but the seed, the whole optimizer
+    section (optimizer, learning rate and its BN scales, regularizer, lambda) and the BN beta
+    initialisation."""
     d = config.to_dict()
     d["model"].pop("bn_beta_init")
-    for k in ("lr", "regularizer", "lam", "gamma_lr_scale", "beta_lr_scale"):
-        d["optim"].pop(k)
+    d.pop("optim")
     d["train"].pop("seed")
     return json.dumps(d, sort_keys=True)
 
 
+def set_precision(precision: str, device: torch.device, cudnn_benchmark: bool | None = None) -> dict:
+    """Set float32 arithmetic explicitly (torch's defaults differ by version and GPU: cuDNN
+    convolutions default to TF32 on Ampere and later) and cuDNN autotuning (on by default on
+    CUDA). Returns what was set, for provenance."""
+    tf32 = precision == "tf32"
+    cudnn = torch.backends.cudnn
+    if hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision"):
+        # torch >= 2.9: mixing this API with the legacy allow_tf32 flags is an error.
+        value = "tf32" if tf32 else "ieee"
+        cudnn.conv.fp32_precision = value
+        cudnn.rnn.fp32_precision = value
+        torch.backends.cuda.matmul.fp32_precision = value
+    else:
+        cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    benchmark = device.type == "cuda" if cudnn_benchmark is None else cudnn_benchmark
+    cudnn.benchmark = benchmark
+    out = {"precision": precision, "cudnn_benchmark": benchmark}
+    if device.type == "cuda":
+        out["cudnn"] = cudnn.version()
+    return out
+
+
+# --- data order -----------------------------------------------------------------------------
+
+
 class BatchStream:
-    """Shuffled mini-batches of indices, one permutation per epoch; the incomplete tail of an
-    epoch is dropped so BatchNorm never sees a tiny batch."""
+    """Each run's shuffled mini-batches and flips, one permutation per epoch; the incomplete tail
+    of an epoch is dropped so BatchNorm never sees a tiny batch.
 
-    def __init__(self, n: int, batch_size: int, flip: bool, seed: int, device: torch.device):
-        self.n, self.batch_size, self.flip, self.device = n, batch_size, flip, device
-        self.generator = torch.Generator().manual_seed(seed)
+    Every run draws from its own CPU generator in the same sequence as one permutation then one
+    flip draw per step, but a whole epoch at a time, and the K runs' epoch is copied to the device
+    in one transfer (pinned, asynchronous on CUDA): a step only slices device tensors.
+    """
+
+    def __init__(self, n: int, batch_size: int, flip: bool, seeds: list[int], device: torch.device):
+        self.n, self.flip, self.device = n, flip, device
+        self.batch = min(batch_size, n)
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.per_epoch = max(1, n // batch_size)
-        self.order = torch.empty(0, dtype=torch.long)
-        self.position = self.per_epoch  # forces a new permutation on the first batch
+        self.index = torch.empty(len(seeds), 0, dtype=torch.long, device=device)
+        self.flips: torch.Tensor | None = None
+        self.position = self.per_epoch  # forces a new epoch on the first batch
 
-    def get_state(self) -> dict:
-        return {"rng": self.generator.get_state(), "order": self.order.cpu(), "position": self.position}
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
-    def set_state(self, state: dict) -> None:
-        self.generator.set_state(state["rng"])
-        self.order = state["order"].to(self.device)
-        self.position = state["position"]
+    def _new_epoch(self) -> None:
+        orders, flips = [], []
+        used = self.per_epoch * self.batch
+        for g in self.generators:
+            orders.append(torch.randperm(self.n, generator=g)[:used])
+            if self.flip:
+                flips.append(torch.cat([torch.rand(self.batch, generator=g) < 0.5 for _ in range(self.per_epoch)]))
+        self.index = self._to_device(torch.stack(orders))
+        self.flips = self._to_device(torch.stack(flips)) if self.flip else None
+        self.position = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(K, batch) indices and (K, batch) flips (None without flipping), on the device."""
         if self.position >= self.per_epoch:
-            self.order = torch.randperm(self.n, generator=self.generator).to(self.device)
-            self.position = 0
-        start = self.position * self.batch_size
-        index = self.order[start : start + self.batch_size]
+            self._new_epoch()
+        start = self.position * self.batch
         self.position += 1
-        flip = None
-        if self.flip:
-            flip = (torch.rand(len(index), generator=self.generator) < 0.5).to(self.device)
-        return index, flip
+        flip = self.flips[:, start : start + self.batch] if self.flips is not None else None
+        return self.index[:, start : start + self.batch], flip
+
+    def get_state(self) -> dict:
+        return {"rng": [g.get_state() for g in self.generators], "index": self.index.cpu(),
+                "flips": self.flips.cpu() if self.flips is not None else None, "position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        for g, rng in zip(self.generators, state["rng"]):
+            g.set_state(rng)
+        self.index = state["index"].to(self.device)
+        self.flips = state["flips"].to(self.device) if state["flips"] is not None else None
+        self.position = state["position"]
 
 
-def bn_snapshot(model: ConvNet) -> dict[str, list[list[float]]]:
+def gather_batch(data: ImageData, index: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One gather for all K runs: (B, K * C, H, W) images (run k in channels k*C..(k+1)*C, the
+    stacked network's layout) and (K, B) labels."""
+    x, y = data.train_batch(index, flip)  # (K, B, C, H, W), (K, B)
+    k, b = index.shape
+    return x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]), y
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything a group's training needs, and everything a checkpoint saves."""
+
+    configs: list[RunConfig]
+    net: ConvNet  # ConvNet(spec, runs=K)
+    optimizers: list[torch.optim.Optimizer]
+    regularizers: list[Regularizer]
+    grads: list[torch.Tensor]  # the stacked parameters' gradients: allocated once, zeroed per step
+    stream: BatchStream
+    schedule: StepSchedule
+    loss_sum: torch.Tensor  # (K,) on the device: summed losses since the last recorded point
+    histories: list[dict]
+    diverged: list[int | None]
+    step: int = 0  # steps done
+    loss_count: int = 0  # steps summed in loss_sum
+    factor: float | None = None  # the current learning-rate multiplier
+    wall_s: float = 0.0  # training time spent before this process (resumed runs)
+
+    @property
+    def runs(self) -> int:
+        return len(self.configs)
+
+
+def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, capturable: bool = False) -> TrainState:
+    """Build the group: each run initialised from its own seed, stacked into one network."""
+    if len({group_key(c) for c in configs}) != 1:
+        raise ValueError("runs trained together must share architecture, data, batch size, schedule and precision")
+    first = configs[0]
+    models = []
+    for c in configs:
+        torch.manual_seed(c.train.seed)
+        models.append(build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset))
+    k = len(configs)
+    net = stack_models(models).to(device).train()
+    grads = []
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    members, reg_members = [], []
+    for i, c in enumerate(configs):
+        def view(p: torch.Tensor, i: int = i) -> torch.Tensor:
+            # A leaf sharing the stacked parameter's storage, with its gradient a view of the
+            # stacked gradient: the run's optimizer updates its slice in place.
+            v = run_view(p.detach(), k, i)
+            v.grad = run_view(p.grad, k, i)
+            return v
+        groups = param_groups(net, c.optim, select=view)
+        members.append((c.optim, groups))
+        reg_members.append((c.optim, [p for g in groups for p in g["params"]]))
+    histories = [{"loss_steps": [], "loss": [], "lr_steps": [], "lr": [], "snapshot_steps": [], "snapshots": []}
+                 for _ in configs]
+    return TrainState(
+        configs=list(configs),
+        net=net,
+        optimizers=build_optimizers(members, device.type, capturable),
+        regularizers=build_regularizers(reg_members),
+        grads=grads,
+        stream=BatchStream(data.train_size, first.train.batch_size, first.data.flip, [c.train.seed for c in configs], device),
+        schedule=StepSchedule.for_run(first.train, data.train_size),
+        loss_sum=torch.zeros(k, device=device),
+        histories=histories,
+        diverged=[None] * k,
+    )
+
+
+# --- the step -------------------------------------------------------------------------------
+
+
+def start_phase(state: TrainState, factor: float) -> None:
+    """A new learning-rate phase: every run's rates (and weight decay) follow ``factor``."""
+    state.factor = factor
+    set_lr(state.optimizers, factor)
+    for h, c in zip(state.histories, state.configs):
+        h["lr_steps"].append(state.step)
+        h["lr"].append(c.optim.base_lr * factor)
+
+
+def step_on_batch(state: TrainState, data: ImageData, index: torch.Tensor, flip: torch.Tensor | None) -> None:
+    """One optimization step of every run on the given (K, B) batch indices; device work only."""
+    x, y = gather_batch(data, index, flip)
+    k, b = y.shape
+    logits = state.net(x).view(b, k, -1)
+    losses = F.cross_entropy(logits.flatten(0, 1), y.t().flatten(), reduction="none").view(b, k).mean(0)
+    torch._foreach_zero_(state.grads)
+    losses.sum().backward()  # runs share no parameter: each gets the gradient of its own loss
+    for r in state.regularizers:
+        r.before_step()
+    for opt in state.optimizers:
+        opt.step()
+    for r in state.regularizers:
+        r.after_step(state.factor)
+    state.loss_sum += losses.detach()
+
+
+def train_step(state: TrainState, data: ImageData, graph: "StepGraph | None" = None) -> None:
+    index, flip = state.stream.next()
+    if graph is not None and graph.enabled:
+        graph.run(state, data, index, flip)
+    else:
+        step_on_batch(state, data, index, flip)
+    state.step += 1
+    state.loss_count += 1
+
+
+class StepGraph:
+    """``step_on_batch`` as one CUDA graph (CUDA only, optimizers made ``capturable``).
+
+    The first steps run eagerly on a side stream (optimizer state, cuDNN autotuning), then the
+    step is captured reading static index/flip buffers and replayed; the learning rate and weight
+    decay are constants of the graph, so ``invalidate`` (at each phase change) makes the next
+    step capture again. A failed capture logs a warning and the run goes on eagerly.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, state: TrainState, device: torch.device, flip: bool):
+        k, b = state.runs, state.stream.batch
+        self.enabled = True
+        self.index = torch.zeros(k, b, dtype=torch.long, device=device)
+        self.flip = torch.zeros(k, b, dtype=torch.bool, device=device) if flip else None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.pool = None
+        self.warmup_left = self.WARMUP_STEPS
+
+    def invalidate(self) -> None:
+        self.graph = None
+
+    def run(self, state: TrainState, data: ImageData, index: torch.Tensor, flip: torch.Tensor | None) -> None:
+        self.index.copy_(index)
+        if self.flip is not None:
+            self.flip.copy_(flip)
+        if self.warmup_left > 0:
+            self.warmup_left -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                step_on_batch(state, data, self.index, self.flip)
+            torch.cuda.current_stream().wait_stream(side)
+            return
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph, pool=self.pool):
+                    step_on_batch(state, data, self.index, self.flip)
+            except RuntimeError as e:
+                log.warning("CUDA graph capture failed (%s); training on without graphs", e)
+                self.enabled = False
+                step_on_batch(state, data, self.index, self.flip)
+                return
+            self.graph, self.pool = graph, graph.pool()
+        self.graph.replay()
+
+
+def use_cuda_graphs(configs: list[RunConfig], device: torch.device, requested: bool | None) -> bool:
+    if device.type != "cuda":
+        return False
+    wanted = os.environ.get(CUDA_GRAPHS_ENV, "1") != "0" if requested is None else requested
+    unsafe = {c.optim.name for c in configs} - GRAPH_SAFE
+    if wanted and unsafe:
+        log.info("no CUDA graph for a group with %s (no capturable kernels)", ", ".join(sorted(unsafe)))
+    return wanted and not unsafe
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+def record_losses(state: TrainState) -> None:
+    """Append each run's mean loss since the last point (one host sync) and flag divergence."""
+    means = (state.loss_sum / max(1, state.loss_count)).tolist()
+    state.loss_sum.zero_()
+    state.loss_count = 0
+    for i, (h, mean_loss) in enumerate(zip(state.histories, means)):
+        if state.diverged[i] is not None:
+            continue
+        h["loss_steps"].append(state.step)
+        h["loss"].append(mean_loss)
+        if not math.isfinite(mean_loss):
+            state.diverged[i] = state.step
+            log.warning("run %s diverged at step %d (loss %s)", state.configs[i].summary(), state.step, mean_loss)
+
+
+def bn_snapshot(model: ConvNet, run: int = 0) -> dict[str, list[list[float]]]:
+    """Run ``run``'s BatchNorm gammas and betas, per conv layer."""
     return {
-        "gamma": [b.bn.weight.detach().cpu().tolist() for b in model.blocks],
-        "beta": [b.bn.bias.detach().cpu().tolist() for b in model.blocks],
+        "gamma": [run_view(b.bn.weight.detach(), model.runs, run).cpu().tolist() for b in model.blocks],
+        "beta": [run_view(b.bn.bias.detach(), model.runs, run).cpu().tolist() for b in model.blocks],
     }
 
 
-class StackedForward:
-    """K ConvNets of one layout evaluated as one channel-stacked network (training mode).
-
-    The members' parameters stay the leaves the optimizer updates; each step concatenates them
-    (cheap next to the convolutions). BatchNorm running statistics live in packed buffers during
-    training and are written back to the members by ``write_back``.
-    """
-
-    def __init__(self, models: list[ConvNet]):
-        self.models = models
-        self.k = len(models)
-        spec = models[0].spec
-        self.spec = spec
-        self.conv_stats = [self._pack_stats([m.blocks[i].bn for m in models]) for i in range(len(spec.convs))]
-        self.head_bns = [[mod for mod in m.head if isinstance(mod, torch.nn.BatchNorm1d)] for m in models]
-        self.head_stats = [self._pack_stats([bns[j] for bns in self.head_bns]) for j in range(len(self.head_bns[0]))]
-
-    @staticmethod
-    def _pack_stats(bns) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.cat([b.running_mean for b in bns]).clone(), torch.cat([b.running_var for b in bns]).clone())
-
-    def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        """xs: K batches (B, C, H, W) -> logits (B, K, classes)."""
-        k, spec = self.k, self.spec
-        x = torch.cat(xs, dim=1)
-        for i, c in enumerate(spec.convs):
-            blocks = [m.blocks[i] for m in self.models]
-            weight = torch.cat([b.conv.weight for b in blocks])
-            x = F.conv2d(x, weight, padding=c.kernel // 2, groups=k)
-            bn = blocks[0].bn
-            mean, var = self.conv_stats[i]
-            x = F.batch_norm(x, mean, var, torch.cat([b.bn.weight for b in blocks]),
-                             torch.cat([b.bn.bias for b in blocks]), True, bn.momentum, bn.eps)
-            x = blocks[0].act(x)
-            if c.pool_after:
-                x = F.max_pool2d(x, 2)
-        x = x.mean(dim=(2, 3)) if spec.pooling == "global" else F.avg_pool2d(x, 5, 4).flatten(1)
-        batch = x.shape[0]
-        x = x.view(batch, k, -1)
-        linears = [[mod for mod in m.head if isinstance(mod, torch.nn.Linear)] for m in self.models]
-        for j in range(len(linears[0])):
-            weight = torch.stack([lin[j].weight for lin in linears])  # (K, out, in)
-            bias = torch.stack([lin[j].bias for lin in linears])  # (K, out)
-            x = torch.einsum("bki,koi->bko", x, weight) + bias
-            if j < len(self.head_stats):
-                bns = [b[j] for b in self.head_bns]
-                mean, var = self.head_stats[j]
-                flat = F.batch_norm(x.reshape(batch, -1), mean, var, torch.cat([b.weight for b in bns]),
-                                    torch.cat([b.bias for b in bns]), True, bns[0].momentum, bns[0].eps)
-                x = F.relu(flat).view(batch, k, -1)
-        return x
-
-    def get_stats(self) -> dict:
-        return {"conv": [(m.clone(), v.clone()) for m, v in self.conv_stats],
-                "head": [(m.clone(), v.clone()) for m, v in self.head_stats]}
-
-    @torch.no_grad()
-    def set_stats(self, stats: dict) -> None:
-        for (m, v), (sm, sv) in zip(self.conv_stats + self.head_stats, stats["conv"] + stats["head"]):
-            m.copy_(sm)
-            v.copy_(sv)
-
-    @torch.no_grad()
-    def write_back(self, steps: int) -> None:
-        for i, (mean, var) in enumerate(self.conv_stats):
-            self._unpack([m.blocks[i].bn for m in self.models], mean, var, steps)
-        for j, (mean, var) in enumerate(self.head_stats):
-            self._unpack([bns[j] for bns in self.head_bns], mean, var, steps)
-
-    @staticmethod
-    def _unpack(bns, mean: torch.Tensor, var: torch.Tensor, steps: int) -> None:
-        for b, m, v in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):
-            b.running_mean.copy_(m)
-            b.running_var.copy_(v)
-            b.num_batches_tracked.add_(steps)
+def record_snapshots(state: TrainState) -> None:
+    for i, h in enumerate(state.histories):
+        h["snapshot_steps"].append(state.step)
+        h["snapshots"].append(bn_snapshot(state.net, i))
 
 
-def train_model(config: RunConfig, data: ImageData, device: torch.device,
-                on_step: Callable[[int, int], None] | None = None) -> TrainOutcome:
-    return train_models([config], data, device, on_step)[0]
+# --- checkpoints ----------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file."""
+
+
+def checkpoint_state(state: TrainState, wall_s: float) -> dict:
+    """The whole state as plain containers and CPU tensors (loadable with weights_only=True)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "configs": [c.canonical_json() for c in state.configs],
+        "step": state.step,
+        "wall_s": wall_s,
+        "net": {k: v.detach().cpu() for k, v in state.net.state_dict().items()},
+        "optimizers": [o.state_dict() for o in state.optimizers],
+        "stream": state.stream.get_state(),
+        "loss_sum": state.loss_sum.cpu(),
+        "loss_count": state.loss_count,
+        "histories": state.histories,
+        "diverged": state.diverged,
+        "factor": state.factor,
+    }
+
+
+@torch.no_grad()
+def restore_state(state: TrainState, saved: dict) -> None:
+    state.net.load_state_dict(saved["net"])
+    for opt, sd in zip(state.optimizers, saved["optimizers"]):
+        opt.load_state_dict(sd)
+    state.stream.set_state(saved["stream"])
+    state.loss_sum.copy_(saved["loss_sum"])
+    state.loss_count = saved["loss_count"]
+    state.histories, state.diverged = saved["histories"], saved["diverged"]
+    state.step, state.factor, state.wall_s = saved["step"], saved["factor"], saved["wall_s"]
+    if state.factor is not None:
+        set_lr(state.optimizers, state.factor)
+
+
+def save_checkpoint(path: Path, saved: dict) -> None:
     """Atomic: a reader (or a resumed run) sees the previous checkpoint or this one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        torch.save(saved, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: Path, configs: list[RunConfig]) -> dict:
+    """The checkpoint at ``path`` for ``configs``, loaded without pickle (``weights_only``) onto
+    the CPU; CheckpointError naming the file for anything else."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (holds a {type(saved).__name__}, not a dict)")
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {saved.get('format')!r}, this version reads {CHECKPOINT_FORMAT}")
+    if saved.get("configs") != [c.canonical_json() for c in configs]:
+        raise CheckpointError(f"{path}: checkpoint of other runs")
+    return saved
+
+
 def load_checkpoint(path: Path | None, configs: list[RunConfig]) -> dict | None:
+    """``read_checkpoint`` if ``path`` exists; an unusable file is moved aside (so later attempts
+    do not trip on it again), logged with its new name, and training starts from scratch."""
     if path is None or not path.is_file():
         return None
     try:
-        state = torch.load(path, weights_only=False)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        log.warning("checkpoint %s is unreadable (%s); starting from scratch", path, e)
+        return read_checkpoint(path, configs)
+    except CheckpointError as e:
+        aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(path, aside)
+        except OSError as move_error:
+            log.warning("%s; could not move it aside (%s); starting from scratch", e, move_error)
+        else:
+            log.warning("%s; moved to %s, starting from scratch", e, aside)
         return None
-    if state.get("configs") != [c.canonical_json() for c in configs]:
-        log.warning("checkpoint %s belongs to other runs; starting from scratch", path)
-        return None
-    return state
+
+
+@contextlib.contextmanager
+def interrupt_at_step_end() -> Iterator[dict]:
+    """Ctrl-C during training ends the current step first (so the checkpoint saved on the way out
+    is whole); a second Ctrl-C stops at once. Only in the main thread, where handlers can be set."""
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train_model(config: RunConfig, data: ImageData, device: torch.device,
+                on_step: Callable[[int, int], None] | None = None) -> TrainOutcome:
+    return train_models([config], data, device, on_step)[0]
 
 
 def train_models(
@@ -224,118 +506,61 @@ def train_models(
     on_step: Callable[[int, int], None] | None = None,
     checkpoint: Path | None = None,
     checkpoint_every_s: float = 300.0,
+    cuda_graphs: bool | None = None,
+    cudnn_benchmark: bool | None = None,
 ) -> list[TrainOutcome]:
-    """Train runs together. ``on_step(step, total)`` is called every ~0.5%.
+    """Train runs together. ``on_step(step, total)`` is called at every recorded loss point
+    (~0.5% of the run).
 
-    With ``checkpoint``, the whole training state (weights, optimizer state, BN statistics, data
-    order and RNG positions, histories) is saved there atomically at most every
-    ``checkpoint_every_s`` seconds, and a run started with an existing checkpoint of the same
-    configs resumes from it; on CPU the result is bit-identical to an uninterrupted run.
+    With ``checkpoint``, the whole training state is saved there atomically at most every
+    ``checkpoint_every_s`` seconds and when interrupted (Ctrl-C), and a run started with an
+    existing checkpoint of the same configs resumes from it; on CPU the result is bit-identical
+    to an uninterrupted run. ``cuda_graphs`` / ``cudnn_benchmark``: None = on for CUDA
+    (``$REPRO_CUDA_GRAPHS=0`` turns graphs off).
     """
-    keys = {group_key(c) for c in configs}
-    if len(keys) != 1:
-        raise ValueError("runs trained together must share architecture, data, batch size, schedule and optimizer")
-    first = configs[0]
-    models = []
-    for c in configs:
-        torch.manual_seed(c.train.seed)
-        models.append(build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset).to(device).train())
-    optimizer = build_optimizer(models, [c.optim for c in configs])
-    regularizers = [Regularizer(c.optim.regularizer, c.optim.lam, list(m.parameters())) for c, m in zip(configs, models)]
-    streams = [BatchStream(data.train_size, first.train.batch_size, first.data.flip, c.train.seed, device) for c in configs]
-    schedule = StepSchedule.for_run(first.train, data.train_size)
-    total = schedule.total_steps
-    loss_every = max(1, total // LOSS_POINTS)
-    snapshot_at = {round(total * (i + 1) / first.train.snapshots) for i in range(first.train.snapshots)} | {0}
-    stacked = StackedForward(models) if len(models) > 1 else None
-    histories = [{"loss_steps": [], "loss": [], "lr_steps": [], "lr": [], "snapshot_steps": [], "snapshots": []}
-                 for _ in configs]
-    diverged: list[int | None] = [None] * len(configs)
-    loss_sum = torch.zeros(len(configs), device=device)
-    factor = None
-    start = time.perf_counter()
-    first_step, previous_wall = 0, 0.0
+    set_precision(configs[0].train.precision, device, cudnn_benchmark)
+    graphs = use_cuda_graphs(configs, device, cuda_graphs)
+    state = init_state(configs, data, device, capturable=graphs)
     resumed = load_checkpoint(checkpoint, configs)
     if resumed is not None:
-        for m, sd in zip(models, resumed["models"]):
-            m.load_state_dict(sd)
-        optimizer.load_state_dict(resumed["optimizer"])
-        for stream, st in zip(streams, resumed["streams"]):
-            stream.set_state(st)
-        if stacked is not None:
-            stacked.set_stats(resumed["stacked"])
-        histories, diverged, factor = resumed["histories"], resumed["diverged"], resumed["factor"]
-        first_step, previous_wall = resumed["step"], resumed["wall_s"]
-        log.info("resumed %d runs from %s at step %d", len(configs), checkpoint, first_step)
-    last_save = time.perf_counter()
-    step = first_step - 1
-    for step in range(first_step, total):
-        if step in snapshot_at:
-            for h, m in zip(histories, models):
-                h["snapshot_steps"].append(step)
-                h["snapshots"].append(bn_snapshot(m))
-        new_factor = schedule.factor(step)
-        if new_factor != factor:
-            factor = new_factor
-            set_lr(optimizer, factor)
-            for h, c in zip(histories, configs):
-                h["lr_steps"].append(step)
-                h["lr"].append(c.optim.base_lr * factor)
-        batches = [data.train_batch(*s.next()) for s in streams]
-        if stacked is None:
-            x, y = batches[0]
-            losses = F.cross_entropy(models[0](x), y).unsqueeze(0)
-        else:
-            logits = stacked([b[0] for b in batches])  # (B, K, classes)
-            y = torch.stack([b[1] for b in batches], dim=1)  # (B, K)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(0)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # runs share no parameter: each gets the gradient of its own loss
-        for r in regularizers:
-            r.before_step()
-        optimizer.step()
-        for r in regularizers:
-            r.after_step(factor)
-        loss_sum += losses.detach()
-        if (step + 1) % loss_every == 0 or step + 1 == total:
-            # One host sync per recorded point, not per step.
-            window = loss_every if (step + 1) % loss_every == 0 else (step + 1) % loss_every
-            means = (loss_sum / window).tolist()
-            loss_sum.zero_()
-            for i, (h, mean_loss) in enumerate(zip(histories, means)):
-                if diverged[i] is not None:
-                    continue
-                h["loss_steps"].append(step + 1)
-                h["loss"].append(mean_loss)
-                if not math.isfinite(mean_loss):
-                    diverged[i] = step + 1
-                    log.warning("run %s diverged at step %d (loss %s)", configs[i].summary(), step + 1, mean_loss)
-            if all(d is not None for d in diverged):
-                break
-            if on_step is not None:
-                on_step(step + 1, total)
-            if checkpoint is not None and step + 1 < total and time.perf_counter() - last_save >= checkpoint_every_s:
-                save_checkpoint(checkpoint, {
-                    "configs": [c.canonical_json() for c in configs],
-                    "step": step + 1,
-                    "wall_s": previous_wall + time.perf_counter() - start,
-                    "models": [m.state_dict() for m in models],
-                    "optimizer": optimizer.state_dict(),
-                    "streams": [st.get_state() for st in streams],
-                    "stacked": stacked.get_stats() if stacked is not None else None,
-                    "histories": histories,
-                    "diverged": diverged,
-                    "factor": factor,
-                })
+        restore_state(state, resumed)
+        log.info("resumed %d runs from %s at step %d", len(configs), checkpoint, state.step)
+    graph = StepGraph(state, device, configs[0].data.flip) if graphs else None
+    total = state.schedule.total_steps
+    loss_every = max(1, total // LOSS_POINTS)
+    snapshots = configs[0].train.snapshots
+    snapshot_at = {round(total * (i + 1) / snapshots) for i in range(snapshots)} | {0}
+    start = last_save = time.perf_counter()
+
+    def wall() -> float:
+        return state.wall_s + time.perf_counter() - start
+
+    with interrupt_at_step_end() as interrupted:
+        while state.step < total and not all(d is not None for d in state.diverged):
+            if state.step in snapshot_at:
+                record_snapshots(state)
+            factor = state.schedule.factor(state.step)
+            if factor != state.factor:
+                start_phase(state, factor)
+                if graph is not None:
+                    graph.invalidate()
+            train_step(state, data, graph)
+            if state.step % loss_every == 0 or state.step == total:
+                record_losses(state)
+                if on_step is not None:
+                    on_step(state.step, total)
+            due = time.perf_counter() - last_save >= checkpoint_every_s
+            if checkpoint is not None and state.step < total and (due or interrupted["hit"]):
+                save_checkpoint(checkpoint, checkpoint_state(state, wall()))
                 last_save = time.perf_counter()
-    if stacked is not None:
-        stacked.write_back(step + 1)
-    wall = previous_wall + time.perf_counter() - start
+            if interrupted["hit"]:
+                log.info("interrupted at step %d%s", state.step, f"; checkpoint in {checkpoint}" if checkpoint else "")
+                raise KeyboardInterrupt
     outcomes = []
-    for h, m, d in zip(histories, models, diverged):
+    for i, (h, d) in enumerate(zip(state.histories, state.diverged)):
         if d is None:
             h["snapshot_steps"].append(total)
-            h["snapshots"].append(bn_snapshot(m))
-        m.eval()
-        outcomes.append(TrainOutcome(m, total if d is None else d, wall, h, d))
+            h["snapshots"].append(bn_snapshot(state.net, i))
+        model = unstack_model(state.net, i, device).eval()
+        outcomes.append(TrainOutcome(model, total if d is None else d, wall(), h, d))
     return outcomes

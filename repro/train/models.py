@@ -5,6 +5,14 @@ Out: ``ConvNet``, an nn.Module whose conv part is a list of ``ConvBNAct`` blocks
 pruning and slimming find the paper's features through ``ConvNet.blocks`` (one BN channel = one
 feature = one filter), so every architecture here exposes the same structure.
 
+One definition for one run or K runs trained together: ``ConvNet(spec, runs=K)`` is K independent
+networks stacked along channels. Convolutions have ``groups=K``, BatchNorm is per channel (so per
+run), fc layers are ``GroupedLinear`` (K batched matmuls); every parameter and buffer has K times
+the leading dimension of the single-run one, run k's slice being ``run_view(t, K, k)``. With
+``runs=1`` (the default) this is exactly the plain network, with the same state_dict keys and
+shapes, so measurement, pruning and the cache only ever see single-run ``ConvNet``s
+(``stack_models`` / ``unstack_model`` convert).
+
 BasicNet (paper section 2.1, 4): C1 5x5 3->64, C2-C7 3x3 with 128,128,256,256,512,512 filters,
 no conv bias, BN + activation after every conv, global average pooling, fc head with BN+ReLU
 between fc layers. 4,649,664 conv parameters at width 1 (Table 2 header; pinned by a test).
@@ -55,12 +63,12 @@ class NetSpec:
 
 
 class ConvBNAct(nn.Module):
-    """conv (no bias) -> BatchNorm -> activation: one paper feature per output channel."""
+    """conv (no bias) -> BatchNorm -> activation: one paper feature per output channel (per run)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, activation: str, negative_slope: float):
+    def __init__(self, cin: int, cout: int, kernel: int, activation: str, negative_slope: float, runs: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.conv = nn.Conv2d(runs * cin, runs * cout, kernel, padding=kernel // 2, bias=False, groups=runs)
+        self.bn = nn.BatchNorm2d(runs * cout)
         self.act = make_activation(activation, negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,22 +79,46 @@ def make_activation(name: str, negative_slope: float) -> nn.Module:
     return nn.LeakyReLU(negative_slope) if name == "leaky_relu" else nn.ReLU()
 
 
+class GroupedLinear(nn.Linear):
+    """``groups`` independent linear layers in one: input (B, groups * in), output (B, groups * out).
+
+    The weight is (groups * out, in), so ``groups=1`` is an ``nn.Linear`` in every respect (same
+    parameters, same call)."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int = 1):
+        super().__init__(in_features, out_features * groups)
+        self.in_features, self.out_features, self.groups = in_features, out_features, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return nn.functional.linear(x, self.weight, self.bias)
+        g, batch = self.groups, x.shape[0]
+        # (G, B, in) @ (G, in, out) + bias, one batched matmul for all runs.
+        out = torch.baddbmm(self.bias.view(g, 1, -1), x.view(batch, g, -1).transpose(0, 1),
+                            self.weight.view(g, -1, self.in_features).transpose(1, 2))
+        return out.transpose(0, 1).reshape(batch, -1)
+
+
 class ConvNet(nn.Module):
-    def __init__(self, spec: NetSpec):
+    """``runs`` networks of one layout (see the module docstring). Input (B, runs * C, H, W): run
+    k's images in channels k*C..(k+1)*C; output (B, runs * classes)."""
+
+    def __init__(self, spec: NetSpec, runs: int = 1):
         super().__init__()
         self.spec = spec
+        self.runs = runs
         self.blocks = nn.ModuleList()
         cin = spec.in_channels
         for c in spec.convs:
-            self.blocks.append(ConvBNAct(cin, c.out_channels, c.kernel, spec.activation, spec.negative_slope))
+            self.blocks.append(ConvBNAct(cin, c.out_channels, c.kernel, spec.activation, spec.negative_slope, runs))
             cin = c.out_channels
         self.pool = nn.MaxPool2d(2)
         flat = cin * spec.pooled_size * spec.pooled_size
         layers: list[nn.Module] = []
         for h in spec.head_hidden:
-            layers += [nn.Linear(flat, h), nn.BatchNorm1d(h), nn.ReLU()]
+            layers += [GroupedLinear(flat, h, runs), nn.BatchNorm1d(runs * h), nn.ReLU()]
             flat = h
-        layers.append(nn.Linear(flat, spec.num_classes))
+        layers.append(GroupedLinear(flat, spec.num_classes, runs))
         self.head = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +132,38 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def run_view(t: torch.Tensor, runs: int, k: int) -> torch.Tensor:
+    """Run k's part of a parameter, gradient or buffer of a ``runs``-network: a view, so that
+    writing to it writes to the stacked tensor. 0-dim tensors (BN's batch counter) are shared."""
+    if t.dim() == 0 or runs == 1:
+        return t
+    n = t.shape[0] // runs
+    return t[k * n : (k + 1) * n]
+
+
+@torch.no_grad()
+def stack_models(models: list[ConvNet]) -> ConvNet:
+    """One ``ConvNet(spec, runs=len(models))`` holding copies of the single-run models."""
+    with torch.device("meta"):  # no initialisation work: every value is copied in below
+        net = ConvNet(models[0].spec, runs=len(models))
+    net = net.to_empty(device=next(models[0].parameters()).device)
+    states = [m.state_dict() for m in models]
+    for name, t in net.state_dict().items():
+        if t.dim() == 0:
+            t.copy_(states[0][name])
+        else:
+            torch.cat([s[name] for s in states], out=t)
+    return net
+
+
+@torch.no_grad()
+def unstack_model(net: ConvNet, k: int, device: torch.device | str | None = None) -> ConvNet:
+    """Run k of a stacked network as a single-run ``ConvNet`` (a copy, on ``device``)."""
+    single = ConvNet(net.spec)
+    single.load_state_dict({name: run_view(t, net.runs, k).clone() for name, t in net.state_dict().items()})
+    return single.to(device) if device is not None else single
 
 
 def scaled(width: int, mult: float) -> int:
