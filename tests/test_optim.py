@@ -7,7 +7,16 @@ import torch
 from torch import nn
 
 from repro.config import OptimConfig, TrainConfig
-from repro.train.optim import Regularizer, StepSchedule, build_optimizer, param_groups, set_lr
+from repro.train.optim import (
+    Regularizer,
+    StepSchedule,
+    build_optimizer,
+    build_optimizers,
+    build_regularizers,
+    kernel_options,
+    param_groups,
+    set_lr,
+)
 
 
 def one_param_model(value: float) -> nn.Module:
@@ -18,8 +27,8 @@ def one_param_model(value: float) -> nn.Module:
 
 
 def step(model, cfg: OptimConfig, grad: float, factor: float = 1.0):
-    opt = build_optimizer([model], [cfg])
-    set_lr(opt, factor)
+    opt = build_optimizer(model, cfg)
+    set_lr([opt], factor)
     reg = Regularizer(cfg.regularizer, cfg.lam, list(model.parameters()))
     model.weight.grad = torch.full_like(model.weight, grad)
     reg.before_step()
@@ -65,9 +74,9 @@ def test_zero_lambda_is_no_regularization():
 def test_bn_groups_get_their_own_lr_scale():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
     cfg = OptimConfig(name="adam", gamma_lr_scale=0.1, beta_lr_scale=0.5)
-    opt = build_optimizer([model], [cfg])
-    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs == pytest.approx({"weights": 1e-3, "bn_gamma": 1e-4, "bn_beta": 5e-4})
+    opt = build_optimizer(model, cfg)
+    lrs = {tuple(g["names"]): g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({("weights",): 1e-3, ("bn_gamma",): 1e-4, ("bn_beta",): 5e-4})
     names = [g["name"] for g in param_groups(model, cfg)]
     assert names == ["weights", "bn_gamma", "bn_beta"]
 
@@ -75,7 +84,7 @@ def test_bn_groups_get_their_own_lr_scale():
 @pytest.mark.parametrize("name,lr", [("sgd", 0.1), ("adam", 1e-3), ("amsgrad", 1e-3), ("adamax", 2e-3),
                                      ("rmsprop", 1e-3), ("adagrad", 1e-2), ("adadelta", 1.0)])
 def test_paper_base_learning_rates(name, lr):
-    opt = build_optimizer([one_param_model(1.0)], [OptimConfig(name=name)])
+    opt = build_optimizer(one_param_model(1.0), OptimConfig(name=name))
     assert opt.param_groups[0]["lr"] == lr
 
 
@@ -87,3 +96,32 @@ def test_cifar_schedule_is_exact_and_keeps_iterations_when_batch_changes():
     assert bigger.boundaries == sched.boundaries
     tiny = StepSchedule.for_run(TrainConfig(phases=(250, 75, 75)), 100_000)
     assert tiny.total_steps == 400 * 2500 and tiny.factor(tiny.total_steps - 1) == pytest.approx(0.01)
+
+
+def test_runs_share_optimizers_by_name_and_keep_their_own_rates():
+    a, b, c = one_param_model(1.0), one_param_model(1.0), one_param_model(1.0)
+    cfgs = [OptimConfig(name="adam"), OptimConfig(name="sgd"), OptimConfig(name="adam", lr=3e-3)]
+    opts = build_optimizers([(cfg, param_groups(m, cfg)) for m, cfg in zip((a, b, c), cfgs)])
+    assert [type(o).__name__ for o in opts] == ["Adam", "SGD"]
+    adam_lrs = sorted(g["lr"] for g in opts[0].param_groups)
+    assert adam_lrs == pytest.approx([1e-3, 3e-3])
+    set_lr(opts, 0.1)
+    assert opts[1].param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_regularizers_merge_runs_with_the_same_kind_and_lambda():
+    params = [[torch.ones(1)] for _ in range(4)]
+    cfgs = [OptimConfig(regularizer="l2", lam=1e-3), OptimConfig(regularizer="l2", lam=1e-3),
+            OptimConfig(regularizer="wd", lam=1e-3), OptimConfig(regularizer="none", lam=0.0)]
+    regs = build_regularizers(list(zip(cfgs, params)))
+    assert [(r.kind, r.lam, len(r.params)) for r in regs] == [("l2", 1e-3, 2), ("wd", 1e-3, 1)]
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        Regularizer("l1", 1e-3, [])
+
+
+def test_kernels_follow_what_the_device_supports():
+    # Nothing is fused on the meta device, so the choice must fall back rather than raise.
+    assert dict(kernel_options("adam", "meta")) == {"foreach": True}
+    assert dict(kernel_options("adam", "cpu")) == {"fused": True}  # torch >= 2.4 has fused CPU Adam
+    for name in ("sgd", "amsgrad", "adamax", "rmsprop", "adagrad", "adadelta"):
+        assert kernel_options(name, "cpu") in ((("fused", True),), (("foreach", True),))

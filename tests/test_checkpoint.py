@@ -1,0 +1,67 @@
+"""Training checkpoints: Ctrl-C saves one, resuming from it is bit-identical (CPU), and a file that
+is not one of ours is refused without unpickling it, named, and moved aside."""
+
+import logging
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+
+from repro.train.loop import load_checkpoint, train_models
+from tests.test_fused import config
+from tests.test_loop import tiny_data
+
+RUNS = [config(0, name="adam", regularizer="l2", lam=1e-2), config(1, name="sgd", regularizer="wd", lam=1e-2)]
+
+
+def states_equal(a, b) -> bool:
+    return all(torch.equal(va, vb) for va, vb in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identical(tmp_path):
+    data, device = tiny_data(), torch.device("cpu")
+    reference = train_models(RUNS, data, device)
+    path = tmp_path / "partial.pt"
+
+    def interrupt(step, total):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    # No timed checkpoint can happen (every 1e9 s): only the interruption writes one.
+    with pytest.raises(KeyboardInterrupt):
+        train_models(RUNS, data, device, on_step=interrupt, checkpoint=path, checkpoint_every_s=1e9)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["step"] == 4
+    resumed = train_models(RUNS, data, device, checkpoint=path, checkpoint_every_s=1e9)
+    for got, ref in zip(resumed, reference):
+        assert states_equal(got, ref)
+        assert got.history == ref.history
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("content", ["not a dict", "code", "other runs", "garbage"])
+def test_a_foreign_checkpoint_is_refused_named_and_moved_aside(tmp_path, monkeypatch, caplog, content):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "partial.pt"
+    if content == "not a dict":
+        torch.save([1, 2, 3], path)
+    elif content == "code":
+        with open(path, "wb") as f:
+            pickle.dump(RunsCode(), f)
+    elif content == "other runs":
+        torch.save({"format": 2, "configs": ["{}"]}, path)
+    else:
+        path.write_bytes(b"\x00" * 100)
+    with caplog.at_level(logging.WARNING, logger="repro.train.loop"):
+        assert load_checkpoint(path, RUNS) is None
+    assert not (tmp_path / "PWNED").exists()  # never unpickled
+    assert not path.exists()
+    moved = list(tmp_path.glob("partial.pt.bad-*"))
+    assert len(moved) == 1
+    assert str(path) in caplog.text and str(moved[0]) in caplog.text
