@@ -8,10 +8,7 @@ and take well under a second.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-
-import torch
 
 from repro.cache import RunStore, run_key
 from repro.check.kinds import Observations, check_claim_tier
@@ -19,34 +16,11 @@ from repro.check.verdict import NOT_RUN, Verdict
 from repro.spec.claims import ClaimSpec, RunGroup
 
 
-@functools.lru_cache(maxsize=64)
 def simulation_metrics(decay) -> dict[float, list[dict]]:
-    """Per lambda, per seed: |theta| at the end and its log10, and the first recorded step at
-    which |theta| fell below 1e-2 and 1e-3 of its start (None if never)."""
-    from repro.simulate.low_gradient import simulate_abs_theta
+    """Per lambda, per seed metrics of a simulation group (``repro.simulate.simulation_metrics``)."""
+    from repro.simulate import simulation_metrics as compute
 
-    steps, values = simulate_abs_theta(decay)  # (n_rec, n_lams, n_seeds)
-    out: dict[float, list[dict]] = {}
-    for i, lam in enumerate(decay.lams):
-        per_seed = []
-        for j in range(len(decay.seeds)):
-            curve = values[:, i, j]
-            final = float(curve[-1])
-            per_seed.append({
-                "final_abs": final,
-                "log10_final_abs": float(torch.log10(torch.tensor(max(final, 1e-300)))),
-                "steps_to_1e-2": _first_below(steps, curve, 1e-2),
-                "steps_to_1e-3": _first_below(steps, curve, 1e-3),
-                "diverged_at": None,
-            })
-        out[lam] = per_seed
-    return out
-
-
-def _first_below(steps: list[int], curve: torch.Tensor, level: float) -> float:
-    below = (curve <= level).nonzero()
-    # Never reaching the level counts as the full length (a censored value, stated in reports).
-    return float(steps[int(below[0])]) if len(below) else float(steps[-1])
+    return compute(decay)
 
 
 def tier_observations(spec: ClaimSpec, tier: str, store: RunStore) -> Observations:

@@ -1,6 +1,7 @@
 """Toy simulations from the paper that need no data or network (Fig. 4 / supplement Fig. 3).
 
-Names are loaded lazily so ``python -m repro.simulate.low_gradient`` runs without a warning.
+Names are loaded lazily so ``python -m repro.simulate.low_gradient`` runs without a warning, and
+so that ``DecayConfig`` (what claim files hold) comes without importing torch.
 """
 
 from __future__ import annotations
@@ -8,20 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    "OPTIMIZERS",
-    "REGULARIZERS",
-    "DecayConfig",
-    "DecayResult",
-    "main_gradients",
-    "make_optimizer",
-    "plot_decay",
-    "simulate_decay",
-    "simulate_grid",
-]
+_CONFIG = ("OPTIMIZERS", "REGULARIZERS", "DecayConfig", "paper_lr")
+_SIMULATION = ("DecayResult", "main_gradients", "plot_decay", "simulate_decay", "simulate_grid",
+               "simulation_metrics", "steps_to_level")
+__all__ = [*_CONFIG, *_SIMULATION]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _CONFIG:
+        return getattr(importlib.import_module("repro.simulate.decay_config"), name)
+    if name in _SIMULATION:
         return getattr(importlib.import_module("repro.simulate.low_gradient"), name)
     raise AttributeError(f"module 'repro.simulate' has no attribute {name!r}")

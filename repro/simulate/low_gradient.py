@@ -4,7 +4,8 @@ In:  a ``DecayConfig``: optimizer name, regulariser (``'l2'`` or ``'wd'``), the 
      the number of iterations, the gradient noise of the "main objective", the seeds.
 Out: a ``DecayResult``: the recorded iterations and, per lambda, the mean over seeds of |theta|
      at each recorded iteration (``values``), plus ``final``, ``steps_to_fraction()`` and a
-     JSON-ready ``to_dict()``. ``plot_decay`` draws results as log-y curves like the paper's figure.
+     JSON-ready ``to_dict()``; ``simulation_metrics``: per-seed metrics for claims.
+     ``plot_decay`` draws results as log-y curves like the paper's figure.
 
 The experiment (paper Sec. 2.3 / Fig. 4): a scalar theta starts at 1. Its gradient from the main
 objective is pure noise, N(0, 1e-3) for the first 100 iterations and N(0, 1e-5) afterwards (the
@@ -15,8 +16,10 @@ on it on every iteration:
   so adaptive methods rescale it (Adam normalises it by sqrt(v), which is tiny here);
 * ``'wd'``: theta is multiplied by (1 - lambda) *after* the optimizer's update (decoupled).
 
-Optimizers are the real ``torch.optim`` classes with the paper's settings (``repro.train.optim``).
-Many lambdas and seeds run at once: theta is a vector of K independent scalars. Every optimizer
+Optimizers and regularizers are the training loop's own (``repro.train.optim``: the paper's
+settings, ``Regularizer``), so the simulation and the networks cannot disagree on them.
+Many lambdas and seeds run at once: each lambda's theta is a vector of independent scalars, one
+per seed, and one optimizer holds them all. Every optimizer
 used here (SGD+momentum, Adam, AMSGrad, Adamax, RMSprop, Adagrad, Adadelta) updates each element
 from that element's own gradient and state only, and both regularisers are elementwise, so one
 optimizer over a K-vector is exactly K separate one-scalar simulations (checked by a test).
@@ -32,106 +35,25 @@ with WD shrink theta by only ~lambda (SGD+L2: lr*lambda/(1-momentum) = lambda) p
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from repro.config import BASE_LR
-from repro.train.optim import make_optimizer as make_training_optimizer
+from repro.simulate.decay_config import OPTIMIZERS, REGULARIZERS, DecayConfig, paper_lr
+from repro.train.optim import Regularizer, make_torch_optimizer
 
-REGULARIZERS = ("l2", "wd")
-
-# The optimizers and their hyperparameters are the training loop's own (repro.train.optim), so the
-# simulation and the networks can never disagree on them.
-OPTIMIZERS = tuple(BASE_LR)
+__all__ = ["OPTIMIZERS", "REGULARIZERS", "DecayConfig", "DecayResult", "main_gradients", "paper_lr",
+           "plot_decay", "simulate_abs_theta", "simulate_decay", "simulate_grid", "simulation_metrics",
+           "steps_to_level"]
 
 # The noise is drawn in fixed-size blocks so a longer run extends a shorter one with the same seed
 # (torch.randn(n) for different n does not give a common prefix).
 _NOISE_BLOCK = 1024
-
-
-def paper_lr(optimizer: str) -> float:
-    """The paper's learning rate for ``optimizer``."""
-    return float(BASE_LR[optimizer])
-
-
-def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float | None = None) -> torch.optim.Optimizer:
-    """``torch.optim`` optimizer ``name`` with the paper's settings; ``lr`` overrides the rate."""
-    if name not in BASE_LR:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    return make_training_optimizer(name, list(params), paper_lr(name) if lr is None else lr)
-
-
-@dataclass(frozen=True)
-class DecayConfig:
-    """One optimizer/regulariser pair over a set of lambdas and seeds.
-
-    ``steps`` defaults to 10,000 iterations: long enough that Adam+L2 at lambda=1e-4 has taken the
-    scalar from 1 to its noise floor (mean |theta| <= 1e-2 from iteration ~1,800; ~6e-3 on
-    average after) while Adam+WD and SGD+L2 at the same lambda end near exp(-1) ~ 0.37-0.5, the
-    paper's contrast.
-    ``lr=None`` uses the paper's rate for the optimizer. ``record_every`` thins the recorded curve;
-    iteration 0 (theta=1) and the last iteration are always recorded.
-    """
-
-    optimizer: str
-    regularizer: str
-    lams: tuple[float, ...]
-    steps: int = 10000
-    high_grad_steps: int = 100
-    high_grad_std: float = 1e-3
-    low_grad_std: float = 1e-5
-    lr: float | None = None
-    seeds: tuple[int, ...] = (0,)
-    record_every: int = 10
-
-    def __post_init__(self) -> None:
-        # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
-        object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if self.optimizer not in BASE_LR:
-            raise ValueError(f"optimizer: unknown {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer: unknown {self.regularizer!r}; known: {', '.join(REGULARIZERS)}")
-        if not self.lams:
-            raise ValueError("lams: need at least one lambda")
-        if len(set(self.lams)) != len(self.lams):
-            raise ValueError(f"lams: duplicates in {self.lams}")
-        for lam in self.lams:
-            if not (0.0 <= lam < 1.0):
-                raise ValueError(f"lams: {lam} outside [0, 1)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: need at least one, no duplicates; got {self.seeds}")
-        if self.steps < 1:
-            raise ValueError(f"steps: must be >= 1, got {self.steps}")
-        if self.high_grad_steps < 0:
-            raise ValueError(f"high_grad_steps: must be >= 0, got {self.high_grad_steps}")
-        if self.high_grad_std < 0 or self.low_grad_std < 0:
-            raise ValueError("high_grad_std / low_grad_std: must be >= 0")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if self.record_every < 1:
-            raise ValueError(f"record_every: must be >= 1, got {self.record_every}")
-
-    @property
-    def effective_lr(self) -> float:
-        return paper_lr(self.optimizer) if self.lr is None else float(self.lr)
-
-    def recorded_steps(self) -> list[int]:
-        steps = list(range(0, self.steps + 1, self.record_every))
-        if steps[-1] != self.steps:
-            steps.append(self.steps)
-        return steps
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["lams"] = list(self.lams)
-        d["seeds"] = list(self.seeds)
-        return d
 
 
 def main_gradients(cfg: DecayConfig) -> torch.Tensor:
@@ -155,35 +77,65 @@ def main_gradients(cfg: DecayConfig) -> torch.Tensor:
 
 
 def simulate_abs_theta(cfg: DecayConfig) -> tuple[list[int], torch.Tensor]:
-    """Run the simulation; return the recorded iterations and |theta|, shape (n_rec, n_lams, n_seeds)."""
+    """Run the simulation; return the recorded iterations and |theta|, shape (n_rec, n_lams, n_seeds).
+
+    The optimizer and the regularizer are the training loop's own (``repro.train.optim``): one
+    optimizer over one (n_seeds,) tensor per lambda, one ``Regularizer`` per lambda."""
     n_lams, n_seeds = len(cfg.lams), len(cfg.seeds)
-    # Element k = i_lam * n_seeds + i_seed is one independent scalar (see module docstring).
-    lam = torch.tensor(cfg.lams, dtype=torch.float64).repeat_interleave(n_seeds)
-    keep = 1.0 - lam
-    theta = torch.ones(n_lams * n_seeds, dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer(cfg.optimizer, [theta], cfg.lr)
+    thetas = [torch.ones(n_seeds, dtype=torch.float64, requires_grad=True) for _ in cfg.lams]
+    opt = make_torch_optimizer(cfg.optimizer, thetas, cfg.effective_lr)
+    regularizers = [Regularizer(cfg.regularizer, lam, [theta]) for lam, theta in zip(cfg.lams, thetas)]
     grads = main_gradients(cfg)
     rec_steps = cfg.recorded_steps()
-    out = torch.empty(len(rec_steps), n_lams * n_seeds, dtype=torch.float64)
+    out = torch.empty(len(rec_steps), n_lams, n_seeds, dtype=torch.float64)
     out[0] = 1.0
     i_rec = 1
-    l2 = cfg.regularizer == "l2"
-    block = grads[:0]
     with torch.no_grad():
         for t in range(1, cfg.steps + 1):
-            i = (t - 1) % _NOISE_BLOCK
-            if i == 0:  # lay out the next block of noise over all K scalars at once
-                block = grads[t - 1 : t - 1 + _NOISE_BLOCK].repeat(1, n_lams)
-            g = block[i]
-            g = torch.addcmul(g, lam, theta) if l2 else g.clone()
-            theta.grad = g
+            g = grads[t - 1]
+            for theta in thetas:
+                theta.grad = g.clone()
+            for r in regularizers:
+                r.before_step()
             opt.step()
-            if not l2:
-                theta.mul_(keep)
+            for r in regularizers:
+                r.after_step(1.0)
             if i_rec < len(rec_steps) and rec_steps[i_rec] == t:
-                out[i_rec] = theta.abs()
+                out[i_rec] = torch.stack([theta.abs() for theta in thetas])
                 i_rec += 1
-    return rec_steps, out.view(len(rec_steps), n_lams, n_seeds)
+    return rec_steps, out
+
+
+def steps_to_level(steps: Sequence[int], curve: Sequence[float] | torch.Tensor, level: float) -> int:
+    """The first recorded iteration at which ``curve`` is at or below ``level``; a curve that
+    never gets there counts as the run's full length (a censored value: the one answer everywhere
+    a "steps to" number is reported or checked)."""
+    for s, x in zip(steps, curve):
+        if float(x) <= level:
+            return int(s)
+    return int(steps[-1])
+
+
+@functools.lru_cache(maxsize=64)
+def simulation_metrics(cfg: DecayConfig) -> dict[float, list[dict]]:
+    """Per lambda, per seed, the metrics claims check: |theta| at the end and its log10, and the
+    iterations to reach 1e-2 and 1e-3 of the start (``steps_to_level``)."""
+    steps, values = simulate_abs_theta(cfg)
+    out: dict[float, list[dict]] = {}
+    for i, lam in enumerate(cfg.lams):
+        per_seed = []
+        for j in range(len(cfg.seeds)):
+            curve = values[:, i, j].tolist()
+            final = curve[-1]
+            per_seed.append({
+                "final_abs": final,
+                "log10_final_abs": math.log10(max(final, 1e-300)),
+                "steps_to_1e-2": float(steps_to_level(steps, curve, 1e-2)),
+                "steps_to_1e-3": float(steps_to_level(steps, curve, 1e-3)),
+                "diverged_at": None,
+            })
+        out[lam] = per_seed
+    return out
 
 
 @dataclass(frozen=True)
@@ -200,13 +152,10 @@ class DecayResult:
         """Mean |theta| over seeds after the last iteration, per lambda."""
         return {lam: v[-1] for lam, v in self.values.items()}
 
-    def steps_to_fraction(self, fraction: float = 1e-3) -> dict[float, int | None]:
-        """Per lambda: first recorded iteration with mean |theta| <= ``fraction`` (theta starts
-        at 1, so this is also the fraction of the start), or None if it never gets there."""
-        out: dict[float, int | None] = {}
-        for lam, v in self.values.items():
-            out[lam] = next((s for s, x in zip(self.steps_recorded, v) if x <= fraction), None)
-        return out
+    def steps_to_fraction(self, fraction: float = 1e-3) -> dict[float, int]:
+        """Per lambda: ``steps_to_level`` of the mean |theta| (theta starts at 1, so ``fraction``
+        is also the fraction of the start); the full length if it never gets there."""
+        return {lam: steps_to_level(self.steps_recorded, v, fraction) for lam, v in self.values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: lambdas as ``repr(float)`` keys, in ``config.lams`` order."""
