@@ -3,11 +3,16 @@
     .venv/bin/python benchmarks/throughput.py                 # CPU, smoke scale (digits 8x8, width 0.375)
     .venv/bin/python benchmarks/throughput.py --scale paper   # GPU: BasicNet width 1 on CIFAR-size data
     .venv/bin/python benchmarks/throughput.py --steps 100 --groups 4 16
+    .venv/bin/python benchmarks/throughput.py --precision tf32                # GPU: TF32 instead of fp32
 
 All ways train the same set of runs (Adam + L2, batch 40, different lambdas and seeds) for the
 same number of steps, in one invocation, and the table gives runs/hour and the ratio to the plain
 loop. The FLOP rate is training FLOPs (3x forward) per second against a measured fp32 matmul rate
 on the same device (the practical peak; vendor peaks are higher).
+
+On CUDA every way runs under each setting of ``--settings`` (default: plain, cuDNN autotuning,
+autotuning + CUDA graphs; graphs apply to repro's loop only), one row per way and setting, with
+the ratio to the plain loop under plain settings. On CPU there is one setting (neither applies).
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from tabulate import tabulate
 from repro.config import RunConfig, run_config_from_dict
 from repro.data.base import ImageData
 from repro.plan import run_cost
-from repro.train.loop import resolve_device, train_models
+from repro.train.loop import resolve_device, set_precision, train_models
 from repro.train.models import build_model
 
+# name -> (cudnn.benchmark, CUDA graphs)
+SETTINGS = {"plain": (False, False), "benchmark": (True, False), "benchmark+graphs": (True, True)}
 
-def make_configs(scale: str, n: int, steps: int) -> list[RunConfig]:
-    base = {"unit": "steps", "phases": [steps], "batch_size": 40, "snapshots": 1}
+
+def make_configs(scale: str, n: int, steps: int, precision: str = "fp32") -> list[RunConfig]:
+    base = {"unit": "steps", "phases": [steps], "batch_size": 40, "snapshots": 1, "precision": precision}
     model = {"width": 0.375} if scale == "smoke" else {}
     dataset = "digits" if scale == "smoke" else "cifar10"
     lams = [1e-2, 3e-3, 1e-3, 3e-4]
@@ -48,10 +56,11 @@ def make_data(scale: str, device: torch.device) -> ImageData:
     return ImageData("cifar-size", x, y, x[:1000], y[:1000], 10).to(device)
 
 
-def plain_loop(configs: list[RunConfig], data: ImageData, device: torch.device) -> None:
+def plain_loop(configs: list[RunConfig], data: ImageData, device: torch.device, benchmark: bool = False) -> None:
     """What a user would write: a DataLoader over CPU tensors, one run at a time."""
     from torch.utils.data import DataLoader, TensorDataset
 
+    set_precision(configs[0].train.precision, device, benchmark)
     dataset = TensorDataset(data.train_x.cpu(), data.train_y.cpu())
     for c in configs:
         torch.manual_seed(c.train.seed)
@@ -75,9 +84,10 @@ def plain_loop(configs: list[RunConfig], data: ImageData, device: torch.device) 
         torch.cuda.synchronize()
 
 
-def ours(configs: list[RunConfig], data: ImageData, device: torch.device, group: int) -> None:
+def ours(configs: list[RunConfig], data: ImageData, device: torch.device, group: int,
+         benchmark: bool | None = None, graphs: bool | None = None) -> None:
     for i in range(0, len(configs), group):
-        train_models(configs[i : i + group], data, device)
+        train_models(configs[i : i + group], data, device, cuda_graphs=graphs, cudnn_benchmark=benchmark)
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -85,7 +95,7 @@ def ours(configs: list[RunConfig], data: ImageData, device: torch.device, group:
 def matmul_rate(device: torch.device) -> float:
     n = 2048 if device.type == "cpu" else 8192
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    set_precision("fp32", device)
     for _ in range(2):
         a @ b
     if device.type == "cuda":
@@ -107,22 +117,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default 150 smoke, 300 paper)")
     ap.add_argument("--groups", type=int, nargs="+", default=[4, 16, 64])
     ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--precision", choices=("fp32", "tf32"), default="fp32")
+    ap.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=None,
+                    help="CUDA only; default: all three")
     args = ap.parse_args()
     device = resolve_device(args.device)
     scale = args.scale or ("paper" if device.type == "cuda" else "smoke")
     steps = args.steps or (150 if scale == "smoke" else 300)
     n = args.runs or max(args.groups)
-    configs = make_configs(scale, n, steps)
+    configs = make_configs(scale, n, steps, args.precision)
+    settings = (args.settings or list(SETTINGS)) if device.type == "cuda" else ["plain"]
     data = make_data(scale, device)
     _, flops_per_run = run_cost(configs[0])
     peak = matmul_rate(device)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"scale {scale}, {n} runs x {steps} steps, batch 40; fp32 matmul rate {peak / 1e9:,.0f} GFLOP/s")
-    ways = [] if args.skip_plain else [("plain PyTorch loop (DataLoader), one run at a time", lambda: plain_loop(configs, data, device))]
-    ways.append(("repro loop, one run at a time", lambda: ours(configs, data, device, 1)))
-    for k in args.groups:
-        if k <= n:
-            ways.append((f"repro fused groups of {k}", lambda k=k: ours(configs, data, device, k)))
+          f"scale {scale}, {n} runs x {steps} steps, batch 40, {args.precision}; fp32 matmul rate {peak / 1e9:,.0f} GFLOP/s")
+    ways = []
+    for setting in settings:
+        bench, graphs = SETTINGS[setting] if device.type == "cuda" else (None, None)
+        label = f" [{setting}]" if device.type == "cuda" else ""
+        if not args.skip_plain and not graphs:
+            ways.append((f"plain PyTorch loop (DataLoader), one run at a time{label}",
+                         lambda b=bench: plain_loop(configs, data, device, bool(b))))
+        ways.append((f"repro loop, one run at a time{label}", lambda b=bench, g=graphs: ours(configs, data, device, 1, b, g)))
+        for k in args.groups:
+            if k <= n:
+                ways.append((f"repro fused groups of {k}{label}", lambda k=k, b=bench, g=graphs: ours(configs, data, device, k, b, g)))
     rows, base = [], None
     for name, fn in ways:
         try:
