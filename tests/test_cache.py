@@ -13,7 +13,7 @@ from repro.cache import CACHE_FORMAT, RunStore, code_fingerprint, ensure_run, ru
 from repro.config import RunConfig, run_config_from_dict
 from repro.train.run import RunRecord
 
-GOLDEN_KEY = "fb2a5935e029a20eebb8248d8f0259df8950466e5f574927f79a51c9c6935f34"
+GOLDEN_KEY = "43728879a96754b6db037f8490895575cdfe938c58a777e0490728dd62d1e144"  # train.precision added
 
 
 def record(config: RunConfig, value: float = 1.0) -> RunRecord:

@@ -60,3 +60,31 @@ def test_flops_counts_convs_and_head():
     expected_c1 = 2 * 25 * 3 * 8 * 64
     assert flops_per_image(spec, 8) > expected_c1
     assert flops_per_image(spec, 8, kept=[1] * 7) < flops_per_image(spec, 8)
+
+
+@pytest.mark.parametrize("cfg,side,dataset", [
+    (ModelConfig(width=0.125), 8, "cifar10"),
+    (ModelConfig(width=0.0625, fc_hidden=(8, 6)), 64, "tinyimagenet"),
+    (ModelConfig(width=0.0625, fc_hidden=(8,)), 224, "imagenet"),  # avgpool(5, 4) + flatten head
+])
+def test_a_stacked_network_is_its_runs_side_by_side(cfg, side, dataset):
+    from repro.train.models import ConvNet, stack_models, unstack_model
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(cfg, 3, side, 10, dataset).train())
+    net = stack_models(models).train()
+    assert isinstance(net, ConvNet) and net.runs == 3
+    assert net.blocks[0].conv.groups == 3
+    xs = [torch.randn(4, 3, side, side, generator=torch.Generator().manual_seed(10 + i)) for i in range(3)]
+    out = net(torch.cat(xs, dim=1)).view(4, 3, 10)
+    for k, (m, x) in enumerate(zip(models, xs)):
+        torch.testing.assert_close(out[:, k], m(x), rtol=1e-4, atol=1e-4)  # BN over 4 images: rounding x ~10
+        # BatchNorm statistics are per run too.
+        back = unstack_model(net, k)
+        torch.testing.assert_close(back.blocks[2].bn.running_mean, m.blocks[2].bn.running_mean)
+    # Unstacking gives exactly the single-run networks (same keys, shapes and values).
+    back = unstack_model(stack_models(models), 1)
+    for (name, a), (name_b, b) in zip(back.state_dict().items(), models[1].state_dict().items()):
+        assert name == name_b and torch.equal(a, b), name
