@@ -4,7 +4,7 @@ In:  Plan, RunStore, number of parallel jobs, device, runs per group.
 Out: every planned run in the cache (or its failure recorded in the returned summary).
 
 Runs that can share one stacked network (``loop.group_key``: same architecture, data, batch
-size, schedule and optimizer) train together in groups of up to ``group_size``; each group goes
+size, schedule and precision; optimizers may differ) train together in groups of up to ``group_size``; each group goes
 through ``cache.ensure_runs``, which holds the per-key file locks, so a run that another process
 (a second ``repro verify``, a pytest-xdist worker) is already training is waited for and reused,
 not trained twice. Jobs run in spawned processes; on CPU each gets cores // jobs threads.
