@@ -74,3 +74,33 @@ def test_batch_stream_draws_each_run_as_if_alone():
     for _ in range(5):  # crosses two epoch boundaries
         (ia, fa), (ip, fp) = alone.next(), pair.next()
         assert torch.equal(ia[0], ip[1]) and torch.equal(fa[0], fp[1])
+
+
+def test_precision_is_set_explicitly_and_labelled():
+    from repro.train.loop import set_precision
+
+    tf32 = run_config_from_dict({**tiny_config().to_dict(), "train": {**tiny_config().to_dict()["train"], "precision": "tf32"}})
+    assert "tf32" in tf32.summary() and "tf32" not in tiny_config().summary()
+    assert set_precision("tf32", torch.device("cpu"))["precision"] == "tf32"
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
+        assert backends.cudnn.conv.fp32_precision == "tf32" and backends.cuda.matmul.fp32_precision == "tf32"
+    info = set_precision("fp32", torch.device("cpu"))
+    assert info == {"precision": "fp32", "cudnn_benchmark": False}
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
+        assert backends.cudnn.conv.fp32_precision == "ieee" and backends.cuda.matmul.fp32_precision == "ieee"
+    else:
+        assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+
+
+def test_cuda_graphs_are_on_by_default_on_cuda_only_and_never_with_adagrad(monkeypatch):
+    from repro.train.loop import CUDA_GRAPHS_ENV, use_cuda_graphs
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    adam, adagrad = tiny_config(), tiny_config(name="adagrad")
+    monkeypatch.delenv(CUDA_GRAPHS_ENV, raising=False)
+    assert use_cuda_graphs([adam], cuda, None) and not use_cuda_graphs([adam], cpu, None)
+    assert not use_cuda_graphs([adam, adagrad], cuda, None)  # torch's Adagrad has no capturable mode
+    assert not use_cuda_graphs([adam], cuda, False)
+    monkeypatch.setenv(CUDA_GRAPHS_ENV, "0")
+    assert not use_cuda_graphs([adam], cuda, None)
