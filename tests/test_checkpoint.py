@@ -20,20 +20,21 @@ def states_equal(a, b) -> bool:
     return all(torch.equal(va, vb) for va, vb in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("at_step", [4, 12])  # 12: the last step of the run
+def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identical(tmp_path, at_step):
     data, device = tiny_data(), torch.device("cpu")
     reference = train_models(RUNS, data, device)
     path = tmp_path / "partial.pt"
 
     def interrupt(step, total):
-        if step == 4:
+        if step == at_step:
             os.kill(os.getpid(), signal.SIGINT)
 
     # No timed checkpoint can happen (every 1e9 s): only the interruption writes one.
     with pytest.raises(KeyboardInterrupt):
         train_models(RUNS, data, device, on_step=interrupt, checkpoint=path, checkpoint_every_s=1e9)
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    assert saved["step"] == 4
+    assert saved["step"] == at_step
     resumed = train_models(RUNS, data, device, checkpoint=path, checkpoint_every_s=1e9)
     for got, ref in zip(resumed, reference):
         assert states_equal(got, ref)

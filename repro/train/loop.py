@@ -549,8 +549,9 @@ def train_models(
                 record_losses(state)
                 if on_step is not None:
                     on_step(state.step, total)
-            due = time.perf_counter() - last_save >= checkpoint_every_s
-            if checkpoint is not None and state.step < total and (due or interrupted["hit"]):
+            due = state.step < total and time.perf_counter() - last_save >= checkpoint_every_s
+            # Interrupted, even after the last step: resuming from it only builds the outcomes.
+            if checkpoint is not None and (due or interrupted["hit"]):
                 save_checkpoint(checkpoint, checkpoint_state(state, wall()))
                 last_save = time.perf_counter()
             if interrupted["hit"]:
