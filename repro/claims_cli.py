@@ -15,6 +15,7 @@ from pathlib import Path
 from repro.check.kinds import KINDS
 from repro.spec.claims import ClaimSpec, claim_files, load_claims
 from repro.spec.source import SpecError
+from repro.spec.paper import PAPER_FILE
 
 CLAIMS_DIR = Path("claims")
 
@@ -76,7 +77,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
-    bad_files = len({p.file for p in problems})
+    # A broken paper description (issue 14) invalidates every claim of its folder.
+    bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
     print(f"{len(paths) - bad_files} of {len(paths)} claim files valid")
     return 2 if problems else 0
 
