@@ -1,0 +1,121 @@
+"""repro on claims outside this repository, as a researcher uses it (issue 14).
+
+A one-claim folder (claim, base, paper description: what claims/README.md's "Your own claims"
+section shows) is built in a temporary directory; `repro verify` and `pytest` are run from there
+as subprocesses of this virtualenv's installed commands, so they see repro as any user would: the
+pytest plugin through its entry point, no conftest, no file of this repository. The claim trains
+one tiny run (10 steps of a width-0.125 BasicNet on digits: seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+PAPER = """\
+title: A Tiny Paper
+authors: [Ada Lovelace, Alan Turing]
+venue: Fixture 2019
+documents:
+  fixture2019: {name: the conference paper}
+"""
+BASE = """\
+model: {arch: basicnet, width: 0.125}
+data: {dataset: digits}
+optim: {name: adam, regularizer: l2, lam: 1.0e-2}
+train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}
+"""
+CLAIM = """\
+id: tiny-trains
+title: A tiny network trains
+claim: "a network trained on digits has a test error"
+source: {paper: fixture2019, where: Table 1}
+tiers:
+  smoke:
+    why: one run of 10 steps; the check holds for any trained network
+    base: {include: _bases/tiny.yaml}
+    seeds: [0]
+    runs:
+      adam_l2: {}
+    checks:
+      - {kind: distribution, a: {run: adam_l2, metric: test_error}, min: 0, max: 100}
+"""
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory) -> Path:
+    """A working directory outside the repository with my_claims/ (one claim, its base, its paper)."""
+    root = tmp_path_factory.mktemp("outside")
+    assert REPO not in root.parents
+    claims = root / "my_claims"
+    (claims / "_bases").mkdir(parents=True)
+    (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    (claims / "paper.yaml").write_text(PAPER)
+    (claims / "tiny.yaml").write_text(CLAIM)
+    return root
+
+
+def command(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "PYTHONPATH")}
+    env["REPRO_CACHE"] = str(cwd / "cache")
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def verified(outside: Path) -> subprocess.CompletedProcess:
+    return command(outside, str(BIN / "repro"), "verify", "--tier", "smoke", "--claims-dir", "my_claims",
+                   "--out", "report", "--device", "cpu")
+
+
+def test_verify_from_outside_the_repository(outside, verified):
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 of 1 claim files valid" in verified.stdout
+    assert "trained 1, cached 0, failed 0" in verified.stdout
+    assert "1 passed" in verified.stdout
+    assert "wrote report/index.md: 1 reproduced" in verified.stdout
+
+
+def test_report_is_titled_from_the_folders_paper_description(outside, verified):
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    index = (outside / "report" / "index.md").read_text()
+    assert index.startswith("# Claims of Lovelace & Turing (Fixture 2019): *A Tiny Paper*, tier `smoke`\n")
+    assert "| [tiny-trains](tiny-trains.md) |" in index and "fixture2019: Table 1" in index
+    assert "Mehta" not in index
+    page = (outside / "report" / "tiny-trains.md").read_text()
+    assert "**Verdict (smoke tier): ✅ reproduced**" in page
+    # Reports point at nothing outside the folder they describe.
+    for path in (outside / "report").glob("*.md"):
+        assert str(outside) not in path.read_text() and str(REPO) not in path.read_text()
+
+
+def test_pytest_collects_the_folder_and_reads_the_verdict_from_the_cache(outside, verified):
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    collected = command(outside, str(BIN / "python"), "-m", "pytest", "my_claims", "--tier", "smoke",
+                        "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "my_claims/tiny.yaml::tiny-trains" in collected.stdout.splitlines()
+    # The run verify trained is in the cache: pytest passes without training.
+    passed = command(outside, str(BIN / "python"), "-m", "pytest", "my_claims", "--tier", "smoke", "--no-train",
+                     "-p", "no:cacheprovider")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "1 passed" in passed.stdout
+
+
+def test_a_misspelt_document_is_invalid_with_a_suggestion(outside, tmp_path):
+    claims = tmp_path / "claims_typo"
+    (claims / "_bases").mkdir(parents=True)
+    (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    (claims / "paper.yaml").write_text(PAPER)
+    (claims / "tiny.yaml").write_text(CLAIM.replace("paper: fixture2019", "paper: fixture2091"))
+    result = command(tmp_path, str(BIN / "repro"), "validate", "--claims-dir", "claims_typo")
+    assert result.returncode == 2
+    assert ("claims_typo/tiny.yaml:4: source.paper: unknown document (see claims_typo/paper.yaml) 'fixture2091' "
+            "(did you mean 'fixture2019'?); known: fixture2019") in result.stderr
+    assert "Traceback" not in result.stderr
