@@ -72,15 +72,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = _claim_paths(args)
     problems = []
     try:
-        load_claims(paths, KINDS)  # every file's problems, then duplicated ids across files
+        specs = load_claims(paths, KINDS)  # every file's problems, then duplicated ids across files
     except SpecError as e:
         problems = e.problems
+    else:
+        for warning in source_warnings(specs):
+            print(f"warning: {warning}", file=sys.stderr)
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     # A broken paper description (issue 14) invalidates every claim of its folder.
     bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
     print(f"{len(paths) - bad_files} of {len(paths)} claim files valid")
     return 2 if problems else 0
+
+
+def source_warnings(specs: list[ClaimSpec]) -> list[str]:
+    """Issue 14: where a cited document's text copy is on this machine, what `where:` names that it lacks."""
+    from repro.spec.paper import find_paper
+    from repro.spec.source import display_path
+
+    papers = {folder: find_paper(folder) for folder in {s.path.parent for s in specs}}
+    warnings = []
+    for s in specs:
+        paper = papers[s.path.parent]
+        doc = paper.documents.get(s.source.get("paper", "")) if paper else None
+        for citation in (doc.absent_citations(s.source.get("where", "")) or []) if doc else []:
+            warnings.append(f"{display_path(s.path)}: source.where: no caption of {citation} in the text of "
+                            f"{doc.id} ({doc.text_path()})")
+    return warnings
 
 
 def _plan(args: argparse.Namespace):

@@ -119,3 +119,63 @@ def test_a_misspelt_document_is_invalid_with_a_suggestion(outside, tmp_path):
     assert ("claims_typo/tiny.yaml:4: source.paper: unknown document (see claims_typo/paper.yaml) 'fixture2091' "
             "(did you mean 'fixture2019'?); known: fixture2019") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the paper description on its own (in process: no training, milliseconds) -------------------
+
+
+def test_paper_description_problems_name_file_line_and_field(tmp_path):
+    from repro.spec.paper import load_paper
+    from repro.spec.source import SpecError
+
+    path = tmp_path / "paper.yaml"
+    path.write_text("title: T\nauthors: Ada\nvenu: X\ndocuments:\n  main: {name: m, txt: a.txt}\n  supp: just text\n")
+    with pytest.raises(SpecError) as e:
+        load_paper(path)
+    found = {(p.line, p.field, p.message.split(";")[0]) for p in e.value.problems}
+    assert found == {
+        (3, "venu", "unknown key 'venu' (did you mean 'venue'?)"),
+        (1, "venue", "required, a non-empty string"),
+        (2, "authors", "required, a list of names, e.g. [Dushyant Mehta, Kwang In Kim]"),
+        (5, "documents.main.txt", "unknown key 'txt' (did you mean 'text'?)"),
+        (6, "documents.supp", "expected a mapping {name, url (optional), text (optional)}"),
+    }
+
+
+def test_citation_and_text_copy(tmp_path, monkeypatch):
+    from repro.spec.paper import cited, load_paper
+
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "main.txt").write_text("Intro.\nTable 1. Sparsity.\n Figure 2. Betas.\n")
+    path = tmp_path / "paper.yaml"
+    path.write_text("title: T\nauthors: [Ada King Lovelace, Alan Turing, Grace Hopper]\nvenue: V 2019\ndocuments:\n"
+                    "  main: {name: m, text: $TEXTS/main.txt}\n  rel: {name: r, text: texts/main.txt}\n"
+                    "  none: {name: n}\n")
+    paper = load_paper(path)
+    assert paper.citation == "Lovelace, Turing & Hopper (V 2019)"
+    assert cited("Tables 1 and 3; supplement Figures 2, 4; Fig. 5") == [
+        "Table 1", "Table 3", "Figure 2", "Figure 4", "Figure 5"]
+    monkeypatch.delenv("TEXTS", raising=False)
+    assert paper.documents["main"].text_path() is None  # variable unset: no copy here, no warning
+    assert paper.documents["none"].absent_citations("Table 9") is None
+    assert paper.documents["rel"].absent_citations("Tables 1 and 3; Figure 2") == ["Table 3"]
+    monkeypatch.setenv("TEXTS", str(tmp_path / "texts"))
+    assert paper.documents["main"].absent_citations("Table 1, Figure 2, Figure 4") == ["Figure 4"]
+    assert paper.check_source("main") is None
+    assert "did you mean 'main'" in paper.check_source("mian")
+
+
+def test_validate_warns_about_a_citation_the_text_lacks(tmp_path, capsys):
+    from repro import cli
+
+    claims = tmp_path / "c"
+    (claims / "_bases").mkdir(parents=True)
+    (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    (claims / "paper.txt").write_text("Table 1. Results.\n")
+    (claims / "paper.yaml").write_text(PAPER.replace("{name: the conference paper}",
+                                                     "{name: the conference paper, text: paper.txt}"))
+    (claims / "tiny.yaml").write_text(CLAIM.replace("where: Table 1", "where: Table 1; Figure 3"))
+    assert cli.main(["validate", "--claims-dir", str(claims)]) == 0
+    err = capsys.readouterr().err
+    assert "tiny.yaml: source.where: no caption of Figure 3 in the text of fixture2019" in err
+    assert "Table 1" not in err

@@ -24,6 +24,7 @@ folder as claims only when the folder holds one (or when the files are named on 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,17 @@ from repro.spec.source import SpecError, SpecProblem, display_path, load_source
 PAPER_FILE = "paper.yaml"
 PAPER_KEYS = {"title", "authors", "venue", "documents"}
 DOCUMENT_KEYS = {"name", "url", "text"}
+# "Table 1", "Tables 7 and 10", "Figures 2, 3", "Fig. 4": what a `where:` cites.
+_CITED = re.compile(r"\b(Table|Figure|Fig\.)s?\s+(\d+(?:\s*(?:,|and|&)\s*\d+)*)", re.IGNORECASE)
+
+
+def cited(where: str) -> list[str]:
+    """The tables and figures a ``where:`` names, each as ``Table 7`` / ``Figure 2``."""
+    found = []
+    for kind, numbers in _CITED.findall(where):
+        kind = "Figure" if kind.lower().startswith("fig") else "Table"
+        found += [f"{kind} {n}" for n in re.findall(r"\d+", numbers) if f"{kind} {n}" not in found]
+    return found
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,18 @@ class Document:
             return None
         path = self.base / expanded
         return path if path.is_file() else None
+
+    def absent_citations(self, where: str) -> list[str] | None:
+        """Tables/figures ``where`` names that no caption of the text copy starts with; None without a copy.
+
+        A caption is a line starting with "Table N" / "Figure N". A heuristic for warnings: a
+        supplement appended to a main text has captions of both, so it cannot tell them apart.
+        """
+        path = self.text_path()
+        if path is None:
+            return None
+        text = path.read_text(errors="replace")
+        return [c for c in cited(where) if not re.search(rf"^\s*{c}\b", text, re.MULTILINE)]
 
 
 @dataclass(frozen=True)
