@@ -82,6 +82,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"error: {p}", file=sys.stderr)
     # A broken paper description (issue 14) invalidates every claim of its folder.
     bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
+    for folder in sorted({p.parent for p in paths if not (p.parent / PAPER_FILE).is_file()}):
+        print(f"note: {folder} has no {PAPER_FILE}: pytest collects its claims only when the files are named, "
+              f"`source.paper` is unchecked and reports are untitled (see claims/README.md, 'Your own claims')")
     print(f"{len(paths) - bad_files} of {len(paths)} claim files valid")
     return 2 if problems else 0
 
@@ -181,7 +184,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     train_status = cmd_train(args)
     import pytest
 
-    pytest_args = [str(p) for p in _claim_paths(args)] + ["--tier", args.tier, "-p", "no:cacheprovider", "-q",
+    # `-p repro.pytest_plugin`: a no-op where the entry point loaded it, needed where plugin autoload is off.
+    pytest_args = [str(p) for p in _claim_paths(args)] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
+                                                       "-p", "no:cacheprovider", "-q",
                                                        "--no-train", "-o", "addopts="]
     if args.cache_dir:
         pytest_args += ["--repro-cache", args.cache_dir]

@@ -179,3 +179,29 @@ def test_validate_warns_about_a_citation_the_text_lacks(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tiny.yaml: source.where: no caption of Figure 3 in the text of fixture2019" in err
     assert "Table 1" not in err
+
+
+# --- the index's one-line summary of a claim ---------------------------------------------------
+
+
+def observed(mean: float, paper=None) -> dict:
+    return {"mean": mean, "std": 1.0, "n": 3, "values": [mean - 1, mean, mean + 1], "paper": paper}
+
+
+def test_index_summary_shows_what_the_deciding_check_is_about():
+    from repro.check.verdict import CheckResult, Verdict
+    from repro.report.markdown import headline
+
+    axis = CheckResult("monotonic", "reproduced", "lam rises", "", observed={
+        "lam@0 sparsity_gamma": observed(0.0, 0), "lam@0.001 sparsity_gamma": observed(30.0, 50),
+        "lam@0.01 sparsity_gamma": observed(80.0, 83)})
+    compare = CheckResult("greater", "not reproduced", "l2 > wd", "", observed={
+        "adam_l2 sparsity_gamma": observed(40.0, 70), "adam_wd sparsity_gamma": observed(45.0, 40)})
+    # An axis claim: its two ends, not its first point.
+    assert headline(Verdict.from_checks("c", "smoke", [axis])) == (
+        "0 → 83.0", "lam@0 sparsity_gamma: 0 ± 1.0 (n=3) → lam@0.01 sparsity_gamma: 80.0 ± 1.0 (n=3)")
+    # The check that decided a failed verdict, both sides of its comparison.
+    assert headline(Verdict.from_checks("c", "smoke", [axis, compare])) == (
+        "70.0 vs 40.0", "adam_l2 sparsity_gamma: 40.0 ± 1.0 (n=3) vs adam_wd sparsity_gamma: 45.0 ± 1.0 (n=3)")
+    single = CheckResult("distribution", "reproduced", "", "", observed={"run test_error": observed(12.0)})
+    assert headline(Verdict.from_checks("c", "smoke", [single])) == ("-", "run test_error: 12.0 ± 1.0 (n=3)")
