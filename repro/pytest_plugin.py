@@ -77,9 +77,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
-    # After collection, and only when claims were collected: other projects' runs stay untouched.
-    if not any(isinstance(i, (ClaimItem, BrokenClaimItem)) for i in items):
+def _names_claims(arg: str) -> bool:
+    """Whether a command-line path is a claim file, a claims folder, or a folder right above one."""
+    path = Path(arg.split("::")[0])
+    try:
+        if path.is_file():
+            return path.suffix == ".yaml"
+        return path.is_dir() and ((path / PAPER_FILE).is_file()
+                                  or any((sub / PAPER_FILE).is_file() for sub in path.iterdir() if sub.is_dir()))
+    except OSError:  # an unreadable folder names no claims we could run
+        return False
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    # Only for runs that name claims: other projects' runs stay untouched (and free of torch).
+    if not any(_names_claims(arg) for arg in config.args):
         return []
     import torch
 
