@@ -1,8 +1,17 @@
-"""pytest plugin: every claims/*.yaml becomes a test item whose outcome is the claim's verdict.
+"""pytest plugin: every claim file becomes a test item whose outcome is the claim's verdict.
 
     pytest claims/ --tier smoke            # CPU analogs on embedded data
     pytest claims/ --tier full -n 2        # paper scale (GPU), two xdist workers
     pytest claims/ -k batch                # select claims by id/file name
+    pytest path/to/my_claims --tier smoke  # any folder: its paper.yaml marks it as a claims folder
+
+Installing repro registers the plugin with pytest (the ``pytest11`` entry point
+``repro.pytest_plugin`` in pyproject.toml); a conftest that also lists it in ``pytest_plugins``
+finds it already registered under that name and loads nothing twice. ``-p
+no:repro.pytest_plugin`` turns it off. A ``*.yaml`` file is a claim file when its folder holds a
+paper description (``paper.yaml``, see repro/spec/paper.py), or when it is named on the command
+line; files starting with ``_`` (bases, drafts) and the description itself never are. So in
+projects without claims the plugin collects nothing, prints nothing and does not import torch.
 
 An item trains the runs its claim needs that are not cached (under the cache's per-key lock, so
 a run shared by claims in different workers is trained once), evaluates the checks from the
@@ -17,22 +26,31 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from repro.cache import RunStore
-from repro.check.evaluate import evaluate_claim
-from repro.check.kinds import KINDS
-from repro.check.verdict import ERROR, REPRODUCED, Verdict, fmt
-from repro.spec.claims import ClaimSpec, load_claim
+from repro.spec.paper import PAPER_FILE
 from repro.spec.source import SpecError
+
+if TYPE_CHECKING:  # the pipeline is imported when a claim is collected, not whenever pytest starts
+    from repro.cache import RunStore
+    from repro.check.verdict import Verdict
+    from repro.spec.claims import ClaimSpec
 
 
 @dataclass(frozen=True)
 class PluginState:
     tier: str
-    store: RunStore
+    cache: Path | None
     device: str
     train_missing: bool
+
+    @property
+    def store(self) -> "RunStore":
+        from repro.cache import RunStore
+
+        return RunStore(self.cache)
 
 
 _STATE = pytest.StashKey[PluginState]()
@@ -53,13 +71,28 @@ def pytest_configure(config: pytest.Config) -> None:
     cache = config.getoption("--repro-cache")
     config.stash[_STATE] = PluginState(
         tier=config.getoption("--tier"),
-        store=RunStore(Path(cache) if cache else None),
+        cache=Path(cache) if cache else None,
         device=config.getoption("--repro-device"),
         train_missing=not config.getoption("--no-train"),
     )
 
 
+def _names_claims(arg: str) -> bool:
+    """Whether a command-line path is a claim file, a claims folder, or a folder right above one."""
+    path = Path(arg.split("::")[0])
+    try:
+        if path.is_file():
+            return path.suffix == ".yaml"
+        return path.is_dir() and ((path / PAPER_FILE).is_file()
+                                  or any((sub / PAPER_FILE).is_file() for sub in path.iterdir() if sub.is_dir()))
+    except OSError:  # an unreadable folder names no claims we could run
+        return False
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    # Only for runs that name claims: other projects' runs stay untouched (and free of torch).
+    if not any(_names_claims(arg) for arg in config.args):
+        return []
     import torch
 
     state = config.stash[_STATE]
@@ -67,14 +100,24 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"repro: tier={state.tier} cache={state.store.root} torch={torch.__version__} device={device}"]
 
 
+def is_claim_file(file_path: Path, session: pytest.Session) -> bool:
+    """A claims folder's *.yaml (not a base/draft, not the paper description), or one named explicitly."""
+    if file_path.suffix != ".yaml" or file_path.name.startswith("_") or file_path.name == PAPER_FILE:
+        return False
+    return (file_path.parent / PAPER_FILE).is_file() or session.isinitpath(file_path)
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if file_path.suffix == ".yaml" and file_path.parent.name == "claims" and not file_path.name.startswith("_"):
+    if is_claim_file(file_path, parent.session):
         return ClaimFile.from_parent(parent, path=file_path)
     return None
 
 
 class ClaimFile(pytest.File):
     def collect(self):
+        from repro.check.kinds import KINDS
+        from repro.spec.claims import load_claim
+
         state = self.config.stash[_STATE]
         try:
             spec = load_claim(self.path, KINDS)
@@ -109,24 +152,27 @@ class BrokenClaimItem(pytest.Item):
 
 
 class ClaimNotReproduced(Exception):
-    def __init__(self, verdict: Verdict):
+    def __init__(self, verdict: "Verdict"):
         super().__init__(verdict.status)
         self.verdict = verdict
 
 
 class ClaimItem(pytest.Item):
-    def __init__(self, *, spec: ClaimSpec, **kwargs):
+    def __init__(self, *, spec: "ClaimSpec", **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
 
     def runtest(self) -> None:
+        # A tier that is not run never gets here: collection marked the item skipped.
+        from repro.check.evaluate import evaluate_claim
+        from repro.check.verdict import ERROR, REPRODUCED
+
         state = self.config.stash[_STATE]
         tier = self.spec.tier(state.tier)
-        if tier.not_run:
-            pytest.skip(f"not run at the {state.tier} tier: {tier.not_run}")
+        store = state.store
         if state.train_missing:
-            self._train_missing(state)
-        verdict = evaluate_claim(self.spec, state.tier, state.store)
+            self._train_missing(state, store)
+        verdict = evaluate_claim(self.spec, state.tier, store)
         self.user_properties.append(("verdict", verdict.status))
         if verdict.status == REPRODUCED:
             return
@@ -135,16 +181,16 @@ class ClaimItem(pytest.Item):
             pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})")
         raise ClaimNotReproduced(verdict)
 
-    def _train_missing(self, state: PluginState) -> None:
+    def _train_missing(self, state: PluginState, store: "RunStore") -> None:
         """Train what this claim lacks, fused as ``repro train`` would (per-key locks included)."""
         from repro.execute import train_plan
         from repro.plan import plan_runs
 
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         threads = max(1, (os.cpu_count() or 1) // workers)
-        plan = plan_runs([self.spec], state.tier, state.store)
+        plan = plan_runs([self.spec], state.tier, store)
         # Several workers share the cores: unfused, like `repro train -j N` (see execute.py).
-        summary = train_plan(plan, state.store, jobs=1, device=state.device, progress=False,
+        summary = train_plan(plan, store, jobs=1, device=state.device, progress=False,
                              group_size=1 if workers > 1 else None, threads=threads)
         if summary.failed:
             # The verdict reports the missing runs as errors; say why they are missing.
@@ -160,7 +206,9 @@ class ClaimItem(pytest.Item):
         return self.path, self.spec.line - 1, f"claim {self.spec.id} [{self.config.stash[_STATE].tier}]"
 
 
-def format_verdict(spec: ClaimSpec, verdict: Verdict) -> str:
+def format_verdict(spec: "ClaimSpec", verdict: "Verdict") -> str:
+    from repro.check.verdict import fmt
+
     lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
     for c in verdict.checks:

@@ -1,7 +1,8 @@
 """The pytest plugin end to end on fabricated cached runs: collection, selection, outcomes, reports.
 
-Each test builds a project with pytester (conftest loading repro.pytest_plugin, a claims/ folder
-with a base file) and points it at a run cache filled with fabricated records, with --no-train.
+Each test builds a project with pytester (a claims/ folder with its paper description and a base
+file; the plugin comes from repro's pytest11 entry point, as for any user) and points it at a run
+cache filled with fabricated records, with --no-train. One test trains a missing run (seconds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from repro.train.run import RunRecord
 
 pytest_plugins = ["pytester"]
 
+PAPER = """\
+title: A fixture paper
+authors: [Ada Lovelace, Alan Turing]
+venue: Fixture 2019
+documents:
+  main: {name: the main paper}
+  supp: {name: its supplement}
+"""
 BASE = """\
 # shared base: never trained by these tests
 model: {arch: basicnet, width: 0.125}
@@ -31,7 +40,7 @@ def claim(cid: str, check: str, extra_tier: str = "", runs: str = "") -> str:
 id: {cid}
 title: Fixture claim {cid}
 claim: "fabricated"
-source: {{paper: p.txt, where: Table 1}}
+source: {{paper: main, where: Table 1}}
 tiers:
   smoke:
     why: fabricated runs, never trained
@@ -58,7 +67,7 @@ CLAIMS = {
 id: claim-notrun
 title: A claim without a smoke analog
 claim: "fabricated"
-source: {paper: p.txt, where: Table 3}
+source: {paper: supp, where: Table 3}
 tiers:
   smoke:
     not_run: "no small analog of ImageNet"
@@ -68,6 +77,8 @@ id: claim-broken
 title: broken
   claim: "bad indentation"
 """,
+    "wrong_source.yaml": claim("claim-wrong-source", "{kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, "
+                               "margin: 10}").replace("paper: main,", "paper: mian,"),
     "invalid.yaml": claim("claim-invalid", "{kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}")
     .replace("{optim.regularizer: wd}", "{optim.regularizer: wd, optim.name: adma}"),
     # Files starting with '_' are drafts/bases: never collected, even when broken.
@@ -82,6 +93,7 @@ def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fabricate")
     (root / "claims" / "_bases").mkdir(parents=True)
     (root / "claims" / "_bases" / "tiny.yaml").write_text(BASE)
+    (root / "claims" / "paper.yaml").write_text(PAPER)
     path = root / "claims" / "good.yaml"
     path.write_text(CLAIMS["good.yaml"])
     spec = load_claim(path, KINDS)
@@ -94,18 +106,20 @@ def cache(tmp_path_factory) -> Path:
     return store.root
 
 
-def project(pytester: pytest.Pytester, *names: str) -> None:
+def project(pytester: pytest.Pytester, *names: str, folder: str = "claims", paper: bool = True) -> Path:
     pytester.makeini("[pytest]\n")  # the rootdir is the project, whatever paths the options name
-    pytester.makeconftest('pytest_plugins = ["repro.pytest_plugin"]\n')
-    claims = pytester.mkdir("claims")
+    claims = pytester.mkdir(folder)
     (claims / "_bases").mkdir()
     (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    if paper:
+        (claims / "paper.yaml").write_text(PAPER)
     for name in names:
         (claims / name).write_text(CLAIMS[name])
+    return claims
 
 
-def run(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("claims", "--tier", "smoke", "--repro-cache", str(cache), "--no-train",
+def run(pytester: pytest.Pytester, cache: Path, *args: str, where: str = "claims", train: bool = False):
+    return pytester.runpytest(where, "--tier", "smoke", "--repro-cache", str(cache), *([] if train else ["--no-train"]),
                               "-p", "no:cacheprovider", *args)
 
 
@@ -152,7 +166,7 @@ def test_not_reproduced_claim_fails_with_numbers_and_location(pytester, cache):
     result.stdout.fnmatch_lines([
         f"claim claim-bad ({path}:1) at tier smoke: NOT REPRODUCED",
         "  Fixture claim claim-bad",
-        "  source: p.txt Table 1",
+        "  source: main Table 1",
         f"  [[]not reproduced[]] adam_wd sparsity_gamma > adam_l2 sparsity_gamma by more than 10.0 "
         f"   ({path}:{CHECK_LINE}, tiers.smoke.checks[[]0[]])",
         "      adam_wd sparsity_gamma: 41.0 ± 1.0 (n=3)   paper: 40",
@@ -194,9 +208,9 @@ def test_ungated_claim_that_fails_is_xfailed_with_its_reason(pytester, cache):
 
 
 def test_broken_claim_files_fail_naming_file_and_line(pytester, cache):
-    project(pytester, "broken.yaml", "invalid.yaml", "good.yaml")
+    project(pytester, "broken.yaml", "invalid.yaml", "good.yaml", "wrong_source.yaml")
     result = run(pytester, cache)
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines([
         "invalid claim file:",
         "  claims/broken.yaml:3: YAML syntax error: mapping values are not allowed here",
@@ -205,5 +219,89 @@ def test_broken_claim_files_fail_naming_file_and_line(pytester, cache):
         "invalid claim file:",
         "  claims/invalid.yaml:12: tiers.smoke.runs.adam_wd.set.optim.name: unknown optimizer 'adma'*known: *sgd",
     ])
+    result.stdout.fnmatch_lines([
+        "invalid claim file:",
+        "  claims/wrong_source.yaml:4: source.paper: unknown document (see claims/paper.yaml) 'mian' "
+        "(did you mean 'main'?); known: main, supp",
+    ])
     result.stdout.fnmatch_lines(["FAILED claims/broken.yaml::broken*", "FAILED claims/invalid.yaml::invalid*"])
     assert "Traceback" not in result.stdout.str()
+
+
+# --- where claims are found, and how the plugin is loaded (issue 14) ----------------------------
+
+
+def test_any_folder_with_a_paper_description_is_a_claims_folder(pytester, cache):
+    project(pytester, "good.yaml", "bad.yaml", folder="my_claims")
+    result = run(pytester, cache, "--collect-only", "-q", where="my_claims")
+    assert sorted(line for line in result.stdout.lines if "::" in line) == [
+        "my_claims/bad.yaml::claim-bad", "my_claims/good.yaml::claim-good"]
+    assert "paper.yaml" not in result.stdout.str()
+
+
+def test_yaml_without_a_paper_description_is_not_a_claim_unless_named(pytester, cache):
+    # Installed, the plugin sees every project's YAML files: only a claims folder's are claims.
+    folder = project(pytester, "good.yaml", folder="config", paper=False)
+    result = run(pytester, cache, "--collect-only", "-q", where="config")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    # Named on the command line, a file is taken as a claim (what `repro verify` passes to pytest).
+    result = run(pytester, cache, "-q", where=str(folder / "good.yaml"))
+    result.assert_outcomes(passed=1)
+
+
+def test_projects_without_claims_are_left_alone(pytester):
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_plain="def test_one():\n    assert True\n")
+    pytester.path.joinpath("settings.yaml").write_text("not: a claim\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "repro:" not in result.stdout.str()
+
+
+def test_plugin_is_not_imported_with_torch(pytester):
+    # Loaded by every pytest run once repro is installed: it must not cost a torch import.
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_torch="import sys\n\ndef test_no_torch():\n    assert 'repro.pytest_plugin' in sys.modules\n"
+                                   "    assert 'torch' not in sys.modules\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_conftest_that_also_loads_the_plugin_loads_it_once(pytester, cache):
+    project(pytester, "good.yaml")
+    pytester.makeconftest('pytest_plugins = ["repro.pytest_plugin"]\n')
+    result = run(pytester, cache, "-v")
+    result.assert_outcomes(passed=1)  # registered twice, pluggy would refuse, and items would double
+    assert result.stdout.str().count("repro: tier=smoke") == 1
+
+
+TRAINED = """\
+id: claim-trained
+title: A run the cache lacks
+claim: "trained by the plugin"
+source: {paper: main, where: Table 1}
+tiers:
+  smoke:
+    why: one tiny run (10 steps of a width-0.125 BasicNet on digits), trained by the test
+    base: {include: _bases/tiny.yaml}
+    seeds: [0]
+    runs:
+      tiny: {set: {train.phases: [8, 2]}}
+    checks:
+      - {kind: distribution, a: {run: tiny, metric: test_error}, min: 0, max: 100}
+"""
+
+
+def test_missing_run_is_trained_then_read_from_the_cache(pytester, tmp_path):
+    claims = project(pytester)
+    (claims / "trained.yaml").write_text(TRAINED)
+    store = RunStore(tmp_path / "cache")
+    assert store.keys() == []
+    result = run(pytester, store.root, "-v", "--repro-device", "cpu", train=True)
+    result.assert_outcomes(passed=1)
+    (key,) = store.keys()
+    record = store.get(key)
+    assert record.metrics["steps"] == 10 and 0 <= record.metrics["test_error"] <= 100
+    # Now cached: passes without training, and nothing new is written.
+    run(pytester, store.root, "-v").assert_outcomes(passed=1)
+    assert store.keys() == [key]

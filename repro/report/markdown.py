@@ -16,6 +16,7 @@ from repro.check.evaluate import evaluate_claim
 from repro.check.verdict import NOT_RUN, Verdict, fmt
 from repro.report.plots import render_plots
 from repro.spec.claims import ClaimSpec, TierSpec
+from repro.spec.paper import PaperSpec, find_paper
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,42 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         t = spec.tier(tier)
         plots = render_plots(spec, t, store, out) if not t.not_run else []
         (out / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
-    (out / "index.md").write_text(index_page(specs, verdicts, tier))
+    (out / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)))
     (out / "runs.md").write_text(runs_page(specs, tier, store))
     return verdicts
 
 
+# --- issue 14: the paper description titles the index; the headline shows what the check is about.
+def claims_paper(specs: list[ClaimSpec]) -> PaperSpec | None:
+    """The paper description shared by the claims' folders; None if they have none or several."""
+    papers = {folder: find_paper(folder) for folder in {s.path.parent.resolve() for s in specs}}
+    found = {p.path.resolve() if p else None: p for p in papers.values()}
+    return found.popitem()[1] if len(found) == 1 else None
+
+
 def headline(verdict: Verdict) -> tuple[str, str]:
-    """(paper value, reproduced value ± std (n)) of the first observed selection of the claim."""
-    for check in verdict.checks:
-        for label, o in check.observed.items():
-            paper = o.get("paper")
-            return (f"{fmt(paper)}" if isinstance(paper, (int, float)) else "-",
-                    f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})")
+    """(paper values, reproduced values) of the check that decided the verdict (else the first).
+
+    Both sides of a comparison (``a vs b``), the two ends of an axis (``first → last``), or the
+    one selection of a value/distribution check: mean ± std (n) each.
+    """
+    deciding = [c for c in verdict.checks if c.status == verdict.status] or verdict.checks
+    for check in deciding:
+        items = list(check.observed.items())
+        if not items:
+            continue
+        sep = " → " if check.kind == "monotonic" else " vs "
+        if len(items) > 2:  # an axis: its two ends
+            items = [items[0], items[-1]]
+        papers = [o.get("paper") for _, o in items]
+        paper = sep.join(fmt(x) if isinstance(x, (int, float)) else "-" for x in papers)
+        ours = sep.join(f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})" for label, o in items)
+        return (paper if any(isinstance(x, (int, float)) for x in papers) else "-"), ours
     return "-", "-"
+# --- end issue 14
 
 
-def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
+def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None) -> str:
     by_id = {s.id: s for s in specs}
     rows = []
     for v in sorted(verdicts, key=lambda v: v.claim_id):
@@ -60,13 +81,14 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> st
             status += f": {v.reason}"
         if not s.tier(tier).gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
-        rows.append((f"[{s.id}]({s.id}.md)", s.finding or "", f"{s.source.get('paper', '')[:3]} {s.source.get('where', '')}",
+        rows.append((f"[{s.id}]({s.id}.md)", s.finding or "", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return (f"# Claims of Mehta, Kim & Theobalt (CVPR 2019), tier `{tier}`\n\n"
+    title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
+    return (f"# {title}, tier `{tier}`\n\n"
             f"{len(verdicts)} claims: {summary}.\n\n"
             "Paper values are at the paper's scale; at the smoke tier the runs are scaled analogs (see each page), "
             "so compare directions and orders, not digits.\n\n"

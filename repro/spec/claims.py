@@ -5,7 +5,7 @@ In:  YAML files; one claim per file. Layout (see claims/README.md for the full r
     id: adam-l2-vs-wd
     title: ...
     claim: "the paper's words"
-    source: {paper: 002_3e40d46e1092a6d6.txt, where: Table 1}
+    source: {paper: cvpr2019, where: Table 1}   # a document of paper.yaml beside the claims
     tiers:
       smoke:
         why: how and why this analog is scaled
@@ -30,6 +30,7 @@ from typing import Any
 
 from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
 CLAIM_KEYS = {"id", "title", "claim", "source", "finding", "tiers", "notes"}
@@ -118,6 +119,17 @@ def load_claim(path: Path, check_kinds: dict[str, Any] | None = None) -> ClaimSp
     source = load_source(path)
     errs = _Collector(source)
     spec = _parse_claim(source, errs, check_kinds)
+    # --- issue 14: `source.paper` names a document of the folder's paper description (if any).
+    if spec is not None and spec.source.get("paper"):
+        try:
+            paper = find_paper(Path(path).parent)
+        except SpecError as e:  # a broken paper.yaml is reported with every claim of its folder
+            errs.problems.extend(p for p in e.problems if p not in errs.problems)
+        else:
+            wrong = paper.check_source(spec.source["paper"]) if paper is not None else None
+            if wrong:
+                errs.add("source.paper", wrong)
+    # --- end issue 14
     if errs.problems:
         raise SpecError(errs.problems)
     assert spec is not None
@@ -131,7 +143,7 @@ def load_claims(paths: list[Path], check_kinds: dict[str, Any] | None = None) ->
         try:
             specs.append(load_claim(p, check_kinds))
         except SpecError as e:
-            problems.extend(e.problems)
+            problems.extend(p for p in e.problems if p not in problems)  # a broken paper.yaml: once
     seen: dict[str, ClaimSpec] = {}
     for s in specs:
         if s.id in seen:
@@ -144,8 +156,8 @@ def load_claims(paths: list[Path], check_kinds: dict[str, Any] | None = None) ->
 
 
 def claim_files(root: Path) -> list[Path]:
-    """claims/*.yaml, skipping shared bases (files or folders starting with '_')."""
-    return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_"))
+    """claims/*.yaml, skipping shared bases (files or folders starting with '_') and the paper description."""
+    return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_") and p.name != PAPER_FILE)
 
 
 def _parse_claim(source: Source, errs: _Collector, check_kinds: dict[str, Any] | None) -> ClaimSpec | None:
@@ -161,7 +173,7 @@ def _parse_claim(source: Source, errs: _Collector, check_kinds: dict[str, Any] |
             errs.add(key, "required, a non-empty string")
     src = raw.get("source")
     if not isinstance(src, dict) or not isinstance(src.get("paper"), str) or not isinstance(src.get("where"), str):
-        errs.add("source", "required: {paper: <file in shared/papers>, where: <table or figure>}")
+        errs.add("source", f"required: {{paper: <a document named in {PAPER_FILE}>, where: <table or figure>}}")
         src = {}
     tiers_raw = raw.get("tiers")
     tiers: dict[str, TierSpec] = {}
