@@ -67,6 +67,15 @@ def _matches(expr: str, spec: ClaimSpec) -> bool:
     return bool(result)
 
 
+def select_tables(args: argparse.Namespace) -> list:
+    """Paper-table specs (claims/tables/*.yaml, issue 10), when no claim selection narrows the run."""
+    from repro.spec.tables import load_tables, table_files
+
+    if getattr(args, "claims", None) or getattr(args, "k", None):
+        return []
+    return load_tables(table_files(Path(args.claims_dir) / "tables"))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = _claim_paths(args)
     problems = []
@@ -74,11 +83,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         load_claims(paths, KINDS)  # every file's problems, then duplicated ids across files
     except SpecError as e:
         problems = e.problems
+    table_problems, n_tables = [], 0
+    try:
+        n_tables = len(select_tables(args))  # paper tables (issue 10)
+    except SpecError as e:
+        table_problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     bad_files = len({p.file for p in problems})
     print(f"{len(paths) - bad_files} of {len(paths)} claim files valid")
-    return 2 if problems else 0
+    for p in table_problems:
+        print(f"error: {p}", file=sys.stderr)
+    if n_tables or table_problems:
+        print(f"{n_tables} table files valid" if n_tables else f"table files invalid ({len(table_problems)} problems)")
+    return 2 if problems or table_problems else 0
 
 
 def _plan(args: argparse.Namespace):
@@ -87,7 +105,7 @@ def _plan(args: argparse.Namespace):
 
     store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
     device = None if args.device == "auto" else args.device
-    return plan_runs(select_claims(args), args.tier, store, device), store
+    return plan_runs(select_claims(args), args.tier, store, device, tables=select_tables(args)), store
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -136,7 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
     specs = select_claims(args)
     out = Path(args.out or f"reports/{args.tier}")
-    verdicts = render_reports(specs, args.tier, store, out)
+    verdicts = render_reports(specs, args.tier, store, out, tables=select_tables(args))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1

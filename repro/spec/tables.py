@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
@@ -59,6 +61,7 @@ class TableCell:
     row: str
     column: str | None
     paper: dict[str, float | None]  # metric -> the paper's number (None: not printed)
+    paper_text: dict[str, str]  # metric -> the number as typed from the paper ("30.50", "0.0")
     configs: tuple[RunConfig, ...]  # one per seed; empty for reference and not-run cells
     line: int | None
     source: dict[str, str]
@@ -155,7 +158,7 @@ def load_tables(paths: list[Path]) -> list[TableSpec]:
 def load_table(path: Path) -> TableSpec:
     source = load_source(Path(path))
     errs = _Problems(source)
-    spec = _parse(source, errs)
+    spec = _parse(source, errs, _scalar_texts(source.path))
     if errs.problems or spec is None:
         raise SpecError(errs.problems or [source.problem("", "not a table spec")])
     return spec
@@ -239,7 +242,28 @@ def _resolve_base(base: Any, fld: str, source: Source, errs: _Problems, depth: i
     return deep_merge(_resolve_base(inc.data, "", inc, errs, depth + 1), base)
 
 
-def _parse(source: Source, errs: _Problems) -> TableSpec | None:
+def _scalar_texts(path: Path) -> dict[str, str]:
+    """Field path -> the scalar exactly as written, so "30.50" is shown as the paper prints it."""
+    texts: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, f"{prefix}.{k.value}" if prefix else str(k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{prefix}[{i}]")
+        elif isinstance(node, yaml.ScalarNode):
+            texts[prefix] = node.value
+
+    try:
+        walk(yaml.compose(path.read_text(), Loader=yaml.SafeLoader), "")
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):  # load_source already reported it
+        pass
+    return texts
+
+
+def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
@@ -369,11 +393,14 @@ def _parse(source: Source, errs: _Problems) -> TableSpec | None:
                                "null for a number the paper does not print")
                 continue
             numbers: dict[str, float | None] = {}
+            numbers_text: dict[str, str] = {}
             for j, (m, v) in enumerate(zip(metrics, values)):
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}")
                     v = None
                 numbers[m] = v
+                if v is not None:
+                    numbers_text[m] = texts.get(f"{pfld}[{j}]", repr(v))
             if all(v is None for v in numbers.values()):
                 errs.add(pfld, "every value is null: write null for the whole cell instead")
             cell_id = f"{table_id}/{row_name}" + (f"/{col}" if col else "")
@@ -401,7 +428,7 @@ def _parse(source: Source, errs: _Problems) -> TableSpec | None:
                     if key in keys_seen:
                         errs.add(pfld, f"same run configuration as cell {keys_seen[key]!r}: a typo in set?")
                     keys_seen[key] = cell_id
-            cells.append(TableCell(cell_id, row_name, col, numbers, tuple(configs), source.line(pfld), row_source,
+            cells.append(TableCell(cell_id, row_name, col, numbers, numbers_text, tuple(configs), source.line(pfld), row_source,
                                    assume + col_assume + row_assume,
                                    str(not_run).strip() if isinstance(not_run, str) else None,
                                    str(reference).strip() if isinstance(reference, str) else None))
