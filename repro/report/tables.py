@@ -40,7 +40,8 @@ def smoke_analogs(claims: list) -> dict[str, Analog]:
     """Full-tier run key -> the smoke point of the same claim group and axis position.
 
     A claim whose full tier trains a table cell's configuration and whose smoke tier has a group of
-    the same name (and as many axis points) is the cell's analog; its ``why`` states the scaling.
+    the same name (or its CIFAR-10 group without the ``c10_`` prefix) with as many axis points is the
+    cell's analog; its ``why`` states the scaling.
     """
     out: dict[str, Analog] = {}
     for spec in sorted(claims, key=lambda s: s.id):
@@ -48,7 +49,9 @@ def smoke_analogs(claims: list) -> dict[str, Analog]:
         if full.not_run or smoke.not_run:
             continue
         for name, group in full.groups.items():
-            analog = smoke.groups.get(name)
+            # Same group name; smoke tiers often drop the "c10_" of the full tier's CIFAR-10 groups
+            # (the digits analog stands for CIFAR-10 only: "c100_" groups are never stripped).
+            analog = smoke.groups.get(name) or (smoke.groups.get(name[4:]) if name.startswith("c10_") else None)
             if analog is None or len(analog.points) != len(group.points) or group.simulate is not None:
                 continue
             for point, spoint in zip(group.points, analog.points):

@@ -386,8 +386,8 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
         else:
             per_col = [(None, paper, f"{fld}.paper")]
         for col, values, pfld in per_col:
-            if values is None:
-                continue  # the paper prints no cell here
+            if values is None or not metrics:
+                continue  # the paper prints no cell here (or `metrics` is broken, reported above)
             if not isinstance(values, list) or len(values) != len(metrics):
                 errs.add(pfld, f"expected a list of {len(metrics)} values, one per metric ({', '.join(metrics)}); "
                                "null for a number the paper does not print")
