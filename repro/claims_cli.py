@@ -119,7 +119,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     rows = [(r.key[:12], r.config.summary(), "yes" if r.cached else "no", f"{r.steps:,}",
              f"{r.flops / 1e12:,.1f}", format_duration(estimate_seconds(r.steps, r.flops, plan.device)),
-             ", ".join(r.claims)) for r in plan.runs]
+             ", ".join(r.claims + ([f"{len(r.cells)} table cells"] if r.cells else []))) for r in plan.runs]
     print(tabulate(rows, headers=("key", "run", "cached", "steps", "TFLOP", "est.", "claims")))
     for cid, why in sorted(plan.claims_not_run.items()):
         print(f"not run at tier {plan.tier}: {cid}: {why}")
