@@ -196,3 +196,30 @@ def test_full_plan_is_the_union_of_claims_and_table_cells(tmp_path):
     assert plan.to_dict()["runs"][0]["cells"]
     # tables are a full-tier matter: the smoke plan is the claims' alone
     assert len(plan_runs(claims, "smoke", store, "cpu", tables=tables).runs) == len(plan_runs(claims, "smoke", store, "cpu").runs)
+
+
+def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
+    """`repro report --tier full` writes one page per paper table, every paper number with "-"."""
+    import json
+
+    claims = tmp_path / "claims"
+    shutil.copytree(ROOT / "claims" / "_bases", claims / "_bases")
+    shutil.copytree(TABLES, claims / "tables")
+    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", claims)
+    common = ["--claims-dir", str(claims), "--cache-dir", str(tmp_path / "cache"), "--tier", "full"]
+    assert cli.main(["report", *common, "--out", str(tmp_path / "out")]) == 0
+    tables = load_tables(table_files(TABLES))
+    index = (tmp_path / "out" / "index.md").read_text()
+    for t in tables:
+        page = (tmp_path / "out" / "tables" / f"{t.id}.md").read_text()
+        assert f"](tables/{t.id}.md)" in index
+        for c in t.cells:
+            for m, text in c.paper_text.items():
+                assert f" / {text}" in page, (t.id, c.id, m)
+        assert not re.search(r"± .* / ", page)  # nothing of ours on an empty cache
+    capsys.readouterr()
+    assert cli.main(["plan", *common, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["total_runs"] >= 360
+    run = next(r for r in plan["runs"] if "adam-l2-vs-wd" in r["claims"] and r["cells"])
+    assert any(c.startswith("table01/") for c in run["cells"])
