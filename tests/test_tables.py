@@ -223,3 +223,38 @@ def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
     assert plan["total_runs"] >= 360
     run = next(r for r in plan["runs"] if "adam-l2-vs-wd" in r["claims"] and r["cells"])
     assert any(c.startswith("table01/") for c in run["cells"])
+
+
+# Claims whose `paper:` value has no table cell with the same configuration and metric, and why.
+NO_CELL = {
+    # Table 10's caption: "Also shown are the post-pruning test error"; the claim reads it as test_error.
+    ("vgg-implicit-pruning", "test_error"): "Table 10 prints the post-pruning error (pruned_test_error)",
+}
+
+
+def test_claims_paper_numbers_agree_with_the_table_cells():
+    """A number typed in a claim and in a table spec must agree with some table cell of the same run."""
+    tables = load_tables(table_files(TABLES))
+    by_key: dict[str, list] = {}
+    for t in tables:
+        for c in t.cells:
+            if c.configs:
+                by_key.setdefault(run_key(c.configs[0]), []).append(c)
+    mismatches, unexplained = [], []
+    for spec in load_claims(claim_files(ROOT / "claims"), KINDS):
+        for g in spec.tier("full").groups.values():
+            for p in g.points:
+                cells = by_key.get(run_key(p.configs[0]), []) if p.configs else []
+                for metric, value in p.paper.items():
+                    if metric == "layer_sparsity_gamma":
+                        found = [[c.paper.get(f"{metric}[{i}]") for i in range(1, len(value) + 1)] for c in cells
+                                 if c.paper.get(f"{metric}[1]") is not None]
+                    else:
+                        found = [c.paper[metric] for c in cells if c.paper.get(metric) is not None]
+                    where = f"{spec.id} {g.name}@{p.axis_value} {metric}={value}"
+                    if not found:
+                        if (spec.id, metric) not in NO_CELL:
+                            unexplained.append(where)
+                    elif value not in found:
+                        mismatches.append(f"{where}: tables give {found}")
+    assert not mismatches and not unexplained, mismatches + unexplained
