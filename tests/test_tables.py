@@ -258,3 +258,17 @@ def test_claims_paper_numbers_agree_with_the_table_cells():
                     elif value not in found:
                         mismatches.append(f"{where}: tables give {found}")
     assert not mismatches and not unexplained, mismatches + unexplained
+
+
+def test_named_smoke_analogs_resolve_and_bad_ones_are_rejected(tmp_path):
+    from repro.report.tables import named_analogs, resolve_smoke
+
+    named = named_analogs(load_claims(claim_files(ROOT / "claims"), KINDS))
+    refs = [c.smoke for t in load_tables(table_files(TABLES)) for c in t.cells if c.smoke]
+    assert refs and all(resolve_smoke(r, named) is not None for r in refs), [r for r in refs if resolve_smoke(r, named) is None]
+    assert resolve_smoke("narrower-net-less-sparse:width@1.25e-1", named).configs[0].model.width == 0.125
+    text = SMALL.replace('{label: "B 20", set', '{label: "B 20", smoke: {CIFAR10: "no colon"}, set')
+    text = text.replace('{label: "B 40", set', '{label: "B 40", smoke: {CIFAR1: "a:b"}, set')
+    probs = "\n".join(problems_of(write_table(tmp_path, text)))
+    assert "rows[0].smoke.CIFAR10: expected \"claim-id:run\"" in probs
+    assert "rows[1].smoke.CIFAR1: unknown column 'CIFAR1' (did you mean 'CIFAR10'?)" in probs

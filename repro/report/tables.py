@@ -60,14 +60,46 @@ def smoke_analogs(claims: list) -> dict[str, Analog]:
     return out
 
 
+def named_analogs(claims: list) -> dict[str, Analog]:
+    """"claim:run@value" -> that smoke point, for the analogs table specs name (``smoke:``)."""
+    out: dict[str, Analog] = {}
+    for spec in claims:
+        smoke = spec.tier("smoke")
+        for name, group in ([] if smoke.not_run else smoke.groups.items()):
+            for p in group.points:
+                if p.configs:
+                    at = "" if p.axis_value is None else f"@{p.axis_value}"
+                    out[f"{spec.id}:{name}{at}"] = Analog(spec.id, name + at, smoke.why, p.configs)
+    return out
+
+
+def resolve_smoke(ref: str, named: dict[str, Analog]) -> Analog | None:
+    """A table's ``smoke: claim:run@value`` (the value compared as a number) -> its Analog."""
+    if ref in named:
+        return named[ref]
+    head, _, at = ref.partition("@")
+    for key, analog in named.items():
+        k_head, _, k_at = key.partition("@")
+        if k_head == head and at and k_at:
+            try:
+                if float(k_at) == float(at):
+                    return analog
+            except ValueError:
+                continue
+    return None
+
+
 def cell_records(cell: TableCell, tier: str, store: RunStore, analogs: dict[str, Analog]) -> tuple[list[dict], Analog | None]:
-    """Metrics of the cell's trained runs (diverged runs left out) and the analog used, if any."""
+    """Metrics of the cell's trained runs (diverged runs left out) and the analog used, if any.
+
+    At the smoke tier the analog is the one the table names for the cell (``smoke:``, looked up in
+    ``analogs`` under "smoke:<ref>"), else the claim run found by configuration (smoke_analogs)."""
     if not cell.configs:
         return [], None
     analog = None
     configs = cell.configs
     if tier != "full":
-        analog = analogs.get(run_key(cell.configs[0]))
+        analog = analogs.get(f"smoke:{cell.smoke}") if cell.smoke else analogs.get(run_key(cell.configs[0]))
         if analog is None:
             return [], None
         configs = analog.configs
@@ -208,7 +240,16 @@ def render_tables(tables: list[TableSpec], tier: str, store: RunStore, out: Path
     """Write ``out/tables/<id>.md`` (+ ``.png``) per table; return (table, relative page path)."""
     folder = out / "tables"
     folder.mkdir(parents=True, exist_ok=True)
-    analogs = smoke_analogs(list(claims)) if tier != "full" else {}
+    analogs: dict[str, Analog] = {}
+    if tier != "full":
+        analogs = smoke_analogs(list(claims))
+        named = named_analogs(list(claims))
+        for t in tables:
+            for c in t.cells:
+                if c.smoke and (a := resolve_smoke(c.smoke, named)) is not None:
+                    analogs[f"smoke:{c.smoke}"] = a
+                elif c.smoke and claims:
+                    log.warning("table %s: cell %s names smoke analog %s, which no claim's smoke tier has", t.id, c.id, c.smoke)
     pages = []
     for table in sorted(tables, key=lambda t: t.id):
         plot = f"{table.id}.png"

@@ -42,7 +42,9 @@ from repro.spec.source import Source, SpecError, SpecProblem, display_path, load
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
               "rows", "layout", "assume"}
 COLUMN_KEYS = {"set", "seeds", "assume", "label"}
-ROW_KEYS = {"group", "label", "set", "paper", "seeds", "assume", "not_run", "reference", "source"}
+ROW_KEYS = {"group", "label", "set", "paper", "seeds", "assume", "not_run", "reference", "source", "smoke"}
+# A smoke analog: "claim-id:run" or "claim-id:run@axis-value" (a run group of that claim's smoke tier).
+_SMOKE_RE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_]+(@[-+.eE0-9]+)?$")
 SOURCE_KEYS = {"paper", "where"}
 LAYOUTS = ("rows", "transposed")  # transposed: metrics down the side, cells across (Table 7)
 # Scalar metrics of `repro run --json` that a paper table reports.
@@ -68,6 +70,7 @@ class TableCell:
     assume: tuple[str, ...] = ()
     not_run: str | None = None
     reference: str | None = None
+    smoke: str | None = None  # "claim:run@value": the smoke-tier run standing in for this cell
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,19 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
             errs.add(f"{fld}.reference", "a row is either not_run or a reference, not both")
         if (not_run is not None or reference is not None) and "set" in rraw and reference is not None:
             errs.add(f"{fld}.set", "a reference row (another method's number) has no run config")
+        smoke_raw = rraw.get("smoke")
+        smoke_of: dict = {}
+        if smoke_raw is not None:
+            items = smoke_raw.items() if isinstance(smoke_raw, dict) and columns else [(None, smoke_raw)]
+            for col, ref in items:
+                sfld = f"{fld}.smoke" + (f".{col}" if col else "")
+                if col is not None and col not in columns:
+                    errs.add(sfld, unknown_name_message("column", col, columns))
+                elif not isinstance(ref, str) or not _SMOKE_RE.match(ref):
+                    errs.add(sfld, "expected \"claim-id:run\" or \"claim-id:run@value\" (a claim's smoke-tier run group)"
+                             + ("; with columns, a mapping column -> analog" if columns else ""))
+                else:
+                    smoke_of[col] = ref
         paper = rraw.get("paper")
         if columns:
             if not isinstance(paper, dict):
@@ -431,7 +447,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
             cells.append(TableCell(cell_id, row_name, col, numbers, numbers_text, tuple(configs), source.line(pfld), row_source,
                                    assume + col_assume + row_assume,
                                    str(not_run).strip() if isinstance(not_run, str) else None,
-                                   str(reference).strip() if isinstance(reference, str) else None))
+                                   str(reference).strip() if isinstance(reference, str) else None, smoke_of.get(col)))
     expected = raw.get("cells")
     if not isinstance(expected, int) or isinstance(expected, bool) or expected < 1:
         errs.add("cells", "required: the number of cells the paper prints (rows x column groups it fills)")
