@@ -36,6 +36,16 @@ rows:
 """
 
 
+@pytest.fixture(scope="module")
+def repo_tables():
+    return load_tables(table_files(TABLES))
+
+
+@pytest.fixture(scope="module")
+def repo_claims():
+    return load_claims(claim_files(ROOT / "claims"), KINDS)
+
+
 def write_table(tmp_path: Path, text: str, name: str = "t.yaml") -> Path:
     folder = tmp_path / "claims" / "tables"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,8 +65,8 @@ def problems_of(path: Path) -> list[str]:
 # --- the repository's tables ----------------------------------------------------------------
 
 
-def test_every_paper_table_loads_with_its_cell_count():
-    tables = {t.number: t for t in load_tables(table_files(TABLES))}
+def test_every_paper_table_loads_with_its_cell_count(repo_tables):
+    tables = {t.number: t for t in repo_tables}
     assert set(tables) == {*(str(i) for i in range(1, 11)), "S1", "S2", "S3", "S4"}
     assert len(tables["1"].cells) == 70
     assert all(len(c.configs) == 3 for c in tables["1"].cells)  # CIFAR: 3 seeds
@@ -143,9 +153,8 @@ def test_table_page_shows_ours_beside_every_paper_number(tmp_path):
     assert (tmp_path / "out" / "tables" / "t.png").stat().st_size > 0
 
 
-def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path):
-    tables = load_tables(table_files(TABLES))
-    t1 = next(t for t in tables if t.number == "1")
+def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path, repo_tables):
+    t1 = next(t for t in repo_tables if t.number == "1")
     render_tables([t1], "full", RunStore(tmp_path / "cache"), tmp_path / "out")
     lines = [ln for ln in (tmp_path / "out" / "tables" / "table01.md").read_text().splitlines() if ln.startswith("| ") and " / " in ln]
     assert len(lines) == 35
@@ -157,11 +166,11 @@ def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path):
     assert printed == expected
 
 
-def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path):
+def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path, repo_tables):
     (tmp_path / "claims").mkdir()
     shutil.copytree(ROOT / "claims" / "_bases", tmp_path / "claims" / "_bases")
     claim = load_claims([Path(shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))], KINDS)
-    t1 = next(t for t in load_tables(table_files(TABLES)) if t.number == "1")
+    t1 = next(t for t in repo_tables if t.number == "1")
     analogs = smoke_analogs(claim)
     cell = t1.cell("Adam L2 1e-04", "CIFAR10")
     analog = analogs[run_key(cell.configs[0])]
@@ -179,9 +188,8 @@ def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path):
 # --- plan union -----------------------------------------------------------------------------
 
 
-def test_full_plan_is_the_union_of_claims_and_table_cells(tmp_path):
-    claims = load_claims(claim_files(ROOT / "claims"), KINDS)
-    tables = load_tables(table_files(TABLES))
+def test_full_plan_is_the_union_of_claims_and_table_cells(tmp_path, repo_claims, repo_tables):
+    claims, tables = repo_claims, repo_tables
     store = RunStore(tmp_path / "cache")
     only_claims = plan_runs(claims, "full", store, "cuda")
     plan = plan_runs(claims, "full", store, "cuda", tables=tables)
@@ -232,16 +240,16 @@ NO_CELL = {
 }
 
 
-def test_claims_paper_numbers_agree_with_the_table_cells():
+def test_claims_paper_numbers_agree_with_the_table_cells(repo_claims, repo_tables):
     """A number typed in a claim and in a table spec must agree with some table cell of the same run."""
-    tables = load_tables(table_files(TABLES))
+    tables = repo_tables
     by_key: dict[str, list] = {}
     for t in tables:
         for c in t.cells:
             if c.configs:
                 by_key.setdefault(run_key(c.configs[0]), []).append(c)
     mismatches, unexplained = [], []
-    for spec in load_claims(claim_files(ROOT / "claims"), KINDS):
+    for spec in repo_claims:
         for g in spec.tier("full").groups.values():
             for p in g.points:
                 cells = by_key.get(run_key(p.configs[0]), []) if p.configs else []
@@ -260,11 +268,11 @@ def test_claims_paper_numbers_agree_with_the_table_cells():
     assert not mismatches and not unexplained, mismatches + unexplained
 
 
-def test_named_smoke_analogs_resolve_and_bad_ones_are_rejected(tmp_path):
+def test_named_smoke_analogs_resolve_and_bad_ones_are_rejected(tmp_path, repo_claims, repo_tables):
     from repro.report.tables import named_analogs, resolve_smoke
 
-    named = named_analogs(load_claims(claim_files(ROOT / "claims"), KINDS))
-    refs = [c.smoke for t in load_tables(table_files(TABLES)) for c in t.cells if c.smoke]
+    named = named_analogs(repo_claims)
+    refs = [c.smoke for t in repo_tables for c in t.cells if c.smoke]
     assert refs and all(resolve_smoke(r, named) is not None for r in refs), [r for r in refs if resolve_smoke(r, named) is None]
     assert resolve_smoke("narrower-net-less-sparse:width@1.25e-1", named).configs[0].model.width == 0.125
     text = SMALL.replace('{label: "B 20", set', '{label: "B 20", smoke: {CIFAR10: "no colon"}, set')
