@@ -161,14 +161,10 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     return "\n".join(parts) + "\n"
 
 
-def _label(table: TableSpec, cell: TableCell) -> str:
-    return cell.row
-
-
 def _layout(table: TableSpec, texts: dict) -> tuple[list[list[str]], list[str]]:
     if table.layout == "transposed":
         cells = list(table.cells)
-        headers = ["", *[_label(table, c) for c in cells]]
+        headers = ["", *[c.row for c in cells]]
         rows = [[h, *[texts[(c.id, m)] for c in cells]] for m, h in zip(table.metrics, table.headers)]
         return rows, headers
     cols = list(table.columns) or [None]

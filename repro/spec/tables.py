@@ -372,7 +372,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
                                                             else "whose number this is (another method)"))
         if not_run is not None and reference is not None:
             errs.add(f"{fld}.reference", "a row is either not_run or a reference, not both")
-        if (not_run is not None or reference is not None) and "set" in rraw and reference is not None:
+        if reference is not None and "set" in rraw:
             errs.add(f"{fld}.set", "a reference row (another method's number) has no run config")
         smoke_raw = rraw.get("smoke")
         smoke_of: dict = {}
