@@ -68,6 +68,15 @@ def _matches(expr: str, spec: ClaimSpec) -> bool:
     return bool(result)
 
 
+def select_tables(args: argparse.Namespace) -> list:
+    """Paper-table specs (claims/tables/*.yaml, issue 10), when no claim selection narrows the run."""
+    from repro.spec.tables import load_tables, table_files
+
+    if getattr(args, "claims", None) or getattr(args, "k", None):
+        return []
+    return load_tables(table_files(Path(args.claims_dir) / "tables"))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = _claim_paths(args)
     problems = []
@@ -78,6 +87,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         for warning in source_warnings(specs):
             print(f"warning: {warning}", file=sys.stderr)
+    table_problems, n_tables = [], 0
+    try:
+        n_tables = len(select_tables(args))  # paper tables (issue 10)
+    except SpecError as e:
+        table_problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     # A broken paper description (issue 14) invalidates every claim of its folder.
@@ -86,7 +100,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"note: {folder} has no {PAPER_FILE}: pytest collects its claims only when the files are named, "
               f"`source.paper` is unchecked and reports are untitled (see claims/README.md, 'Your own claims')")
     print(f"{len(paths) - bad_files} of {len(paths)} claim files valid")
-    return 2 if problems else 0
+    for p in table_problems:
+        print(f"error: {p}", file=sys.stderr)
+    if n_tables or table_problems:
+        print(f"{n_tables} table files valid" if n_tables else f"table files invalid ({len(table_problems)} problems)")
+    return 2 if problems or table_problems else 0
 
 
 def source_warnings(specs: list[ClaimSpec]) -> list[str]:
@@ -111,7 +129,7 @@ def _plan(args: argparse.Namespace):
 
     store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
     device = None if args.device == "auto" else args.device
-    return plan_runs(select_claims(args), args.tier, store, device), store
+    return plan_runs(select_claims(args), args.tier, store, device, tables=select_tables(args)), store
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -125,7 +143,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     rows = [(r.key[:12], r.config.summary(), "yes" if r.cached else "no", f"{r.steps:,}",
              f"{r.flops / 1e12:,.1f}", format_duration(estimate_seconds(r.steps, r.flops, plan.device)),
-             ", ".join(r.claims)) for r in plan.runs]
+             ", ".join(r.claims + ([f"{len(r.cells)} table cells"] if r.cells else []))) for r in plan.runs]
     print(tabulate(rows, headers=("key", "run", "cached", "steps", "TFLOP", "est.", "claims")))
     for cid, why in sorted(plan.claims_not_run.items()):
         print(f"not run at tier {plan.tier}: {cid}: {why}")
@@ -160,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
     specs = select_claims(args)
     out = Path(args.out or f"reports/{args.tier}")
-    verdicts = render_reports(specs, args.tier, store, out)
+    verdicts = render_reports(specs, args.tier, store, out, tables=select_tables(args))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1

@@ -67,6 +67,7 @@ class PlannedRun:
     cached: bool = False
     steps: int = 0
     flops: float = 0.0
+    cells: list[str] = field(default_factory=list)  # paper-table cells (repro.spec.tables) this run fills
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Plan:
             "tier": self.tier,
             "device": self.device,
             "runs": [
-                {"key": r.key, "summary": r.config.summary(), "claims": r.claims, "cached": r.cached,
+                {"key": r.key, "summary": r.config.summary(), "claims": r.claims, "cells": r.cells, "cached": r.cached,
                  "steps": r.steps, "flops": r.flops,
                  "estimated_s": round(estimate_seconds(r.steps, r.flops, self.device), 1),
                  "config": r.config.to_dict()}
@@ -107,7 +108,9 @@ def detected_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | None = None) -> Plan:
+def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | None = None,
+              tables: list = ()) -> Plan:
+    """``tables`` (TableSpecs): at the full tier every cell's runs join the plan, deduplicated by key."""
     by_key: dict[str, PlannedRun] = {}
     not_run = {}
     for spec in specs:
@@ -123,6 +126,18 @@ def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | 
                 run = by_key[key] = PlannedRun(key, config, [], store.contains(key), steps, flops)
             if spec.id not in run.claims:
                 run.claims.append(spec.id)
+    # --- paper-table cells (issue 10): the full tier trains every configuration the tables report.
+    for table in tables if tier == "full" else ():
+        for cell in table.cells:
+            for config in cell.configs:
+                key = run_key(config)
+                run = by_key.get(key)
+                if run is None:
+                    steps, flops = run_cost(config)
+                    run = by_key[key] = PlannedRun(key, config, [], store.contains(key), steps, flops)
+                if cell.id not in run.cells:
+                    run.cells.append(cell.id)
+    # --- end paper-table cells
     # Longest first, so parallel workers finish together.
     runs = sorted(by_key.values(), key=lambda r: (-r.flops, r.key))
     return Plan(tier, runs, device or detected_device(), not_run)

@@ -26,7 +26,7 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
                 "error": "⚠️ error", "not run": "➖ not run"}
 
 
-def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path) -> list[Verdict]:
+def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = ()) -> list[Verdict]:
     out.mkdir(parents=True, exist_ok=True)
     verdicts = []
     for spec in sorted(specs, key=lambda s: s.id):
@@ -35,7 +35,11 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         t = spec.tier(tier)
         plots = render_plots(spec, t, store, out) if not t.not_run else []
         (out / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
-    (out / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)))
+    # Paper tables regenerated beside ours (issue 10, repro/report/tables.py), linked from the index.
+    from repro.report.tables import render_tables, tables_index
+
+    table_pages = render_tables(list(tables), tier, store, out, specs) if tables else []
+    (out / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
     (out / "runs.md").write_text(runs_page(specs, tier, store))
     return verdicts
 

@@ -1,0 +1,466 @@
+"""Paper tables as data (claims/tables/*.yaml) -> validated ``TableSpec`` records.
+
+In:  one YAML file per paper table. Layout (claims/tables/README.md is the reference):
+
+    table: "1"                                  # as the paper numbers it; "S1".."S4": supplement
+    title: Convolutional filter sparsity in BasicNet ...
+    source: {paper: cvpr2019, where: "Table 1"}   # where every number was read
+    base: {include: ../_bases/cifar10_basicnet.yaml}               # run config of every cell
+    seeds: [0, 1, 2]                            # the paper's seed count for the dataset
+    metrics: [sparsity_act, sparsity_gamma, test_error]            # one value per metric per cell
+    columns:                                    # optional column groups, each a run-config `set`
+      CIFAR10: {set: {data.dataset: cifar10}}
+      CIFAR100: {set: {data.dataset: cifar100}}
+    cells: 70                                   # how many cells the paper prints (checked)
+    rows:
+      - {group: SGD, label: "L2 2e-03", set: {optim.name: sgd, optim.lam: 2.0e-3},
+         paper: {CIFAR10: [54, 54, 30.9], CIFAR100: [69, 69, 64.8]}}
+
+  A row may also carry ``seeds``, ``assume`` (a setting the paper does not state, shown in the
+  report), ``not_run`` (why this configuration cannot be run) or ``reference`` (a number the paper
+  quotes from another method: nothing to train), and ``source`` where one of its numbers was read
+  elsewhere than the table's ``source``. ``null`` in ``paper`` is a number the paper does not print.
+
+Out: TableSpec with one ``TableCell`` per (row, column) the paper prints: its metrics' paper
+values, the RunConfig per seed (none for reference / not-run cells), its assumptions and source.
+Every problem of a file is reported at once as a SpecError naming file, line and field, like
+claim files; unknown keys are rejected with a did-you-mean hint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
+from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+
+TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
+              "rows", "layout", "assume"}
+COLUMN_KEYS = {"set", "seeds", "assume", "label"}
+ROW_KEYS = {"group", "label", "set", "paper", "seeds", "assume", "not_run", "reference", "source", "smoke"}
+# A smoke analog: "claim-id:run" or "claim-id:run@axis-value" (a run group of that claim's smoke tier).
+_SMOKE_RE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_]+(@[-+.eE0-9]+)?$")
+SOURCE_KEYS = {"paper", "where"}
+LAYOUTS = ("rows", "transposed")  # transposed: metrics down the side, cells across (Table 7)
+# Scalar metrics of `repro run --json` that a paper table reports.
+SCALAR_METRICS = ("train_loss", "test_loss", "test_error", "test_error_top5", "sparsity_gamma", "sparsity_act",
+                  "pruned_features", "pruned_test_error", "pruned_test_error_top5", "conv_params_pruned_pct")
+# Per-layer metrics, addressed by 1-based conv layer: layer_sparsity_gamma[3] is C3.
+LAYER_METRICS = ("layer_sparsity_gamma", "layer_sparsity_act")
+_LAYER_RE = re.compile(r"^([a-z_]+)\[(\d+)\]$")
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """One configuration of a paper table (a row within a column group) and its printed numbers."""
+
+    id: str  # "table01/SGD L2 2e-03/CIFAR10"
+    row: str
+    column: str | None
+    paper: dict[str, float | None]  # metric -> the paper's number (None: not printed)
+    paper_text: dict[str, str]  # metric -> the number as typed from the paper ("30.50", "0.0")
+    configs: tuple[RunConfig, ...]  # one per seed; empty for reference and not-run cells
+    line: int | None
+    source: dict[str, str]
+    assume: tuple[str, ...] = ()
+    not_run: str | None = None
+    reference: str | None = None
+    smoke: str | None = None  # "claim:run@value": the smoke-tier run standing in for this cell
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    id: str  # file stem, e.g. table01; the report page name
+    number: str  # as the paper numbers it: "1" .. "10", "S1" .. "S4"
+    title: str
+    source: dict[str, str]
+    path: Path
+    metrics: tuple[str, ...]
+    headers: tuple[str, ...]
+    columns: tuple[str, ...]  # () when the table has no column groups
+    rows: tuple[tuple[str, str], ...]  # (group, label) in the paper's order
+    cells: tuple[TableCell, ...]
+    layout: str = "rows"
+    notes: str = ""
+    assume: tuple[str, ...] = ()
+
+    def cell(self, row: str, column: str | None = None) -> TableCell:
+        for c in self.cells:
+            if c.row == row and c.column == column:
+                return c
+        raise KeyError((row, column))
+
+    def configs(self) -> list[RunConfig]:
+        return [cfg for c in self.cells for cfg in c.configs]
+
+
+def metric_value(metrics: dict, name: str) -> float | None:
+    """``name`` of a run's metrics: a scalar, or ``layer_sparsity_gamma[3]`` (conv layer C3)."""
+    m = _LAYER_RE.match(name)
+    if m:
+        values = metrics.get(m.group(1))
+        i = int(m.group(2))
+        return float(values[i - 1]) if isinstance(values, list) and 1 <= i <= len(values) else None
+    v = metrics.get(name)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def metric_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return f"expected a metric name, got {name!r}"
+    m = _LAYER_RE.match(name)
+    if m:
+        if m.group(1) not in LAYER_METRICS:
+            return unknown_name_message("per-layer metric", m.group(1), LAYER_METRICS)
+        return None if int(m.group(2)) >= 1 else "conv layers are numbered from 1"
+    if name not in SCALAR_METRICS:
+        return unknown_name_message("metric", name, [*SCALAR_METRICS, *(f"{x}[i]" for x in LAYER_METRICS)])
+    return None
+
+
+class _Problems:
+    def __init__(self, source: Source):
+        self.source = source
+        self.problems: list[SpecProblem] = []
+
+    def add(self, field_path: str, message: str) -> None:
+        p = self.source.problem(field_path, message)
+        if p not in self.problems:
+            self.problems.append(p)
+
+
+def table_files(root: Path) -> list[Path]:
+    """claims/tables/*.yaml (files starting with '_' are not tables)."""
+    return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def load_tables(paths: list[Path]) -> list[TableSpec]:
+    """Every file; one SpecError with the problems of all files (table numbers must be unique)."""
+    specs, problems = [], []
+    for p in paths:
+        try:
+            specs.append(load_table(p))
+        except SpecError as e:
+            problems.extend(e.problems)
+    seen: dict[str, TableSpec] = {}
+    for s in specs:
+        if s.number in seen:
+            problems.append(SpecProblem(display_path(s.path), None, "table",
+                                        f"duplicate table {s.number!r} (also in {seen[s.number].path.name})"))
+        seen[s.number] = s
+    if problems:
+        raise SpecError(problems)
+    return specs
+
+
+def load_table(path: Path) -> TableSpec:
+    source = load_source(Path(path))
+    errs = _Problems(source)
+    spec = _parse(source, errs, _scalar_texts(source.path))
+    if errs.problems or spec is None:
+        raise SpecError(errs.problems or [source.problem("", "not a table spec")])
+    return spec
+
+
+def _text(raw: dict, key: str, errs: _Problems, required: bool = True) -> str:
+    v = raw.get(key)
+    if v is None and not required:
+        return ""
+    if not isinstance(v, str) or not v.strip():
+        errs.add(key, "required, a non-empty string" if required else "expected a non-empty string")
+        return ""
+    return v.strip()
+
+
+def _source(v: Any, fld: str, errs: _Problems) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(isinstance(v.get(k), str) and v.get(k).strip() for k in SOURCE_KEYS):
+        errs.add(fld, "expected {paper: <file the numbers were read from>, where: <its table>}")
+        return {}
+    for k in v:
+        if k not in SOURCE_KEYS:
+            errs.add(f"{fld}.{k}", unknown_name_message("key", k, SOURCE_KEYS))
+    return {k: str(v[k]) for k in SOURCE_KEYS}
+
+
+def _seeds(v: Any, fld: str, errs: _Problems) -> list[int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        errs.add(fld, "expected a non-empty list of integers")
+        return None
+    if len(set(v)) != len(v):
+        errs.add(fld, f"duplicated seeds {v}")
+    return v
+
+
+def _assume(v: Any, fld: str, errs: _Problems) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str) and v.strip():
+        return (v.strip(),)
+    errs.add(fld, "expected text: the setting the paper does not state and the value assumed")
+    return ()
+
+
+def _set(v: Any, fld: str, errs: _Problems) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        errs.add(fld, "expected a mapping of dotted fields to values, e.g. optim.lam: 1.0e-3")
+        return {}
+    try:
+        return dotted_to_nested(v)
+    except ConfigError as e:
+        errs.add(f"{fld}.{e.path}", e.message)
+        return {}
+
+
+def _resolve_base(base: Any, fld: str, source: Source, errs: _Problems, depth: int = 0) -> dict:
+    """A run-config mapping; ``include: file`` (relative to the including file) is merged under it."""
+    if base is None:
+        return {}
+    if not isinstance(base, dict):
+        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
+        return {}
+    base = dict(base)
+    include = base.pop("include", None)
+    if include is None:
+        return base
+    if depth > 5:
+        errs.add(f"{fld}.include", "includes nest too deeply (a cycle?)")
+        return base
+    try:
+        inc = load_source((source.path.parent / str(include)).resolve())
+    except SpecError as e:
+        errs.problems.extend(p for p in e.problems if p not in errs.problems)
+        return base
+    if not isinstance(inc.data, dict):
+        errs.add(f"{fld}.include", f"{include} must contain a mapping")
+        return base
+    return deep_merge(_resolve_base(inc.data, "", inc, errs, depth + 1), base)
+
+
+def _scalar_texts(path: Path) -> dict[str, str]:
+    """Field path -> the scalar exactly as written, so "30.50" is shown as the paper prints it."""
+    texts: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, f"{prefix}.{k.value}" if prefix else str(k.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{prefix}[{i}]")
+        elif isinstance(node, yaml.ScalarNode):
+            texts[prefix] = node.value
+
+    try:
+        walk(yaml.compose(path.read_text(), Loader=yaml.SafeLoader), "")
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):  # load_source already reported it
+        pass
+    return texts
+
+
+def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec | None:
+    raw = source.data
+    if not isinstance(raw, dict):
+        errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
+        return None
+    for key in raw:
+        if key not in TABLE_KEYS:
+            errs.add(str(key), unknown_name_message("key", key, TABLE_KEYS))
+    number = raw.get("table")
+    if isinstance(number, int) and not isinstance(number, bool):
+        number = str(number)
+    if not isinstance(number, str) or not re.fullmatch(r"S?\d+", number):
+        errs.add("table", "required: the paper's table number, e.g. \"1\", or \"S1\" for the supplement's")
+        number = ""
+    title = _text(raw, "title", errs)
+    src = _source(raw.get("source"), "source", errs)
+    notes = _text(raw, "notes", errs, required=False)
+    assume = _assume(raw.get("assume"), "assume", errs)
+    layout = raw.get("layout", "rows")
+    if layout not in LAYOUTS:
+        errs.add("layout", unknown_name_message("layout", layout, LAYOUTS))
+        layout = "rows"
+    metrics_raw = raw.get("metrics")
+    metrics: list[str] = []
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        errs.add("metrics", "required: the list of metrics each cell reports, in the paper's column order")
+    else:
+        for i, m in enumerate(metrics_raw):
+            problem = metric_problem(m)
+            if problem:
+                errs.add(f"metrics[{i}]", problem)
+            metrics.append(str(m))
+        if len(set(metrics)) != len(metrics):
+            errs.add("metrics", "a metric is listed twice")
+    headers_raw = raw.get("headers")
+    headers = tuple(metrics)
+    if headers_raw is not None:
+        if not isinstance(headers_raw, list) or len(headers_raw) != len(metrics) or not all(isinstance(h, str) for h in headers_raw):
+            errs.add("headers", f"expected a list of {len(metrics)} strings, one per metric")
+        else:
+            headers = tuple(headers_raw)
+    base = _resolve_base(raw.get("base"), "base", source, errs)
+    seeds = _seeds(raw.get("seeds"), "seeds", errs)
+    if seeds is None:
+        if "seeds" not in raw:
+            errs.add("seeds", "required: the paper's seeds for this table (3 CIFAR, 2 TinyImageNet, 1 ImageNet)")
+        seeds = [0]
+
+    columns_raw = raw.get("columns")
+    columns: dict[str, tuple[dict, list[int] | None, tuple[str, ...]]] = {}
+    if columns_raw is not None:
+        if not isinstance(columns_raw, dict) or not columns_raw:
+            errs.add("columns", "expected a mapping of column group names to {set, seeds, assume}")
+        else:
+            for name, craw in columns_raw.items():
+                fld = f"columns.{name}"
+                craw = craw or {}
+                if not isinstance(craw, dict):
+                    errs.add(fld, "expected a mapping with optional set, seeds, assume")
+                    continue
+                for k in craw:
+                    if k not in COLUMN_KEYS:
+                        errs.add(f"{fld}.{k}", unknown_name_message("key", k, COLUMN_KEYS))
+                columns[str(name)] = (_set(craw.get("set"), f"{fld}.set", errs), _seeds(craw.get("seeds"), f"{fld}.seeds", errs),
+                                      _assume(craw.get("assume"), f"{fld}.assume", errs))
+
+    rows_raw = raw.get("rows")
+    cells: list[TableCell] = []
+    rows: list[tuple[str, str]] = []
+    if not isinstance(rows_raw, list) or not rows_raw:
+        errs.add("rows", "required: a non-empty list of rows, each {label, set, paper}")
+        rows_raw = []
+    table_id = source.path.stem
+    keys_seen: dict[str, str] = {}
+    for i, rraw in enumerate(rows_raw):
+        fld = f"rows[{i}]"
+        if not isinstance(rraw, dict):
+            errs.add(fld, "expected a mapping with label, set, paper")
+            continue
+        for k in rraw:
+            if k not in ROW_KEYS:
+                errs.add(f"{fld}.{k}", unknown_name_message("key", k, ROW_KEYS))
+        label = rraw.get("label")
+        if not isinstance(label, str) or not label.strip():
+            errs.add(f"{fld}.label", "required: the row's label as the paper prints it")
+            label = f"row {i + 1}"
+        group = rraw.get("group", "")
+        if not isinstance(group, str):
+            errs.add(f"{fld}.group", "expected text")
+            group = ""
+        if (group, label) in rows:
+            errs.add(f"{fld}.label", f"duplicate row {group + ' ' if group else ''}{label!r}")
+        rows.append((group, label))
+        row_name = f"{group} {label}".strip()
+        row_set = _set(rraw.get("set"), f"{fld}.set", errs)
+        row_seeds = _seeds(rraw.get("seeds"), f"{fld}.seeds", errs)
+        row_assume = _assume(rraw.get("assume"), f"{fld}.assume", errs)
+        row_source = _source(rraw["source"], f"{fld}.source", errs) if "source" in rraw else src
+        not_run = rraw.get("not_run")
+        reference = rraw.get("reference")
+        for k, v in (("not_run", not_run), ("reference", reference)):
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                errs.add(f"{fld}.{k}", "expected text: " + ("why this configuration cannot be run" if k == "not_run"
+                                                            else "whose number this is (another method)"))
+        if not_run is not None and reference is not None:
+            errs.add(f"{fld}.reference", "a row is either not_run or a reference, not both")
+        if reference is not None and "set" in rraw:
+            errs.add(f"{fld}.set", "a reference row (another method's number) has no run config")
+        smoke_raw = rraw.get("smoke")
+        smoke_of: dict = {}
+        if smoke_raw is not None:
+            items = smoke_raw.items() if isinstance(smoke_raw, dict) and columns else [(None, smoke_raw)]
+            for col, ref in items:
+                sfld = f"{fld}.smoke" + (f".{col}" if col else "")
+                if col is not None and col not in columns:
+                    errs.add(sfld, unknown_name_message("column", col, columns))
+                elif not isinstance(ref, str) or not _SMOKE_RE.match(ref):
+                    errs.add(sfld, "expected \"claim-id:run\" or \"claim-id:run@value\" (a claim's smoke-tier run group)"
+                             + ("; with columns, a mapping column -> analog" if columns else ""))
+                else:
+                    smoke_of[col] = ref
+        paper = rraw.get("paper")
+        if columns:
+            if not isinstance(paper, dict):
+                errs.add(f"{fld}.paper", f"expected a mapping with one list per column: {', '.join(columns)}")
+                continue
+            for col in paper:
+                if col not in columns:
+                    errs.add(f"{fld}.paper.{col}", unknown_name_message("column", col, columns))
+            per_col = [(col, paper.get(col), f"{fld}.paper.{col}") for col in columns]
+            for col, _v, pfld in per_col:
+                if col not in paper:
+                    errs.add(pfld, "missing: give the paper's values, or null where the paper has no such cell")
+        else:
+            per_col = [(None, paper, f"{fld}.paper")]
+        for col, values, pfld in per_col:
+            if values is None or not metrics:
+                continue  # the paper prints no cell here (or `metrics` is broken, reported above)
+            if not isinstance(values, list) or len(values) != len(metrics):
+                errs.add(pfld, f"expected a list of {len(metrics)} values, one per metric ({', '.join(metrics)}); "
+                               "null for a number the paper does not print")
+                continue
+            numbers: dict[str, float | None] = {}
+            numbers_text: dict[str, str] = {}
+            for j, (m, v) in enumerate(zip(metrics, values)):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}")
+                    v = None
+                numbers[m] = v
+                if v is not None:
+                    numbers_text[m] = texts.get(f"{pfld}[{j}]", repr(v))
+            if all(v is None for v in numbers.values()):
+                errs.add(pfld, "every value is null: write null for the whole cell instead")
+            cell_id = f"{table_id}/{row_name}" + (f"/{col}" if col else "")
+            col_set, col_seeds, col_assume = columns.get(col, ({}, None, ())) if col else ({}, None, ())
+            configs: list[RunConfig] = []
+            if not_run is None and reference is None:
+                cell_seeds = row_seeds or col_seeds or seeds
+                merged = deep_merge(deep_merge(base, col_set), row_set)
+                for seed in cell_seeds:
+                    cfg, cerrs = parse_run_config(deep_merge(merged, {"train": {"seed": seed}}))
+                    for e in cerrs:
+                        if _has(row_set, e.path):
+                            where = f"{fld}.set.{e.path}"
+                        elif col and _has(col_set, e.path):
+                            where = f"columns.{col}.set.{e.path}"
+                        else:
+                            where = f"base.{e.path}" if e.path else "base"
+                        errs.add(where, e.message)
+                    if cerrs:
+                        configs = []
+                        break
+                    configs.append(cfg)
+                if configs:
+                    key = configs[0].canonical_json()
+                    if key in keys_seen:
+                        errs.add(pfld, f"same run configuration as cell {keys_seen[key]!r}: a typo in set?")
+                    keys_seen[key] = cell_id
+            cells.append(TableCell(cell_id, row_name, col, numbers, numbers_text, tuple(configs), source.line(pfld), row_source,
+                                   assume + col_assume + row_assume,
+                                   str(not_run).strip() if isinstance(not_run, str) else None,
+                                   str(reference).strip() if isinstance(reference, str) else None, smoke_of.get(col)))
+    expected = raw.get("cells")
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 1:
+        errs.add("cells", "required: the number of cells the paper prints (rows x column groups it fills)")
+    elif rows_raw and expected != len(cells):
+        errs.add("cells", f"the rows give {len(cells)} cells, the paper's table has {expected}")
+    return TableSpec(table_id, number, title, src, source.path, tuple(metrics), headers, tuple(columns),
+                     tuple(rows), tuple(cells), layout, notes, assume)
+
+
+def _has(nested: Any, path: str) -> bool:
+    node = nested
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
