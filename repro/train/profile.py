@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
+import torch._dynamo  # noqa: F401  (imported here, not lazily inside a trace: its first import registers torch libraries and fails under a dispatch mode)
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
