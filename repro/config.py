@@ -45,6 +45,23 @@ DATASETS = (
     "imagenet",
 )
 SCHEDULE_UNITS = ("steps", "epochs")
+# Native image side and training-set size of each dataset, for validation without loading it
+# (the loaders own the data; tests/test_spec.py pins these to their constants). Shapes: defaults,
+# overridden by data.image_size / data.train_size.
+DATASET_FACTS = {
+    "digits": (8, 1400),
+    "shapes_clean": (16, 4000),
+    "shapes_cluttered": (16, 4000),
+    "cifar10": (32, 50000),
+    "cifar100": (32, 50000),
+    "tinyimagenet": (64, 100000),
+    "imagenet": (224, 1281167),
+}
+# 2x2 max-pool stages of each VGG (conv layout in repro/train/models.py: VGG_LAYOUTS).
+VGG_POOLS = {"vgg11": 5, "vgg16": 5, "vgg19": 4}
+BASICNET_CONVS = 7
+# ImageNet BasicNet ends with avgpool(5, stride 4): its input must be at least 5x5.
+IMAGENET_AVGPOOL = 5
 
 
 class ConfigError(ValueError):
@@ -54,6 +71,28 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.message = message
+
+
+def parse_number(value: Any) -> int | float:
+    """The one number parser for YAML values: ints and floats as they are, and numeric text
+    (PyYAML reads ``1e-4``, without a dot, as a string). Raises ValueError for anything else,
+    booleans and non-finite values included."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
 
 
 def unknown_name_message(kind: str, value: object, known: typing.Iterable[str]) -> str:
@@ -248,17 +287,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(path, f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        # YAML reads 1e-3 (no dot) as a string; accept numeric strings for floats only.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(path, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(path, f"expected a finite number, got {value!r}")
-        return float(value)
+        try:
+            return float(parse_number(value))
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")
@@ -301,6 +333,32 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     check(len(c.train.phases) >= 1 and all(p > 0 for p in c.train.phases), "train.phases",
           f"must be a non-empty list of positive lengths, got {list(c.train.phases)}")
     check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
+    if not errors:
+        errors.extend(_feasibility(c))
+    return errors
+
+
+def _feasibility(c: RunConfig) -> list[ConfigError]:
+    """Values each valid alone that cannot work together (a torch error hours later otherwise)."""
+    errors = []
+    native_side, native_train = DATASET_FACTS[c.data.dataset]
+    side = c.data.image_size or native_side
+    if c.model.arch == "basicnet":
+        beyond = sorted(p for p in set(c.model.pool_after) if p > BASICNET_CONVS)
+        if beyond:
+            errors.append(ConfigError("model.pool_after", f"BasicNet has {BASICNET_CONVS} conv layers; no C{beyond[0]}"))
+        pools = len(set(c.model.pool_after))
+    else:
+        pools = VGG_POOLS[c.model.arch]
+    needed = 2 ** pools * (IMAGENET_AVGPOOL if c.data.dataset == "imagenet" and c.model.arch == "basicnet" else 1)
+    if side < needed:
+        where = "data.image_size" if c.data.image_size else ("model.pool_after" if c.model.arch == "basicnet" else "model.arch")
+        errors.append(ConfigError(where, f"{pools} 2x2 pooling stages need images of at least {needed}x{needed}; "
+                                         f"{c.data.dataset} images are {side}x{side}"))
+    train_size = c.data.train_size or native_train
+    if c.train.batch_size > train_size:
+        errors.append(ConfigError("train.batch_size", f"batch {c.train.batch_size} is larger than the "
+                                                      f"{train_size:,} training images of {c.data.dataset}"))
     return errors
 
 
@@ -329,3 +387,14 @@ def dotted_to_nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(key, "conflicts with another override")
         node[leaf] = value
     return nested
+
+
+def has_path(tree: Any, dotted: str) -> bool:
+    """Whether a nested mapping holds the dotted field (``x[2]`` addresses the list ``x``)."""
+    node = tree
+    for part in dotted.split("."):
+        part = part.split("[", 1)[0]
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True

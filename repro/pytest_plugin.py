@@ -21,7 +21,6 @@ import pytest
 
 from repro.cache import RunStore
 from repro.check.evaluate import evaluate_claim
-from repro.check.kinds import KINDS
 from repro.check.verdict import ERROR, REPRODUCED, Verdict, fmt
 from repro.spec.claims import ClaimSpec, load_claim
 from repro.spec.source import SpecError
@@ -77,7 +76,7 @@ class ClaimFile(pytest.File):
     def collect(self):
         state = self.config.stash[_STATE]
         try:
-            spec = load_claim(self.path, KINDS)
+            spec = load_claim(self.path)
         except SpecError as e:
             yield BrokenClaimItem.from_parent(self, name=self.path.stem, error=e)
             return

@@ -1,40 +1,44 @@
 """A claim at a tier + the run store -> its Verdict, from cached results alone (no training).
 
 In:  ClaimSpec, tier name, RunStore.
-Out: Verdict (status, reason, one CheckResult per check). Runs that are not in the cache give
-an 'error' verdict naming them; simulation groups (finding 9) are computed here, they are exact
-and take well under a second.
+Out: Verdict (status, reason, one CheckResult per check). A claim whose runs are not all in the
+cache is *not run* ("not run: 3 of 12 runs missing"), not an error; simulation groups (finding 9)
+are computed here, they are exact and take well under a second. Nothing here imports torch until
+a simulation is actually evaluated.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from repro.cache import RunStore, run_key
 from repro.check.kinds import Observations, check_claim_tier
 from repro.check.verdict import NOT_RUN, Verdict
 from repro.spec.claims import ClaimSpec, RunGroup
+from repro.spec.simulation import SimulationSpec
+
+if TYPE_CHECKING:
+    from repro.cache import RunStore
 
 
 @functools.lru_cache(maxsize=64)
-def simulation_metrics(decay) -> dict[float, list[dict]]:
-    """Per lambda, per seed: |theta| at the end and its log10, and the first recorded step at
-    which |theta| fell below 1e-2 and 1e-3 of its start (None if never)."""
+def simulation_metrics(sim: SimulationSpec) -> dict[float, list[dict]]:
+    """Per lambda, per seed: the metrics of ``repro.spec.metrics.SIMULATION_METRICS``: |theta| at
+    the end and its log10, and the first recorded step at which |theta| fell below 1e-2 and 1e-3
+    of its start (the run's length if never: a censored value)."""
     from repro.simulate.low_gradient import simulate_abs_theta
 
-    steps, values = simulate_abs_theta(decay)  # (n_rec, n_lams, n_seeds)
+    steps, values = simulate_abs_theta(sim.decay_config())  # (n_rec, n_lams, n_seeds)
     out: dict[float, list[dict]] = {}
-    for i, lam in enumerate(decay.lams):
+    for i, lam in enumerate(sim.lams):
         per_seed = []
-        for j in range(len(decay.seeds)):
-            curve = values[:, i, j]
-            final = float(curve[-1])
+        for j in range(len(sim.seeds)):
+            curve = [float(x) for x in values[:, i, j]]
+            final = curve[-1]
             per_seed.append({
                 "final_abs": final,
-                "log10_final_abs": float(torch.log10(torch.tensor(max(final, 1e-300)))),
+                "log10_final_abs": math.log10(max(final, 1e-300)),
                 "steps_to_1e-2": _first_below(steps, curve, 1e-2),
                 "steps_to_1e-3": _first_below(steps, curve, 1e-3),
                 "diverged_at": None,
@@ -43,13 +47,21 @@ def simulation_metrics(decay) -> dict[float, list[dict]]:
     return out
 
 
-def _first_below(steps: list[int], curve: torch.Tensor, level: float) -> float:
-    below = (curve <= level).nonzero()
-    # Never reaching the level counts as the full length (a censored value, stated in reports).
-    return float(steps[int(below[0])]) if len(below) else float(steps[-1])
+def _first_below(steps: list[int], curve: list[float], level: float) -> float:
+    return float(next((s for s, v in zip(steps, curve) if v <= level), steps[-1]))
 
 
-def tier_observations(spec: ClaimSpec, tier: str, store: RunStore) -> Observations:
+def missing_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> tuple[int, int]:
+    """(runs not in the cache, runs the tier needs); simulations are never missing."""
+    from repro.cache import run_key
+
+    keys = {run_key(c) for c in spec.tier(tier).configs()}
+    return sum(1 for k in keys if store.get(k) is None), len(keys)
+
+
+def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observations:
+    from repro.cache import run_key
+
     t = spec.tier(tier)
     cache: dict[str, Any] = {}
 
@@ -69,9 +81,12 @@ def tier_observations(spec: ClaimSpec, tier: str, store: RunStore) -> Observatio
     return Observations(t.groups, metrics_for)
 
 
-def evaluate_claim(spec: ClaimSpec, tier: str, store: RunStore) -> Verdict:
+def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
     t = spec.tier(tier)
     if t.not_run:
         return Verdict(spec.id, tier, NOT_RUN, t.not_run)
+    missing, total = missing_runs(spec, tier, store)
+    if missing:
+        return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} of {total} runs missing (train them with repro train)")
     results = check_claim_tier(t.checks, tier_observations(spec, tier, store))
     return Verdict.from_checks(spec.id, tier, results)
