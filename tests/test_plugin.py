@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from repro.cache import RunStore, run_key
-from repro.check.kinds import KINDS
 from repro.spec.claims import load_claim
 from repro.train.run import RunRecord
 
@@ -84,7 +83,7 @@ def cache(tmp_path_factory) -> Path:
     (root / "claims" / "_bases" / "tiny.yaml").write_text(BASE)
     path = root / "claims" / "good.yaml"
     path.write_text(CLAIMS["good.yaml"])
-    spec = load_claim(path, KINDS)
+    spec = load_claim(path)
     store = RunStore(root / "cache")
     for name, values in SPARSITY.items():
         for config, value in zip(spec.tier("smoke").groups[name].point().configs, values):

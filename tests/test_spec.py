@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repro import cli
-from repro.check.kinds import KINDS
 from repro.config import RunConfig
 from repro.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
 from repro.spec.source import SpecError, load_source
@@ -26,12 +25,12 @@ DUPLICATES = BAD / "duplicate_ids"
 
 OPTIMIZERS = "adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd"
 DATASETS = "cifar10, cifar100, digits, imagenet, shapes_clean, shapes_cluttered, tinyimagenet"
-CHECK_KINDS = "distribution, equal, greater, layer_pattern, less, monotonic, value"
+CHECK_KINDS = "at_most, distribution, equal, greater, layer_pattern, less, monotonic, value"
 
 
 def problems_of(path: Path) -> list:
     with pytest.raises(SpecError) as info:
-        load_claim(path, KINDS)
+        load_claim(path)
     return info.value.problems
 
 
@@ -44,7 +43,7 @@ def same_file(problem, path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def good() -> ClaimSpec:
-    return load_claim(GOOD, KINDS)
+    return load_claim(GOOD)
 
 
 def test_valid_claim_top_level(good):
@@ -80,7 +79,7 @@ def test_valid_claim_groups_and_seeds(good):
 def test_base_include_is_resolved_relative_to_the_claim_file(good, tmp_path, monkeypatch):
     # Loading from an unrelated working directory gives the same configs.
     monkeypatch.chdir(tmp_path)
-    again = load_claim(GOOD, KINDS)
+    again = load_claim(GOOD)
     assert again.tier("smoke").configs() == good.tier("smoke").configs()
     cfg = good.tier("smoke").groups["adam_l2"].point().configs[0]
     # From _bases/tiny.yaml ...
@@ -122,8 +121,9 @@ def test_valid_claim_checks(good):
     assert [c.kind for c in checks] == ["greater", "monotonic", "value", "layer_pattern"]
     assert [c.line for c in checks] == [20, 21, 22, 23]
     assert [c.field_path for c in checks] == [f"tiers.smoke.checks[{i}]" for i in range(4)]
-    assert checks[0].params == {"metric": "sparsity_gamma", "a": "adam_l2", "b": "adam_wd", "margin": 10}
-    assert checks[3].params["layers"] == [6, 7] and checks[3].params["than"] == [1, 2, 3, 4]
+    first = checks[0].params
+    assert (first.metric, first.a.run, first.b.run, first.margin, first.alpha) == ("sparsity_gamma", "adam_l2", "adam_wd", 10, 0.05)
+    assert checks[3].params.layers == (6, 7) and checks[3].params.than == (1, 2, 3, 4)
 
 
 def test_source_lines_and_safe_loading():
@@ -148,7 +148,7 @@ EXPECTED = {
         (9, "tiers.smoke.seeds", ["expected a non-empty list of integers"]),
         (10, "tiers.smoke.gate", ["expected true or false"]),
     ],
-    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: claim, finding, id, notes, source, tiers, title"])],
+    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: claim, finding, id, notes, paper_noise, source, tiers, title"])],
     # One problem: the check naming adam_l2 is not also reported as naming an unknown run.
     "unknown_optimizer.yaml": [(12, "tiers.smoke.runs.adam_l2.set.optim.name",
                                 ["unknown optimizer 'adma'", f"known: {OPTIMIZERS}"])],
@@ -206,9 +206,9 @@ def test_yaml_tags_are_rejected_not_executed(tmp_path, monkeypatch):
 def test_duplicate_ids_across_two_files():
     first, second = DUPLICATES / "first.yaml", DUPLICATES / "second.yaml"
     # Each is valid on its own.
-    assert load_claim(first, KINDS).id == load_claim(second, KINDS).id == "same-id"
+    assert load_claim(first).id == load_claim(second).id == "same-id"
     with pytest.raises(SpecError) as info:
-        load_claims([first, second], KINDS)
+        load_claims([first, second])
     (problem,) = info.value.problems
     assert same_file(problem, second)
     assert (problem.line, problem.field) == (3, "id")
@@ -217,7 +217,7 @@ def test_duplicate_ids_across_two_files():
 
 def test_load_claims_reports_problems_of_every_file():
     with pytest.raises(SpecError) as info:
-        load_claims([BAD / "unknown_key.yaml", GOOD, BAD / "wrong_types.yaml"], KINDS)
+        load_claims([BAD / "unknown_key.yaml", GOOD, BAD / "wrong_types.yaml"])
     files = [Path(p.file).name for p in info.value.problems]
     assert files == ["unknown_key.yaml", "wrong_types.yaml", "wrong_types.yaml", "wrong_types.yaml"]
 
@@ -289,23 +289,23 @@ CHECK = "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3}"
     ([("{optim.regularizer: l2}", "{1: l2}")], 11, "tiers.smoke.runs.a.set.1", "expected a dotted field name"),
     ([("{optim.lam: [0, 1e-3]}", "{7: [0, 1e-3]}"), ("b: s@1e-3", "b: a")], 12, "tiers.smoke.runs.s.axis",
      "expected one field with a list of values"),
-    ([("a: a,", "a: {run: a, layers: 5},")], 14, "tiers.smoke.checks[0].a", "layers: expected a list"),
-    ([("a: a,", "a: {run: a, layer: 0},")], 14, "tiers.smoke.checks[0].a", "layer: expected a 1-based"),
-    ([("a: a,", "a: {run: a, stat: [mean]},")], 14, "tiers.smoke.checks[0].a", "unknown stat ['mean']"),
-    ([("a: a,", "a: {run: a, threshold: [1]},")], 14, "tiers.smoke.checks[0].a", "threshold: expected a number"),
+    ([("a: a,", "a: {run: a, layers: 5},")], 14, "tiers.smoke.checks[0].a.layers", "expected a non-empty list"),
+    ([("a: a,", "a: {run: a, layer: 0},")], 14, "tiers.smoke.checks[0].a.layer", "expected a 1-based"),
+    ([("a: a,", "a: {run: a, stat: [mean]},")], 14, "tiers.smoke.checks[0].a.stat", "unknown stat ['mean']"),
+    ([("a: a,", "a: {run: a, threshold: [1]},")], 14, "tiers.smoke.checks[0].a.threshold", "expected a number"),
     ([("a: a,", "a: {run: null},")], 14, "tiers.smoke.checks[0].a", "a selection is a run name"),
-    ([("a: a,", "a: {run: a, 1: x, colour: red},")], 14, "tiers.smoke.checks[0].a", "unknown selection key '1'"),
+    ([("a: a,", "a: {run: a, 1: x, colour: red},")], 14, "tiers.smoke.checks[0].a.1", "unknown selection key '1'"),
     ([(CHECK, "{kind: monotonic, run: [s], metric: sparsity_gamma, direction: increasing}")], 14,
-     "tiers.smoke.checks[0].run", "unknown run ['s']"),
+     "tiers.smoke.checks[0].run", "expected non-empty text, got ['s']"),
     ([(CHECK, "{kind: monotonic, run: s, metric: sparsity_gamma, direction: increasing, stat: mode}")], 14,
-     "tiers.smoke.checks[0]", "unknown stat 'mode'"),
+     "tiers.smoke.checks[0].stat", "unknown stat 'mode'"),
     ([(CHECK, "{kind: distribution, a: a, metric: sparsity_gamma, min: ten}")], 14, "tiers.smoke.checks[0].min",
      "expected a number, got 'ten'"),
     ([("seeds: [0]", "seeds: &s [0, *s]")], 9, "tiers.smoke.seeds", "expected a non-empty list of integers"),
 ])
 def test_odd_values_are_problems_not_crashes(tmp_path, replacements, line, field, words):
     text = TEMPLATE
-    load_claim(_write(tmp_path / "ok.yaml", text), KINDS)  # the template itself is valid
+    load_claim(_write(tmp_path / "ok.yaml", text))  # the template itself is valid
     for old, new in replacements:
         assert old in text
         text = text.replace(old, new)
@@ -463,7 +463,7 @@ def test_mutated_claims_load_or_raise_spec_error(fuzz_dir, data):
     path = fuzz_dir / "mutant.yaml"
     path.write_text(text)
     try:
-        result = load_claim(path, KINDS)
+        result = load_claim(path)
     except SpecError as e:
         assert e.problems
         for p in e.problems:
@@ -491,7 +491,7 @@ tiers:
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(SpecError) as e:
-        load_claim(path, KINDS)
+        load_claim(path)
     found = [(p.line, p.field, p.message) for p in e.value.problems]
     assert (8, "tiers.smoke.seeds", "duplicated seeds [0, 0]") in found
     assert (10, "tiers.smoke.runs.a.seeds", "duplicated seeds [1, 1]") in found

@@ -78,7 +78,7 @@ def _label(s: Selection) -> str:
     if s.layer:
         out += f"[C{s.layer}]"
     if s.stat:
-        out += f" {s.stat}" + (f" {s.threshold:g}" if s.stat != "mean" else "")
+        out += f" {s.stat}"
     return out
 
 
@@ -102,7 +102,7 @@ def parse_selection(raw: Any, default_metric: str | None) -> Selection:
         raise SchemaError("", "a selection is a run name, 'run@axis_value' or a mapping with run")
     for key in raw:
         if key not in SELECTION_KEYS:
-            raise SchemaError(str(key), unknown_name_message("selection key", key, SELECTION_KEYS))
+            raise SchemaError(str(key), unknown_name_message("selection key", str(key), SELECTION_KEYS))
     run, at = split_run(raw["run"])
     if raw.get("at") is not None:
         if at is not None:
@@ -112,7 +112,7 @@ def parse_selection(raw: Any, default_metric: str | None) -> Selection:
     if not isinstance(metric, str) or not metric:
         raise SchemaError("metric", "no metric: give one on the check or the selection")
     stat = raw.get("stat")
-    if stat is not None and stat not in STATS:
+    if stat is not None and (not isinstance(stat, str) or stat not in STATS):
         raise SchemaError("stat", unknown_name_message("stat", stat, STATS))
     layers = raw.get("layers")
     if layers is not None:
@@ -241,7 +241,7 @@ def _layer(v: Any) -> int:
 
 
 def _stat(v: Any) -> str:
-    if v not in STATS:
+    if not isinstance(v, str) or v not in STATS:
         raise ValueError(unknown_name_message("stat", v, STATS))
     return v
 

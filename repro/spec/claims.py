@@ -532,7 +532,7 @@ def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collect
     plots = []
     for i, entry in enumerate(raw):
         pfld = f"{fld}[{i}]"
-        if not isinstance(entry, dict) or entry.get("kind") not in PLOT_KINDS:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or entry["kind"] not in PLOT_KINDS:
             kind = entry.get("kind") if isinstance(entry, dict) else None
             errs.add(f"{pfld}.kind", unknown_name_message("plot kind", kind, PLOT_KINDS))
             continue
@@ -563,7 +563,7 @@ def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collect
                 errs.add(f"{pfld}.runs", f"run {group_name!r} has an axis; name a point as {group_name}@<value>")
                 ok = False
         metric = entry.get("metric")
-        if metric is not None and metric not in metric_catalogue(False):
+        if metric is not None and (not isinstance(metric, str) or metric not in metric_catalogue(False)):
             errs.add(f"{pfld}.metric", unknown_name_message("metric", metric, metric_catalogue(False)))
             ok = False
         if ok:
