@@ -495,3 +495,144 @@ tiers:
     found = [(p.line, p.field, p.message) for p in e.value.problems]
     assert (8, "tiers.smoke.seeds", "duplicated seeds [0, 0]") in found
     assert (10, "tiers.smoke.runs.a.seeds", "duplicated seeds [1, 1]") in found
+
+
+# --- strict schema (issue 9) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replacements, field, words", [
+    ([(CHECK, "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3, margn: 15}")],
+     "tiers.smoke.checks[0].margn", "unknown parameter of check kind 'greater' 'margn' (did you mean 'margin'?)"),
+    ([(CHECK, "{kind: greater, metric: sparsity_gama, a: a, b: s@1e-3}")],
+     "tiers.smoke.checks[0].metric", "unknown metric of a training run 'sparsity_gama' (did you mean 'sparsity_gamma'?)"),
+    ([(CHECK, "{kind: monotonic, run: s, metric: sparsity_gamma, direction: increasing, min_chnge: 5}")],
+     "tiers.smoke.checks[0].min_chnge", "(did you mean 'min_change'?)"),
+    ([(CHECK, "{kind: monotonic, run: s, metric: sparsity, direction: increasing}")],
+     "tiers.smoke.checks[0].metric", "unknown metric of a training run 'sparsity'"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {optim.regularizer: l2}, paper: {sparsity_gama: 3}}")],
+     "tiers.smoke.runs.a.paper.sparsity_gama", "unknown metric 'sparsity_gama' (did you mean 'sparsity_gamma'?)"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {optim.regularizer: l2}, paper: {beta: 3}}")],
+     "tiers.smoke.runs.a.paper.beta", "per-feature list"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layer, runs: [a]}")],
+     "tiers.smoke.plots[0].kind", "unknown plot kind 'layer' (did you mean 'layers'?)"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layers, runs: [a, b]}")],
+     "tiers.smoke.plots[0].runs", "unknown run 'b'"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: axis, run: a}")],
+     "tiers.smoke.plots[0].runs", "has no axis"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layers, runs: [a], colour: red}")],
+     "tiers.smoke.plots[0].colour", "unknown key of a layers plot 'colour'"),
+    ([(CHECK, "{kind: greater, metric: sparsity_gamma, a: {run: a, layr: 6}, b: s@1e-3}")],
+     "tiers.smoke.checks[0].a.layr", "unknown selection key 'layr' (did you mean 'layer'?)"),
+    ([(CHECK, "{kind: greater, metric: layer_sparsity_gamma, a: a, b: s@1e-3}")],
+     "tiers.smoke.checks[0].metric", "is a per-layer list"),
+    ([("id: odd", "id: ../../etc")], "id", "use letters, digits"),
+    ([("id: odd", "id: a/b")], "id", "use letters, digits"),
+    ([("source: {paper: p.txt, where: Table 1}", "source: {paper: p.txt, where: Table 1, page: 3}")],
+     "source.page", "unknown key 'page'"),
+    ([("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+       "base: {model: {width: 0.125, pool_after: [1, 2, 3, 4]}, train: {unit: steps, phases: [10]}}")],
+     "tiers.smoke.base.model.pool_after", "4 2x2 pooling stages need images of at least 16x16; digits images are 8x8"),
+    ([("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+       "base: {model: {width: 0.125}, train: {unit: steps, phases: [10], batch_size: 5000}}")],
+     "tiers.smoke.base.train.batch_size", "batch 5000 is larger than the 1,400 training images of digits"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {model.arch: vgg16}}")],
+     "tiers.smoke.runs.a.set.model.arch", "5 2x2 pooling stages need images of at least 32x32"),
+    ([("seeds: [0]", "seeds: [0]\n    gate_reason: why")], "tiers.smoke.gate_reason", "only a tier with gate: false"),
+    ([("title: t", "title: t\npaper_noise: -1")], "paper_noise", "must be >= 0"),
+])
+def test_schema_mistakes_are_rejected_with_field_and_hint(tmp_path, replacements, field, words):
+    text = TEMPLATE
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    problems = problems_of(_write(tmp_path / "bad.yaml", text))
+    assert [p.field for p in problems] == [field], [str(p) for p in problems]
+    assert words in problems[0].message
+    assert problems[0].line is not None
+
+
+def test_include_may_not_leave_the_claims_folder(tmp_path):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (tmp_path / "outside.yaml").write_text("model: {width: 0.125}\n")
+    text = TEMPLATE.replace("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+                            "base: {include: ../outside.yaml, train: {unit: steps, phases: [10]}}")
+    (problem,) = problems_of(_write(claims / "c.yaml", text))
+    assert problem.field == "tiers.smoke.base.include" and "outside the claims folder" in problem.message
+
+
+def test_oversized_and_deeply_nested_files_are_rejected_before_parsing(tmp_path, capsys):
+    big = _write(tmp_path / "big.yaml", "id: x\nnotes: '" + "a" * (1 << 20) + "'\n")
+    (problem,) = problems_of(big)
+    assert "may be at most 1,048,576" in problem.message
+    deep = _write(tmp_path / "deep.yaml", "id: " + "[" * 5000 + "]" * 5000 + "\n")
+    (problem,) = problems_of(deep)
+    assert problem.line == 1 and "nested deeper than" in problem.message
+    assert cli.main(["validate", str(deep)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "RecursionError" not in out + err
+
+
+def test_metric_catalogue_is_what_a_run_records():
+    """The catalogue the schema validates against is pinned to what measurement produces."""
+    import torch
+
+    from repro.config import ModelConfig
+    from repro.data.base import ImageData
+    from repro.measure.report import measure_model
+    from repro.spec.metrics import RUN_METRICS
+    from repro.train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=0.0625), 3, 8, 10, "digits")
+    x, y = torch.randn(24, 3, 8, 8), torch.arange(24) % 10
+    data = ImageData("digits", x, y, x[:12], y[:12], 10)
+    measured = set(measure_model(model, data, batch_size=12)) | {"steps", "diverged_at"}  # + the loop's
+    top5 = {"test_error_top5", "pruned_test_error_top5"}  # only with > 100 classes
+    assert measured == set(RUN_METRICS) - top5
+
+
+def test_simulation_catalogue_and_fields_match_the_simulation():
+    import dataclasses
+
+    from repro.check.evaluate import simulation_metrics
+    from repro.simulate import DecayConfig
+    from repro.spec.metrics import SIMULATION_METRICS
+    from repro.spec.simulation import SimulationSpec
+
+    assert [f.name for f in dataclasses.fields(SimulationSpec)] == [f.name for f in dataclasses.fields(DecayConfig)]
+    sim = SimulationSpec("adam", "l2", (1e-4,), steps=50, seeds=(0,))
+    (per_seed,) = simulation_metrics(sim)[1e-4]
+    assert set(per_seed) == set(SIMULATION_METRICS)
+
+
+def test_dataset_facts_match_the_loaders():
+    from repro.config import DATASET_FACTS
+    from repro.data.embedded import DIGITS_TRAIN, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
+    from repro.plan import DATASET_SHAPES
+
+    assert DATASET_FACTS["digits"][1] == DIGITS_TRAIN
+    assert DATASET_FACTS["shapes_clean"] == DATASET_FACTS["shapes_cluttered"] == (SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN)
+    for name, (n, side, _, _) in DATASET_SHAPES.items():
+        assert DATASET_FACTS[name] == (side, n), name
+
+
+def test_vgg19_has_network_slimmings_head():
+    from repro.config import VGG_POOLS, ModelConfig
+    from repro.train.models import VGG_LAYOUTS, net_spec
+
+    spec = net_spec(ModelConfig(arch="vgg19"), 3, 32, 10, "cifar10")
+    assert spec.head_hidden == () and spec.convs[-1].out_channels == 512  # Linear(512, classes)
+    assert sum(c.pool_after for c in spec.convs) == 4 and spec.pooling == "global"
+    assert net_spec(ModelConfig(arch="vgg16"), 3, 32, 10, "cifar10").head_hidden == (512,)  # the paper's [512][C]
+    for arch, n in VGG_POOLS.items():
+        assert VGG_LAYOUTS[arch].count("M") == n
+
+
+def test_spec_and_check_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, repro.spec.claims, repro.spec.select, repro.check.kinds, repro.check.evaluate, "
+            "repro.check.oracle, repro.claims_cli; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

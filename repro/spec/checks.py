@@ -421,9 +421,11 @@ def parse_check_params(kind: str, raw: dict, groups: dict) -> tuple[CheckParams 
         except SchemaError as e:
             problems.append((f"{f.name}.{e.field}" if e.field else f.name, e.message))
             continue
-        sel_problems = validate_selection(sel, groups)
-        problems += [(f"{f.name}.{sub}" if isinstance(raw[f.name], dict) and sub in raw[f.name] else f.name, msg)
-                     for sub, msg in sel_problems]
+        for sub, msg in validate_selection(sel, groups):
+            own = isinstance(raw[f.name], dict) and sub in raw[f.name]
+            where = f"{f.name}.{sub}" if own else ("metric" if sub == "metric" and "metric" in raw else f.name)
+            if (where, msg) not in problems:  # a check-level metric is reported once, not per side
+                problems.append((where, msg))
         values[f.name] = sel
     if problems:
         return None, problems
