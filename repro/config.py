@@ -102,6 +102,14 @@ def unknown_name_message(kind: str, value: object, known: typing.Iterable[str]) 
     return f"unknown {kind} {value!r}{hint}; known: {', '.join(known)}"
 
 
+def unknown_keys(raw: Mapping, known: typing.Iterable[str], what: str = "key") -> list[tuple[str, str]]:
+    """The one unknown-key check: ``(key, message with did-you-mean)`` for every key of ``raw``
+    that is not in ``known``."""
+    known = tuple(known)
+    return [(str(k), unknown_name_message(what, str(k) if not isinstance(k, str) else k, known))
+            for k in raw if k not in known]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "basicnet"
@@ -234,9 +242,7 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
     errors: list[ConfigError] = []
     if not isinstance(raw, Mapping):
         return None, [ConfigError("", f"expected a mapping, got {type(raw).__name__}")]
-    for key in raw:
-        if key not in _SECTIONS:
-            errors.append(ConfigError(str(key), unknown_name_message("section", key, _SECTIONS)))
+    errors += [ConfigError(key, message) for key, message in unknown_keys(raw, _SECTIONS, "section")]
     sections = {}
     for name, cls in _SECTIONS.items():
         value = raw.get(name) or {}
@@ -255,9 +261,9 @@ def _parse_dataclass(cls: type, raw: Any, path: str, errors: list[ConfigError]) 
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    errors += [ConfigError(f"{path}.{key}", message) for key, message in unknown_keys(raw, sorted(names))]
     for key, value in raw.items():
         if key not in names:
-            errors.append(ConfigError(f"{path}.{key}", unknown_name_message("key", key, names)))
             continue
         try:
             kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")

@@ -388,7 +388,7 @@ def test_selection_errors_are_check_errors():
     runs = two([1, 2, 3], [1, 2, 3])
     # A metric the runs do not record is a validation error (the catalogue) ...
     _, problems = parse_check_params("greater", {"metric": "no_such_metric", "a": "adam_l2", "b": "adam_wd"}, runs.groups)
-    assert [f for f, _ in problems] == ["a", "b"] and "unknown metric of a training run 'no_such_metric'" in problems[0][1]
+    assert [f for f, _ in problems] == ["metric"] and "unknown metric of a training run 'no_such_metric'" in problems[0][1]
     # ... and a record that lacks a catalogued metric is an error result, not a crash.
     r = run_check(runs, "greater", metric="test_error", a="adam_l2", b="adam_wd")
     assert r.status == ERROR and r.reason == "metric 'test_error' missing from run adam_l2"

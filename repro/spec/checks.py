@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from repro.config import parse_number, unknown_name_message
+from repro.config import parse_number, unknown_keys, unknown_name_message
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, SCALAR, Metric, metric_catalogue
 
 # A per-feature list -> one number (percentages are 0..100).
@@ -100,9 +100,8 @@ def parse_selection(raw: Any, default_metric: str | None) -> Selection:
         raw = {"run": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("run"), str):
         raise SchemaError("", "a selection is a run name, 'run@axis_value' or a mapping with run")
-    for key in raw:
-        if key not in SELECTION_KEYS:
-            raise SchemaError(str(key), unknown_name_message("selection key", str(key), SELECTION_KEYS))
+    for key, message in unknown_keys(raw, SELECTION_KEYS, "selection key")[:1]:
+        raise SchemaError(key, message)
     run, at = split_run(raw["run"])
     if raw.get("at") is not None:
         if at is not None:
@@ -394,10 +393,7 @@ def parse_check_params(kind: str, raw: dict, groups: dict) -> tuple[CheckParams 
     cls = CHECK_PARAMS[kind]
     fields = dataclasses.fields(cls)
     known = [f.name for f in fields]
-    problems: list[tuple[str, str]] = []
-    for key in raw:
-        if key != "kind" and key not in known:
-            problems.append((str(key), unknown_name_message(f"parameter of check kind {kind!r}", key, known)))
+    problems = unknown_keys({k: v for k, v in raw.items() if k != "kind"}, known, f"parameter of check kind {kind!r}")
     values: dict[str, Any] = {}
     for f in fields:
         if f.metadata.get("selection"):

@@ -37,6 +37,7 @@ from repro.config import (
     has_path,
     parse_number,
     parse_run_config,
+    unknown_keys,
     unknown_name_message,
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
@@ -138,10 +139,8 @@ class _Collector:
 
     def unknown_keys(self, raw: dict, known: Iterable[str], fld: str, what: str = "key") -> None:
         """The one unknown-key check: every key of ``raw`` not in ``known``, with a did-you-mean."""
-        known = tuple(known)
-        for key in raw:
-            if key not in known:
-                self.add(f"{fld}.{key}" if fld else str(key), unknown_name_message(what, key, known))
+        for key, message in unknown_keys(raw, known, what):
+            self.add(f"{fld}.{key}" if fld else key, message)
 
 
 def load_claim(path: Path) -> ClaimSpec:

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from repro.config import OPTIMIZERS, parse_number, unknown_name_message
+from repro.config import OPTIMIZERS, parse_number, unknown_keys, unknown_name_message
 
 SIM_REGULARIZERS = ("l2", "wd")
 
@@ -48,11 +48,11 @@ def parse_simulation(raw: Any, seeds: list[int]) -> tuple[SimulationSpec | None,
     if not isinstance(raw, dict):
         return None, [("", "expected a mapping: optimizer, regularizer, lams, and optionally steps, lr, ...")]
     known = [f.name for f in dataclasses.fields(SimulationSpec) if f.name != "seeds"]
-    problems: list[tuple[str, str]] = []
+    problems = unknown_keys(raw, known, "simulation field")
     values: dict[str, Any] = {"seeds": tuple(seeds)}
     for key, value in raw.items():
         if key not in known:
-            problems.append((str(key), unknown_name_message("simulation field", key, known)))
+            continue
         elif key == "optimizer":
             if value not in OPTIMIZERS:
                 problems.append((key, unknown_name_message("optimizer", value, OPTIMIZERS)))
