@@ -162,6 +162,8 @@ class ClaimItem(pytest.Item):
 def format_verdict(spec: ClaimSpec, verdict: Verdict) -> str:
     lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
+    if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
+        lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:
         lines.append(f"  [{c.status}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
         for label, o in c.observed.items():

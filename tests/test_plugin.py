@@ -168,8 +168,8 @@ def test_missing_run_with_no_train_is_an_error(pytester, cache):
     result = run(pytester, cache)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "claim claim-missing (*missing.yaml:1) at tier smoke: ERROR",
-        "*reason: run sgd_l2 sparsity_gamma has no result (not trained)",
+        "claim claim-missing (*missing.yaml:1) at tier smoke: NOT RUN",
+        "*reason: not run: 3 of 9 runs missing*",
     ])
 
 

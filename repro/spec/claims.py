@@ -433,8 +433,8 @@ def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: _C
             continue
         for i, r in enumerate(refs):
             try:
-                per_point[i][metric] = ([float(parse_number(x)) for x in _as_layer_list(r)] if shape == PER_LAYER
-                                        else float(parse_number(r)))
+                per_point[i][metric] = ([parse_number(x) for x in _as_layer_list(r)] if shape == PER_LAYER
+                                        else parse_number(r))
             except ValueError as e:
                 what = "a list of per-layer numbers" if shape == PER_LAYER else "one number"
                 errs.add(mfld, f"expected {what}{' per axis value' if axis else ''}: {e}")
