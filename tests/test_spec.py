@@ -502,7 +502,7 @@ tiers:
 
 @pytest.mark.parametrize("replacements, field, words", [
     ([(CHECK, "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3, margn: 15}")],
-     "tiers.smoke.checks[0].margn", "unknown parameter of check kind 'greater' 'margn' (did you mean 'margin'?)"),
+     "tiers.smoke.checks[0].margn", "unknown 'greater' parameter 'margn' (did you mean 'margin'?)"),
     ([(CHECK, "{kind: greater, metric: sparsity_gama, a: a, b: s@1e-3}")],
      "tiers.smoke.checks[0].metric", "unknown metric of a training run 'sparsity_gama' (did you mean 'sparsity_gamma'?)"),
     ([(CHECK, "{kind: monotonic, run: s, metric: sparsity_gamma, direction: increasing, min_chnge: 5}")],

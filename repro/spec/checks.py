@@ -393,7 +393,7 @@ def parse_check_params(kind: str, raw: dict, groups: dict) -> tuple[CheckParams 
     cls = CHECK_PARAMS[kind]
     fields = dataclasses.fields(cls)
     known = [f.name for f in fields]
-    problems = unknown_keys({k: v for k, v in raw.items() if k != "kind"}, known, f"parameter of check kind {kind!r}")
+    problems = unknown_keys({k: v for k, v in raw.items() if k != "kind"}, known, f"{kind!r} parameter")
     values: dict[str, Any] = {}
     for f in fields:
         if f.metadata.get("selection"):
