@@ -57,6 +57,8 @@ DATASET_FACTS = {
     "tinyimagenet": (64, 100000),
     "imagenet": (224, 1281167),
 }
+# The synthetic shapes have this many distinct shapes (repro/data/embedded.py: SHAPE_NAMES).
+SHAPES_MAX_CLASSES = 16
 # 2x2 max-pool stages of each VGG (conv layout in repro/train/models.py: VGG_LAYOUTS).
 VGG_POOLS = {"vgg11": 5, "vgg16": 5, "vgg19": 4}
 BASICNET_CONVS = 7
@@ -348,6 +350,14 @@ def _feasibility(c: RunConfig) -> list[ConfigError]:
     """Values each valid alone that cannot work together (a torch error hours later otherwise)."""
     errors = []
     native_side, native_train = DATASET_FACTS[c.data.dataset]
+    if not c.data.dataset.startswith("shapes"):
+        for name in ("num_classes", "train_size", "test_size"):
+            if getattr(c.data, name) is not None:
+                errors.append(ConfigError(f"data.{name}", f"applies to the synthetic shapes only; "
+                                                          f"{c.data.dataset} has a fixed {name.replace('_', ' ')}"))
+    elif c.data.num_classes is not None and c.data.num_classes > SHAPES_MAX_CLASSES:
+        errors.append(ConfigError("data.num_classes", f"the synthetic shapes have {SHAPES_MAX_CLASSES} classes at most, "
+                                                      f"got {c.data.num_classes}"))
     side = c.data.image_size or native_side
     if c.model.arch == "basicnet":
         beyond = sorted(p for p in set(c.model.pool_after) if p > BASICNET_CONVS)

@@ -537,6 +537,10 @@ tiers:
      "tiers.smoke.base.train.batch_size", "batch 5000 is larger than the 1,400 training images of digits"),
     ([("a: {set: {optim.regularizer: l2}}", "a: {set: {model.arch: vgg16}}")],
      "tiers.smoke.runs.a.set.model.arch", "5 2x2 pooling stages need images of at least 32x32"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {data.train_size: 100}}")],
+     "tiers.smoke.runs.a.set.data.train_size", "applies to the synthetic shapes only"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {data.dataset: shapes_clean, data.num_classes: 30}}")],
+     "tiers.smoke.runs.a.set.data.num_classes", "at most, got 30"),
     ([("seeds: [0]", "seeds: [0]\n    gate_reason: why")], "tiers.smoke.gate_reason", "only a tier with gate: false"),
     ([("title: t", "title: t\npaper_noise: -1")], "paper_noise", "must be >= 0"),
 ])
@@ -607,11 +611,11 @@ def test_simulation_catalogue_and_fields_match_the_simulation():
 
 
 def test_dataset_facts_match_the_loaders():
-    from repro.config import DATASET_FACTS
-    from repro.data.embedded import DIGITS_TRAIN, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
+    from repro.config import DATASET_FACTS, SHAPES_MAX_CLASSES
+    from repro.data.embedded import DIGITS_TRAIN, SHAPE_NAMES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
     from repro.plan import DATASET_SHAPES
 
-    assert DATASET_FACTS["digits"][1] == DIGITS_TRAIN
+    assert DATASET_FACTS["digits"][1] == DIGITS_TRAIN and SHAPES_MAX_CLASSES == len(SHAPE_NAMES)
     assert DATASET_FACTS["shapes_clean"] == DATASET_FACTS["shapes_cluttered"] == (SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN)
     for name, (n, side, _, _) in DATASET_SHAPES.items():
         assert DATASET_FACTS[name] == (side, n), name
