@@ -7,15 +7,14 @@ load_claims -> plan_runs -> train_plan -> pytest (verdicts) -> render_reports.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import sys
 from pathlib import Path
 
-from repro.check.kinds import KINDS
 from repro.spec.claims import ClaimSpec, claim_files, load_claims
-from repro.spec.source import SpecError
 from repro.spec.paper import PAPER_FILE
+from repro.spec.select import select_by_keyword
+from repro.spec.source import SpecError, SpecProblem
 
 CLAIMS_DIR = Path("claims")
 
@@ -37,35 +36,20 @@ def _claim_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def _problem(item: str, message: str):
-    from repro.spec.source import SpecProblem
-
+def _problem(item: str, message: str) -> SpecProblem:
     return SpecProblem(item, None, "", message)
 
 
 def select_claims(args: argparse.Namespace) -> list[ClaimSpec]:
-    specs = load_claims(_claim_paths(args), KINDS)
+    """The claims named on the command line, narrowed by ``-k`` as pytest narrows them. A
+    selection that matches nothing is an error (exit 2), so a typo never writes an empty report."""
+    specs = load_claims(_claim_paths(args))
     expr = getattr(args, "k", None)
     if expr:
-        specs = [s for s in specs if _matches(expr, s)]
+        specs = select_by_keyword(specs, expr, getattr(args, "tier", "smoke"))
+        if not specs:
+            raise SpecError([_problem("-k", f"no claim matches {expr!r}; nothing was written")])
     return specs
-
-
-def _matches(expr: str, spec: ClaimSpec) -> bool:
-    """A small subset of pytest's -k: substrings, 'not', 'and', 'or' (left to right)."""
-    haystack = f"{spec.id} {spec.path.stem}".lower()
-    tokens = expr.lower().split()
-    result, op, negate = None, "or", False
-    for tok in tokens:
-        if tok in ("and", "or"):
-            op = tok
-        elif tok == "not":
-            negate = True
-        else:
-            hit = (tok in haystack or fnmatch.fnmatch(haystack, tok)) != negate
-            negate = False
-            result = hit if result is None else (result and hit if op == "and" else result or hit)
-    return bool(result)
 
 
 def select_tables(args: argparse.Namespace) -> list:
@@ -80,8 +64,9 @@ def select_tables(args: argparse.Namespace) -> list:
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = _claim_paths(args)
     problems = []
+    specs: list[ClaimSpec] = []
     try:
-        specs = load_claims(paths, KINDS)  # every file's problems, then duplicated ids across files
+        specs = load_claims(paths)  # every file's problems, then duplicated ids across files
     except SpecError as e:
         problems = e.problems
     else:
@@ -104,7 +89,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"error: {p}", file=sys.stderr)
     if n_tables or table_problems:
         print(f"{n_tables} table files valid" if n_tables else f"table files invalid ({len(table_problems)} problems)")
-    return 2 if problems or table_problems else 0
+    if problems or table_problems:
+        return 2
+    if getattr(args, "against_paper", False):
+        return _against_paper(specs)
+    return 0
 
 
 def source_warnings(specs: list[ClaimSpec]) -> list[str]:
@@ -123,6 +112,18 @@ def source_warnings(specs: list[ClaimSpec]) -> list[str]:
     return warnings
 
 
+
+def _against_paper(specs: list[ClaimSpec]) -> int:
+    from repro.check.oracle import check_against_paper
+
+    findings = [f for s in specs for f in check_against_paper(s)]
+    for f in findings:
+        print(f"{'error' if f.fatal else 'note'}: {f}", file=sys.stderr if f.fatal else sys.stdout)
+    fatal = sum(f.fatal for f in findings)
+    print(f"against the paper's numbers: {fatal} check(s) the paper itself would not pass or that cannot fail")
+    return 2 if fatal else 0
+
+
 def _plan(args: argparse.Namespace):
     from repro.cache import RunStore
     from repro.plan import plan_runs
@@ -133,14 +134,19 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    plan, _ = _plan(args)
+    print_plan(plan, as_json=args.json)
+    return 0
+
+
+def print_plan(plan, as_json: bool = False) -> None:
     from tabulate import tabulate
 
     from repro.plan import estimate_seconds, format_duration
 
-    plan, _ = _plan(args)
-    if args.json:
+    if as_json:
         print(json.dumps(plan.to_dict(), indent=1))
-        return 0
+        return
     rows = [(r.key[:12], r.config.summary(), "yes" if r.cached else "no", f"{r.steps:,}",
              f"{r.flops / 1e12:,.1f}", format_duration(estimate_seconds(r.steps, r.flops, plan.device)),
              ", ".join(r.claims + ([f"{len(r.cells)} table cells"] if r.cells else []))) for r in plan.runs]
@@ -151,7 +157,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs, "
           f"{total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} on {plan.device} "
           f"(modelled, one run at a time)")
-    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -198,7 +203,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     status = cmd_validate(args)
     if status:
         return status
-    cmd_plan(args)
+    select_claims(args)  # a -k that matches nothing stops here, before anything is trained or written
+    print_plan(_plan(args)[0])
     train_status = cmd_train(args)
     import pytest
 
@@ -219,34 +225,36 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     sel = argparse.ArgumentParser(add_help=False)
     sel.add_argument("claims", nargs="*", help="claim files, directories or ids (default: all of claims/)")
     sel.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="where claim files live (default: claims/)")
-    sel.add_argument("-k", metavar="EXPR", help="select claims whose id/file matches (substring, not/and/or)")
+    sel.add_argument("-k", metavar="EXPR", help="select claims as pytest -k does (substrings of id, file name, tier; not/and/or/parentheses)")
     tier = argparse.ArgumentParser(add_help=False)
     tier.add_argument("--tier", choices=("smoke", "full"), default="smoke")
 
     p = sub.add_parser("validate", parents=[sel], help="check claim files without running anything (exit 2 if invalid)")
+    p.add_argument("--against-paper", action="store_true",
+                   help="also evaluate every full-tier check on the claim's own paper numbers (noise model: "
+                        "claims/README.md); exit 2 on a check the paper fails or one that cannot fail")
     p.set_defaults(func=cmd_validate)
+
+    train_opts = argparse.ArgumentParser(add_help=False)
+    train_opts.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
+    train_opts.add_argument("--group-size", type=int, default=None,
+                            help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
+    train_opts.add_argument("--executor", choices=("local", "ray"), default="local",
+                            help="local processes (default) or tasks on a Ray cluster")
+    train_opts.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
 
     p = sub.add_parser("plan", parents=[common, sel, tier], help="list the deduplicated runs the claims need")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("train", parents=[common, sel, tier], help="train the missing runs of the plan")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
-    p.add_argument("--group-size", type=int, default=None,
-                   help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local processes (default) or tasks on a Ray cluster")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")
     p.add_argument("--out", help="output folder (default reports/<tier>)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("verify", parents=[common, sel, tier], help="validate + plan + train + pytest + report")
-    p.add_argument("-j", "--jobs", type=int, default=1)
-    p.add_argument("--group-size", type=int, default=None, help="runs fused into one stacked network")
+    p = sub.add_parser("verify", parents=[common, sel, tier, train_opts], help="validate + plan + train + pytest + report")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
-    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_verify)

@@ -48,6 +48,25 @@ SCHEDULE_UNITS = ("steps", "epochs")
 # fp32: strict IEEE float32 everywhere (the paper's). tf32: convolutions and matmuls may use
 # TensorFloat-32 on GPUs that have it (faster, ~1e-3 relative error per product): a different run.
 PRECISIONS = ("fp32", "tf32")
+# Native image side and training-set size of each dataset, for validation without loading it
+# (the loaders own the data; tests/test_spec.py pins these to their constants). Shapes: defaults,
+# overridden by data.image_size / data.train_size.
+DATASET_FACTS = {
+    "digits": (8, 1400),
+    "shapes_clean": (16, 4000),
+    "shapes_cluttered": (16, 4000),
+    "cifar10": (32, 50000),
+    "cifar100": (32, 50000),
+    "tinyimagenet": (64, 100000),
+    "imagenet": (224, 1281167),
+}
+# The synthetic shapes have this many distinct shapes (repro/data/embedded.py: SHAPE_NAMES).
+SHAPES_MAX_CLASSES = 16
+# 2x2 max-pool stages of each VGG (conv layout in repro/train/models.py: VGG_LAYOUTS).
+VGG_POOLS = {"vgg11": 5, "vgg16": 5, "vgg19": 4}
+BASICNET_CONVS = 7
+# ImageNet BasicNet ends with avgpool(5, stride 4): its input must be at least 5x5.
+IMAGENET_AVGPOOL = 5
 
 
 class ConfigError(ValueError):
@@ -59,11 +78,41 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def parse_number(value: Any) -> int | float:
+    """The one number parser for YAML values: ints and floats as they are, and numeric text
+    (PyYAML reads ``1e-4``, without a dot, as a string). Raises ValueError for anything else,
+    booleans and non-finite values included."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
+
+
 def unknown_name_message(kind: str, value: object, known: typing.Iterable[str]) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(str(value), known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {value!r}{hint}; known: {', '.join(known)}"
+
+
+def unknown_keys(raw: Mapping, known: typing.Iterable[str], what: str = "key") -> list[tuple[str, str]]:
+    """The one unknown-key check: ``(key, message with did-you-mean)`` for every key of ``raw``
+    that is not in ``known``."""
+    known = tuple(known)
+    return [(str(k), unknown_name_message(what, str(k) if not isinstance(k, str) else k, known))
+            for k in raw if k not in known]
 
 
 @dataclass(frozen=True)
@@ -202,9 +251,7 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
     errors: list[ConfigError] = []
     if not isinstance(raw, Mapping):
         return None, [ConfigError("", f"expected a mapping, got {type(raw).__name__}")]
-    for key in raw:
-        if key not in _SECTIONS:
-            errors.append(ConfigError(str(key), unknown_name_message("section", key, _SECTIONS)))
+    errors += [ConfigError(key, message) for key, message in unknown_keys(raw, _SECTIONS, "section")]
     sections = {}
     for name, cls in _SECTIONS.items():
         value = raw.get(name) or {}
@@ -223,9 +270,9 @@ def _parse_dataclass(cls: type, raw: Any, path: str, errors: list[ConfigError]) 
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    errors += [ConfigError(f"{path}.{key}", message) for key, message in unknown_keys(raw, sorted(names))]
     for key, value in raw.items():
         if key not in names:
-            errors.append(ConfigError(f"{path}.{key}", unknown_name_message("key", key, names)))
             continue
         try:
             kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
@@ -255,17 +302,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(path, f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        # YAML reads 1e-3 (no dot) as a string; accept numeric strings for floats only.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(path, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(path, f"expected a finite number, got {value!r}")
-        return float(value)
+        try:
+            return float(parse_number(value))
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {value!r}")
@@ -309,6 +349,40 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     check(len(c.train.phases) >= 1 and all(p > 0 for p in c.train.phases), "train.phases",
           f"must be a non-empty list of positive lengths, got {list(c.train.phases)}")
     check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
+    if not errors:
+        errors.extend(_feasibility(c))
+    return errors
+
+
+def _feasibility(c: RunConfig) -> list[ConfigError]:
+    """Values each valid alone that cannot work together (a torch error hours later otherwise)."""
+    errors = []
+    native_side, native_train = DATASET_FACTS[c.data.dataset]
+    if not c.data.dataset.startswith("shapes"):
+        for name in ("num_classes", "train_size", "test_size"):
+            if getattr(c.data, name) is not None:
+                errors.append(ConfigError(f"data.{name}", f"applies to the synthetic shapes only; "
+                                                          f"{c.data.dataset} has a fixed {name.replace('_', ' ')}"))
+    elif c.data.num_classes is not None and c.data.num_classes > SHAPES_MAX_CLASSES:
+        errors.append(ConfigError("data.num_classes", f"the synthetic shapes have {SHAPES_MAX_CLASSES} classes at most, "
+                                                      f"got {c.data.num_classes}"))
+    side = c.data.image_size or native_side
+    if c.model.arch == "basicnet":
+        beyond = sorted(p for p in set(c.model.pool_after) if p > BASICNET_CONVS)
+        if beyond:
+            errors.append(ConfigError("model.pool_after", f"BasicNet has {BASICNET_CONVS} conv layers; no C{beyond[0]}"))
+        pools = len(set(c.model.pool_after))
+    else:
+        pools = VGG_POOLS[c.model.arch]
+    needed = 2 ** pools * (IMAGENET_AVGPOOL if c.data.dataset == "imagenet" and c.model.arch == "basicnet" else 1)
+    if side < needed:
+        where = "data.image_size" if c.data.image_size else ("model.pool_after" if c.model.arch == "basicnet" else "model.arch")
+        errors.append(ConfigError(where, f"{pools} 2x2 pooling stages need images of at least {needed}x{needed}; "
+                                         f"{c.data.dataset} images are {side}x{side}"))
+    train_size = c.data.train_size or native_train
+    if c.train.batch_size > train_size:
+        errors.append(ConfigError("train.batch_size", f"batch {c.train.batch_size} is larger than the "
+                                                      f"{train_size:,} training images of {c.data.dataset}"))
     return errors
 
 
@@ -337,3 +411,14 @@ def dotted_to_nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(key, "conflicts with another override")
         node[leaf] = value
     return nested
+
+
+def has_path(tree: Any, dotted: str) -> bool:
+    """Whether a nested mapping holds the dotted field (``x[2]`` addresses the list ``x``)."""
+    node = tree
+    for part in dotted.split("."):
+        part = part.split("[", 1)[0]
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -115,12 +115,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 class ClaimFile(pytest.File):
     def collect(self):
-        from repro.check.kinds import KINDS
         from repro.spec.claims import load_claim
 
         state = self.config.stash[_STATE]
         try:
-            spec = load_claim(self.path, KINDS)
+            spec = load_claim(self.path)
         except SpecError as e:
             yield BrokenClaimItem.from_parent(self, name=self.path.stem, error=e)
             return
@@ -211,6 +210,8 @@ def format_verdict(spec: "ClaimSpec", verdict: "Verdict") -> str:
 
     lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
+    if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
+        lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:
         lines.append(f"  [{c.status}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
         for label, o in c.observed.items():

@@ -9,7 +9,8 @@ from scipy import stats as sps
 
 from repro.cache import RunStore, run_key
 from repro.check.evaluate import evaluate_claim
-from repro.check.kinds import KINDS, Observations, Selection, check_claim_tier
+from repro.check.kinds import Observations, check_claim_tier
+from repro.spec.checks import SchemaError, parse_check_params, parse_selection, validate_selection
 from repro.check.verdict import (
     ERROR,
     INCONCLUSIVE,
@@ -56,8 +57,9 @@ def per_seed(metric, values):
 
 def run_check(runs: Runs, kind: str, **params) -> CheckResult:
     # The parameters must pass the claim-file validation first.
-    assert KINDS[kind].validate({"kind": kind, **params}, runs.groups) == []
-    spec = CheckSpec(kind, params, 7, "tiers.smoke.checks[0]")
+    typed, problems = parse_check_params(kind, {"kind": kind, **params}, runs.groups)
+    assert problems == []
+    spec = CheckSpec(kind, typed, 7, "tiers.smoke.checks[0]")
     (result,) = check_claim_tier([spec], runs.obs())
     assert result.kind == kind and result.line == 7 and result.field_path == "tiers.smoke.checks[0]"
     return result
@@ -365,19 +367,17 @@ def test_distribution_fraction_below_on_per_feature_lists():
     assert r.arithmetic == "mean 50.0 (per seed 50.0, 25.0, 75.0); need >= 40.0"
     r = run_check(beta_runs(), "distribution", a=sel, min=40, max=45)
     assert r.status == NOT_REPRODUCED and r.reason == "50.0 not >= 40.0 and <= 45.0"
-    # A flat per-feature list, and fraction_at_most (counts the zero).
-    flat = {"run": "adam", "metric": "beta_c6", "stat": "fraction_at_most", "threshold": 0}
-    r = run_check(beta_runs(), "distribution", a=flat, min=55)
-    assert r.status == REPRODUCED and r.observed["adam beta_c6 fraction_at_most"]["values"] == [50.0, 50.0, 75.0]
+    # fraction_at_most counts the zero.
+    at_most = {**sel, "stat": "fraction_at_most"}
+    r = run_check(beta_runs(), "distribution", a=at_most, min=55)
+    assert r.status == REPRODUCED and r.observed["adam beta[C6] fraction_at_most"]["values"] == [50.0, 50.0, 75.0]
 
 
 def test_distribution_requires_numeric_bounds():
-    problems = KINDS["distribution"].validate({"kind": "distribution", "a": {"run": "adam", "metric": "beta"}},
-                                              beta_runs().groups)
+    sel = {"run": "adam", "metric": "beta", "layer": 6, "stat": "mean"}
+    _, problems = parse_check_params("distribution", {"kind": "distribution", "a": sel}, beta_runs().groups)
     assert problems == [("", "give min and/or max")]
-    problems = KINDS["distribution"].validate(
-        {"kind": "distribution", "a": {"run": "adam", "metric": "beta", "stat": "mean"}, "min": "ten"},
-        beta_runs().groups)
+    _, problems = parse_check_params("distribution", {"kind": "distribution", "a": sel, "min": "ten"}, beta_runs().groups)
     assert problems == [("min", "expected a number, got 'ten'")]
 
 
@@ -386,35 +386,62 @@ def test_distribution_requires_numeric_bounds():
 
 def test_selection_errors_are_check_errors():
     runs = two([1, 2, 3], [1, 2, 3])
-    r = run_check(runs, "greater", metric="no_such_metric", a="adam_l2", b="adam_wd")
-    assert r.status == ERROR and r.reason == "metric 'no_such_metric' missing from run adam_l2"
+    # A metric the runs do not record is a validation error (the catalogue) ...
+    _, problems = parse_check_params("greater", {"metric": "no_such_metric", "a": "adam_l2", "b": "adam_wd"}, runs.groups)
+    assert [f for f, _ in problems] == ["metric"] and "unknown metric of a training run 'no_such_metric'" in problems[0][1]
+    # ... and a record that lacks a catalogued metric is an error result, not a crash.
+    r = run_check(runs, "greater", metric="test_error", a="adam_l2", b="adam_wd")
+    assert r.status == ERROR and r.reason == "metric 'test_error' missing from run adam_l2"
     r = run_check(runs, "value", a="adam_l2", metric="sparsity_gamma", tolerance=1, expected=2)
     assert r.status == REPRODUCED
     r = run_check(beta_runs(), "distribution", a={"run": "adam", "metric": "beta", "layer": 9, "stat": "mean"}, min=0)
     assert r.status == ERROR and "cannot take adam beta[C9] mean" in r.reason
-    r = run_check(beta_runs(), "value", a={"run": "adam", "metric": "beta"}, tolerance=1, expected=0)
-    assert r.status == ERROR and "is not a number" in r.reason
+    # A per-feature metric without layer and stat is not a number: rejected when validating.
+    _, problems = parse_check_params("value", {"a": {"run": "adam", "metric": "beta"}, "tolerance": 1, "expected": 0},
+                                     beta_runs().groups)
+    assert problems == [("a.metric", "beta is a per-feature list per layer; select layer: N and a stat "
+                                     "(fraction_below, fraction_above, fraction_at_most, mean)")]
+
+
+def test_misspelled_check_parameters_are_errors_with_did_you_mean():
+    runs = two([1, 2, 3], [1, 2, 3])
+    for kind, raw, field, hint in [
+        ("greater", {**GT, "margn": 15}, "margn", "did you mean 'margin'?"),
+        ("greater", {**GT, "alpah": 0.1}, "alpah", "did you mean 'alpha'?"),
+        ("equal", {**GT, "tolerance": 1, "tolerence": 2}, "tolerence", "did you mean 'tolerance'?"),
+        ("value", {"metric": "sparsity_gamma", "a": "adam_l2", "tolerance": 1, "expectd": 3}, "expectd",
+         "did you mean 'expected'?"),
+    ]:
+        typed, problems = parse_check_params(kind, raw, runs.groups)
+        assert typed is None and len(problems) == 1, problems
+        assert problems[0][0] == field and hint in problems[0][1]
+    _, problems = parse_check_params("greater", {**GT, "margin": -1}, runs.groups)
+    assert problems == [("margin", "expected a number >= 0, got -1")]
+    _, problems = parse_check_params("greater", {**GT, "alpha": 1.5}, runs.groups)
+    assert problems == [("alpha", "expected a number between 0 and 1, got 1.5")]
+    _, problems = parse_check_params("equal", GT, runs.groups)
+    assert problems == [("tolerance", "required by check kind 'equal'")]
 
 
 def test_selection_parsing():
-    s = Selection.parse("lam_sweep@1e-3", "sparsity_gamma")
+    s = parse_selection("lam_sweep@1e-3", "sparsity_gamma")
     assert (s.run, s.at, s.metric, s.label) == ("lam_sweep", 0.001, "sparsity_gamma", "lam_sweep@0.001 sparsity_gamma")
-    assert Selection.parse("sweep@0", "m").at == 0
-    s = Selection.parse({"run": "lam_sweep@1e-3", "metric": "test_error"}, "sparsity_gamma")
+    assert parse_selection("sweep@0", "m").at == 0
+    s = parse_selection({"run": "lam_sweep@1e-3", "metric": "test_error"}, "sparsity_gamma")
     assert (s.run, s.at, s.metric) == ("lam_sweep", 0.001, "test_error")
-    assert Selection.parse({"run": "x", "metric": "m", "threshold": "1e-3"}, None).threshold == 0.001
+    assert parse_selection({"run": "x", "metric": "m", "threshold": "1e-3"}, None).threshold == 0.001
     groups = sweep([[1], [2], [3]]).groups
-    assert "select a point" in Selection.parse("lam_sweep", "m").validate(groups)
-    assert Selection.parse("lam_sweep@1e-4", "m").validate(groups) is None
-    assert "has no point optim.lam=0.5" in Selection.parse("lam_sweep@0.5", "m").validate(groups)
+    assert "select a point" in validate_selection(parse_selection("lam_sweep", "sparsity_gamma"), groups)[0][1]
+    assert validate_selection(parse_selection("lam_sweep@1e-4", "sparsity_gamma"), groups) == []
+    assert "has no point optim.lam=0.5" in validate_selection(parse_selection("lam_sweep@0.5", "sparsity_gamma"), groups)[0][1]
     groups = two([1], [1]).groups
-    assert "has no axis" in Selection.parse("adam_l2@1", "m").validate(groups)
+    assert "has no axis" in validate_selection(parse_selection("adam_l2@1", "sparsity_gamma"), groups)[0][1]
     for bad in ({"run": "x", "stat": "mode"}, {"run": "x", "layers": 6}, {"run": "x", "layer": 0},
                 {"run": "x", "threshold": [1]}, {"run": "x", "label": ["a"]}, {"metric": "m"},
-                {"run": "x", "colour": 1, 2: 3}, {"run": "x", "transform": ["log10"]}, {"run": None}, {"run": 5},
-                ["x"]):
-        with pytest.raises(ValueError):
-            Selection.parse(bad, "m")
+                {"run": "x", "colour": 1, 2: 3}, {"run": "x", "transform": "log10"}, {"run": None}, {"run": 5},
+                ["x"], {"run": "x", "stat": ["mean"]}):
+        with pytest.raises(SchemaError):
+            parse_selection(bad, "m")
 
 
 CLAIM = """\
@@ -451,26 +478,28 @@ def fabricate(store, group, values, diverged_seed=None):
 def test_diverged_and_missing_runs_give_error_while_other_checks_decide(tmp_path):
     path = tmp_path / "claim.yaml"
     path.write_text(CLAIM)
-    spec = load_claim(path, KINDS)
+    spec = load_claim(path)
     store = RunStore(tmp_path / "cache")
     groups = spec.tier("smoke").groups
     fabricate(store, groups["adam_l2"], [70, 71, 72])
     fabricate(store, groups["adam_wd"], [40, 41, 42], diverged_seed=1)
-    # sgd_l2 is never stored.
+    # sgd_l2 is not stored yet: the claim is not run (not an error), and says how much is missing.
     verdict = evaluate_claim(spec, "smoke", store)
-    assert [c.status for c in verdict.checks] == [ERROR, REPRODUCED, ERROR]
+    assert (verdict.status, verdict.checks) == (NOT_RUN, [])
+    assert verdict.reason.startswith("not run: 3 of 9 runs missing")
+    fabricate(store, groups["sgd_l2"], [20, 21, 22])
+    verdict = evaluate_claim(spec, "smoke", store)
+    assert [c.status for c in verdict.checks] == [ERROR, REPRODUCED, REPRODUCED]
     assert [c.line for c in verdict.checks] == [15, 16, 17]
-    diverged, value, missing = verdict.checks
+    diverged, value, _ = verdict.checks
     assert "diverged" in diverged.reason and diverged.reason == "run diverged: adam_wd at step 1234"
     assert value.arithmetic == "|71.0 - 70.0| = 1.0; need <= 5.0"
-    assert missing.reason == "run sgd_l2 sparsity_gamma has no result (not trained)"
     assert verdict.status == ERROR
-    assert verdict.reason == f"{diverged.reason}; {missing.reason}"
+    assert verdict.reason == diverged.reason
     assert verdict.to_dict()["checks"][1]["status"] == REPRODUCED
 
     # Once every run is there and finite, the claim reproduces.
     fabricate(store, groups["adam_wd"], [40, 41, 42])
-    fabricate(store, groups["sgd_l2"], [20, 21, 22])
     verdict = evaluate_claim(spec, "smoke", store)
     assert verdict.status == REPRODUCED and [c.status for c in verdict.checks] == [REPRODUCED] * 3
     # The tier that is not run.

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 from repro.cache import RunStore, run_key
-from repro.check.kinds import KINDS
 from repro.plan import data_shape, plan_runs
 from repro.report import render_reports
 from repro.spec.claims import load_claims
@@ -20,7 +19,7 @@ def copy_claims(tmp_path: Path, names: list[str]) -> list[Path]:
 
 
 def test_shared_runs_are_planned_once(tmp_path):
-    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml", "pruning_keeps_error.yaml"]), KINDS)
+    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml", "pruning_keeps_error.yaml"]))
     plan = plan_runs(specs, "smoke", RunStore(tmp_path / "cache"))
     # adam-l2-vs-wd: adam_l2 x3 + adam_wd x3; pruning-keeps-error: adam_l2 x3 (the same runs).
     assert len(plan.runs) == 6
@@ -42,7 +41,7 @@ def test_data_shapes_without_loading_match_the_loaders():
 
 
 def test_report_renders_verdicts_from_the_cache(tmp_path):
-    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml"]), KINDS)
+    specs = load_claims(copy_claims(tmp_path, ["adam_l2_vs_wd.yaml"]))
     store = RunStore(tmp_path / "cache")
     for group, sparsity in (("adam_l2", [50.0, 52.0, 49.0]), ("adam_wd", [20.0, 22.0, 25.0])):
         for cfg, s in zip(specs[0].tier("smoke").groups[group].points[0].configs, sparsity):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from repro.cache import RunStore, run_key
-from repro.check.kinds import KINDS
 from repro.spec.claims import load_claim
 from repro.train.run import RunRecord
 
@@ -96,7 +95,7 @@ def cache(tmp_path_factory) -> Path:
     (root / "claims" / "paper.yaml").write_text(PAPER)
     path = root / "claims" / "good.yaml"
     path.write_text(CLAIMS["good.yaml"])
-    spec = load_claim(path, KINDS)
+    spec = load_claim(path)
     store = RunStore(root / "cache")
     for name, values in SPARSITY.items():
         for config, value in zip(spec.tier("smoke").groups[name].point().configs, values):
@@ -183,8 +182,8 @@ def test_missing_run_with_no_train_is_an_error(pytester, cache):
     result = run(pytester, cache)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "claim claim-missing (*missing.yaml:1) at tier smoke: ERROR",
-        "*reason: run sgd_l2 sparsity_gamma has no result (not trained)",
+        "claim claim-missing (*missing.yaml:1) at tier smoke: NOT RUN",
+        "*reason: not run: 3 of 9 runs missing*",
     ])
 
 

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repro import cli
-from repro.check.kinds import KINDS
 from repro.config import RunConfig
 from repro.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
 from repro.spec.source import SpecError, load_source
@@ -26,12 +25,12 @@ DUPLICATES = BAD / "duplicate_ids"
 
 OPTIMIZERS = "adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd"
 DATASETS = "cifar10, cifar100, digits, imagenet, shapes_clean, shapes_cluttered, tinyimagenet"
-CHECK_KINDS = "distribution, equal, greater, layer_pattern, less, monotonic, value"
+CHECK_KINDS = "at_most, distribution, equal, greater, layer_pattern, less, monotonic, value"
 
 
 def problems_of(path: Path) -> list:
     with pytest.raises(SpecError) as info:
-        load_claim(path, KINDS)
+        load_claim(path)
     return info.value.problems
 
 
@@ -44,7 +43,7 @@ def same_file(problem, path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def good() -> ClaimSpec:
-    return load_claim(GOOD, KINDS)
+    return load_claim(GOOD)
 
 
 def test_valid_claim_top_level(good):
@@ -80,7 +79,7 @@ def test_valid_claim_groups_and_seeds(good):
 def test_base_include_is_resolved_relative_to_the_claim_file(good, tmp_path, monkeypatch):
     # Loading from an unrelated working directory gives the same configs.
     monkeypatch.chdir(tmp_path)
-    again = load_claim(GOOD, KINDS)
+    again = load_claim(GOOD)
     assert again.tier("smoke").configs() == good.tier("smoke").configs()
     cfg = good.tier("smoke").groups["adam_l2"].point().configs[0]
     # From _bases/tiny.yaml ...
@@ -122,8 +121,9 @@ def test_valid_claim_checks(good):
     assert [c.kind for c in checks] == ["greater", "monotonic", "value", "layer_pattern"]
     assert [c.line for c in checks] == [20, 21, 22, 23]
     assert [c.field_path for c in checks] == [f"tiers.smoke.checks[{i}]" for i in range(4)]
-    assert checks[0].params == {"metric": "sparsity_gamma", "a": "adam_l2", "b": "adam_wd", "margin": 10}
-    assert checks[3].params["layers"] == [6, 7] and checks[3].params["than"] == [1, 2, 3, 4]
+    first = checks[0].params
+    assert (first.metric, first.a.run, first.b.run, first.margin, first.alpha) == ("sparsity_gamma", "adam_l2", "adam_wd", 10, 0.05)
+    assert checks[3].params.layers == (6, 7) and checks[3].params.than == (1, 2, 3, 4)
 
 
 def test_source_lines_and_safe_loading():
@@ -148,7 +148,7 @@ EXPECTED = {
         (9, "tiers.smoke.seeds", ["expected a non-empty list of integers"]),
         (10, "tiers.smoke.gate", ["expected true or false"]),
     ],
-    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: claim, finding, id, notes, source, tiers, title"])],
+    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: claim, finding, id, notes, paper_noise, source, tiers, title"])],
     # One problem: the check naming adam_l2 is not also reported as naming an unknown run.
     "unknown_optimizer.yaml": [(12, "tiers.smoke.runs.adam_l2.set.optim.name",
                                 ["unknown optimizer 'adma'", f"known: {OPTIMIZERS}"])],
@@ -206,9 +206,9 @@ def test_yaml_tags_are_rejected_not_executed(tmp_path, monkeypatch):
 def test_duplicate_ids_across_two_files():
     first, second = DUPLICATES / "first.yaml", DUPLICATES / "second.yaml"
     # Each is valid on its own.
-    assert load_claim(first, KINDS).id == load_claim(second, KINDS).id == "same-id"
+    assert load_claim(first).id == load_claim(second).id == "same-id"
     with pytest.raises(SpecError) as info:
-        load_claims([first, second], KINDS)
+        load_claims([first, second])
     (problem,) = info.value.problems
     assert same_file(problem, second)
     assert (problem.line, problem.field) == (3, "id")
@@ -217,7 +217,7 @@ def test_duplicate_ids_across_two_files():
 
 def test_load_claims_reports_problems_of_every_file():
     with pytest.raises(SpecError) as info:
-        load_claims([BAD / "unknown_key.yaml", GOOD, BAD / "wrong_types.yaml"], KINDS)
+        load_claims([BAD / "unknown_key.yaml", GOOD, BAD / "wrong_types.yaml"])
     files = [Path(p.file).name for p in info.value.problems]
     assert files == ["unknown_key.yaml", "wrong_types.yaml", "wrong_types.yaml", "wrong_types.yaml"]
 
@@ -289,23 +289,23 @@ CHECK = "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3}"
     ([("{optim.regularizer: l2}", "{1: l2}")], 11, "tiers.smoke.runs.a.set.1", "expected a dotted field name"),
     ([("{optim.lam: [0, 1e-3]}", "{7: [0, 1e-3]}"), ("b: s@1e-3", "b: a")], 12, "tiers.smoke.runs.s.axis",
      "expected one field with a list of values"),
-    ([("a: a,", "a: {run: a, layers: 5},")], 14, "tiers.smoke.checks[0].a", "layers: expected a list"),
-    ([("a: a,", "a: {run: a, layer: 0},")], 14, "tiers.smoke.checks[0].a", "layer: expected a 1-based"),
-    ([("a: a,", "a: {run: a, stat: [mean]},")], 14, "tiers.smoke.checks[0].a", "unknown stat ['mean']"),
-    ([("a: a,", "a: {run: a, threshold: [1]},")], 14, "tiers.smoke.checks[0].a", "threshold: expected a number"),
+    ([("a: a,", "a: {run: a, layers: 5},")], 14, "tiers.smoke.checks[0].a.layers", "expected a non-empty list"),
+    ([("a: a,", "a: {run: a, layer: 0},")], 14, "tiers.smoke.checks[0].a.layer", "expected a 1-based"),
+    ([("a: a,", "a: {run: a, stat: [mean]},")], 14, "tiers.smoke.checks[0].a.stat", "unknown stat ['mean']"),
+    ([("a: a,", "a: {run: a, threshold: [1]},")], 14, "tiers.smoke.checks[0].a.threshold", "expected a number"),
     ([("a: a,", "a: {run: null},")], 14, "tiers.smoke.checks[0].a", "a selection is a run name"),
-    ([("a: a,", "a: {run: a, 1: x, colour: red},")], 14, "tiers.smoke.checks[0].a", "unknown selection key '1'"),
+    ([("a: a,", "a: {run: a, 1: x, colour: red},")], 14, "tiers.smoke.checks[0].a.1", "unknown selection key '1'"),
     ([(CHECK, "{kind: monotonic, run: [s], metric: sparsity_gamma, direction: increasing}")], 14,
-     "tiers.smoke.checks[0].run", "unknown run ['s']"),
+     "tiers.smoke.checks[0].run", "expected non-empty text, got ['s']"),
     ([(CHECK, "{kind: monotonic, run: s, metric: sparsity_gamma, direction: increasing, stat: mode}")], 14,
-     "tiers.smoke.checks[0]", "unknown stat 'mode'"),
+     "tiers.smoke.checks[0].stat", "unknown stat 'mode'"),
     ([(CHECK, "{kind: distribution, a: a, metric: sparsity_gamma, min: ten}")], 14, "tiers.smoke.checks[0].min",
      "expected a number, got 'ten'"),
     ([("seeds: [0]", "seeds: &s [0, *s]")], 9, "tiers.smoke.seeds", "expected a non-empty list of integers"),
 ])
 def test_odd_values_are_problems_not_crashes(tmp_path, replacements, line, field, words):
     text = TEMPLATE
-    load_claim(_write(tmp_path / "ok.yaml", text), KINDS)  # the template itself is valid
+    load_claim(_write(tmp_path / "ok.yaml", text))  # the template itself is valid
     for old, new in replacements:
         assert old in text
         text = text.replace(old, new)
@@ -463,7 +463,7 @@ def test_mutated_claims_load_or_raise_spec_error(fuzz_dir, data):
     path = fuzz_dir / "mutant.yaml"
     path.write_text(text)
     try:
-        result = load_claim(path, KINDS)
+        result = load_claim(path)
     except SpecError as e:
         assert e.problems
         for p in e.problems:
@@ -491,7 +491,152 @@ tiers:
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(SpecError) as e:
-        load_claim(path, KINDS)
+        load_claim(path)
     found = [(p.line, p.field, p.message) for p in e.value.problems]
     assert (8, "tiers.smoke.seeds", "duplicated seeds [0, 0]") in found
     assert (10, "tiers.smoke.runs.a.seeds", "duplicated seeds [1, 1]") in found
+
+
+# --- strict schema (issue 9) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replacements, field, words", [
+    ([(CHECK, "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3, margn: 15}")],
+     "tiers.smoke.checks[0].margn", "unknown 'greater' parameter 'margn' (did you mean 'margin'?)"),
+    ([(CHECK, "{kind: greater, metric: sparsity_gama, a: a, b: s@1e-3}")],
+     "tiers.smoke.checks[0].metric", "unknown metric of a training run 'sparsity_gama' (did you mean 'sparsity_gamma'?)"),
+    ([(CHECK, "{kind: monotonic, run: s, metric: sparsity_gamma, direction: increasing, min_chnge: 5}")],
+     "tiers.smoke.checks[0].min_chnge", "(did you mean 'min_change'?)"),
+    ([(CHECK, "{kind: monotonic, run: s, metric: sparsity, direction: increasing}")],
+     "tiers.smoke.checks[0].metric", "unknown metric of a training run 'sparsity'"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {optim.regularizer: l2}, paper: {sparsity_gama: 3}}")],
+     "tiers.smoke.runs.a.paper.sparsity_gama", "unknown metric 'sparsity_gama' (did you mean 'sparsity_gamma'?)"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {optim.regularizer: l2}, paper: {beta: 3}}")],
+     "tiers.smoke.runs.a.paper.beta", "per-feature list"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layer, runs: [a]}")],
+     "tiers.smoke.plots[0].kind", "unknown plot kind 'layer' (did you mean 'layers'?)"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layers, runs: [a, b]}")],
+     "tiers.smoke.plots[0].runs", "unknown run 'b'"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: axis, run: a}")],
+     "tiers.smoke.plots[0].runs", "has no axis"),
+    ([(CHECK, CHECK + "\n    plots:\n      - {kind: layers, runs: [a], colour: red}")],
+     "tiers.smoke.plots[0].colour", "unknown key of a layers plot 'colour'"),
+    ([(CHECK, "{kind: greater, metric: sparsity_gamma, a: {run: a, layr: 6}, b: s@1e-3}")],
+     "tiers.smoke.checks[0].a.layr", "unknown selection key 'layr' (did you mean 'layer'?)"),
+    ([(CHECK, "{kind: greater, metric: layer_sparsity_gamma, a: a, b: s@1e-3}")],
+     "tiers.smoke.checks[0].metric", "is a per-layer list"),
+    ([("id: odd", "id: ../../etc")], "id", "use letters, digits"),
+    ([("id: odd", "id: a/b")], "id", "use letters, digits"),
+    ([("source: {paper: p.txt, where: Table 1}", "source: {paper: p.txt, where: Table 1, page: 3}")],
+     "source.page", "unknown key 'page'"),
+    ([("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+       "base: {model: {width: 0.125, pool_after: [1, 2, 3, 4]}, train: {unit: steps, phases: [10]}}")],
+     "tiers.smoke.base.model.pool_after", "4 2x2 pooling stages need images of at least 16x16; digits images are 8x8"),
+    ([("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+       "base: {model: {width: 0.125}, train: {unit: steps, phases: [10], batch_size: 5000}}")],
+     "tiers.smoke.base.train.batch_size", "batch 5000 is larger than the 1,400 training images of digits"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {model.arch: vgg16}}")],
+     "tiers.smoke.runs.a.set.model.arch", "5 2x2 pooling stages need images of at least 32x32"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {data.train_size: 100}}")],
+     "tiers.smoke.runs.a.set.data.train_size", "applies to the synthetic shapes only"),
+    ([("a: {set: {optim.regularizer: l2}}", "a: {set: {data.dataset: shapes_clean, data.num_classes: 30}}")],
+     "tiers.smoke.runs.a.set.data.num_classes", "at most, got 30"),
+    ([("seeds: [0]", "seeds: [0]\n    gate_reason: why")], "tiers.smoke.gate_reason", "only a tier with gate: false"),
+    ([("title: t", "title: t\npaper_noise: -1")], "paper_noise", "must be >= 0"),
+])
+def test_schema_mistakes_are_rejected_with_field_and_hint(tmp_path, replacements, field, words):
+    text = TEMPLATE
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    problems = problems_of(_write(tmp_path / "bad.yaml", text))
+    assert [p.field for p in problems] == [field], [str(p) for p in problems]
+    assert words in problems[0].message
+    assert problems[0].line is not None
+
+
+def test_include_may_not_leave_the_claims_folder(tmp_path):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (tmp_path / "outside.yaml").write_text("model: {width: 0.125}\n")
+    text = TEMPLATE.replace("base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}",
+                            "base: {include: ../outside.yaml, train: {unit: steps, phases: [10]}}")
+    (problem,) = problems_of(_write(claims / "c.yaml", text))
+    assert problem.field == "tiers.smoke.base.include" and "outside the claims folder" in problem.message
+
+
+def test_oversized_and_deeply_nested_files_are_rejected_before_parsing(tmp_path, capsys):
+    big = _write(tmp_path / "big.yaml", "id: x\nnotes: '" + "a" * (1 << 20) + "'\n")
+    (problem,) = problems_of(big)
+    assert "may be at most 1,048,576" in problem.message
+    deep = _write(tmp_path / "deep.yaml", "id: " + "[" * 5000 + "]" * 5000 + "\n")
+    (problem,) = problems_of(deep)
+    assert problem.line == 1 and "nested deeper than" in problem.message
+    assert cli.main(["validate", str(deep)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "RecursionError" not in out + err
+
+
+def test_metric_catalogue_is_what_a_run_records():
+    """The catalogue the schema validates against is pinned to what measurement produces."""
+    import torch
+
+    from repro.config import ModelConfig
+    from repro.data.base import ImageData
+    from repro.measure.report import measure_model
+    from repro.spec.metrics import RUN_METRICS
+    from repro.train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=0.0625), 3, 8, 10, "digits")
+    x, y = torch.randn(24, 3, 8, 8), torch.arange(24) % 10
+    data = ImageData("digits", x, y, x[:12], y[:12], 10)
+    measured = set(measure_model(model, data, batch_size=12)) | {"steps", "diverged_at"}  # + the loop's
+    top5 = {"test_error_top5", "pruned_test_error_top5"}  # only with > 100 classes
+    assert measured == set(RUN_METRICS) - top5
+
+
+def test_simulation_catalogue_and_fields_match_the_simulation():
+    import dataclasses
+
+    from repro.check.evaluate import simulation_metrics
+    from repro.simulate import DecayConfig
+    from repro.spec.metrics import SIMULATION_METRICS
+    from repro.spec.simulation import SimulationSpec
+
+    assert [f.name for f in dataclasses.fields(SimulationSpec)] == [f.name for f in dataclasses.fields(DecayConfig)]
+    sim = SimulationSpec("adam", "l2", (1e-4,), steps=50, seeds=(0,))
+    (per_seed,) = simulation_metrics(sim)[1e-4]
+    assert set(per_seed) == set(SIMULATION_METRICS)
+
+
+def test_dataset_facts_match_the_loaders():
+    from repro.config import DATASET_FACTS, SHAPES_MAX_CLASSES
+    from repro.data.embedded import DIGITS_TRAIN, SHAPE_NAMES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
+    from repro.plan import DATASET_SHAPES
+
+    assert DATASET_FACTS["digits"][1] == DIGITS_TRAIN and SHAPES_MAX_CLASSES == len(SHAPE_NAMES)
+    assert DATASET_FACTS["shapes_clean"] == DATASET_FACTS["shapes_cluttered"] == (SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN)
+    for name, (n, side, _, _) in DATASET_SHAPES.items():
+        assert DATASET_FACTS[name] == (side, n), name
+
+
+def test_vgg19_has_network_slimmings_head():
+    from repro.config import VGG_POOLS, ModelConfig
+    from repro.train.models import VGG_LAYOUTS, net_spec
+
+    spec = net_spec(ModelConfig(arch="vgg19"), 3, 32, 10, "cifar10")
+    assert spec.head_hidden == () and spec.convs[-1].out_channels == 512  # Linear(512, classes)
+    assert sum(c.pool_after for c in spec.convs) == 4 and spec.pooling == "global"
+    assert net_spec(ModelConfig(arch="vgg16"), 3, 32, 10, "cifar10").head_hidden == (512,)  # the paper's [512][C]
+    for arch, n in VGG_POOLS.items():
+        assert VGG_LAYOUTS[arch].count("M") == n
+
+
+def test_spec_and_check_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, repro.spec.claims, repro.spec.select, repro.check.kinds, repro.check.evaluate, "
+            "repro.check.oracle, repro.claims_cli; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

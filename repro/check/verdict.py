@@ -82,8 +82,8 @@ def paired_greater(a: Stats, b: Stats) -> float | None:
     if a.n != b.n or a.n < 3:
         return None
     diffs = np.subtract(a.values, b.values)
-    if np.all(diffs == diffs[0]):
-        return 0.0 if diffs[0] > 0 else 1.0
+    if np.ptp(diffs) <= 1e-9 * max(1.0, float(np.abs(diffs).max())):  # identical up to rounding: no spread to test
+        return 0.0 if diffs.mean() > 0 else 1.0
     return float(sps.ttest_rel(a.values, b.values, alternative="greater").pvalue)
 
 
@@ -107,6 +107,7 @@ class CheckResult:
     field_path: str = ""  # claim-file field path of the check
     line: int | None = None
     observed: dict[str, Any] = field(default_factory=dict)  # label -> {mean, std, n, values, paper}
+    paper_fails: str = ""  # the claim's stated reason why the paper's own numbers fail this check
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,8 @@ Out: markdown files, deterministic for the same cache (sorted, no timestamps), a
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
@@ -27,20 +29,37 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
 
 
 def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = ()) -> list[Verdict]:
-    out.mkdir(parents=True, exist_ok=True)
-    verdicts = []
-    for spec in sorted(specs, key=lambda s: s.id):
-        verdict = evaluate_claim(spec, tier, store)
-        verdicts.append(verdict)
-        t = spec.tier(tier)
-        plots = render_plots(spec, t, store, out) if not t.not_run else []
-        (out / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
-    # Paper tables regenerated beside ours (issue 10, repro/report/tables.py), linked from the index.
-    from repro.report.tables import render_tables, tables_index
+    """Render into a temporary folder beside ``out`` and swap it into place, so a failed render
+    never leaves a half-written report; with no claims nothing is written at all."""
+    if not specs:
+        raise ValueError("no claim matches: nothing to report")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        verdicts = []
+        for spec in sorted(specs, key=lambda s: s.id):
+            verdict = evaluate_claim(spec, tier, store)
+            verdicts.append(verdict)
+            t = spec.tier(tier)
+            plots = render_plots(spec, t, store, tmp) if not t.not_run else []
+            (tmp / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
+        # Paper tables regenerated beside ours (issue 10, repro/report/tables.py), linked from the index.
+        from repro.report.tables import render_tables, tables_index
 
-    table_pages = render_tables(list(tables), tier, store, out, specs) if tables else []
-    (out / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
-    (out / "runs.md").write_text(runs_page(specs, tier, store))
+        table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
+        (tmp / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
+        (tmp / "runs.md").write_text(runs_page(specs, tier, store))
+        tmp.chmod(0o755)
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return verdicts
 
 

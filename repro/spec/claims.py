@@ -24,18 +24,40 @@ problem of a file is reported at once as a SpecError naming file, line and field
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
+from repro.config import (
+    ConfigError,
+    RunConfig,
+    deep_merge,
+    dotted_to_nested,
+    has_path,
+    parse_number,
+    parse_run_config,
+    unknown_keys,
+    unknown_name_message,
+)
+from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
+from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
+from repro.spec.simulation import SimulationSpec, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
-CLAIM_KEYS = {"id", "title", "claim", "source", "finding", "tiers", "notes"}
-TIER_KEYS = {"why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots"}
-RUN_KEYS = {"set", "axis", "paper", "seeds", "simulate"}
+CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise")
+SOURCE_KEYS = ("paper", "where")
+TIER_KEYS = ("why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots")
+RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate")
+SIMULATION_RUN_KEYS = ("simulate", "paper", "seeds")
+# A claim id names a pytest item and a report page (<id>.md): no path separators, no '..'.
+CLAIM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Default seed-to-seed std (metric units, e.g. percentage points) that `repro validate
+# --against-paper` gives the paper's numbers; see claims/README.md.
+PAPER_NOISE = 1.0
+MAX_INCLUDE_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,8 @@ class RunGroup:
     axis: str | None
     points: tuple[RunPoint, ...]
     line: int | None
-    simulate: Any = None  # a repro.simulate.DecayConfig instead of training (finding 9)
+    simulate: SimulationSpec | None = None  # the low-gradient simulation instead of training (finding 9)
+    seeds: tuple[int, ...] = ()
 
     def point(self, axis_value: Any = None) -> RunPoint:
         for p in self.points:
@@ -66,7 +89,7 @@ class RunGroup:
 @dataclass(frozen=True)
 class CheckSpec:
     kind: str
-    params: dict[str, Any]
+    params: CheckParams  # the kind's typed parameter record (repro.spec.checks)
     line: int | None
     field_path: str
 
@@ -97,6 +120,7 @@ class ClaimSpec:
     tiers: dict[str, TierSpec] = field(default_factory=dict)
     finding: int | None = None
     notes: str = ""
+    paper_noise: float = PAPER_NOISE
 
     def tier(self, name: str) -> TierSpec:
         if name in self.tiers:
@@ -114,11 +138,16 @@ class _Collector:
         if problem not in self.problems:  # a bad base field is met once per run group
             self.problems.append(problem)
 
+    def unknown_keys(self, raw: dict, known: Iterable[str], fld: str, what: str = "key") -> None:
+        """The one unknown-key check: every key of ``raw`` not in ``known``, with a did-you-mean."""
+        for key, message in unknown_keys(raw, known, what):
+            self.add(f"{fld}.{key}" if fld else key, message)
 
-def load_claim(path: Path, check_kinds: dict[str, Any] | None = None) -> ClaimSpec:
+
+def load_claim(path: Path) -> ClaimSpec:
     source = load_source(path)
     errs = _Collector(source)
-    spec = _parse_claim(source, errs, check_kinds)
+    spec = _parse_claim(source, errs)
     # --- issue 14: `source.paper` names a document of the folder's paper description (if any).
     if spec is not None and spec.source.get("paper"):
         try:
@@ -136,12 +165,12 @@ def load_claim(path: Path, check_kinds: dict[str, Any] | None = None) -> ClaimSp
     return spec
 
 
-def load_claims(paths: list[Path], check_kinds: dict[str, Any] | None = None) -> list[ClaimSpec]:
+def load_claims(paths: list[Path]) -> list[ClaimSpec]:
     """Load every file; raise one SpecError with the problems of all files (ids must be unique)."""
     specs, problems = [], []
     for p in paths:
         try:
-            specs.append(load_claim(p, check_kinds))
+            specs.append(load_claim(p))
         except SpecError as e:
             problems.extend(p for p in e.problems if p not in problems)  # a broken paper.yaml: once
     seen: dict[str, ClaimSpec] = {}
@@ -160,21 +189,31 @@ def claim_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_") and p.name != PAPER_FILE)
 
 
-def _parse_claim(source: Source, errs: _Collector, check_kinds: dict[str, Any] | None) -> ClaimSpec | None:
+def _parse_claim(source: Source, errs: _Collector) -> ClaimSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a claim file must be a mapping with id, title, claim, source, tiers")
         return None
-    for key in raw:
-        if key not in CLAIM_KEYS:
-            errs.add(str(key), unknown_name_message("key", key, CLAIM_KEYS))
+    errs.unknown_keys(raw, CLAIM_KEYS, "")
     for key in ("id", "title", "claim"):
         if not isinstance(raw.get(key), str) or not raw.get(key).strip():
             errs.add(key, "required, a non-empty string")
+    if isinstance(raw.get("id"), str) and raw["id"].strip() and not CLAIM_ID.fullmatch(raw["id"]):
+        errs.add("id", f"{raw['id']!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit "
+                       "(the id names a report file)")
     src = raw.get("source")
-    if not isinstance(src, dict) or not isinstance(src.get("paper"), str) or not isinstance(src.get("where"), str):
+    if not isinstance(src, dict) or not all(isinstance(src.get(k), str) and src.get(k).strip() for k in SOURCE_KEYS):
         errs.add("source", f"required: {{paper: <a document named in {PAPER_FILE}>, where: <table or figure>}}")
-        src = {}
+        src = src if isinstance(src, dict) else {}
+    errs.unknown_keys(src, SOURCE_KEYS, "source")
+    noise = raw.get("paper_noise", PAPER_NOISE)
+    try:
+        noise = float(parse_number(noise))
+        if noise < 0:
+            raise ValueError(f"must be >= 0, got {noise:g}")
+    except ValueError as e:
+        errs.add("paper_noise", f"{e} (the seed std given to the paper's numbers by validate --against-paper)")
+        noise = PAPER_NOISE
     tiers_raw = raw.get("tiers")
     tiers: dict[str, TierSpec] = {}
     if not isinstance(tiers_raw, dict) or not tiers_raw:
@@ -184,27 +223,32 @@ def _parse_claim(source: Source, errs: _Collector, check_kinds: dict[str, Any] |
             if name not in TIERS:
                 errs.add(f"tiers.{name}", unknown_name_message("tier", name, TIERS))
                 continue
-            tier = _parse_tier(name, tier_raw, f"tiers.{name}", errs, check_kinds)
+            tier = _parse_tier(name, tier_raw, f"tiers.{name}", errs)
             if tier is not None:
                 tiers[name] = tier
     finding = raw.get("finding")
     if finding is not None and (not isinstance(finding, int) or isinstance(finding, bool)):
         errs.add("finding", "expected an integer (the finding's number in the catalogue)")
+    notes = raw.get("notes", "")
+    if notes is not None and not isinstance(notes, str):
+        errs.add("notes", "expected text")
     return ClaimSpec(
         id=str(raw.get("id", "")),
         title=str(raw.get("title", "")),
         claim=str(raw.get("claim", "")).strip(),
-        source={k: str(v) for k, v in src.items()},
+        source={k: str(v) for k, v in src.items() if k in SOURCE_KEYS},
         path=source.path,
         line=source.line("id") or 1,
         tiers=tiers,
         finding=finding if isinstance(finding, int) else None,
-        notes=str(raw.get("notes", "") or "").strip(),
+        notes=str(notes or "").strip(),
+        paper_noise=noise,
     )
 
 
-def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, depth: int = 0) -> dict:
-    """A run-config mapping; ``include: file`` (relative to the claim file) is merged under it."""
+def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, root: Path, depth: int = 0) -> dict:
+    """A run-config mapping; ``include: file`` (relative to the including file, inside the claims
+    folder ``root``) is merged under it."""
     if base is None:
         return {}
     if not isinstance(base, dict):
@@ -214,19 +258,28 @@ def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, depth: 
     include = base.pop("include", None)
     if include is None:
         return base
-    if depth > 5:
-        errs.add(f"{fld}.include", "includes nest too deeply (a cycle?)")
+    inc_fld = f"{fld}.include" if fld else "include"
+    if depth >= MAX_INCLUDE_DEPTH:
+        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep (a cycle?)")
         return base
-    inc_path = (source.path.parent / str(include)).resolve()
+    if not isinstance(include, str) or not include.strip():
+        errs.add(inc_fld, "expected a file name relative to this file")
+        return base
+    inc_path = (source.path.parent / include).resolve()
+    if not inc_path.is_relative_to(root):
+        errs.add(inc_fld, f"{include!r} is outside the claims folder {display_path(root)}")
+        return base
     try:
         inc = load_source(inc_path)
     except SpecError as e:
         errs.problems.extend(e.problems)
         return base
     if not isinstance(inc.data, dict):
-        errs.add(f"{fld}.include", f"{include} must contain a mapping")
+        errs.add(inc_fld, f"{include} must contain a mapping")
         return base
-    included = _resolve_base(inc.data, "", inc, errs, depth + 1)
+    inc_errs = _Collector(inc)
+    included = _resolve_base(inc.data, "", inc, inc_errs, root, depth + 1)
+    errs.problems.extend(p for p in inc_errs.problems if p not in errs.problems)
     return deep_merge(included, base)
 
 
@@ -240,25 +293,24 @@ def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: _Collector) -> 
     return seeds
 
 
-def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector, check_kinds: dict[str, Any] | None) -> TierSpec | None:
+def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | None:
     if not isinstance(raw, dict):
         errs.add(fld, "expected a mapping")
         return None
-    for key in raw:
-        if key not in TIER_KEYS:
-            errs.add(f"{fld}.{key}", unknown_name_message("key", key, TIER_KEYS))
+    errs.unknown_keys(raw, TIER_KEYS, fld)
     if "not_run" in raw:
         reason = raw["not_run"]
         if not isinstance(reason, str) or not reason.strip():
             errs.add(f"{fld}.not_run", "give the reason this tier is not run, as text")
-        extra = set(raw) - {"not_run", "why"}
+        extra = set(raw) & set(TIER_KEYS) - {"not_run", "why"}
         if extra:
             errs.add(f"{fld}.{sorted(extra)[0]}", "a tier with not_run has no runs or checks")
         return TierSpec(name, str(raw.get("why", "")), {}, (), not_run=str(reason))
     why = raw.get("why", "")
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
-    base = _resolve_base(raw.get("base"), f"{fld}.base", errs.source, errs)
+    root = errs.source.path.resolve().parent
+    base = _resolve_base(raw.get("base"), f"{fld}.base", errs.source, errs, root)
     seeds = _parse_seeds(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
@@ -266,16 +318,19 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector, check_kinds: di
         errs.add(f"{fld}.runs", "required: a mapping of run names to {set, axis, paper}")
     else:
         for gname, graw in runs_raw.items():
-            g = _parse_group(str(gname), graw, f"{fld}.runs.{gname}", base, seeds, errs, f"{fld}.base")
+            if not isinstance(gname, str) or not CLAIM_ID.fullmatch(gname) or "@" in gname:
+                errs.add(f"{fld}.runs.{gname}", "a run name uses letters, digits, '-', '_' and '.'")
+                continue
+            g = _parse_group(gname, graw, f"{fld}.runs.{gname}", base, seeds, errs, f"{fld}.base")
             if g is not None:
-                groups[str(gname)] = g
+                groups[gname] = g
     checks: list[CheckSpec] = []
     checks_raw = raw.get("checks")
     if not isinstance(checks_raw, list) or not checks_raw:
         errs.add(f"{fld}.checks", "required: a non-empty list of checks")
     else:
         for i, craw in enumerate(checks_raw):
-            c = _parse_check(craw, f"{fld}.checks[{i}]", groups, errs, check_kinds)
+            c = _parse_check(craw, f"{fld}.checks[{i}]", groups, errs)
             if c is not None:
                 checks.append(c)
     gate = raw.get("gate", True)
@@ -285,86 +340,146 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector, check_kinds: di
     gate_reason = raw.get("gate_reason")
     if gate is False and (not isinstance(gate_reason, str) or not gate_reason.strip()):
         errs.add(f"{fld}.gate_reason", "a claim kept out of the CI gate must state why")
-    plots = raw.get("plots", [])
-    if not isinstance(plots, list) or not all(isinstance(p, dict) for p in plots):
-        errs.add(f"{fld}.plots", "expected a list of mappings")
-        plots = []
+    if gate is True and gate_reason is not None:
+        errs.add(f"{fld}.gate_reason", "only a tier with gate: false takes a gate_reason")
+    plots = _parse_plots(raw.get("plots", []), f"{fld}.plots", groups, errs)
     return TierSpec(name, str(why).strip(), groups, tuple(checks), None, gate,
                     str(gate_reason).strip() if gate_reason else None, tuple(plots))
 
 
+# --- run groups ----------------------------------------------------------------------------
+
+
 def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: _Collector,
-                 base_fld: str = "base") -> RunGroup | None:
+                 base_fld: str) -> RunGroup | None:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         errs.add(fld, "expected a mapping with optional set, axis, paper, seeds")
         return None
-    for key in raw:
-        if key not in RUN_KEYS:
-            errs.add(f"{fld}.{key}", unknown_name_message("key", key, RUN_KEYS))
+    if "simulate" in raw:
+        errs.unknown_keys(raw, SIMULATION_RUN_KEYS, fld, "key of a simulation group")
+    else:
+        errs.unknown_keys(raw, RUN_KEYS, fld)
     seeds = _parse_seeds(raw.get("seeds", tier_seeds), tier_seeds, f"{fld}.seeds", errs)
     paper = raw.get("paper") or {}
     if not isinstance(paper, dict):
         errs.add(f"{fld}.paper", "expected a mapping metric -> value (a list for a run with an axis)")
         paper = {}
     if "simulate" in raw:
-        return _parse_simulation(name, raw, fld, seeds, paper, errs)
-    overrides = raw.get("set") or {}
-    if not isinstance(overrides, dict):
-        errs.add(f"{fld}.set", "expected a mapping of dotted fields to values, e.g. optim.lam: 1e-3")
-        overrides = {}
-    for key in [k for k in overrides if not isinstance(k, str)]:
-        errs.add(f"{fld}.set.{key}", "expected a dotted field name, e.g. optim.lam")
-    overrides = {k: v for k, v in overrides.items() if isinstance(k, str)}
-    axis_raw = raw.get("axis")
-    axis, values = None, [None]
-    if axis_raw is not None:
-        if not isinstance(axis_raw, dict) or len(axis_raw) != 1 or not isinstance(next(iter(axis_raw)), str):
-            errs.add(f"{fld}.axis", "expected one field with a list of values, e.g. {optim.lam: [1e-4, 1e-3]}")
-        else:
-            axis, values = next(iter(axis_raw.items()))
-            if isinstance(values, list):
-                values = [_yaml_number(v) for v in values]
-            if not isinstance(values, list) or not values:
-                errs.add(f"{fld}.axis.{axis}", "expected a non-empty list of values")
-                axis, values = None, [None]
-            elif len(set(map(repr, values))) != len(values):
-                errs.add(f"{fld}.axis.{axis}", f"duplicated values {values}")
-    for metric, ref in paper.items():
-        if axis is not None and (not isinstance(ref, list) or len(ref) != len(values)):
-            errs.add(f"{fld}.paper.{metric}", f"expected a list of {len(values)} values, one per {axis} value")
-        elif axis is None and isinstance(ref, list) and metric not in ("layer_sparsity_gamma", "layer_sparsity_act"):
-            errs.add(f"{fld}.paper.{metric}", "expected one value (this run has no axis)")
-    points = []
+        return _parse_simulation_group(name, raw["simulate"], fld, seeds, paper, errs)
+    overrides = _parse_overrides(raw.get("set"), f"{fld}.set", errs)
+    axis, values = _parse_axis(raw.get("axis"), f"{fld}.axis", errs)
+    paper_at = _parse_paper(paper, axis, values, f"{fld}.paper", errs, simulation=False)
     try:
         nested_set = dotted_to_nested(overrides)
     except ConfigError as e:
         errs.add(f"{fld}.set.{e.path}", e.message)
         return _broken_group(name, axis, values, errs.source.line(fld))
+    points = []
     for i, value in enumerate(values):
         raw_cfg = deep_merge(base, nested_set)
         if axis is not None:
             raw_cfg = deep_merge(raw_cfg, dotted_to_nested({axis: value}))
-        configs = []
-        for seed in seeds:
-            cfg, cerrs = parse_run_config(deep_merge(raw_cfg, {"train": {"seed": seed}}))
-            for e in cerrs:
-                if axis and _under(e.path, axis):
-                    where = f"{fld}.axis.{axis}"
-                elif e.path in overrides or _has_path(nested_set, e.path):
-                    where = f"{fld}.set.{e.path}"
-                else:  # from the tier's base (or a file it includes)
-                    where = f"{base_fld}.{e.path}" if e.path else base_fld
-                errs.add(where, e.message)
-            if cerrs:
-                break
-            configs.append(cfg)
-        if len(configs) != len(seeds):
+        configs = _expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
+        if configs is None:
             return _broken_group(name, axis, values, errs.source.line(fld))
-        point_paper = {m: (r[i] if axis is not None and isinstance(r, list) and i < len(r) else r) for m, r in paper.items()}
-        points.append(RunPoint(name, value, tuple(configs), point_paper))
-    return RunGroup(name, axis, tuple(points), errs.source.line(fld))
+        points.append(RunPoint(name, value, tuple(configs), paper_at[i]))
+    return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
+
+
+def _parse_overrides(raw: Any, fld: str, errs: _Collector) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errs.add(fld, "expected a mapping of dotted fields to values, e.g. optim.lam: 1e-3")
+        return {}
+    for key in [k for k in raw if not isinstance(k, str)]:
+        errs.add(f"{fld}.{key}", "expected a dotted field name, e.g. optim.lam")
+    return {k: v for k, v in raw.items() if isinstance(k, str)}
+
+
+def _parse_axis(raw: Any, fld: str, errs: _Collector) -> tuple[str | None, list]:
+    """``{optim.lam: [1e-4, 1e-3]}`` -> ("optim.lam", [0.0001, 0.001]); no axis -> (None, [None])."""
+    if raw is None:
+        return None, [None]
+    if not isinstance(raw, dict) or len(raw) != 1 or not isinstance(next(iter(raw)), str):
+        errs.add(fld, "expected one field with a list of values, e.g. {optim.lam: [1e-4, 1e-3]}")
+        return None, [None]
+    axis, values = next(iter(raw.items()))
+    if not isinstance(values, list) or not values:
+        errs.add(f"{fld}.{axis}", "expected a non-empty list of values")
+        return None, [None]
+    values = [_axis_number(v) for v in values]
+    if len(set(map(repr, values))) != len(values):
+        errs.add(f"{fld}.{axis}", f"duplicated values {values}")
+    return axis, values
+
+
+def _axis_number(value: Any) -> Any:
+    """Axis values compare as numbers where they are numbers (``1e-4`` is text to PyYAML)."""
+    try:
+        return parse_number(value)
+    except ValueError:
+        return value
+
+
+def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: _Collector,
+                 simulation: bool) -> list[dict[str, Any]]:
+    """The paper's numbers, validated against the metric catalogue, split per axis point."""
+    catalogue = metric_catalogue(simulation)
+    per_point: list[dict[str, Any]] = [{} for _ in values]
+    n = len(values)
+    for metric, ref in paper.items():
+        mfld = f"{fld}.{metric}"
+        if metric not in catalogue:
+            errs.add(mfld, unknown_name_message("metric", metric, catalogue))
+            continue
+        shape = catalogue[metric].shape
+        if shape == PER_FEATURE:
+            errs.add(mfld, f"{metric} is a per-feature list; the paper gives no such numbers")
+            continue
+        refs = ref if axis is not None else [ref]
+        if axis is not None and (not isinstance(ref, list) or len(ref) != n):
+            errs.add(mfld, f"expected a list of {n} values, one per {axis} value")
+            continue
+        for i, r in enumerate(refs):
+            try:
+                per_point[i][metric] = ([parse_number(x) for x in _as_layer_list(r)] if shape == PER_LAYER
+                                        else parse_number(r))
+            except ValueError as e:
+                what = "a list of per-layer numbers" if shape == PER_LAYER else "one number"
+                errs.add(mfld, f"expected {what}{' per axis value' if axis else ''}: {e}")
+                break
+    return per_point
+
+
+def _as_layer_list(value: Any) -> list:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"got {value!r}")
+    return value
+
+
+def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: _Collector) -> list[RunConfig] | None:
+    """One RunConfig per seed; config problems are reported where they were written."""
+    configs = []
+    for seed in seeds:
+        cfg, cerrs = parse_run_config(deep_merge(raw_cfg, {"train": {"seed": seed}}))
+        for e in cerrs:
+            errs.add(where(e.path), e.message)
+        if cerrs:
+            return None
+        configs.append(cfg)
+    return configs
+
+
+def _config_error_field(path: str, fld: str, axis: str | None, nested_set: dict, base_fld: str) -> str:
+    """The claim-file field a run-config error comes from: the axis, a `set` override, or the base."""
+    if axis and (path == axis or path.startswith(axis + ".") or path.startswith(axis + "[")):
+        return f"{fld}.axis.{axis}"
+    if has_path(nested_set, path):
+        return f"{fld}.set.{path}"
+    return f"{base_fld}.{path}" if path else base_fld
 
 
 def _broken_group(name: str, axis: str | None, values: list, line: int | None) -> RunGroup:
@@ -373,67 +488,95 @@ def _broken_group(name: str, axis: str | None, values: list, line: int | None) -
     return RunGroup(name, axis, tuple(RunPoint(name, v, (), {}) for v in values), line)
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
-
-
-def _has_path(nested: Any, path: str) -> bool:
-    node = nested
-    for part in path.split("."):
-        part = part.split("[", 1)[0]
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _parse_simulation(name: str, raw: dict, fld: str, seeds: list[int], paper: dict, errs: _Collector) -> RunGroup | None:
-    sim = raw["simulate"]
-    if not isinstance(sim, dict):
-        errs.add(f"{fld}.simulate", "expected a mapping of DecayConfig fields")
+def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int], paper: dict,
+                            errs: _Collector) -> RunGroup | None:
+    sim, problems = parse_simulation(sim_raw, seeds)
+    for sub, message in problems:
+        errs.add(f"{fld}.simulate.{sub}" if sub else f"{fld}.simulate", message)
+    if sim is None:
         return None
-    extra = set(raw) - {"simulate", "paper", "seeds"}
-    if extra:
-        errs.add(f"{fld}.{sorted(extra)[0]}", "a simulation group takes only simulate, paper, seeds")
-    from repro.simulate import DecayConfig
-
-    try:
-        decay = DecayConfig(**{**sim, "seeds": seeds})
-    except (ValueError, TypeError) as e:
-        errs.add(f"{fld}.simulate", str(e))
-        return None
-    for metric, ref in paper.items():
-        if not isinstance(ref, list) or len(ref) != len(decay.lams):
-            errs.add(f"{fld}.paper.{metric}", f"expected a list of {len(decay.lams)} values, one per lambda")
-    points = tuple(
-        RunPoint(name, lam, (), {m: r[i] for m, r in paper.items() if isinstance(r, list) and i < len(r)})
-        for i, lam in enumerate(decay.lams)
-    )
-    return RunGroup(name, "lam", points, errs.source.line(fld), simulate=decay)
+    paper_at = _parse_paper(paper, "lam", list(sim.lams), f"{fld}.paper", errs, simulation=True)
+    points = tuple(RunPoint(name, lam, (), paper_at[i]) for i, lam in enumerate(sim.lams))
+    return RunGroup(name, "lam", points, errs.source.line(fld), simulate=sim, seeds=tuple(seeds))
 
 
-def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector,
-                 check_kinds: dict[str, Any] | None) -> CheckSpec | None:
+# --- checks and plots ----------------------------------------------------------------------
+
+
+def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> CheckSpec | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         errs.add(fld, "expected a mapping with a kind")
         return None
     kind = raw["kind"]
-    if check_kinds is not None:
-        if kind not in check_kinds:
-            errs.add(f"{fld}.kind", unknown_name_message("check kind", kind, check_kinds))
-            return None
-        for problem_field, message in check_kinds[kind].validate(raw, groups):
-            errs.add(f"{fld}.{problem_field}" if problem_field else fld, message)
-    params = {k: v for k, v in raw.items() if k != "kind"}
+    if kind not in CHECK_PARAMS:
+        errs.add(f"{fld}.kind", unknown_name_message("check kind", kind, CHECK_PARAMS))
+        return None
+    params, problems = parse_check_params(kind, raw, groups)
+    for sub, message in problems:
+        errs.add(f"{fld}.{sub}" if sub else fld, message)
+    if params is None:
+        return None
     return CheckSpec(kind, params, errs.source.line(fld), fld)
 
 
+@dataclass(frozen=True)
+class PlotKind:
+    """What a plot entry of a kind takes (the drawing is repro.report.plots)."""
 
-def _yaml_number(value: Any) -> Any:
-    """PyYAML reads ``1e-4`` (no dot) as a string; axis values compare as numbers."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    keys: tuple[str, ...]
+    groups: str  # "runs" (any), "axis" (groups with an axis), "simulation"
+
+
+PLOT_KINDS = {
+    "layers": PlotKind(("runs", "metric"), "runs"),
+    "axis": PlotKind(("run", "runs", "metric"), "axis"),
+    "bn_evolution": PlotKind(("runs", "layer"), "runs"),
+    "universality": PlotKind(("runs", "layers"), "runs"),
+    "decay": PlotKind(("runs",), "simulation"),
+}
+
+
+def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> list[dict]:
+    if not isinstance(raw, list):
+        errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
+        return []
+    plots = []
+    for i, entry in enumerate(raw):
+        pfld = f"{fld}[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or entry["kind"] not in PLOT_KINDS:
+            kind = entry.get("kind") if isinstance(entry, dict) else None
+            errs.add(f"{pfld}.kind", unknown_name_message("plot kind", kind, PLOT_KINDS))
+            continue
+        kind = PLOT_KINDS[entry["kind"]]
+        errs.unknown_keys({k: v for k, v in entry.items() if k != "kind"}, kind.keys, pfld,
+                          f"key of a {entry['kind']} plot")
+        names = entry.get("runs", [entry["run"]] if "run" in entry else None)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            errs.add(f"{pfld}.runs", "expected a non-empty list of run names")
+            continue
+        ok = True
+        for name in names:
+            group_name, at = split_run(name)
+            group = groups.get(group_name)
+            if group is None:
+                errs.add(f"{pfld}.runs", unknown_name_message("run", group_name, groups))
+                ok = False
+            elif kind.groups == "simulation" and group.simulate is None:
+                errs.add(f"{pfld}.runs", f"run {group_name!r} is not a simulation")
+                ok = False
+            elif kind.groups == "axis" and group.axis is None:
+                errs.add(f"{pfld}.runs", f"run {group_name!r} has no axis to plot along")
+                ok = False
+            elif kind.groups == "runs" and group.simulate is not None:
+                errs.add(f"{pfld}.runs", f"run {group_name!r} is a simulation; plot it with kind decay")
+                ok = False
+            elif at is None and group.axis is not None and len(group.points) > 1 and kind.groups == "runs":
+                errs.add(f"{pfld}.runs", f"run {group_name!r} has an axis; name a point as {group_name}@<value>")
+                ok = False
+        metric = entry.get("metric")
+        if metric is not None and (not isinstance(metric, str) or metric not in metric_catalogue(False)):
+            errs.add(f"{pfld}.metric", unknown_name_message("metric", metric, metric_catalogue(False)))
+            ok = False
+        if ok:
+            plots.append(entry)
+    return plots

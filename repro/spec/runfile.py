@@ -11,7 +11,7 @@ from typing import Iterable
 
 import yaml
 
-from repro.config import RunConfig, deep_merge, dotted_to_nested, parse_run_config
+from repro.config import RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config
 from repro.spec.source import SpecError, SpecProblem, load_source
 
 
@@ -47,7 +47,7 @@ def load_run_config(path: Path | None, overrides: Iterable[str] = ()) -> RunConf
         problems = []
         for e in errors:
             top = e.path.split(".")[0] if e.path else ""
-            from_override = _has_path(override, e.path) or (top and top not in raw)
+            from_override = has_path(override, e.path) or (top and top not in raw)
             if source is not None and not from_override:
                 problems.append(source.problem(e.path, e.message))
             else:
@@ -56,11 +56,3 @@ def load_run_config(path: Path | None, overrides: Iterable[str] = ()) -> RunConf
     assert config is not None
     return config
 
-
-def _has_path(tree: dict, dotted: str) -> bool:
-    node: object = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True

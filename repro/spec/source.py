@@ -13,6 +13,11 @@ from typing import Any
 
 import yaml
 
+# A claim file is a few kilobytes; anything near these limits is a mistake or an attack, and is
+# rejected before the YAML composer (which recurses per nesting level) sees it.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 24
+
 
 @dataclass(frozen=True)
 class SpecProblem:
@@ -67,6 +72,10 @@ def load_source(path: Path) -> Source:
     """Parse one YAML file; a syntax error becomes a SpecError with its line."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError([SpecProblem(display_path(path), None, "",
+                                         f"file is {size:,} bytes; a claim or run file may be at most {MAX_BYTES:,}")])
         text = path.read_text()
     except OSError as e:
         raise SpecError([SpecProblem(display_path(path), None, "", f"cannot read: {e.strerror}")]) from None
@@ -75,8 +84,25 @@ def load_source(path: Path) -> Source:
     return parse_source(text, path)
 
 
+def _check_depth(text: str, path: Path) -> None:
+    """Reject nesting deeper than MAX_DEPTH from the event stream (iterative, no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise SpecError([SpecProblem(display_path(path), line, "",
+                                             f"nested deeper than {MAX_DEPTH} levels")])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_source(text: str, path: Path) -> Source:
+    if len(text.encode()) > MAX_BYTES:
+        raise SpecError([SpecProblem(display_path(path), None, "", f"text is over {MAX_BYTES:,} bytes")])
     try:
+        _check_depth(text, path)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

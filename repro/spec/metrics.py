@@ -1,0 +1,85 @@
+"""The metric catalogue: every name a claim may check or give a paper number for.
+
+In:  nothing (declarations only; no torch).
+Out: ``RUN_METRICS`` (what ``repro.measure.report.measure_model`` plus the training loop record
+for a run) and ``SIMULATION_METRICS`` (what ``repro.check.evaluate.simulation_metrics`` computes
+for a low-gradient simulation), each a name -> ``Metric`` mapping.
+
+This is the one list the claim schema validates against. The producers are pinned to it by
+tests (``tests/test_spec.py`` measures a tiny network and runs a tiny simulation and compares
+their keys with these), so a metric added to the code and not here fails a test instead of
+silently being unknown to ``repro validate``.
+
+``shape`` says how a value is selected: ``scalar`` values are used as they are, ``per_layer``
+lists need ``layers`` or ``layer``, ``per_feature`` lists (per layer, per feature) need ``layer``
+and a ``stat``. ``lo``/``hi`` bound the values the metric can take (None: unbounded); they are
+what ``repro validate --against-paper`` uses to find checks whose tolerance covers every value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCALAR, PER_LAYER, PER_FEATURE = "scalar", "per_layer", "per_feature"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    shape: str
+    lo: float | None
+    hi: float | None
+    doc: str
+
+
+def _catalogue(*metrics: Metric) -> dict[str, Metric]:
+    return {m.name: m for m in metrics}
+
+
+PCT = (0.0, 100.0)
+
+RUN_METRICS: dict[str, Metric] = _catalogue(
+    Metric("train_loss", SCALAR, 0.0, None, "cross-entropy on the training set"),
+    Metric("test_loss", SCALAR, 0.0, None, "cross-entropy on the test set"),
+    Metric("test_error", SCALAR, *PCT, "test error %, top-1"),
+    Metric("test_error_top5", SCALAR, *PCT, "test error %, top-5 (more than 100 classes only)"),
+    Metric("sparsity_gamma", SCALAR, *PCT, "% of features with |gamma| < 1e-3"),
+    Metric("sparsity_gamma_1e-2", SCALAR, *PCT, "% of features with |gamma| < 1e-2"),
+    Metric("layer_sparsity_gamma", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-3"),
+    Metric("layer_sparsity_gamma_1e-2", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-2"),
+    Metric("layer_sizes", PER_LAYER, 0.0, None, "features per conv layer"),
+    Metric("sparsity_act", SCALAR, *PCT, "% of features whose max activation is <= 1e-12"),
+    Metric("sparsity_act_1e-4", SCALAR, *PCT, "% of features whose max activation is <= 1e-4"),
+    Metric("layer_sparsity_act", PER_LAYER, *PCT, "per conv layer: sparsity by activation (<= 1e-12)"),
+    Metric("layer_sparsity_act_1e-4", PER_LAYER, *PCT, "per conv layer: sparsity by activation (<= 1e-4)"),
+    Metric("universality", PER_FEATURE, *PCT, "per layer, per feature: universality %"),
+    Metric("pruned_features", SCALAR, 0.0, None, "features with |gamma| < 1e-3"),
+    Metric("pruned_test_error", SCALAR, *PCT, "test error % after zeroing the |gamma| < 1e-3 features"),
+    Metric("pruned_test_error_top5", SCALAR, *PCT, "top-5 error % after zeroing"),
+    Metric("conv_params_total", SCALAR, 0.0, None, "conv parameters of the dense network"),
+    Metric("conv_params_pruned_pct", SCALAR, *PCT, "% of conv parameters the zeroing removes"),
+    Metric("dense_params", SCALAR, 0.0, None, "parameters of the dense network"),
+    Metric("slim_params", SCALAR, 0.0, None, "parameters of the slimmed network"),
+    Metric("dense_flops", SCALAR, 0.0, None, "FLOPs per image, dense"),
+    Metric("slim_flops", SCALAR, 0.0, None, "FLOPs per image, slimmed"),
+    Metric("slim_max_abs_diff", SCALAR, 0.0, None, "max |logit difference| slimmed vs zeroed"),
+    Metric("slim_matches_zeroed", SCALAR, 0.0, 1.0, "the slimmed network computes the zeroed one's logits"),
+    Metric("slim_folded_params", SCALAR, 0.0, None, "parameters after folding BatchNorm"),
+    Metric("slim_folded_max_abs_diff", SCALAR, 0.0, None, "max |logit difference| after folding"),
+    Metric("gamma", PER_FEATURE, None, None, "per layer, per feature: BatchNorm gamma"),
+    Metric("beta", PER_FEATURE, None, None, "per layer, per feature: BatchNorm beta"),
+    Metric("steps", SCALAR, 0.0, None, "training steps taken"),
+    Metric("diverged_at", SCALAR, 0.0, None, "step at which the loss became non-finite (None if never)"),
+)
+
+SIMULATION_METRICS: dict[str, Metric] = _catalogue(
+    Metric("final_abs", SCALAR, 0.0, None, "|theta| after the last iteration"),
+    Metric("log10_final_abs", SCALAR, None, None, "log10 |theta| after the last iteration"),
+    Metric("steps_to_1e-2", SCALAR, 0.0, None, "first recorded iteration with |theta| <= 1e-2 (the run's length if never)"),
+    Metric("steps_to_1e-3", SCALAR, 0.0, None, "first recorded iteration with |theta| <= 1e-3 (the run's length if never)"),
+    Metric("diverged_at", SCALAR, 0.0, None, "always None: a simulation cannot diverge"),
+)
+
+
+def metric_catalogue(simulation: bool) -> dict[str, Metric]:
+    return SIMULATION_METRICS if simulation else RUN_METRICS
