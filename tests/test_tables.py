@@ -8,7 +8,6 @@ import pytest
 
 from repro import cli
 from repro.cache import RunStore, run_key
-from repro.check.kinds import KINDS
 from repro.plan import plan_runs
 from repro.report.tables import render_tables, smoke_analogs
 from repro.spec.claims import claim_files, load_claims
@@ -43,7 +42,7 @@ def repo_tables():
 
 @pytest.fixture(scope="module")
 def repo_claims():
-    return load_claims(claim_files(ROOT / "claims"), KINDS)
+    return load_claims(claim_files(ROOT / "claims"))
 
 
 def write_table(tmp_path: Path, text: str, name: str = "t.yaml") -> Path:
@@ -169,7 +168,7 @@ def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path, repo_tables):
 def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path, repo_tables):
     (tmp_path / "claims").mkdir()
     shutil.copytree(ROOT / "claims" / "_bases", tmp_path / "claims" / "_bases")
-    claim = load_claims([Path(shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))], KINDS)
+    claim = load_claims([Path(shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))])
     t1 = next(t for t in repo_tables if t.number == "1")
     analogs = smoke_analogs(claim)
     cell = t1.cell("Adam L2 1e-04", "CIFAR10")
