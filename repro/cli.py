@@ -213,7 +213,11 @@ def cmd_cache_export(args: argparse.Namespace) -> int:
     store = _store(args)
     keys = _selected_keys(args, store)
     out = Path(args.file)
-    result = export_entries(store, out, keys, weights=not args.no_weights)
+    try:
+        result = export_entries(store, out, keys, weights=not args.no_weights)
+    except OSError as e:
+        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     for key, problem in sorted(result.damaged.items()):
         print(f"error: {key[:12]} is damaged and was left out: {problem}", file=sys.stderr)
     if result.missing:

@@ -241,4 +241,4 @@ def test_import_rejects_tampered_and_foreign_members(tmp_path, capsys):
     assert target.keys() == [] and not (tmp_path / "outside.txt").exists()
     (tmp_path / "junk.tar").write_bytes(b"not an archive")
     assert main(["cache", "import", str(tmp_path / "junk.tar"), "--cache-dir", str(target.root)]) == 1
-    assert "not a repro cache archive" in capsys.readouterr().err
+    assert "not a readable repro cache archive" in capsys.readouterr().err

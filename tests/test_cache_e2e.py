@@ -1,7 +1,7 @@
 """The cache end to end on real (tiny) trained runs through `repro run`: served from the cache,
 metrics recomputed from stored weights when the measurement code changed (equal to the
 originals, no training), an export/import round trip served with identical metrics, a
-truncated model.pt and swapped entries detected and retrained."""
+truncated model.pt detected and retrained. (Swapped entries: tests/test_cache.py.)"""
 
 import json
 import os

@@ -184,48 +184,66 @@ class ImportResult:
     archive_fingerprint: str | None = None
 
 
+def _read_members(tar: tarfile.TarFile, path: Path, result: ImportResult) -> dict[str, dict[str, bytes]]:
+    """key -> {file name: bytes} from the archive's entry members; anything else is rejected."""
+    pending: dict[str, dict[str, bytes]] = {}
+    seen_header = False
+    for member in tar:
+        if member.name == ARCHIVE_MANIFEST and member.isfile():
+            try:
+                header = json.loads(tar.extractfile(member).read())
+            except ValueError as e:
+                raise CacheError(f"{path}: unreadable {ARCHIVE_MANIFEST} ({e})") from e
+            if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
+                found = header.get("format") if isinstance(header, dict) else "?"
+                raise CacheError(f"{path}: archive format {found} is not {ARCHIVE_FORMAT}")
+            result.archive_fingerprint = header.get("training_fingerprint")
+            seen_header = True
+            continue
+        m = _MEMBER.fullmatch(member.name)
+        if not m or not member.isfile() or m.group(2) not in (*ENTRY_FILES, "manifest.json"):
+            result.rejected[member.name] = "not an entry file of a repro archive"
+            continue
+        pending.setdefault(m.group(1), {})[m.group(2)] = tar.extractfile(member).read()
+    if not seen_header:
+        raise CacheError(f"{path}: not a repro cache archive (no {ARCHIVE_MANIFEST})")
+    return pending
+
+
+def _check_blobs(blobs: dict[str, bytes], key: str) -> dict:
+    """The entry's manifest, if its files are whole and belong to ``key`` (as a read checks)."""
+    try:
+        manifest = check_manifest(json.loads(blobs.get("manifest.json", b"null")), key)
+    except ValueError as e:
+        raise EntryDamaged(f"unreadable manifest: {e}") from e
+    for name, expected in manifest["files"].items():
+        if name not in blobs:
+            raise EntryDamaged(f"archive lacks {name}")
+        if sha256(blobs[name]) != expected:
+            raise EntryDamaged(f"checksum mismatch in {name}")
+    extra = set(blobs) - set(manifest["files"]) - {"manifest.json"}
+    if extra:
+        raise EntryDamaged(f"files not in the manifest: {', '.join(sorted(extra))}")
+    record_from_files(blobs, manifest, key)
+    if WEIGHTS in blobs:
+        load_weights(blobs[WEIGHTS], f"run {key[:12]}")
+    return manifest
+
+
 def import_archive(store: RunStore, path: Path) -> ImportResult:
     """Check and add every entry of the archive at ``path`` to ``store``."""
     result = ImportResult()
     if not store.writable():
         raise store.read_only_error("imported runs")
     try:
-        tar = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError) as e:
-        raise CacheError(f"{path}: not a repro cache archive ({e})") from e
-    with tar:
-        pending: dict[str, dict[str, bytes]] = {}
-        seen_header = False
-        for member in tar:
-            if member.name == ARCHIVE_MANIFEST and member.isfile():
-                header = json.loads(tar.extractfile(member).read())
-                if header.get("format") != ARCHIVE_FORMAT:
-                    raise CacheError(f"{path}: archive format {header.get('format')} is not {ARCHIVE_FORMAT}")
-                result.archive_fingerprint = header.get("training_fingerprint")
-                seen_header = True
-                continue
-            m = _MEMBER.fullmatch(member.name)
-            if not m or not member.isfile() or m.group(2) not in (*ENTRY_FILES, "manifest.json"):
-                result.rejected[member.name] = "not an entry file of a repro archive"
-                continue
-            pending.setdefault(m.group(1), {})[m.group(2)] = tar.extractfile(member).read()
-        if not seen_header:
-            raise CacheError(f"{path}: not a repro cache archive (no {ARCHIVE_MANIFEST})")
+        with tarfile.open(path, "r:*") as tar:
+            pending = _read_members(tar, path, result)
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise CacheError(f"{path}: not a readable repro cache archive ({e})") from e
     for key, blobs in sorted(pending.items()):
         try:
-            manifest = check_manifest(json.loads(blobs.get("manifest.json", b"null")), key)
-            for name, expected in manifest["files"].items():
-                if name not in blobs:
-                    raise EntryDamaged(f"archive lacks {name}")
-                if sha256(blobs[name]) != expected:
-                    raise EntryDamaged(f"checksum mismatch in {name}")
-            extra = set(blobs) - set(manifest["files"]) - {"manifest.json"}
-            if extra:
-                raise EntryDamaged(f"files not in the manifest: {', '.join(sorted(extra))}")
-            record_from_files(blobs, manifest, key)
-            if WEIGHTS in blobs:
-                load_weights(blobs[WEIGHTS], f"run {key[:12]}")
-        except (CacheError, ValueError) as e:
+            manifest = _check_blobs(blobs, key)
+        except CacheError as e:
             result.rejected[key] = str(e)
             continue
         if manifest["training_fingerprint"] != training_fingerprint():

@@ -247,13 +247,15 @@ class RunStore:
                         os.fsync(f.fileno())
             except OSError as e:
                 raise CacheError(f"cache root {self.root} is not writable: {e}") from e
-            if final.exists():
-                self._move_aside(final, "replaced")
+            replaced = self._move_aside(final, "replaced") if final.exists() else None
             try:
                 os.rename(tmp, final)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise CacheError(f"could not store run {key[:12]} at {final}: {e}") from e
+            if replaced is not None:
+                # Superseded by the entry just stored (same key): no copy of the weights to keep.
+                shutil.rmtree(replaced, ignore_errors=True)
         return final
 
     # -- read ---------------------------------------------------------------------------------
@@ -391,7 +393,8 @@ class RunStore:
             return
         target = self._move_aside(entry, "corrupt")
         if target is not None:
-            log.warning("cache entry %s is damaged (%s); moved to %s, it will be retrained", key[:12], reason, target)
+            log.warning("cache entry %s is damaged (%s); moved to %s (the run is trained again when next "
+                        "needed)", key[:12], reason, target)
 
     def _move_aside(self, entry: Path, why: str) -> Path | None:
         """Rename ``entry`` into ``<root>/<why>/``; the target, or None if it was already gone.
