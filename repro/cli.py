@@ -1,8 +1,9 @@
-"""Command line: ``repro run | show | validate | plan | train | verify | report``.
+"""Command line: ``repro run | show | cache | validate | plan | train | verify | report``.
 
 Thin by design: each command parses flags and calls one stage function. Errors the user can fix
-(bad YAML, unknown names, missing data, unwritable cache) print one message per problem and exit
-with status 2 (bad input) or 1 (a run or check failed), never a traceback.
+(bad YAML, unknown names, missing data, unwritable or read-only cache, out of memory) print one
+message per problem and exit with status 2 (bad input) or 1 (a run or check failed), never a
+traceback. Output cut short by the reader (``repro show KEY | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ SCALAR_METRICS = (
 
 
 def _store(args: argparse.Namespace) -> RunStore:
-    return RunStore(Path(args.cache_dir) if args.cache_dir else None)
+    return RunStore(Path(args.cache_dir) if args.cache_dir else None, _data_root(args), args.device)
 
 
 def _data_root(args: argparse.Namespace) -> Path | None:
@@ -93,10 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     record, trained = ensure_run(config, store, train, key)
     if args.json:
-        print(json.dumps({"key": key, "cached": not trained, "config": record.config.to_dict(),
-                          "metrics": record.metrics, "provenance": record.provenance}, indent=1, sort_keys=True))
+        print(json.dumps({"key": key, "cached": not trained, "metrics_recomputed": record.metrics_recomputed,
+                          "config": record.config.to_dict(), "metrics": record.metrics,
+                          "provenance": record.provenance}, indent=1, sort_keys=True))
     else:
-        print(f"run {key[:12]}  {config.summary()}  ({'trained now' if trained else 'from cache'})")
+        how = "trained now" if trained else "from cache" + (
+            ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "")
+        print(f"run {key[:12]}  {config.summary()}  ({how})")
         print(metrics_table(record.metrics))
     return EXIT_FAILED if record.diverged else 0
 
@@ -110,7 +114,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     record = store.get(matches[0])
     if record is None:
-        print(f"error: cached run {matches[0]} was damaged and has been moved aside", file=sys.stderr)
+        print(f"error: cached run {matches[0][:12]} is damaged (see the warning above) and was not shown",
+              file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         print(json.dumps({"key": matches[0], "config": record.config.to_dict(), "metrics": record.metrics,
@@ -145,14 +150,162 @@ def build_parser() -> argparse.ArgumentParser:
 
     from repro import claims_cli
 
+    _add_cache_commands(sub, common)
     claims_cli.add_commands(sub, common)
     return parser
+
+
+# -- repro cache ls | verify | export | import | fingerprint -----------------------------------------
+
+def _selected_keys(args: argparse.Namespace, store: RunStore) -> list[str] | None:
+    """Keys of the runs the claim selection (-k, --tier, claim files) needs; None: no selection.
+    The one place that couples the cache commands to claim selection."""
+    if not (args.k or args.tier or args.claims):
+        return None
+    from repro.claims_cli import select_claims
+    from repro.plan import plan_runs
+
+    specs = select_claims(args)
+    keys: list[str] = []
+    for tier in [args.tier] if args.tier else ["smoke", "full"]:
+        keys += [r.key for r in plan_runs(specs, tier, store, "cpu").runs]
+    return list(dict.fromkeys(keys))
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from repro.cache.archive import entry_infos
+
+    store = _store(args)
+    infos = entry_infos(store)
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=1))
+        return 0
+    from repro.cache import metrics_fingerprint
+
+    rows = [(i.key[:12], i.summary, "yes" if i.weights else "no", f"{i.bytes / 1e6:,.2f}",
+             ("this" if i.current else "other: " + i.training_fingerprint[:8]) + " / "
+             + ("this" if i.metrics_fingerprint == metrics_fingerprint() else "other"),
+             i.finished_at, i.problem or "") for i in infos]
+    print(tabulate(rows, headers=("key", "run", "weights", "MB", "training / metrics code", "finished", "problem")))
+    other = sum(not i.current for i in infos)
+    print(f"\n{len(infos)} entries in {store.root}" + (f"; {other} trained by other training code (not served)"
+                                                        if other else ""))
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from repro.cache.archive import verify_store
+
+    store = _store(args)
+    keys = store.keys()
+    problems = verify_store(store)
+    for key, problem in sorted(problems.items()):
+        print(f"damaged: {key[:12]}: {problem}", file=sys.stderr)
+    print(f"{len(keys) - len(problems)} of {len(keys)} entries in {store.root} verified (every checksum, weights loaded)")
+    return EXIT_FAILED if problems else 0
+
+
+def cmd_cache_export(args: argparse.Namespace) -> int:
+    from repro.cache.archive import export_entries
+
+    store = _store(args)
+    keys = _selected_keys(args, store)
+    out = Path(args.file)
+    try:
+        result = export_entries(store, out, keys, weights=not args.no_weights)
+    except OSError as e:
+        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    for key, problem in sorted(result.damaged.items()):
+        print(f"error: {key[:12]} is damaged and was left out: {problem}", file=sys.stderr)
+    if result.missing:
+        print(f"warning: {len(result.missing)} of the selected runs are not in the cache and are not in the "
+              "archive (train them first: repro train)", file=sys.stderr)
+    print(f"wrote {out}: {len(result.exported)} runs" + ("" if not args.no_weights else " (without weights)"))
+    return EXIT_FAILED if result.damaged or result.missing else 0
+
+
+def cmd_cache_import(args: argparse.Namespace) -> int:
+    from repro.cache import training_fingerprint
+    from repro.cache.archive import import_archive
+
+    store = _store(args)
+    result = import_archive(store, Path(args.file))
+    for what, why in sorted(result.rejected.items()):
+        print(f"error: rejected {what[:64]}: {why}", file=sys.stderr)
+    if result.other_code:
+        print(f"warning: {len(result.other_code)} runs were trained by other training code (fingerprint "
+              f"{result.archive_fingerprint}, this code: {training_fingerprint()}); they are stored but runs "
+              "keyed under this code will not use them", file=sys.stderr)
+    print(f"imported {len(result.added)} runs into {store.root} ({len(result.present)} already there, "
+          f"{len(result.rejected)} rejected)")
+    return EXIT_FAILED if result.rejected else 0
+
+
+def cmd_cache_fingerprint(args: argparse.Namespace) -> int:
+    from repro.cache import metrics_fingerprint, training_fingerprint
+
+    print(metrics_fingerprint() if args.metrics else training_fingerprint())
+    return 0
+
+
+def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("cache", help="list, check, export and import the run cache")
+    cache = p.add_subparsers(dest="cache_command", required=True)
+
+    c = cache.add_parser("ls", parents=[common], help="list the cached runs")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cache_ls)
+
+    c = cache.add_parser("verify", parents=[common], help="check every entry in full (checksums, weights)")
+    c.set_defaults(func=cmd_cache_verify)
+
+    c = cache.add_parser("export", parents=[common], help="write cached runs into one archive (.tar or .tar.gz)")
+    c.add_argument("file", help="archive to write; compressed when it ends in .gz or .tgz")
+    c.add_argument("claims", nargs="*", help="claim files, directories or ids whose runs to export")
+    c.add_argument("--claims-dir", default="claims", help="where claim files live (default: claims/)")
+    c.add_argument("-k", metavar="EXPR", help="only the runs of claims matching EXPR")
+    c.add_argument("--tier", choices=("smoke", "full"), default=None,
+                   help="only the runs of this tier (default with a selection: both)")
+    c.add_argument("--no-weights", action="store_true",
+                   help="leave the weights out (metrics then cannot be recomputed after import)")
+    c.set_defaults(func=cmd_cache_export)
+
+    c = cache.add_parser("import", parents=[common], help="check and add the runs of an archive")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_cache_import)
+
+    c = cache.add_parser("fingerprint", help="print the training-code fingerprint (cache keys depend on it)")
+    c.add_argument("--metrics", action="store_true", help="print the measurement-code fingerprint instead")
+    c.set_defaults(func=cmd_cache_fingerprint)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        status = _run_command(args)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`repro show KEY | head`): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
+
+
+def _is_cpu_oom(e: RuntimeError) -> bool:
+    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    # memory" / "not enough memory"); CUDA raises torch.OutOfMemoryError.
+    text = str(e)
+    return "DefaultCPUAllocator" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except SpecError as e:
@@ -177,10 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except RuntimeError as e:
         # torch.OutOfMemoryError is a RuntimeError; anything else is a bug and keeps its traceback.
-        if type(e).__name__ != "OutOfMemoryError":
+        if type(e).__name__ == "OutOfMemoryError":
+            where = "device"
+        elif _is_cpu_oom(e):
+            where = "CPU"
+        else:
             raise
-        print(f"error: device out of memory ({str(e).splitlines()[0]}); try a smaller --group-size or "
-              "fewer --jobs; finished runs are kept", file=sys.stderr)
+        print(f"error: {where} out of memory ({str(e).splitlines()[0]}); try a smaller --group-size, fewer "
+              "--jobs or a smaller batch; finished runs are kept", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -1,24 +1,33 @@
-"""The content-addressed run cache: key stability, atomic entries, damage detection, one
-training per key across processes."""
+"""The content-addressed run cache: keys that follow the code's behaviour, reads that verify key,
+config and checksums, damage moved aside (checked) and retrained, permissions for shared caches,
+metrics recomputed when the measurement code changes, one training per key across processes."""
 
 import json
 import multiprocessing as mp
+import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from repro.cache import CACHE_FORMAT, RunStore, code_fingerprint, ensure_run, run_key
+from repro.cache import CACHE_FORMAT, CacheError, RunRecord, RunStore, code_fingerprint, ensure_run, run_key
+from repro.cache.keys import METRICS_CODE, PACKAGE_DIR, TRAINING_CODE, fingerprint, metrics_fingerprint
 from repro.config import RunConfig, run_config_from_dict
-from repro.train.run import RunRecord
 
-GOLDEN_KEY = "43728879a96754b6db037f8490895575cdfe938c58a777e0490728dd62d1e144"  # train.precision added
+GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
 
 
 def record(config: RunConfig, value: float = 1.0) -> RunRecord:
     return RunRecord(config, {"sparsity_gamma": value, "diverged_at": None}, {"loss": [1.0, 0.5]},
                      {"device": "cpu"}, {"w": torch.arange(4.0)})
+
+
+def rewrite_manifest(entry: Path, **changes) -> None:
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest.update(changes)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_golden_key_of_the_default_config():
@@ -34,6 +43,51 @@ def test_key_covers_config_and_code():
     assert len(code_fingerprint()) == 16
 
 
+@pytest.fixture
+def source_copy(tmp_path):
+    """A copy of the package source to edit."""
+    dest = tmp_path / "repro"
+    shutil.copytree(PACKAGE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _fps(root: Path) -> tuple[str, str]:
+    return fingerprint(TRAINING_CODE, root), fingerprint(METRICS_CODE, root)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_golden_fingerprints_follow_behaviour_not_text(source_copy):
+    """The training key survives comments, docstrings and formatting in the training code, and
+    any edit of the measurement code; a behaviour edit changes it. Same for the metrics."""
+    train0, metrics0 = _fps(source_copy)
+    assert (train0, metrics0) == _fps(PACKAGE_DIR) and train0 != metrics0
+    loop, sparsity = source_copy / "train" / "loop.py", source_copy / "measure" / "sparsity.py"
+
+    # Text-only edits of the training code: comment, docstring, blank lines, line breaks.
+    loop.write_text(loop.read_text() + "\n# a comment fixed in loop.py\n")
+    _edit(loop, '"""The one training loop', '"""The ONE training loop (docstring edited)')
+    _edit(loop, "LOSS_POINTS = 200", "\n\nLOSS_POINTS = (\n    200  # points\n)\n")
+    assert _fps(source_copy) == (train0, metrics0)
+    # A behaviour edit of the training code changes the training key only.
+    _edit(loop, "200  # points", "201")
+    train1, metrics1 = _fps(source_copy)
+    assert train1 != train0 and metrics1 == metrics0
+
+    # Text-only edits of the measurement code change neither fingerprint.
+    sparsity.write_text(sparsity.read_text() + "\n# a comment in sparsity.py\n")
+    _edit(sparsity, '"""Feature sparsity', '"""Feature (filter) sparsity')
+    assert _fps(source_copy) == (train1, metrics0)
+    # A behaviour edit of the measurement code changes the metrics fingerprint, not the key.
+    _edit(sparsity, "GAMMA_THRESHOLD = 1e-3", "GAMMA_THRESHOLD = 2e-3")
+    train2, metrics2 = _fps(source_copy)
+    assert train2 == train1 and metrics2 != metrics0
+
+
 def test_roundtrip_with_weights(tmp_path):
     store = RunStore(tmp_path)
     cfg = RunConfig()
@@ -42,15 +96,18 @@ def test_roundtrip_with_weights(tmp_path):
     got = store.get(key, with_weights=True)
     assert got.config == cfg and got.metrics["sparsity_gamma"] == 42.0
     assert torch.equal(got.state_dict["w"], torch.arange(4.0))
+    assert got.metrics_fingerprint == metrics_fingerprint() and not got.metrics_recomputed
     assert store.keys() == [key]
 
 
-@pytest.mark.parametrize("damage", ["truncate_metrics", "flip_weights", "drop_manifest", "bad_json"])
+@pytest.mark.parametrize("damage", ["truncate_metrics", "flip_weights", "truncate_weights", "drop_manifest",
+                                    "bad_json"])
 def test_damaged_entry_is_moved_aside_and_retrained(tmp_path, damage, caplog):
     store = RunStore(tmp_path)
     cfg = RunConfig()
     key = run_key(cfg)
     entry = store.put(key, record(cfg))
+    weights_needed = damage == "flip_weights"  # a flipped byte is seen when the weights are used
     if damage == "truncate_metrics":
         p = entry / "metrics.json"
         p.write_bytes(p.read_bytes()[:5])
@@ -59,19 +116,79 @@ def test_damaged_entry_is_moved_aside_and_retrained(tmp_path, damage, caplog):
         data = bytearray(p.read_bytes())
         data[len(data) // 2] ^= 0xFF
         p.write_bytes(bytes(data))
+    elif damage == "truncate_weights":
+        os.truncate(entry / "model.pt", 100)
     elif damage == "drop_manifest":
         (entry / "manifest.json").unlink()
     else:
         (entry / "manifest.json").write_text("{not json")
-    got = store.get(key, with_weights=True)
+    if damage == "truncate_weights":
+        assert store.get(key) is None  # without loading the weights: `run`, `show`, `report`
+    got = store.get(key, with_weights=weights_needed)
     assert got is None
     if damage != "drop_manifest":
         assert "damaged" in caplog.text and key[:12] in caplog.text
-        assert any((tmp_path / "corrupt").iterdir())
+        moved = list((tmp_path / "corrupt").iterdir())
+        assert len(moved) == 1 and f"moved to {moved[0]}" in caplog.text
     calls = []
     rec, trained = ensure_run(cfg, store, lambda c, ckpt: calls.append(c) or record(c, 7.0), key)
     assert trained and calls == [cfg] and rec.metrics["sparsity_gamma"] == 7.0
     assert store.get(key).metrics["sparsity_gamma"] == 7.0
+
+
+def test_swapped_entries_are_never_served_for_each_other(tmp_path, caplog):
+    """Entry directories holding another run's files: retrained, never the other's numbers."""
+    store = RunStore(tmp_path)
+    l2 = RunConfig()
+    wd = run_config_from_dict({"optim": {"regularizer": "wd"}})
+    k_l2, k_wd = run_key(l2), run_key(wd)
+    e_l2, e_wd = store.put(k_l2, record(l2, 11.0)), store.put(k_wd, record(wd, 22.0))
+    # Swap the two directories' contents.
+    tmp = tmp_path / "swap"
+    e_l2.rename(tmp)
+    e_wd.rename(e_l2)
+    tmp.rename(e_wd)
+    assert store.get(k_wd) is None and "manifest is for key" in caplog.text
+    rec, trained = ensure_run(wd, store, lambda c, ckpt: record(c, 33.0), k_wd)
+    assert trained and rec.metrics["sparsity_gamma"] == 33.0
+    # A manifest rewritten to claim the key does not help: the config does not hash to it.
+    rewrite_manifest(e_l2, key=k_l2)
+    assert store.get(k_l2) is None and "config.json does not belong to this key" in caplog.text
+
+
+def test_entry_for_another_config_is_not_served(tmp_path, caplog):
+    store = RunStore(tmp_path)
+    cfg = RunConfig()
+    key = run_key(cfg)
+    store.put(key, record(cfg))
+    other = run_config_from_dict({"optim": {"lam": 1e-3}})
+    assert store.get(key, config=other) is None and "not the requested config" in caplog.text
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch " + str(_Exploit.marker),))
+
+
+def test_weights_with_pickled_code_are_refused(tmp_path, caplog):
+    store = RunStore(tmp_path / "cache")
+    cfg = RunConfig()
+    key = run_key(cfg)
+    entry = store.put(key, record(cfg))
+    _Exploit.marker = tmp_path / "pwned"
+    buffer = __import__("io").BytesIO()
+    torch.save({"w": _Exploit()}, buffer)
+    data = buffer.getvalue()
+    torch.load(__import__("io").BytesIO(data), weights_only=False)  # what a pickle load would do
+    assert _Exploit.marker.exists()
+    _Exploit.marker.unlink()
+    (entry / "model.pt").write_bytes(data)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["files"]["model.pt"] = __import__("hashlib").sha256(data).hexdigest()
+    manifest["sizes"]["model.pt"] = len(data)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    assert store.get(key, with_weights=True) is None
+    assert not _Exploit.marker.exists() and "not a plain tensor state dict" in caplog.text
 
 
 def test_unknown_format_version_is_not_misread(tmp_path):
@@ -79,20 +196,91 @@ def test_unknown_format_version_is_not_misread(tmp_path):
     cfg = RunConfig()
     key = run_key(cfg)
     entry = store.put(key, record(cfg))
-    manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["format"] = CACHE_FORMAT + 1
-    (entry / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(entry, format=CACHE_FORMAT + 1)
     assert store.get(key) is None
 
 
 def test_unwritable_root_is_a_clear_error(tmp_path):
-    from repro.cache import CacheError
-
     blocker = tmp_path / "file"
     blocker.write_text("x")
     store = RunStore(blocker / "cache")
-    with pytest.raises(CacheError, match="not writable"):
+    with pytest.raises(CacheError, match="read-only|not writable"):
         store.put(run_key(RunConfig()), record(RunConfig()))
+
+
+def test_a_failed_move_aside_is_an_error_not_a_claim(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    cfg = RunConfig()
+    key = run_key(cfg)
+    entry = store.put(key, record(cfg))
+    (entry / "metrics.json").write_text("{}")
+
+    def refuse(src, dst):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    with pytest.raises(CacheError, match="could not move cache entry .* Device or resource busy"):
+        store.get(key)
+    assert entry.is_dir()
+
+
+@pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o002, 0o775, 0o664), (0o022, 0o755, 0o644)])
+def test_permissions_follow_the_umask(tmp_path, mask, dir_mode, file_mode, monkeypatch):
+    import repro.cache.store as store_module
+
+    old = os.umask(mask)
+    monkeypatch.setattr(store_module, "_UMASK", None)
+    try:
+        store = RunStore(tmp_path / "cache")
+        key = run_key(RunConfig())
+        entry = store.put(key, record(RunConfig()))
+    finally:
+        os.umask(old)
+    assert entry.stat().st_mode & 0o777 == dir_mode  # not mkdtemp's 0700
+    for f in entry.iterdir():
+        assert f.stat().st_mode & 0o777 == file_mode, f
+    assert (store.root / "locks" / f"{key}.lock").stat().st_mode & 0o777 == file_mode
+
+
+def test_metrics_from_other_measurement_code_are_recomputed_from_weights(tmp_path, caplog):
+    calls = []
+
+    def remeasure(rec, device, data_root):
+        calls.append(rec.state_dict["w"].sum().item())
+        return {"sparsity_gamma": 99.0, "diverged_at": None}
+
+    store = RunStore(tmp_path, remeasure=remeasure)
+    cfg = RunConfig()
+    key = run_key(cfg)
+    entry = store.put(key, record(cfg, 5.0))
+    rewrite_manifest(entry, metrics_fingerprint="0" * 16)
+    got = store.get(key)
+    assert got.metrics_recomputed and got.metrics["sparsity_gamma"] == 99.0 and calls == [6.0]
+    assert "measurement code changed" in caplog.text and "no retraining" in caplog.text
+    again = store.get(key, with_weights=True)  # stored: not recomputed twice
+    assert calls == [6.0] and not again.metrics_recomputed and again.metrics["sparsity_gamma"] == 99.0
+    assert torch.equal(again.state_dict["w"], torch.arange(4.0)) and again.history == {"loss": [1.0, 0.5]}
+
+
+def test_stale_metrics_without_weights_are_served_with_a_warning(tmp_path, caplog):
+    store = RunStore(tmp_path, remeasure=lambda *a: pytest.fail("no weights to measure"))
+    cfg = RunConfig()
+    key = run_key(cfg)
+    rec = record(cfg, 5.0)
+    rec.state_dict = None
+    entry = store.put(key, rec)
+    rewrite_manifest(entry, metrics_fingerprint="0" * 16)
+    got = store.get(key)
+    assert got.metrics["sparsity_gamma"] == 5.0 and not got.metrics_recomputed
+    assert "holds no weights" in caplog.text
+
+
+def test_cache_package_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import repro.cache, repro.cache.archive, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _slow_train_worker(root: str, marker_dir: str, barrier) -> None:

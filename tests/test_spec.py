@@ -583,7 +583,7 @@ def test_metric_catalogue_is_what_a_run_records():
 
     from repro.config import ModelConfig
     from repro.data.base import ImageData
-    from repro.measure.report import measure_model
+    from repro.measure import measure_model
     from repro.spec.metrics import RUN_METRICS
     from repro.train.models import build_model
 

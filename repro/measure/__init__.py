@@ -1,13 +1,18 @@
 """Metrics of a trained network: errors, filter sparsity, selectivity, pruning and slimming.
 
 In:  a trained ``ConvNet`` and its ``ImageData``.
-Out: ``measure_model(model, data) -> dict`` (JSON-serialisable; keys listed in ``report``), and
+Out: ``measure_model(model, data) -> dict`` (JSON-serialisable; keys listed in ``metrics``), and
      the reusable pieces: ``gamma_sparsity``, ``pooled_activations``, ``activation_sparsity``,
      ``universality`` (``sparsity``), ``zero_pruned``, ``slim_model``, ``fold_batchnorm``,
-     ``kept_channels``, ``pruned_conv_params`` (``pruning``), ``evaluate`` (``evaluate``).
+     ``kept_channels``, ``pruned_conv_params`` (``pruning``), ``evaluate`` (``loss_error``).
+
+Cached runs record the fingerprint of this package's code (``repro.cache.metrics_fingerprint``)
+with their metrics; when it changes, the cache recomputes metrics from the stored weights.
+``METRICS_VERSION`` is part of that code: bump it to force a recomputation when the metrics
+change for a reason outside this package (a library's numerics, say).
 """
 
-from repro.measure.evaluate import EvalResult, evaluate
+from repro.measure.loss_error import EvalResult, evaluate
 from repro.measure.pruning import (
     fold_batchnorm,
     kept_channels,
@@ -15,7 +20,7 @@ from repro.measure.pruning import (
     slim_model,
     zero_pruned,
 )
-from repro.measure.report import measure_model
+from repro.measure.metrics import measure_model
 from repro.measure.sparsity import (
     Sparsity,
     activation_sparsity,
@@ -24,7 +29,10 @@ from repro.measure.sparsity import (
     universality,
 )
 
+METRICS_VERSION = 1
+
 __all__ = [
+    "METRICS_VERSION",
     "EvalResult",
     "Sparsity",
     "activation_sparsity",

@@ -1,7 +1,7 @@
 """The metric catalogue: every name a claim may check or give a paper number for.
 
 In:  nothing (declarations only; no torch).
-Out: ``RUN_METRICS`` (what ``repro.measure.report.measure_model`` plus the training loop record
+Out: ``RUN_METRICS`` (what ``repro.measure.measure_model`` plus the training loop record
 for a run) and ``SIMULATION_METRICS`` (what ``repro.check.evaluate.simulation_metrics`` computes
 for a low-gradient simulation), each a name -> ``Metric`` mapping.
 

@@ -12,29 +12,17 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from repro.cache.record import RunRecord  # the cache's value type; re-exported for callers
 from repro.config import RunConfig
 from repro.data import load_dataset
 from repro.measure import measure_model
 from repro.train.loop import resolve_device, set_precision, train_models, use_cuda_graphs
-
-
-@dataclass
-class RunRecord:
-    config: RunConfig
-    metrics: dict
-    history: dict
-    provenance: dict
-    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-
-    @property
-    def diverged(self) -> bool:
-        return self.metrics.get("diverged_at") is not None
+from repro.train.models import build_model
 
 
 def run_and_measure(config: RunConfig, device: str = "auto", data_root: Path | None = None,
@@ -76,3 +64,18 @@ def run_and_measure_group(
         state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
         records.append(RunRecord(config, metrics, outcome.history, provenance, state))
     return records
+
+
+# -- re-measuring stored weights (repro.cache calls this when the measurement code changed) -----
+def remeasure(record: RunRecord, device: str = "auto", data_root: Path | None = None) -> dict:
+    """Metrics of ``record``'s stored weights under the current measurement code, keeping what
+    training alone decides (steps, divergence). No training."""
+    dev = resolve_device(device)
+    data = load_dataset(record.config.data, data_root).to(dev)
+    c = record.config
+    model = build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset)
+    model.load_state_dict(record.state_dict)
+    metrics = measure_model(model.to(dev).eval(), data)
+    metrics["diverged_at"] = record.metrics.get("diverged_at")
+    metrics["steps"] = record.metrics.get("steps")
+    return metrics

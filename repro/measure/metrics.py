@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from repro.data.base import ImageData
-from repro.measure.evaluate import evaluate
+from repro.measure.loss_error import evaluate
 from repro.measure.pruning import fold_batchnorm, pruned_conv_params, slim_model, zero_pruned
 from repro.measure.sparsity import (
     ACT_THRESHOLD,

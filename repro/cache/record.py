@@ -1,0 +1,33 @@
+"""The value the cache stores for one run.
+
+In:  what training and measurement produced for one ``RunConfig``.
+Out: ``RunRecord``: config, metrics (see repro.measure), histories, provenance, optionally the
+     trained weights (a flat name -> tensor dict, loaded only when asked for) and the fingerprint
+     of the measurement code that computed the metrics.
+
+No torch import: planning, checking and reporting read records without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from repro.config import RunConfig
+
+
+@dataclass
+class RunRecord:
+    config: RunConfig
+    metrics: dict
+    history: dict
+    provenance: dict
+    state_dict: dict[str, Any] | None = field(default=None, repr=False)  # name -> torch.Tensor
+    # Fingerprint of the measurement code that computed ``metrics`` (None: the current code).
+    metrics_fingerprint: str | None = None
+    # Set on read when the stored metrics came from other measurement code and were recomputed.
+    metrics_recomputed: bool = field(default=False, compare=False)
+
+    @property
+    def diverged(self) -> bool:
+        return self.metrics.get("diverged_at") is not None

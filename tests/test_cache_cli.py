@@ -1,0 +1,243 @@
+"""`repro` against shared, read-only and shipped caches: what a second user, a read-only mount, a
+closed pipe, an out-of-memory and an archive round trip look like from the command line. Every
+case ends with a message and an exit code, never a traceback."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro.cache import RunRecord, RunStore, run_key
+from repro.cli import main
+from repro.config import run_config_from_dict
+from repro.report import render_reports
+from repro.spec.claims import load_claims
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_ROOT = os.geteuid() == 0
+OTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+CONFIG_YAML = """\
+model: {arch: basicnet, width: 0.125}
+data: {dataset: digits}
+optim: {name: adam, regularizer: l2, lam: 1.0e-2}
+train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
+"""
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user can traverse (pytest's own tmp folders are private to this user)."""
+    path = Path(tempfile.mkdtemp(prefix="repro-shared-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    for p in path.rglob("*"):
+        if p.is_dir():
+            p.chmod(0o755)
+    path.chmod(0o755)
+    shutil.rmtree(path)
+
+
+def cli(args: list[str], cache: Path, home: Path, other_user: bool = False, shell_suffix: str = ""):
+    """Run the CLI in a fresh process, as another user (``other_user``) when asked."""
+    env = {**os.environ, "REPRO_CACHE": str(cache), "HOME": str(home), "MPLCONFIGDIR": str(home / ".mpl"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "repro.cli", *args]
+    if other_user:
+        cmd = OTHER_USER + cmd
+    if shell_suffix:
+        cmd = " ".join(map(str, cmd)) + shell_suffix
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=ROOT,
+                          timeout=300)
+
+
+def fake_record(config, value: float, provenance: dict | None = None) -> RunRecord:
+    metrics = {"test_error": value, "sparsity_gamma": value, "diverged_at": None, "steps": 25}
+    return RunRecord(config, metrics, {"loss": [1.0]}, provenance or {"device": "cpu"}, {"w": torch.ones(3)})
+
+
+def run_config(path: Path, extra: str = ""):
+    from repro.spec.runfile import load_run_config
+
+    path.write_text(CONFIG_YAML + extra)
+    return load_run_config(path, [])
+
+
+def make_read_only(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir):
+    cache = shared_dir / "cache"
+    store = RunStore(cache)
+    cfg = run_config(shared_dir / "run.yaml")
+    store.put(run_key(cfg), fake_record(cfg, 1.25))
+    damaged_cfg = run_config_from_dict({**cfg.to_dict(), "optim": {**cfg.to_dict()["optim"], "lam": 0.5}})
+    damaged = store.put(run_key(damaged_cfg), fake_record(damaged_cfg, 9.0))
+    os.truncate(damaged / "model.pt", 10)
+    make_read_only(cache)
+    # As root, permissions do not bind: read as another user, for whom the cache is read-only.
+    served = cli(["run", str(shared_dir / "run.yaml"), "--json"], cache, shared_dir, other_user=AS_ROOT)
+    assert served.returncode == 0, served.stderr
+    out = json.loads(served.stdout)
+    assert out["cached"] is True and out["metrics"]["test_error"] == 1.25
+
+    missing = cli(["run", str(shared_dir / "run.yaml"), "--set", "optim.lam=0.25"], cache, shared_dir,
+                  other_user=AS_ROOT)
+    assert missing.returncode == 1
+    assert "read-only" in missing.stderr and "cannot be stored" in missing.stderr
+    assert missing.stderr.count("read-only") == 1 and "Traceback" not in missing.stderr
+
+    shown = cli(["show", run_key(damaged_cfg)[:12]], cache, shared_dir, other_user=AS_ROOT)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert "damaged" in shown.stderr and "read-only" in shown.stderr and "9.0" not in shown.stdout
+    assert damaged.is_dir() and not (cache / "corrupt").exists()
+
+
+def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
+    """Entries follow the umask (not mkdtemp's 0700): a second user reads them, no false
+    'damaged, moved aside'."""
+    cache = shared_dir / "cache"
+    cfg = run_config(shared_dir / "run.yaml")
+    old = os.umask(0o022)
+    try:
+        import repro.cache.store as store_module
+
+        store_module._UMASK = None
+        RunStore(cache).put(run_key(cfg), fake_record(cfg, 2.5))
+    finally:
+        os.umask(old)
+        store_module._UMASK = None
+    entry = RunStore(cache).entry_dir(run_key(cfg))
+    assert all(p.stat().st_mode & 0o005 for p in [entry, *entry.iterdir()])  # others may read
+    if not AS_ROOT:
+        return  # switching to another user needs root; the modes above are what that user needs
+    shown = cli(["show", run_key(cfg)[:12], "--json"], cache, shared_dir, other_user=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["metrics"]["test_error"] == 2.5 and "damaged" not in shown.stderr
+
+
+def test_broken_pipe_ends_quietly(tmp_path):
+    cfg = run_config(tmp_path / "run.yaml")
+    RunStore(tmp_path / "cache").put(run_key(cfg), fake_record(cfg, 1.0, {"note": "x" * 300_000}))
+    done = cli(["show", run_key(cfg)[:12]], tmp_path / "cache", tmp_path, shell_suffix=" | head -1")
+    assert done.stdout.startswith("run ") and done.stderr == ""
+
+
+def test_cpu_out_of_memory_is_a_message(tmp_path, monkeypatch, capsys):
+    def allocate(self):
+        torch.empty(1 << 60, dtype=torch.uint8)  # the real CPU allocator error
+
+    monkeypatch.setattr(RunStore, "keys", allocate)
+    assert main(["show", "abc", "--cache-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error: CPU out of memory" in err and "Traceback" not in err
+
+
+def test_ls_and_verify(tmp_path, capsys):
+    store = RunStore(tmp_path / "cache")
+    cfg = run_config(tmp_path / "run.yaml")
+    good = run_key(cfg)
+    store.put(good, fake_record(cfg, 1.0))
+    other = run_config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "seed": 1}})
+    bad = store.put(run_key(other), fake_record(other, 2.0))
+    data = bytearray((bad / "model.pt").read_bytes())
+    data[-30] ^= 0xFF  # same size: only a full check sees it
+    (bad / "model.pt").write_bytes(bytes(data))
+    args = ["--cache-dir", str(store.root)]
+    assert main(["cache", "ls", *args]) == 0
+    out = capsys.readouterr().out
+    assert good[:12] in out and "2 entries" in out
+    assert main(["cache", "ls", "--json", *args]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {e["key"] for e in listed} == {good, run_key(other)} and all(e["current_training_code"] for e in listed)
+    assert main(["cache", "verify", *args]) == 1
+    captured = capsys.readouterr()
+    assert f"damaged: {run_key(other)[:12]}: checksum mismatch in model.pt" in captured.err
+    assert "1 of 2 entries" in captured.out
+    assert main(["cache", "fingerprint"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 16
+
+
+def _claims(tmp_path: Path) -> Path:
+    dest = tmp_path / "claims"
+    shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
+    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", dest)
+    return dest
+
+
+def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
+    claims = _claims(tmp_path)
+    specs = load_claims(sorted(claims.glob("*.yaml")))
+    lab = RunStore(tmp_path / "lab")
+    for group, sparsity in (("adam_l2", [50.0, 52.0, 49.0]), ("adam_wd", [20.0, 22.0, 25.0])):
+        for cfg, s in zip(specs[0].tier("smoke").groups[group].points[0].configs, sparsity):
+            metrics = {"sparsity_gamma": s, "test_error": 1.5, "sparsity_act": s - 1, "pruned_test_error": 1.5,
+                       "layer_sparsity_gamma": [0, 0, 5, 60, 70, 55, 70], "diverged_at": None}
+            lab.put(run_key(cfg), RunRecord(cfg, metrics, {}, {"device": "cpu", "torch": "x", "train_wall_s": 1},
+                                            {"w": torch.full((2,), s)}))
+    stray = run_config(tmp_path / "run.yaml")
+    lab.put(run_key(stray), fake_record(stray, 3.0))  # not needed by the claim: not exported
+    archive = tmp_path / "smoke.tar.gz"
+    assert main(["cache", "export", str(archive), "--tier", "smoke", "-k", "adam-l2", "--claims-dir", str(claims),
+                 "--cache-dir", str(lab.root)]) == 0
+    assert "6 runs" in capsys.readouterr().out
+    laptop = RunStore(tmp_path / "laptop")
+    assert main(["cache", "import", str(archive), "--cache-dir", str(laptop.root)]) == 0
+    assert "imported 6 runs" in capsys.readouterr().out
+    assert sorted(laptop.keys()) == sorted(k for k in lab.keys() if k != run_key(stray))
+    render_reports(specs, "smoke", lab, tmp_path / "a")
+    render_reports(specs, "smoke", laptop, tmp_path / "b")
+    for page in sorted((tmp_path / "a").glob("*.md")):
+        assert page.read_text() == (tmp_path / "b" / page.name).read_text(), page.name
+    key = laptop.keys()[0]
+    assert torch.equal(laptop.get(key, with_weights=True).state_dict["w"], lab.get(key, with_weights=True).state_dict["w"])
+    # Importing again adds nothing; --no-weights archives carry metrics only.
+    assert main(["cache", "import", str(archive), "--cache-dir", str(laptop.root)]) == 0
+    assert "imported 0 runs" in capsys.readouterr().out
+    light = tmp_path / "light.tar"
+    assert main(["cache", "export", str(light), "--no-weights", "--cache-dir", str(lab.root)]) == 0
+    assert "7 runs (without weights)" in capsys.readouterr().out
+    with tarfile.open(light) as tar:
+        assert not [n for n in tar.getnames() if n.endswith("model.pt")]
+    empty = RunStore(tmp_path / "light-cache")
+    assert main(["cache", "import", str(light), "--cache-dir", str(empty.root)]) == 0
+    assert empty.get(run_key(stray)).metrics["test_error"] == 3.0 and not empty.has_weights(run_key(stray))
+
+
+def test_import_rejects_tampered_and_foreign_members(tmp_path, capsys):
+    store = RunStore(tmp_path / "src")
+    cfg = run_config(tmp_path / "run.yaml")
+    key = run_key(cfg)
+    store.put(key, fake_record(cfg, 1.0))
+    archive = tmp_path / "a.tar"
+    assert main(["cache", "export", str(archive), "--cache-dir", str(store.root)]) == 0
+    tampered = tmp_path / "tampered.tar"
+    with tarfile.open(archive) as src, tarfile.open(tampered, "w") as dst:
+        for member in src:
+            data = src.extractfile(member).read()
+            if member.name.endswith("metrics.json"):
+                data = data.replace(b"1.0", b"0.1")
+                member.size = len(data)
+            dst.addfile(member, __import__("io").BytesIO(data))
+        evil = tarfile.TarInfo("../../outside.txt")
+        evil.size = 1
+        dst.addfile(evil, __import__("io").BytesIO(b"x"))
+    capsys.readouterr()
+    target = RunStore(tmp_path / "dst")
+    assert main(["cache", "import", str(tampered), "--cache-dir", str(target.root)]) == 1
+    err = capsys.readouterr().err
+    assert f"rejected {key}: checksum mismatch in metrics.json" in err and "../../outside.txt" in err
+    assert target.keys() == [] and not (tmp_path / "outside.txt").exists()
+    (tmp_path / "junk.tar").write_bytes(b"not an archive")
+    assert main(["cache", "import", str(tmp_path / "junk.tar"), "--cache-dir", str(target.root)]) == 1
+    assert "not a readable repro cache archive" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""The GitHub Actions workflow (.github/workflows/ci.yml) is valid and does what the README says:
+`make test` with the run cache (.cache/runs) kept between builds, keyed by the training-code
+fingerprint. Syntax is checked by check-jsonschema (a test dependency) against the GitHub
+workflow schema it ships (SchemaStore's), offline."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from repro.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_workflow_passes_the_schema_linter():
+    done = lint(WORKFLOW)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_linter_rejects_a_broken_workflow(tmp_path):
+    broken = tmp_path / "ci.yml"
+    # A job without runs-on and a step that is both an action and a script.
+    text = WORKFLOW.read_text().replace("    runs-on: ubuntu-latest\n", "")
+    text = text.replace("      - uses: actions/checkout@v4\n", "      - uses: actions/checkout@v4\n        run: echo\n")
+    broken.write_text(text)
+    assert lint(broken).returncode != 0
+
+
+def test_workflow_runs_make_test_with_the_run_cache_keyed_by_the_fingerprint(capsys):
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    steps = flow["jobs"]["test"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    assert "make test" in runs
+    fingerprint = next(s for s in steps if s.get("id") == "fingerprint")
+    assert "repro cache fingerprint" in fingerprint["run"]
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["path"] == ".cache/runs"
+    assert "steps.fingerprint.outputs.training" in cache["with"]["key"]
+    # The cache is restored before the tests run.
+    assert steps.index(cache) < runs.index("make test")
+    assert main(["cache", "fingerprint"]) == 0
+    assert re.fullmatch(r"[0-9a-f]{16}\n", capsys.readouterr().out)
