@@ -106,9 +106,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for cid, why in sorted(plan.claims_not_run.items()):
         print(f"not run at tier {plan.tier}: {cid}: {why}")
     total_flops = sum(r.flops for r in plan.missing)
-    print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs, "
-          f"{total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} on {plan.device} "
-          f"(modelled, one run at a time)")
+    groups = plan.group_estimates(args.group_size)
+    print("\n" + tabulate([(e.label, e.size, f"{e.steps:,}", format_duration(e.seconds), "measured" if e.measured
+                            else "modelled") for e in groups], headers=("group", "runs", "steps", "est.", "source")))
+    print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs "
+          f"in {len(groups)} groups, {total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} "
+          f"on {plan.device} ({plan.estimate_source()}, one group at a time)")
     return 0
 
 
@@ -117,16 +120,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     plan, store = _plan(args)
     data_root = Path(args.data_root) if args.data_root else None
-    if getattr(args, "executor", "local") == "ray":
-        from repro.execute import train_plan_ray
-
-        summary = train_plan_ray(plan, store, args.address, args.device, data_root, group_size=args.group_size)
-    else:
-        summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size)
+    summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size,
+                         executor=_executor(args))
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _executor(args: argparse.Namespace):
+    from repro.execute import LocalExecutor, RayExecutor
+
+    return RayExecutor(args.address) if args.executor == "ray" else LocalExecutor(args.jobs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -146,6 +151,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """validate + plan + train + pytest + report."""
+    if args.dry_run:
+        from repro.cache import RunStore
+        from repro.dry_run import dry_run
+
+        status = cmd_validate(args)
+        if status:
+            return status
+        return dry_run(select_claims(args), _claim_paths(args), args.tier, RunStore(Path(args.cache_dir) if args.cache_dir
+                       else None), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
+                       else None, args.group_size, args.k, Path(args.out) if args.out else None)
     import torch
 
     if args.tier == "full" and not torch.cuda.is_available() and not args.force:
@@ -184,22 +199,29 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("plan", parents=[common, sel, tier], help="list the deduplicated runs the claims need")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--group-size", type=int, default=None, help="runs per fused group (default: as train)")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("train", parents=[common, sel, tier], help="train the missing runs of the plan")
+    execution = argparse.ArgumentParser(add_help=False)
+    execution.add_argument("--executor", choices=("local", "ray"), default="local",
+                           help="local processes (default) or tasks on a Ray cluster")
+    execution.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+
+    p = sub.add_parser("train", parents=[common, sel, tier, execution], help="train the missing runs of the plan")
     p.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
     p.add_argument("--group-size", type=int, default=None,
                    help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local processes (default) or tasks on a Ray cluster")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")
     p.add_argument("--out", help="output folder (default reports/<tier>)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("verify", parents=[common, sel, tier], help="validate + plan + train + pytest + report")
+    p = sub.add_parser("verify", parents=[common, sel, tier, execution], help="validate + plan + train + pytest + report")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train every run only --steps steps in a separate cache, check, report into "
+                        "reports/<tier>-dry-run/ and estimate the real tier's time on this machine")
+    p.add_argument("--steps", type=int, default=5, help="steps per run of a dry run (default 5)")
     p.add_argument("-j", "--jobs", type=int, default=1)
     p.add_argument("--group-size", type=int, default=None, help="runs fused into one stacked network")
     p.add_argument("--out", help="report folder (default reports/<tier>)")

@@ -25,17 +25,20 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
                 "error": "⚠️ error", "not run": "➖ not run"}
 
 
-def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path) -> list[Verdict]:
+def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path,
+                   banner: str | None = None) -> list[Verdict]:
+    """``banner``: a warning put at the top of every page (a dry run's: these are not results)."""
     out.mkdir(parents=True, exist_ok=True)
+    top = f"> **{banner}**\n\n" if banner else ""
     verdicts = []
     for spec in sorted(specs, key=lambda s: s.id):
         verdict = evaluate_claim(spec, tier, store)
         verdicts.append(verdict)
         t = spec.tier(tier)
         plots = render_plots(spec, t, store, out) if not t.not_run else []
-        (out / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
-    (out / "index.md").write_text(index_page(specs, verdicts, tier))
-    (out / "runs.md").write_text(runs_page(specs, tier, store))
+        (out / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots))
+    (out / "index.md").write_text(top + index_page(specs, verdicts, tier))
+    (out / "runs.md").write_text(top + runs_page(specs, tier, store))
     return verdicts
 
 
