@@ -153,6 +153,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """validate + plan + train + pytest + report."""
     if args.dry_run:
         from repro.cache import RunStore
+
+        if args.steps < 1:
+            print(f"error: --steps must be at least 1, got {args.steps}", file=sys.stderr)
+            return 2
         from repro.dry_run import dry_run
 
         status = cmd_validate(args)

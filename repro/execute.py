@@ -150,6 +150,8 @@ def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root
                dry_run_steps: int | None) -> list:
     """Runs on a Ray worker. The checkpoint path is the driver's: used where this worker can
     write there (a local instance, a shared filesystem), so a retried task resumes."""
+    if device.startswith("cuda"):
+        device = "cuda"  # Ray gives the task its GPU through CUDA_VISIBLE_DEVICES: index 0 here
     path: Path | None = Path(checkpoint)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
