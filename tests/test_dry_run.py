@@ -107,7 +107,6 @@ def test_every_kind_of_full_tier_group_dry_runs(tmp_path):
 
 
 def test_dry_run_config_keeps_every_phase():
-    cifar = RunConfig.__new__(RunConfig)
     cifar = replace(RunConfig(), data=replace(RunConfig().data, dataset="cifar10"))
     assert dry_run_config(cifar, 5).train.phases == (4, 1)
     assert dry_run_config(cifar, 1).train.phases == (1, 1)  # at least a step per phase
