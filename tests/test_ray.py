@@ -68,7 +68,13 @@ def test_a_run_shared_by_local_and_ray_executors_is_trained_once(tmp_path, local
 
     from repro.cache import checkpoint_path
 
-    shared, only_ray, only_local = tiny(seed=5), tiny(seed=6), tiny(seed=7)
+    from dataclasses import replace
+
+    def short(seed):
+        c = tiny(seed=seed)
+        return replace(c, train=replace(c.train, phases=(6, 2)))
+
+    shared, only_ray, only_local = short(5), short(6), short(7)
     store = RunStore(tmp_path / "cache")
     with ThreadPoolExecutor(2) as pool:
         ray_done = pool.submit(train_plan_ray, make_plan([shared, only_ray]), store, progress=False, group_size=1)
