@@ -91,3 +91,20 @@ def test_netshape_matches_the_models():
             assert shape_flops(a, side) == models.flops_per_image(b, side)
             assert shape_params(a) == models.conv_param_count(b)
     assert shape_params(shape_spec(ModelConfig(), 3, 32, 10, "cifar10")) == 4_649_664
+
+
+def test_every_dataset_size_the_plan_assumes_agrees_with_its_loader():
+    """The published datasets cannot be loaded here: their planned shapes are pinned against the
+    loaders' own constants and the published sizes (CIFAR 50,000 train, TinyImageNet 500 per class
+    of 200, ImageNet-1k 1,281,167)."""
+    from repro.config import DataConfig, RunConfig
+    from repro.data.catalog import DATASET_SHAPES
+    from repro.data.cifar import SOURCES
+    from repro.data.folder import IMAGENET_CROP, TINY_SIZE
+
+    assert set(DATASET_SHAPES) == {"digits", "cifar10", "cifar100", "tinyimagenet", "imagenet"}
+    for name in ("cifar10", "cifar100"):
+        assert DATASET_SHAPES[name] == (50000, 32, 3, SOURCES[name].num_classes)
+    assert DATASET_SHAPES["tinyimagenet"] == (200 * 500, TINY_SIZE, 3, 200)
+    assert DATASET_SHAPES["imagenet"] == (1_281_167, IMAGENET_CROP, 3, 1000)
+    assert data_shape(RunConfig(data=DataConfig(dataset="imagenet", image_size=64))) == (1_281_167, 64, 3, 1000)
