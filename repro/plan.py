@@ -71,7 +71,11 @@ def detected_device() -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return "cpu"
-    return "cuda" if _nvidia_gpu_names() else "cpu"
+    if _nvidia_gpu_names():
+        return "cuda"
+    # A driver without nvidia-smi on the PATH (some containers) still lists its GPUs here.
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return "cuda" if gpus.is_dir() and any(gpus.iterdir()) else "cpu"
 
 
 def _nvidia_gpu_names() -> list[str]:
