@@ -135,11 +135,11 @@ def _plan(args: argparse.Namespace):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan, _ = _plan(args)
-    print_plan(plan, as_json=args.json)
+    print_plan(plan, as_json=args.json, group_size=args.group_size)
     return 0
 
 
-def print_plan(plan, as_json: bool = False) -> None:
+def print_plan(plan, as_json: bool = False, group_size: int | None = None) -> None:
     from tabulate import tabulate
 
     from repro.plan import estimate_seconds, format_duration
@@ -154,9 +154,12 @@ def print_plan(plan, as_json: bool = False) -> None:
     for cid, why in sorted(plan.claims_not_run.items()):
         print(f"not run at tier {plan.tier}: {cid}: {why}")
     total_flops = sum(r.flops for r in plan.missing)
-    print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs, "
-          f"{total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} on {plan.device} "
-          f"(modelled, one run at a time)")
+    groups = plan.group_estimates(group_size)
+    print("\n" + tabulate([(e.label, e.size, f"{e.steps:,}", format_duration(e.seconds), "measured" if e.measured
+                            else "modelled") for e in groups], headers=("group", "runs", "steps", "est.", "source")))
+    print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs "
+          f"in {len(groups)} groups, {total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} "
+          f"on {plan.device} ({plan.estimate_source()}, one group at a time)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -164,16 +167,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     plan, store = _plan(args)
     data_root = Path(args.data_root) if args.data_root else None
-    if getattr(args, "executor", "local") == "ray":
-        from repro.execute import train_plan_ray
-
-        summary = train_plan_ray(plan, store, args.address, args.device, data_root, group_size=args.group_size)
-    else:
-        summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size)
+    summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size,
+                         executor=_executor(args))
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _executor(args: argparse.Namespace):
+    from repro.execute import LocalExecutor, RayExecutor
+
+    return RayExecutor(args.address) if args.executor == "ray" else LocalExecutor(args.jobs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -193,6 +198,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """validate + plan + train + pytest + report."""
+    if args.dry_run:
+        from repro.cache import RunStore
+
+        if args.steps < 1:
+            print(f"error: --steps must be at least 1, got {args.steps}", file=sys.stderr)
+            return 2
+        from repro.dry_run import dry_run
+
+        status = cmd_validate(args)
+        if status:
+            return status
+        return dry_run(select_claims(args), _claim_paths(args), args.tier, RunStore(Path(args.cache_dir) if args.cache_dir
+                       else None), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
+                       else None, args.group_size, args.k, Path(args.out) if args.out else None)
     import torch
 
     if args.tier == "full" and not torch.cuda.is_available() and not args.force:
@@ -245,6 +264,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("plan", parents=[common, sel, tier], help="list the deduplicated runs the claims need")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--group-size", type=int, default=None, help="runs per fused group (default: as train)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")
@@ -255,6 +275,10 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", parents=[common, sel, tier, train_opts], help="validate + plan + train + pytest + report")
+    p.add_argument("--dry-run", action="store_true",
+                   help="train every run only --steps steps in a separate cache, check, report into "
+                        "reports/<tier>-dry-run/ and estimate the real tier's time on this machine")
+    p.add_argument("--steps", type=int, default=5, help="steps per run of a dry run (default 5)")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.set_defaults(func=cmd_verify)

@@ -1,30 +1,51 @@
-"""Train the missing runs of a Plan: fused into groups, and in parallel where the machine allows.
+"""Train the missing runs of a Plan: fused into groups, on an executor (local processes or Ray).
 
-In:  Plan, RunStore, number of parallel jobs, device, runs per group.
-Out: every planned run in the cache (or its failure recorded in the returned summary).
+In:  Plan, RunStore, an ``Executor`` (``LocalExecutor``: this process or a pool of spawned
+     processes; ``RayExecutor``: tasks on a Ray cluster), device, runs per group, and optionally
+     a dry-run step count.
+Out: ``TrainSummary``: every planned run in the cache, or its failure recorded.
 
 Runs that can share one stacked network (``loop.group_key``: same architecture, data, batch
-size, schedule and precision; optimizers may differ) train together in groups of up to ``group_size``; each group goes
-through ``cache.ensure_runs``, which holds the per-key file locks, so a run that another process
-(a second ``repro verify``, a pytest-xdist worker) is already training is waited for and reused,
-not trained twice. Jobs run in spawned processes; on CPU each gets cores // jobs threads.
+size, schedule and precision; optimizers may differ) form a group. One path for every executor. Each group goes through ``cache.ensure_runs`` (per-key file locks
+taken in key order, a checkpoint file per group, the cache write, the checkpoint removed once the
+records are stored): a run that another process or executor is already training is waited for
+and reused, never trained twice. What differs is only where ``ensure_runs`` and the training
+run: the local executor runs both in one process; the Ray executor holds the locks and writes
+the cache on the driver (workers need no shared filesystem) and trains on a worker, which
+resumes from and saves to the group's checkpoint path when that path is on its disk too.
+
+Failures: an environment failure (missing data ``DatasetError``, an unusable cache, an OS error,
+out of memory, a dead worker or process) is recorded for its group and the other groups go on.
+Anything else is a bug in training and propagates as an error.
+
+Dry run (``dry_run_steps=N``): every run trains N steps (its schedule's phases shrunk to N steps in
+all, ``dry_run_config``) through the same code, stored under its real key in a separate store
+(``dry_run_store``: ``<cache>/dry-run/steps-N/``), so checks and reports read it as they read a
+real run while the real cache never sees it. Each record's provenance carries the group's median
+step time, from which ``measured_step_times`` derives the calibration that ``repro plan`` uses.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import statistics
 import sys
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable, Iterable
 
-from repro.cache import RunStore, ensure_runs
+from repro.cache import CacheError, RunStore, ensure_runs
 from repro.config import RunConfig
-from repro.plan import Plan, PlannedRun, format_duration
+from repro.plan import Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now
 
 log = logging.getLogger(__name__)
+
+DRY_RUN_DIR = "dry-run"
 
 
 @dataclass
@@ -34,117 +55,284 @@ class TrainSummary:
     failed: dict[str, str] = field(default_factory=dict)  # key -> message
 
 
-def _train_group(configs: list[RunConfig], keys: list[str], cache_root: str, data_root: str | None,
-                 device: str, threads: int) -> list[tuple[str, bool]]:
+@dataclass(frozen=True)
+class GroupJob:
+    """One group to make present in the cache: what is trained under which keys, and where."""
+
+    configs: tuple[RunConfig, ...]  # what is trained (a dry run's shortened configs)
+    keys: tuple[str, ...]  # cache keys: always the real configs' keys
+    cache_root: str
+    data_root: str | None
+    device: str
+    threads: int  # torch threads on CPU (0: leave torch's default)
+    dry_run_steps: int | None = None
+
+
+# -- dry runs ------------------------------------------------------------------------------------
+
+
+def dry_run_config(config: RunConfig, steps: int) -> RunConfig:
+    """``config`` with its schedule shrunk to ``steps`` steps in all, keeping every LR phase (at
+    least one step each) in proportion, so phase changes are exercised too."""
+    from repro.config import phase_steps
+    from repro.data.catalog import data_shape
+
+    real = phase_steps(config.train, data_shape(config.data)[0])
+    total = sum(real)
+    steps = max(steps, len(real))
+    phases = [max(1, round(steps * p / total)) for p in real]
+    phases[0] = max(1, phases[0] + steps - sum(phases))
+    return replace(config, train=replace(config.train, unit="steps", phases=tuple(phases)))
+
+
+def dry_run_store(store: RunStore, steps: int) -> RunStore:
+    """The namespace of N-step dry runs: records under their real keys, never in the real store."""
+    return RunStore(store.root / DRY_RUN_DIR / f"steps-{steps}")
+
+
+def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
+    """Step time per kind of group, from the dry-run records of ``plan`` in ``store``."""
+    times: dict[str, StepTime] = {}
+    for run in plan.runs:
+        record = store.get(run.key)
+        info = record.provenance.get("dry_run") if record is not None else None
+        if not info or info.get("step_s") is None:
+            continue
+        gid = group_id(run.config)
+        t = StepTime(info["step_s"], int(record.provenance["group_size"]), info["timed_steps"], info["measured_at"])
+        # Several groups of one kind: keep the largest (the real tier's size), then the slowest.
+        old = times.get(gid)
+        if old is None or (t.group_size, t.step_s) > (old.group_size, old.step_s):
+            times[gid] = t
+    return times
+
+
+# -- where training happens ----------------------------------------------------------------------
+
+
+def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, data_root: str | None,
+                threads: int, dry_run_steps: int | None = None) -> list:
+    """Train and measure one group in this process; with ``dry_run_steps``, time its steps."""
     import torch
 
     from repro.train.run import run_and_measure_group
 
     if threads:
         torch.set_num_threads(threads)
-    store = RunStore(Path(cache_root))
-    root = Path(data_root) if data_root else None
-    results = ensure_runs(configs, store, lambda cs, ckpt: run_and_measure_group(cs, device, root, checkpoint=ckpt), keys)
-    return [(k, trained) for k, (_, trained) in zip(keys, results)]
+    stamps: list[float] = []
+    on_step = (lambda step, total: stamps.append(time.perf_counter())) if dry_run_steps else None
+    records = run_and_measure_group(configs, device, Path(data_root) if data_root else None,
+                                    on_step=on_step, checkpoint=checkpoint)
+    if dry_run_steps:
+        # The first step pays for allocation and algorithm choice; the median of the others is
+        # what the real run pays per step.
+        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        info = {"steps": dry_run_steps, "step_s": statistics.median(gaps) if gaps else None,
+                "timed_steps": len(gaps), "measured_at": now()}
+        for r in records:
+            r.provenance["dry_run"] = info
+    return records
 
 
-def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun]]:
-    """Runs that can train together (``loop.group_key``), in chunks of at most group_size."""
-    from repro.train.loop import group_key
-
-    by_key: dict[str, list[PlannedRun]] = {}
-    for r in runs:
-        by_key.setdefault(group_key(r.config), []).append(r)
-    groups = []
-    for members in by_key.values():
-        for i in range(0, len(members), max(1, group_size)):
-            groups.append(members[i : i + group_size])
-    # Largest work first, so parallel jobs finish together.
-    return sorted(groups, key=lambda g: -sum(r.flops for r in g))
+def ensure_group(job: GroupJob, train_many: Callable[[list[RunConfig], Path], list]) -> list[tuple[str, bool]]:
+    """The contract every executor keeps: ``ensure_runs`` (locks, checkpoint, cache write)."""
+    store = RunStore(Path(job.cache_root))
+    results = ensure_runs(list(job.configs), store, train_many, list(job.keys))
+    return [(k, trained) for k, (_, trained) in zip(job.keys, results)]
 
 
-def default_group_size(device: str, jobs: int) -> int:
-    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many. On CPU a
-    single process gains from stacking (1.5x at 2 threads, 1.4x at 1 thread on the 2-core
-    development machine, benchmarks/throughput.py), but with one job per core the cores are
-    already busy: the smoke tier took 9.4 min with groups of 4 and 8.5 min unfused at -j 2
-    (33 vs 30 s per run), so parallel CPU jobs train unfused."""
+def _local_group(job: GroupJob) -> list[tuple[str, bool]]:
+    """One group, locks and training in this process (the local executor's unit of work)."""
+    return ensure_group(job, lambda cs, ckpt: train_group(cs, ckpt, job.device, job.data_root, job.threads,
+                                                          job.dry_run_steps))
+
+
+def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root: str | None,
+               dry_run_steps: int | None) -> list:
+    """Runs on a Ray worker. The checkpoint path is the driver's: used where this worker can
+    write there (a local instance, a shared filesystem), so a retried task resumes."""
     if device.startswith("cuda"):
-        return 16
-    return 4 if jobs == 1 else 1
+        device = "cuda"  # Ray gives the task its GPU through CUDA_VISIBLE_DEVICES: index 0 here
+    path: Path | None = Path(checkpoint)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = None
+    return train_group(configs, path, device, data_root, 0, dry_run_steps)
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+def environment_failure(error: BaseException) -> bool:
+    """Missing data, an unusable cache, the OS, memory, a dead worker: recorded as a failed run.
+    Everything else is a bug and must not be mistaken for one."""
+    from repro.data.base import DatasetError
+
+    try:
+        import ray.exceptions as rex
+    except ImportError:
+        rex = None
+    if rex is not None and isinstance(error, rex.RayTaskError):
+        cause = getattr(error, "cause", None)
+        return cause is not None and environment_failure(cause)
+    if rex is not None and isinstance(error, (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError,
+                                              rex.RaySystemError, rex.ObjectLostError, rex.TaskUnschedulableError,
+                                              rex.RuntimeEnvSetupError, rex.ActorDiedError)):
+        return True
+    if isinstance(error, (DatasetError, CacheError, OSError, MemoryError, BrokenProcessPool)):
+        return True
+    # torch.OutOfMemoryError (CUDA), or the CPU allocator's RuntimeError.
+    return type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
+# -- executors -----------------------------------------------------------------------------------
+
+
+class LocalExecutor:
+    """Groups in this process (``jobs=1``) or in ``jobs`` spawned processes; on CPU each gets
+    ``threads`` torch threads (default: cores // jobs)."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1, threads: int | None = None):
+        self.jobs, self.threads = max(1, jobs), threads
+
+    def group_size(self, device: str) -> int:
+        return default_group_size(device, self.jobs)
+
+    def thread_count(self, device: str, groups: int) -> int:
+        if device.startswith("cuda"):
+            return 0
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, groups)))
+
+    def run(self, jobs: list[GroupJob]) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
+        """Yields (job index, a call that returns its results or raises its error) as jobs end."""
+        if self.jobs == 1 or len(jobs) == 1:
+            for i, job in enumerate(jobs):
+                yield i, (lambda job=job: _local_group(job))
+            return
+        with ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=get_context("spawn")) as pool:
+            pending = {pool.submit(_local_group, job): i for i, job in enumerate(jobs)}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield pending.pop(fut), fut.result
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+
+class RayExecutor:
+    """Each group's training is a Ray task (a GPU per task on CUDA plans, else a CPU); the
+    driver holds the group's locks and writes the cache. ``address=None`` starts a local
+    instance. A task whose worker dies is retried ``max_retries`` times by Ray; an exception
+    raised by the task itself is not retried."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, max_retries: int = 3, max_in_flight: int = 64):
+        self.address, self.max_retries, self.max_in_flight = address, max_retries, max_in_flight
+
+    def group_size(self, device: str) -> int:
+        return default_group_size(device, 1)
+
+    def thread_count(self, device: str, groups: int) -> int:
+        return 0
+
+    def run(self, jobs: list[GroupJob]) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}} if self.address is None else None)
+        on_gpu = any(job.device.startswith("cuda") for job in jobs)
+        resources = {"num_gpus": 1} if on_gpu else {"num_cpus": 1}
+        task = ray.remote(max_retries=self.max_retries, retry_exceptions=False, **resources)(_ray_train)
+
+        def one(job: GroupJob) -> list[tuple[str, bool]]:
+            def train_many(configs, ckpt):
+                return ray.get(task.remote(configs, str(ckpt), job.device, job.data_root, job.dry_run_steps))
+
+            return ensure_group(job, train_many)
+
+        # Driver threads only wait: on locks and on ray.get.
+        with ThreadPoolExecutor(max(1, min(self.max_in_flight, len(jobs)))) as pool:
+            pending = {pool.submit(one, job): i for i, job in enumerate(jobs)}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield pending.pop(fut), fut.result
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+
+# -- the one entry point -------------------------------------------------------------------------
 
 
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
                data_root: Path | None = None, progress: bool = True, group_size: int | None = None,
-               threads: int | None = None) -> TrainSummary:
-    """``threads``: torch threads per job on CPU (default: cores // jobs). A caller that is itself
-    one of several processes (a pytest-xdist worker) passes its share, or the cores are
-    oversubscribed."""
+               threads: int | None = None, executor: LocalExecutor | RayExecutor | None = None,
+               dry_run_steps: int | None = None) -> TrainSummary:
+    """Train what ``plan`` lacks in ``store`` on ``executor`` (default: ``LocalExecutor(jobs,
+    threads)``). ``threads``: torch threads per job on CPU; a caller that is itself one of several
+    processes (a pytest-xdist worker) passes its share, or the cores are oversubscribed. With
+    ``dry_run_steps``, ``store`` should be a ``dry_run_store``."""
     from tqdm import tqdm
 
+    executor = executor or LocalExecutor(jobs, threads)
     summary, todo = _start(plan, store)
     if not todo:
         return summary
-    jobs = max(1, jobs)
-    groups = form_groups(todo, group_size or default_group_size(plan.device, jobs))
-    cores = os.cpu_count() or 1
-    on_gpu = plan.device == "cuda"
-    jobs = min(jobs, len(groups))
-    threads = 0 if on_gpu else (threads or max(1, cores // jobs))
-    bar = tqdm(total=len(todo), desc=f"training {len(todo)} runs in {len(groups)} groups "
-               f"({format_duration(plan.estimate_seconds())} est. unfused)",
+    groups = form_groups(todo, group_size or executor.group_size(plan.device))
+    worker_device = device if device != "auto" else plan.device
+    n_threads = executor.thread_count(plan.device, len(groups))
+    jobs_ = [GroupJob(tuple(dry_run_config(r.config, dry_run_steps) if dry_run_steps else r.config for r in g),
+                      tuple(r.key for r in g), str(store.root), str(data_root) if data_root else None,
+                      worker_device, n_threads, dry_run_steps) for g in groups]
+    what = f"dry-running ({dry_run_steps} steps)" if dry_run_steps else "training"
+    bar = tqdm(total=len(todo), desc=f"{what} {len(todo)} runs in {len(groups)} groups on {executor.name}",
                unit="run", disable=not progress, file=sys.stderr)
-    args = (str(store.root), str(data_root) if data_root else None, device, threads)
-
-    def submit(group):
-        return lambda: _train_group([r.config for r in group], [r.key for r in group], *args)
-
-    if jobs == 1:
-        for group in groups:
-            bar.set_postfix_str(_label(group))
-            _collect(summary, group, submit(group))
-            bar.update(len(group))
+    try:
+        for i, call in executor.run(jobs_):
+            _collect(summary, groups[i], call)
+            bar.set_postfix_str(group_label(groups[i]))
+            bar.update(len(groups[i]))
+    finally:
         bar.close()
-        return summary
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_group, [r.config for r in g], [r.key for r in g], *args): g for g in groups}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    group = pending.pop(fut)
-                    _collect(summary, group, fut.result)
-                    bar.set_postfix_str(_label(group))
-                    bar.update(len(group))
-        except KeyboardInterrupt:
-            for fut in pending:
-                fut.cancel()
-            raise
-        finally:
-            bar.close()
     return summary
 
 
-def _label(group: list[PlannedRun]) -> str:
-    return group[0].config.summary() + (f" +{len(group) - 1}" if len(group) > 1 else "")
+def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, device: str = "auto",
+                   data_root: Path | None = None, group_size: int | None = None,
+                   progress: bool = True, max_retries: int = 3, dry_run_steps: int | None = None) -> TrainSummary:
+    """``train_plan`` on a Ray cluster (``address``; None starts a local instance)."""
+    return train_plan(plan, store, device=device, data_root=data_root, progress=progress, group_size=group_size,
+                      executor=RayExecutor(address, max_retries), dry_run_steps=dry_run_steps)
 
 
-def _collect(summary: TrainSummary, group: list[PlannedRun], call) -> None:
-    from repro.cache import CacheError
-    from repro.data.base import DatasetError
-
+def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], list[tuple[str, bool]]]) -> None:
     try:
-        for key, trained in call():
-            (summary.trained if trained else summary.reused).append(key)
-    except (DatasetError, CacheError, RuntimeError, OSError) as e:
-        # One group's failure (missing data, out of memory) must not lose the others.
-        _record_failure(summary, group, e)
+        results = call()
+    except Exception as e:
+        if not environment_failure(e):
+            raise
+        # One group's failure (missing data, out of memory, a dead worker) must not lose the others.
+        for run in group:
+            summary.failed[run.key] = f"{run.config.summary()}: {_message(e)}"
+        log.error("group of %d runs (%s) failed: %s", len(group), group_label(group), _message(e))
+        return
+    for key, trained in results:
+        (summary.trained if trained else summary.reused).append(key)
 
 
-def _record_failure(summary: TrainSummary, group: list[PlannedRun], error: Exception) -> None:
-    for run in group:
-        summary.failed[run.key] = f"{run.config.summary()}: {error}"
-    log.error("group of %d runs (%s) failed: %s", len(group), _label(group), error)
+def _message(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)  # a RayTaskError's original exception
+    return f"{type(cause or error).__name__}: {cause or error}"
 
 
 def _start(plan: Plan, store: RunStore) -> tuple[TrainSummary, list[PlannedRun]]:
@@ -157,55 +345,3 @@ def _start(plan: Plan, store: RunStore) -> tuple[TrainSummary, list[PlannedRun]]
         else:
             todo.append(r)
     return summary, todo
-
-
-def _ray_train_group(configs: list[RunConfig], device: str, data_root: str | None):
-    """Runs on a Ray worker: train and measure; the records travel back to the driver."""
-    from repro.train.run import run_and_measure_group
-
-    return run_and_measure_group(configs, device, Path(data_root) if data_root else None)
-
-
-def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, device: str = "auto",
-                   data_root: Path | None = None, group_size: int | None = None,
-                   progress: bool = True, max_retries: int = 3) -> TrainSummary:
-    """Fan the plan's groups out to a Ray cluster (``address``; None starts a local instance).
-
-    Each group is one task asking for a GPU when the plan is for CUDA (else one CPU). Workers
-    need the package and, for user-provided datasets, $REPRO_DATA on their own disks; they need no
-    shared filesystem: results come back to this driver, which writes the cache. A task whose
-    worker dies is retried up to ``max_retries`` times by Ray; a task that fails by itself (an
-    exception: missing data, divergence is not one) is not retried and is reported as failed.
-    """
-    import ray
-    from tqdm import tqdm
-
-    summary, todo = _start(plan, store)
-    if not todo:
-        return summary
-    groups = form_groups(todo, group_size or default_group_size(plan.device, 1))
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}} if address is None else None)
-    resources = {"num_gpus": 1} if plan.device == "cuda" else {"num_cpus": 1}
-    task = ray.remote(max_retries=max_retries, retry_exceptions=False, **resources)(_ray_train_group)
-    worker_device = device if device != "auto" else plan.device
-    pending = {task.remote([r.config for r in g], worker_device, str(data_root) if data_root else None): g for g in groups}
-    bar = tqdm(total=len(todo), desc=f"ray: {len(todo)} runs in {len(groups)} tasks", unit="run",
-               disable=not progress, file=sys.stderr)
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            group = pending.pop(done[0])
-            try:
-                records = ray.get(done[0])
-            except ray.exceptions.RayError as e:
-                _record_failure(summary, group, e)
-            else:
-                for run, record in zip(group, records):
-                    store.put(run.key, record)
-                    summary.trained.append(run.key)
-            bar.update(len(group))
-    finally:
-        bar.close()
-    return summary

@@ -362,3 +362,34 @@ def test_cluttered_shapes_are_harder():
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset(DataConfig(dataset="mnist"))
+
+
+def test_imagenet_prefetch_decodes_in_the_background_and_changes_nothing(tmp_path, monkeypatch):
+    import threading
+
+    _imagenet_tree(tmp_path)
+    data = load_dataset(DataConfig(dataset="imagenet"), tmp_path).to("cpu")
+    index, flip = torch.tensor([5, 1, 3]), torch.tensor([False, True, False])
+    want, want_y = data.train_batch(index, flip)
+    threads = []
+    original = FolderImageData._decode_host
+
+    def spy(self, files, offsets):
+        threads.append(threading.current_thread().name)
+        return original(self, files, offsets)
+
+    monkeypatch.setattr(FolderImageData, "_decode_host", spy)
+    data.prefetch(index)
+    data.prefetch(index)  # announced twice: decoded once
+    got, got_y = data.train_batch(index, flip)
+    assert torch.equal(got, want) and torch.equal(got_y, want_y)
+    assert len(threads) == 1 and threads[0].startswith("repro-prefetch")
+    # Unannounced batches still decode in the caller's thread; eval prefetches its next batch.
+    data.train_batch(torch.tensor([0]), None)
+    assert threads[-1] == threading.current_thread().name
+    evals = list(data.eval_batches("train", 4))
+    assert [len(y) for _, y in evals] == [4, 2] and torch.equal(torch.cat([y for _, y in evals]), data.train_y)
+    # Prefetched batches that are never used are dropped beyond the depth limit.
+    for i in range(5):
+        data.prefetch(torch.tensor([i]))
+    assert len(data._ahead) <= 2

@@ -58,3 +58,52 @@ def test_report_renders_verdicts_from_the_cache(tmp_path):
     assert "paper 70.0" in page and "Welch one-sided p" in page
     assert (out / "adam-l2-vs-wd-1-layers.png").stat().st_size > 1000
     assert "6 distinct runs" in (out / "runs.md").read_text()
+
+
+def test_plan_imports_no_torch():
+    """Planning prices runs from configs alone (repro.netshape, repro.data.catalog)."""
+    import subprocess
+    import sys
+
+    code = "import sys, repro.plan; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('repro.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'torch'" not in out, out
+    assert "'repro.plan'" in out
+
+
+def test_netshape_matches_the_models():
+    """The torch-free layout is what the models build: same FLOPs and conv parameters."""
+    from repro.config import ModelConfig
+    from repro.netshape import conv_param_count as shape_params
+    from repro.netshape import flops_per_image as shape_flops
+    from repro.netshape import net_spec as shape_spec
+    from repro.train import models
+
+    for arch, dataset, side, classes in (("basicnet", "cifar10", 32, 10), ("basicnet", "imagenet", 224, 1000),
+                                         ("vgg16", "cifar100", 32, 100), ("vgg19", "tinyimagenet", 64, 200)):
+        for cfg in (ModelConfig(arch=arch), ModelConfig(arch=arch, width=0.5, c1_channels=64)):
+            a = shape_spec(cfg, 3, side, classes, dataset)
+            b = models.net_spec(cfg, 3, side, classes, dataset)
+            assert [(c.out_channels, c.kernel, c.pool_after) for c in a.convs] == \
+                   [(c.out_channels, c.kernel, c.pool_after) for c in b.convs]
+            assert (a.head_hidden, a.pooling, a.pooled_size) == (b.head_hidden, b.pooling, b.pooled_size)
+            assert shape_flops(a, side) == models.flops_per_image(b, side)
+            assert shape_params(a) == models.conv_param_count(b)
+    assert shape_params(shape_spec(ModelConfig(), 3, 32, 10, "cifar10")) == 4_649_664
+
+
+def test_every_dataset_size_the_plan_assumes_agrees_with_its_loader():
+    """The published datasets cannot be loaded here: their planned shapes are pinned against the
+    loaders' own constants and the published sizes (CIFAR 50,000 train, TinyImageNet 500 per class
+    of 200, ImageNet-1k 1,281,167)."""
+    from repro.config import DataConfig, RunConfig
+    from repro.data.catalog import DATASET_SHAPES
+    from repro.data.cifar import SOURCES
+    from repro.data.folder import IMAGENET_CROP, TINY_SIZE
+
+    assert set(DATASET_SHAPES) == {"digits", "cifar10", "cifar100", "tinyimagenet", "imagenet"}
+    for name in ("cifar10", "cifar100"):
+        assert DATASET_SHAPES[name] == (50000, 32, 3, SOURCES[name].num_classes)
+    assert DATASET_SHAPES["tinyimagenet"] == (200 * 500, TINY_SIZE, 3, 200)
+    assert DATASET_SHAPES["imagenet"] == (1_281_167, IMAGENET_CROP, 3, 1000)
+    assert data_shape(RunConfig(data=DataConfig(dataset="imagenet", image_size=64))) == (1_281_167, 64, 3, 1000)

@@ -59,3 +59,59 @@ def test_failing_task_is_reported_and_others_finish(tmp_path, local_ray, monkeyp
     assert list(summary.failed) == [run_key(bad)]
     assert "tiny-imagenet" in summary.failed[run_key(bad)].lower() or "tinyimagenet" in summary.failed[run_key(bad)].lower()
     assert store.get(run_key(good)) is not None and store.get(run_key(bad)) is None
+
+
+def test_a_run_shared_by_local_and_ray_executors_is_trained_once(tmp_path, local_ray):
+    """Both executors keep the ensure_runs contract: the per-key lock makes the second one wait
+    and reuse the run the first one trained, whichever starts first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from repro.cache import checkpoint_path
+
+    from dataclasses import replace
+
+    def short(seed):
+        c = tiny(seed=seed)
+        return replace(c, train=replace(c.train, phases=(6, 2)))
+
+    shared, only_ray, only_local = short(5), short(6), short(7)
+    store = RunStore(tmp_path / "cache")
+    with ThreadPoolExecutor(2) as pool:
+        ray_done = pool.submit(train_plan_ray, make_plan([shared, only_ray]), store, progress=False, group_size=1)
+        local_done = pool.submit(train_plan, make_plan([shared, only_local]), store, progress=False, group_size=1)
+        s_ray, s_local = ray_done.result(), local_done.result()
+    key = run_key(shared)
+    assert (s_ray.trained + s_local.trained).count(key) == 1
+    assert key in s_ray.reused + s_local.reused
+    assert run_key(only_ray) in s_ray.trained and run_key(only_local) in s_local.trained
+    assert not s_ray.failed and not s_local.failed
+    # The group checkpoints went where the local executor puts them, and were removed when stored.
+    assert not checkpoint_path(store, [key]).exists() and not list((store.root / "partial").glob("*.pt"))
+
+
+def test_a_training_bug_fails_loudly_on_both_executors(tmp_path, local_ray):
+    from dataclasses import replace
+
+    broken = tiny(seed=8)
+    broken = replace(broken, optim=replace(broken.optim, name="no-such-optimizer"))
+    store = RunStore(tmp_path / "cache")
+    with pytest.raises(ray.exceptions.RayTaskError):
+        train_plan_ray(make_plan([broken]), store, progress=False)
+    with pytest.raises(Exception) as e:
+        train_plan(make_plan([broken]), store, progress=False)
+    assert not isinstance(e.value, ray.exceptions.RayError)
+    assert store.keys() == []
+
+
+def test_only_environment_failures_are_recorded():
+    import torch
+
+    from repro.data.base import DatasetError
+    from repro.execute import environment_failure
+
+    assert environment_failure(DatasetError("no CIFAR here"))
+    assert environment_failure(torch.OutOfMemoryError("CUDA out of memory"))
+    assert environment_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert environment_failure(ray.exceptions.WorkerCrashedError())
+    assert not environment_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not environment_failure(KeyError("adam"))

@@ -17,10 +17,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from repro.config import DATASETS, DataConfig
-from repro.data.base import DatasetError, ImageData
+
+if TYPE_CHECKING:
+    from repro.data.base import DatasetError, ImageData
 
 __all__ = ["DatasetError", "ImageData", "default_data_root", "load_dataset"]
+
+
+def __getattr__(name: str):
+    # The tensor types load torch; ``repro.data.catalog`` (sizes for planning) must not.
+    if name in ("DatasetError", "ImageData"):
+        from repro.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'repro.data' has no attribute {name!r}")
 
 
 def default_data_root() -> Path:
@@ -53,4 +66,6 @@ def load_dataset(cfg: DataConfig, root: Path | None = None, download: bool = Tru
         from repro.data.folder import load_imagenet
 
         return load_imagenet(cfg, root)  # type: ignore[return-value]  # duck-typed ImageData
+    from repro.data.base import DatasetError
+
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

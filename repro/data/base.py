@@ -59,6 +59,10 @@ class ImageData:
             x = torch.where(flip[..., None, None, None], x.flip(-1), x)
         return x, self.train_y[index]
 
+    def prefetch(self, index: torch.Tensor, flip: torch.Tensor | None = None) -> None:
+        """Announce the next training batch. In memory there is nothing to prepare; image-folder
+        data (``FolderImageData``) starts decoding it so that decoding overlaps the step."""
+
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Unaugmented batches of ``split`` ('train' or 'test') in order."""
         x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)

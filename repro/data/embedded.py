@@ -28,17 +28,19 @@ import torch.nn.functional as F
 
 from repro.config import DataConfig
 from repro.data.base import DatasetError, ImageData, normalise
+from repro.data.catalog import (  # noqa: F401  (re-exported: one definition of the sizes)
+    DIGITS_TRAIN,
+    SHAPES_DEFAULT_CLASSES,
+    SHAPES_DEFAULT_SIZE,
+    SHAPES_DEFAULT_TEST,
+    SHAPES_DEFAULT_TRAIN,
+)
 
-DIGITS_TRAIN = 1400  # of 1,797; the remaining 397 are the test set
 
 SHAPE_NAMES = (
     "circle", "square", "triangle", "cross", "ring", "diamond", "bars", "l_shape",
     "star", "ellipse", "hexagon", "half_disc", "crescent", "t_shape", "dumbbell", "frame",
 )
-SHAPES_DEFAULT_CLASSES = 10
-SHAPES_DEFAULT_SIZE = 16
-SHAPES_DEFAULT_TRAIN = 4000
-SHAPES_DEFAULT_TEST = 1000
 # Rotation stays within +-20 degrees: with free rotation a square is a diamond and the classes
 # would no longer be separable by shape alone.
 MAX_ROTATION = math.radians(20)

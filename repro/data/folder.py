@@ -19,7 +19,11 @@ ImageNet batches follow the standard recipe: shorter side resized to 256, a rand
 (train, drawn from a generator seeded by the batch's indices, so a batch is reproducible) or the
 centre crop (eval), horizontal flip where asked, ImageNet mean/std normalisation. Decoding uses
 PIL in a thread pool, which is slow (a few ms per image per core); this path is meant for a
-user's GPU box with many cores, not for the CPU test suite.
+user's GPU box with many cores, not for the CPU test suite. So that decoding overlaps training
+rather than following it, ``prefetch(index)`` decodes an announced training batch in a
+background thread (the loop announces batch t+1 before running step t) and ``eval_batches``
+decodes batch i+1 while batch i is evaluated; crops land in pinned memory and are copied to the
+GPU without blocking, and normalisation runs on the device.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -45,6 +49,8 @@ IMAGENET_CROP = 224
 IMAGENET_RESIZE = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Training batches decoded ahead of the step that uses them.
+PREFETCH_DEPTH = 2
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm"})
 
 _ROOT_HINT = "Set the data root with the REPRO_DATA environment variable or --data-root."
@@ -240,6 +246,10 @@ class FolderImageData:
     resize: int = IMAGENET_RESIZE  # shorter side before cropping
     device: torch.device = torch.device("cpu")
     in_channels: int = 3
+    # Batches being decoded in the background (index bytes -> future) and the decoding thread;
+    # not init fields, so ``to`` (dataclasses.replace) starts a copy with none.
+    _ahead: dict = field(default_factory=dict, init=False, repr=False)
+    _state: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def train_size(self) -> int:
@@ -254,27 +264,61 @@ class FolderImageData:
         return replace(self, device=device, train_y=self.train_y.to(device), test_y=self.test_y.to(device))
 
     def train_batch(self, index: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crops of the images at ``index``; the same index tensor gives the same crops."""
+        """Random crops of the images at ``index``; the same index tensor gives the same crops.
+        A batch announced with ``prefetch`` was decoded in the background and is taken from there."""
         idx = index.detach().to("cpu", torch.int64)
-        # Seeding from the indices (not a global RNG) keeps a run reproducible however batches
-        # are scheduled, and still varies the crops because batches differ between epochs.
-        seed = int.from_bytes(hashlib.blake2b(idx.numpy().tobytes(), digest_size=8).digest(), "little")
-        gen = torch.Generator().manual_seed(seed >> 1)
-        offsets = torch.rand(idx.numel(), 2, generator=gen)
-        x = self._decode([self.train_files[i] for i in idx.tolist()], offsets)
+        pending = self._ahead.pop(idx.numpy().tobytes(), None)
+        host = pending.result() if pending is not None else self._decode_host(*self._train_crops(idx))
+        x = self._on_device(host)
         if flip is not None:
             x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
         return x, self.train_y[index.to(self.train_y.device)]
 
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Centre crops of ``split`` ('train' or 'test') in order, unaugmented."""
-        files, y = (self.train_files, self.train_y) if split == "train" else (self.test_files, self.test_y)
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            yield self._decode(list(chunk), torch.full((len(chunk), 2), 0.5)), y[start : start + batch_size]
+    def prefetch(self, index: torch.Tensor, flip: torch.Tensor | None = None) -> None:
+        """Start decoding the batch at ``index`` in a background thread, so that it overlaps the
+        current training step; ``train_batch`` with the same indices then only copies it. At most
+        ``PREFETCH_DEPTH`` batches are held."""
+        idx = index.detach().to("cpu", torch.int64)
+        key = idx.numpy().tobytes()
+        if key in self._ahead:
+            return
+        if "pool" not in self._state:
+            self._state["pool"] = ThreadPoolExecutor(1, thread_name_prefix="repro-prefetch")
+        while len(self._ahead) >= PREFETCH_DEPTH:
+            self._ahead.pop(next(iter(self._ahead)))
+        self._ahead[key] = self._state["pool"].submit(self._decode_host, *self._train_crops(idx))
 
-    def _decode(self, files: list[str], offsets: torch.Tensor) -> torch.Tensor:
-        """Normalised float32 (B, 3, crop, crop) on the device; ``offsets`` in [0, 1] pick the crop."""
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Centre crops of ``split`` ('train' or 'test') in order, unaugmented; the next batch is
+        decoded in the background while the caller evaluates this one."""
+        files, y = (self.train_files, self.train_y) if split == "train" else (self.test_files, self.test_y)
+        starts = list(range(0, len(files), batch_size))
+        if not starts:
+            return
+
+        def decode(start: int):
+            chunk = list(files[start : start + batch_size])
+            return self._decode_host(chunk, torch.full((len(chunk), 2), 0.5))
+
+        with ThreadPoolExecutor(1, thread_name_prefix="repro-eval-prefetch") as ahead:
+            future = ahead.submit(decode, starts[0])
+            for i, start in enumerate(starts):
+                host = future.result()
+                if i + 1 < len(starts):
+                    future = ahead.submit(decode, starts[i + 1])
+                yield self._on_device(host), y[start : start + batch_size]
+
+    def _train_crops(self, idx: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        # Seeding from the indices (not a global RNG) keeps a run reproducible however batches
+        # are scheduled (and prefetched), and still varies the crops between epochs.
+        seed = int.from_bytes(hashlib.blake2b(idx.numpy().tobytes(), digest_size=8).digest(), "little")
+        gen = torch.Generator().manual_seed(seed >> 1)
+        offsets = torch.rand(idx.numel(), 2, generator=gen)
+        return [self.train_files[i] for i in idx.tolist()], offsets
+
+    def _decode_host(self, files: list[str], offsets: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, crop, crop, 3) crops in host memory (pinned when the device is a GPU, so the
+        copy to it does not block); ``offsets`` in [0, 1] pick the crop."""
         crop = self.image_size
         out = np.empty((len(files), crop, crop, 3), dtype=np.uint8)
         frac = offsets.tolist()
@@ -288,7 +332,12 @@ class FolderImageData:
 
         with ThreadPoolExecutor(min(_workers(), max(1, len(files)))) as pool:
             list(pool.map(load, range(len(files))))
-        x = torch.from_numpy(out).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        host = torch.from_numpy(out)
+        return host.pin_memory() if self.device.type == "cuda" else host
+
+    def _on_device(self, host: torch.Tensor) -> torch.Tensor:
+        """Normalised float32 (B, 3, crop, crop) on the device (the arithmetic runs there)."""
+        x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         mean = torch.tensor(IMAGENET_MEAN, device=self.device)[:, None, None]
         std = torch.tensor(IMAGENET_STD, device=self.device)[:, None, None]
         return ((x - mean) / std).contiguous()

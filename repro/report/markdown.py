@@ -28,9 +28,12 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
                 "error": "⚠️ error", "not run": "➖ not run"}
 
 
-def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = ()) -> list[Verdict]:
+def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = (),
+                   banner: str | None = None) -> list[Verdict]:
     """Render into a temporary folder beside ``out`` and swap it into place, so a failed render
-    never leaves a half-written report; with no claims nothing is written at all."""
+    never leaves a half-written report; with no claims nothing is written at all. ``banner``: a
+    warning put at the top of every page (a dry run's: these are not results)."""
+    top = f"> **{banner}**\n\n" if banner else ""
     if not specs:
         raise ValueError("no claim matches: nothing to report")
     out = Path(out)
@@ -43,13 +46,13 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
             verdicts.append(verdict)
             t = spec.tier(tier)
             plots = render_plots(spec, t, store, tmp) if not t.not_run else []
-            (tmp / f"{spec.id}.md").write_text(claim_page(spec, t, verdict, store, plots))
+            (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots))
         # Paper tables regenerated beside ours (issue 10, repro/report/tables.py), linked from the index.
         from repro.report.tables import render_tables, tables_index
 
         table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
-        (tmp / "index.md").write_text(index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
-        (tmp / "runs.md").write_text(runs_page(specs, tier, store))
+        (tmp / "index.md").write_text(top + index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
+        (tmp / "runs.md").write_text(top + runs_page(specs, tier, store))
         tmp.chmod(0o755)
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""A dry run of a tier: every selected run trained a few steps through the real code path.
+
+In:  selected ClaimSpecs (and their files), a tier, the real RunStore, a step count, an executor,
+     the device and data root.
+Out: the dry-run records in ``<cache>/dry-run/steps-N/`` (never in the real cache), the claims
+checked on them (pytest with the plugin, then the report into ``reports/<tier>-dry-run/`` under
+a banner saying these are not results), and a calibrated estimate of the real tier on this
+machine: each kind of group's measured step time x its real steps, per group and in total,
+stored in ``<cache>/step-times.json`` for ``repro plan``.
+
+Exit status: 0 when every run trained and every claim could be checked (whatever the verdicts: a
+few steps reproduce nothing), 1 when a run failed or a verdict is an error (a run that does not
+produce what the checks read, a diverged run), or pytest itself failed to run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from repro.cache import RunStore
+from repro.execute import LocalExecutor, RayExecutor, dry_run_store, measured_step_times, train_plan
+from repro.plan import Plan, StepTimes, detected_device, format_duration, group_id, machine_name, plan_runs
+from repro.spec.claims import ClaimSpec
+
+DEFAULT_STEPS = 5
+BANNER = ("DRY RUN: every run below trained {steps} steps instead of its real schedule. These are not "
+          "results: the verdicts only show that the pipeline runs end to end.")
+
+
+def estimate_table(plan: Plan, machine: str) -> str:
+    """The real tier's groups on this machine: size, steps, seconds per step, hours."""
+    from tabulate import tabulate
+
+    rows = []
+    for g, e in zip(plan.groups(only_missing=False), plan.group_estimates(only_missing=False)):
+        t = plan.step_times.get(group_id(g[0].config))
+        per_step = f"{t.run_step_s * e.size:.3f}" if t else "-"
+        rows.append((e.label, e.size, f"{e.steps:,}", per_step, f"{e.seconds / 3600:,.1f}",
+                     "measured" if e.measured else "modelled"))
+    total = plan.estimate_seconds(only_missing=False)
+    groups = plan.group_estimates(only_missing=False)
+    sizes = sorted((e.size for e in groups), reverse=True)
+    return (tabulate(rows, headers=("group", "runs", "steps", "s/step", "hours", "source")) +
+            f"\n\nestimate for the real tier on {machine}: {total / 3600:,.1f} hours ({format_duration(total)}) "
+            f"for {len(plan.runs)} runs in {len(groups)} groups of sizes {sizes}, one group at a time "
+            f"({plan.estimate_source(only_missing=False)})")
+
+
+def dry_run(specs: list[ClaimSpec], claim_paths: list[Path], tier: str, store: RunStore, steps: int,
+            executor: LocalExecutor | RayExecutor, device: str = "auto", data_root: Path | None = None,
+            group_size: int | None = None, k: str | None = None, out: Path | None = None,
+            progress: bool = True) -> int:
+    target = detected_device() if device == "auto" else device
+    plan = plan_runs(specs, tier, store, target)
+    dstore = dry_run_store(store, steps)
+    summary = train_plan(plan, dstore, device=device, data_root=data_root, progress=progress,
+                         group_size=group_size, executor=executor, dry_run_steps=steps)
+    print(f"dry run ({steps} steps per run, cache {dstore.root}): trained {len(summary.trained)}, "
+          f"cached {len(summary.reused)}, failed {len(summary.failed)}")
+    for key, msg in summary.failed.items():
+        print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
+
+    machine = machine_name(target)
+    times = measured_step_times(plan, dstore)
+    if times:
+        StepTimes(store.root).save(machine, times)
+    plan.step_times = {**plan.step_times, **times}
+    print(estimate_table(plan, machine))
+
+    import pytest
+
+    print(f"\nchecking the claims on the dry runs (verdicts after {steps} steps mean nothing; only errors count):")
+    pytest_args = [str(p) for p in claim_paths] + ["--tier", tier, "-p", "no:cacheprovider", "-q", "--no-train",
+                                                  "-o", "addopts=", "--repro-cache", str(dstore.root)]
+    if k:
+        pytest_args += ["-k", k]
+    test_status = int(pytest.main(pytest_args))
+
+    from repro.report import render_reports
+
+    out = out or Path(f"reports/{tier}-dry-run")
+    verdicts = render_reports(specs, tier, dstore, out, banner=BANNER.format(steps=steps))
+    errors = [v.claim_id for v in verdicts if v.status == "error"]
+    print(f"wrote {out}/index.md (DRY RUN, not results)")
+    for cid in errors:
+        print(f"error: claim {cid} could not be checked on its dry runs", file=sys.stderr)
+    # pytest: 0 all reproduced, 1 some not (expected after a few steps); anything else is a failure.
+    return 1 if summary.failed or errors or test_status not in (0, 1) else 0

@@ -1,0 +1,147 @@
+"""Dry runs: the paper-scale path end to end for a few steps, never mixed with real runs.
+
+The paper-scale test trains one run of every kind of full-tier group (architecture x dataset x
+optimizer) a few steps, on fabricated datasets in the real on-disk formats, through the
+executor, the cache contract, the real loaders, models, optimizers and measurements.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from repro.cache import RunStore, run_key
+from repro.check.kinds import KINDS
+from repro.cli import main
+from repro.config import RunConfig, phase_steps
+from repro.data.catalog import data_shape
+from repro.execute import dry_run_config, dry_run_store, measured_step_times, train_plan
+from repro.plan import Plan, PlannedRun, StepTime, StepTimes, group_id, machine_name, plan_runs, run_cost
+from repro.spec.claims import claim_files, load_claims
+from tests.test_data import make_cifar_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _jpeg(path: Path, size: tuple[int, int], seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+
+
+def fabricate_datasets(root: Path) -> None:
+    """Every full-tier dataset in its real on-disk format, with few images per split."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("cifar10", "cifar100"):
+        make_cifar_archive(root, name, per_file=8)  # 40 train, 8 test images
+    tiny = root / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(20)]
+    (tiny / "val" / "images").mkdir(parents=True)
+    (tiny / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    lines = []
+    for i, wnid in enumerate(wnids):
+        for j in range(2):
+            _jpeg(tiny / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", (64, 64), 100 * i + j)
+        if i < 8:
+            _jpeg(tiny / "val" / "images" / f"val_{i}.JPEG", (64, 64), 5000 + i)
+            lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63\n")
+    (tiny / "val" / "val_annotations.txt").write_text("".join(lines))
+    for i in range(4):
+        wnid = f"n{i:08d}"
+        for j, size in enumerate([(300, 260), (260, 320)]):
+            _jpeg(root / "imagenet" / "train" / wnid / f"{wnid}_{j}.JPEG", size, 7000 + 10 * i + j)
+        _jpeg(root / "imagenet" / "val" / wnid / f"{wnid}_v.JPEG", (280, 280), 9000 + i)
+
+
+def one_run_per_kind(store: RunStore) -> list[RunConfig]:
+    specs = load_claims(claim_files(ROOT / "claims"), KINDS)
+    plan = plan_runs(specs, "full", store, "cpu")
+    kinds: dict[tuple, RunConfig] = {}
+    for r in plan.runs:
+        c = r.config
+        kinds.setdefault((c.model.arch, c.data.dataset, c.optim.name), c)
+    return list(kinds.values())
+
+
+def cpu_sized(config: RunConfig) -> RunConfig:
+    """The test's only change to a paper config: smaller batches (ImageNet's 256 images of
+    224x224 cost ~2 min per step on a 2-core CPU; VGG-19's 512 ~5 s). On 2 idle cores the whole
+    test then takes about 2 minutes of CPU."""
+    cap = 4 if config.data.dataset == "imagenet" else 40
+    return replace(config, train=replace(config.train, batch_size=min(config.train.batch_size, cap)))
+
+
+def test_every_kind_of_full_tier_group_dry_runs(tmp_path):
+    data_root = tmp_path / "data"
+    fabricate_datasets(data_root)
+    real = RunStore(tmp_path / "cache")
+    configs = [cpu_sized(c) for c in one_run_per_kind(real)]
+    kinds = {(c.model.arch, c.data.dataset) for c in configs}
+    assert {d for _, d in kinds} == {"cifar10", "cifar100", "tinyimagenet", "imagenet"}
+    assert {a for a, _ in kinds} >= {"basicnet", "vgg16", "vgg19"}
+    assert len({c.optim.name for c in configs}) >= 7
+
+    plan = Plan("full", [PlannedRun(run_key(c), c, ["test"], False, *run_cost(c)) for c in configs], "cpu")
+    steps = 2
+    dstore = dry_run_store(real, steps)
+    summary = train_plan(plan, dstore, data_root=data_root, progress=False, group_size=1, dry_run_steps=steps)
+    assert summary.failed == {}
+    assert sorted(summary.trained) == sorted(r.key for r in plan.runs)
+    for run in plan.runs:
+        record = dstore.get(run.key)
+        assert record is not None, run.config.summary()
+        phases = len(phase_steps(run.config.train, data_shape(run.config.data)[0]))
+        assert record.metrics["steps"] == max(steps, phases) and record.metrics["diverged_at"] is None
+        assert 0 <= record.metrics["test_error"] <= 100 and "sparsity_gamma" in record.metrics
+        assert record.config.train.unit == "steps" and record.config.model == run.config.model
+        assert record.provenance["dry_run"]["step_s"] > 0
+    # Never in the real cache; every kind of group has a measured step time.
+    assert real.keys() == [] and not any(real.contains(r.key) for r in plan.runs)
+    times = measured_step_times(plan, dstore)
+    assert set(times) == {group_id(r.config) for r in plan.runs}
+
+
+def test_dry_run_config_keeps_every_phase():
+    cifar = replace(RunConfig(), data=replace(RunConfig().data, dataset="cifar10"))
+    assert dry_run_config(cifar, 5).train.phases == (4, 1)
+    assert dry_run_config(cifar, 1).train.phases == (1, 1)  # at least a step per phase
+    three = replace(cifar, train=replace(cifar.train, phases=(250, 75, 75)))
+    short = dry_run_config(three, 10)
+    assert short.train.unit == "steps" and sum(short.train.phases) == 10 and len(short.train.phases) == 3
+    assert short.model == cifar.model and short.optim == cifar.optim and short.data == cifar.data
+
+
+def test_plan_uses_a_measured_step_time_and_says_so(tmp_path):
+    store = RunStore(tmp_path / "cache")
+    configs = [replace(RunConfig(), train=replace(RunConfig().train, seed=s, unit="steps", phases=(1000,)))
+               for s in range(3)]
+    plan = Plan("full", [PlannedRun(run_key(c), c, [], False, *run_cost(c)) for c in configs], "cpu")
+    assert plan.estimate_source() == "modelled"
+    machine = machine_name("cpu")
+    StepTimes(store.root).save(machine, {group_id(configs[0]): StepTime(0.9, 3, 4, "now")})
+    plan.step_times = StepTimes(store.root).load(machine)
+    assert plan.estimate_source() == "measured"
+    [estimate] = plan.group_estimates()
+    assert (estimate.size, estimate.steps) == (3, 1000) and estimate.seconds == pytest.approx(900.0)
+    assert StepTimes(store.root).load("cpu some other machine") == {}
+
+
+def test_verify_dry_run_cli_leaves_the_real_cache_empty(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    argv = ["--cache-dir", str(cache), "--claims-dir", str(ROOT / "claims"), "-k", "activation-agrees-with-gamma"]
+    status = main(["verify", "--tier", "smoke", "--dry-run", "--steps", "2", *argv])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "estimate for the real tier on" in out and "hours" in out
+    index = (tmp_path / "reports" / "smoke-dry-run" / "index.md").read_text()
+    assert index.startswith("> **DRY RUN")
+    main(["plan", "--tier", "smoke", "--json", *argv])
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["cached_runs"] == 0 and planned["estimate"] == "measured"
+    assert RunStore(cache).keys() == []
