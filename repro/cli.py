@@ -17,7 +17,7 @@ from pathlib import Path
 
 from repro.cache import CacheError, RunStore, ensure_run, run_key
 from repro.config import ConfigError
-from repro.data.base import DatasetError
+from repro.data.catalog import DatasetError
 from repro.spec.source import SpecError
 
 EXIT_FAILED = 1

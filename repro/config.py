@@ -422,3 +422,14 @@ def has_path(tree: Any, dotted: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def group_key(config: RunConfig) -> str:
+    """Runs with equal keys can train together in one stacked network (repro.train.loop): everything but the seed, the whole optimizer
+    section (optimizer, learning rate and its BN scales, regularizer, lambda) and the BN beta
+    initialisation."""
+    d = config.to_dict()
+    d["model"].pop("bn_beta_init")
+    d.pop("optim")
+    d["train"].pop("seed")
+    return json.dumps(d, sort_keys=True)

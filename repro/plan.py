@@ -9,7 +9,7 @@ timed that kind of group on this machine (``StepTimes``, ``<cache>/step-times.js
 
 No torch here: sizes come from ``repro.data.catalog``, FLOPs from ``repro.netshape``, the device
 from the driver's files. The cache key (``repro.cache``) and the group key
-(``repro.train.loop.group_key``) are imported where they are used.
+(``repro.config.group_key``) are imported where they are used.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def default_group_size(device: str, jobs: int) -> int:
 
 def group_id(config: RunConfig) -> str:
     """A short stable name of the kind of group a run trains in (a digest of ``group_key``)."""
-    from repro.train.loop import group_key
+    from repro.config import group_key
 
     return hashlib.sha256(group_key(config).encode()).hexdigest()[:16]
 

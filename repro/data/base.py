@@ -13,8 +13,7 @@ from typing import Iterator
 import torch
 
 
-class DatasetError(RuntimeError):
-    """A dataset that cannot be loaded; the message says where the files are expected."""
+from repro.data.catalog import DatasetError  # noqa: E402,F401  (defined without torch; re-exported)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from repro.config import DataConfig
 
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be loaded; the message says where the files are expected. Defined
+    here, without torch, so the CLI can catch it without loading the training stack."""
+
+
 DIGITS_TRAIN = 1400  # of 1,797; the remaining 397 are the test set
 SHAPES_DEFAULT_CLASSES = 10
 SHAPES_DEFAULT_SIZE = 16

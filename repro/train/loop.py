@@ -34,7 +34,6 @@ state to and from a plain dict that loads without pickle.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -49,7 +48,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from repro.config import RunConfig
+from repro.config import RunConfig, group_key
 from repro.data.base import ImageData
 from repro.train.models import ConvNet, build_model, run_view, stack_models, unstack_model
 from repro.train.optim import (
@@ -85,17 +84,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def group_key(config: RunConfig) -> str:
-    """Runs with equal keys can train together: everything but the seed, the whole optimizer
-    section (optimizer, learning rate and its BN scales, regularizer, lambda) and the BN beta
-    initialisation."""
-    d = config.to_dict()
-    d["model"].pop("bn_beta_init")
-    d.pop("optim")
-    d["train"].pop("seed")
-    return json.dumps(d, sort_keys=True)
 
 
 def set_precision(precision: str, device: torch.device, cudnn_benchmark: bool | None = None) -> dict:
