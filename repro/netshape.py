@@ -18,8 +18,10 @@ BASICNET_KERNELS = (5, 3, 3, 3, 3, 3, 3)
 VGG_LAYOUTS = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    # Network Slimming's CIFAR VGG-19 (Liu et al. 2017, public code), which the paper says its
+    # VGG-19 follows: four max-pools, no pool after the last block.
     "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"),
+              512, 512, 512, 512),
 }
 
 
@@ -94,8 +96,8 @@ def default_head(arch: str, dataset: str) -> tuple[int, ...]:
     if arch == "basicnet":
         return (256,)
     if arch == "vgg19":
-        # Network Slimming's CIFAR VGG-19 (Liu et al. 2017, their public code): GAP -> [512][C].
-        return (512,)
+        # "an fc structure identical to [14]" (Network Slimming): no hidden fc layer.
+        return ()
     return (512,)
 
 

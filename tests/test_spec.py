@@ -613,7 +613,7 @@ def test_simulation_catalogue_and_fields_match_the_simulation():
 def test_dataset_facts_match_the_loaders():
     from repro.config import DATASET_FACTS, SHAPES_MAX_CLASSES
     from repro.data.embedded import DIGITS_TRAIN, SHAPE_NAMES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
-    from repro.plan import DATASET_SHAPES
+    from repro.data.catalog import DATASET_SHAPES
 
     assert DATASET_FACTS["digits"][1] == DIGITS_TRAIN and SHAPES_MAX_CLASSES == len(SHAPE_NAMES)
     assert DATASET_FACTS["shapes_clean"] == DATASET_FACTS["shapes_cluttered"] == (SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN)
