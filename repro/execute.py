@@ -121,9 +121,14 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
         torch.set_num_threads(threads)
     stamps: list[float] = []
     on_step = (lambda step, total: stamps.append(time.perf_counter())) if dry_run_steps else None
-    records = run_and_measure_group(configs, device, Path(data_root) if data_root else None,
+    trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
+    records = run_and_measure_group(trained, device, Path(data_root) if data_root else None,
                                     on_step=on_step, checkpoint=checkpoint)
     if dry_run_steps:
+        # Stored under the real run's key (in the dry-run store only): the record carries the real
+        # config, which its key was computed from, and says in provenance what was trained instead.
+        records = [replace(r, config=c, provenance={**r.provenance, "dry_run_config": t.to_dict()})
+                   for r, c, t in zip(records, configs, trained)]
         # The first step pays for allocation and algorithm choice; the median of the others is
         # what the real run pays per step.
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -291,7 +296,7 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device
     n_threads = executor.thread_count(plan.device, len(groups))
-    jobs_ = [GroupJob(tuple(dry_run_config(r.config, dry_run_steps) if dry_run_steps else r.config for r in g),
+    jobs_ = [GroupJob(tuple(r.config for r in g),
                       tuple(r.key for r in g), str(store.root), str(data_root) if data_root else None,
                       worker_device, n_threads, dry_run_steps) for g in groups]
     what = f"dry-running ({dry_run_steps} steps)" if dry_run_steps else "training"

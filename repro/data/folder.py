@@ -266,19 +266,21 @@ class FolderImageData:
     def train_batch(self, index: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops of the images at ``index``; the same index tensor gives the same crops.
         A batch announced with ``prefetch`` was decoded in the background and is taken from there."""
-        idx = index.detach().to("cpu", torch.int64)
+        # ``index`` may be (K, B) for K stacked runs: decode the flat batch, then restore the shape.
+        idx = index.detach().to("cpu", torch.int64).reshape(-1)
         pending = self._ahead.pop(idx.numpy().tobytes(), None)
         host = pending.result() if pending is not None else self._decode_host(*self._train_crops(idx))
         x = self._on_device(host)
+        x = x.reshape(*index.shape, *x.shape[1:])
         if flip is not None:
-            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+            x = torch.where(flip.to(x.device)[..., None, None, None], x.flip(-1), x)
         return x, self.train_y[index.to(self.train_y.device)]
 
     def prefetch(self, index: torch.Tensor, flip: torch.Tensor | None = None) -> None:
         """Start decoding the batch at ``index`` in a background thread, so that it overlaps the
         current training step; ``train_batch`` with the same indices then only copies it. At most
         ``PREFETCH_DEPTH`` batches are held."""
-        idx = index.detach().to("cpu", torch.int64)
+        idx = index.detach().to("cpu", torch.int64).reshape(-1)
         key = idx.numpy().tobytes()
         if key in self._ahead:
             return
