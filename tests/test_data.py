@@ -393,3 +393,42 @@ def test_imagenet_prefetch_decodes_in_the_background_and_changes_nothing(tmp_pat
     for i in range(5):
         data.prefetch(torch.tensor([i]))
     assert len(data._ahead) <= 2
+
+
+def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_nothing(tmp_path, monkeypatch):
+    """Training on image folders decodes batch t+1 in the background during step t (all but the
+    first batch of each epoch), from host indices, and trains exactly as without prefetching."""
+    import threading
+
+    from repro.config import run_config_from_dict
+    from repro.train.loop import train_models, use_cuda_graphs
+
+    _imagenet_tree(tmp_path)
+    cfg = run_config_from_dict({
+        "model": {"width": 0.0625, "fc_hidden": [8]},
+        "data": {"dataset": "imagenet", "image_size": 64},
+        "optim": {"name": "adam", "lam": 1e-3},
+        "train": {"unit": "steps", "phases": [6], "batch_size": 2, "snapshots": 1},
+    })
+    data = load_dataset(cfg.data, tmp_path).to("cpu")
+    assert data.decodes_on_host and not use_cuda_graphs([cfg], torch.device("cuda"), True, data)
+    original = FolderImageData._decode_host
+    decoded = []  # (thread name, indices' file names)
+
+    def spy(self, files, offsets):
+        decoded.append(threading.current_thread().name)
+        return original(self, files, offsets)
+
+    monkeypatch.setattr(FolderImageData, "_decode_host", spy)
+    (ahead,) = train_models([cfg], data, torch.device("cpu"))
+    # 6 images at batch 2: 3 steps an epoch, 2 epochs; each epoch's first batch is decoded in the
+    # step itself, the other two in the prefetch thread.
+    training = [t for t in decoded if "eval" not in t]
+    assert len(training) == 6
+    assert sum(t.startswith("repro-prefetch") for t in training) == 4
+
+    monkeypatch.setattr(FolderImageData, "prefetch", lambda self, index, flip=None: None)
+    (plain,) = train_models([cfg], data, torch.device("cpu"))
+    for (k, a), (_, b) in zip(ahead.model.state_dict().items(), plain.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert ahead.history["loss"] == plain.history["loss"]

@@ -8,7 +8,7 @@ so that a training step is an index + a batched flip, with no per-sample Python 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 
@@ -24,6 +24,9 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    # In memory: a batch is a gather on the device. Image-folder data (``FolderImageData``) decodes
+    # each batch on the host instead; the loop then announces the next batch with ``prefetch``.
+    decodes_on_host: ClassVar[bool] = False
 
     @property
     def train_size(self) -> int:
@@ -57,10 +60,6 @@ class ImageData:
         if flip is not None:
             x = torch.where(flip[..., None, None, None], x.flip(-1), x)
         return x, self.train_y[index]
-
-    def prefetch(self, index: torch.Tensor, flip: torch.Tensor | None = None) -> None:
-        """Announce the next training batch. In memory there is nothing to prepare; image-folder
-        data (``FolderImageData``) starts decoding it so that decoding overlaps the step."""
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Unaugmented batches of ``split`` ('train' or 'test') in order."""

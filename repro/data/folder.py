@@ -33,7 +33,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -246,6 +246,7 @@ class FolderImageData:
     resize: int = IMAGENET_RESIZE  # shorter side before cropping
     device: torch.device = torch.device("cpu")
     in_channels: int = 3
+    decodes_on_host: ClassVar[bool] = True
     # Batches being decoded in the background (index bytes -> future) and the decoding thread;
     # not init fields, so ``to`` (dataclasses.replace) starts a copy with none.
     _ahead: dict = field(default_factory=dict, init=False, repr=False)

@@ -150,8 +150,17 @@ class BatchStream:
         """(K, batch) indices and (K, batch) flips (None without flipping), on the device."""
         if self.position >= self.per_epoch:
             self._new_epoch()
-        start = self.position * self.batch
+        batch = self._batch(self.position)
         self.position += 1
+        return batch
+
+    def peek(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """What ``next`` will return, without advancing; None when the next batch opens a new
+        epoch (not drawn yet: drawing it early would change nothing but is not needed)."""
+        return self._batch(self.position) if self.position < self.per_epoch else None
+
+    def _batch(self, position: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        start = position * self.batch
         flip = self.flips[:, start : start + self.batch] if self.flips is not None else None
         return self.index[:, start : start + self.batch], flip
 
@@ -236,7 +245,9 @@ def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, 
         optimizers=build_optimizers(members, device.type, capturable),
         regularizers=build_regularizers(reg_members),
         grads=grads,
-        stream=BatchStream(data.train_size, first.train.batch_size, first.data.flip, [c.train.seed for c in configs], device),
+        # Data decoded on the host per batch (image folders) takes host indices: no device sync.
+        stream=BatchStream(data.train_size, first.train.batch_size, first.data.flip, [c.train.seed for c in configs],
+                           torch.device("cpu") if data.decodes_on_host else device),
         schedule=StepSchedule.for_run(first.train, data.train_size),
         loss_sum=torch.zeros(k, device=device),
         histories=histories,
@@ -275,6 +286,11 @@ def step_on_batch(state: TrainState, data: ImageData, index: torch.Tensor, flip:
 
 def train_step(state: TrainState, data: ImageData, graph: "StepGraph | None" = None) -> None:
     index, flip = state.stream.next()
+    if data.decodes_on_host:
+        # Image folders: the next batch is decoded in the background while this step runs.
+        ahead = state.stream.peek()
+        if ahead is not None:
+            data.prefetch(*ahead)
     if graph is not None and graph.enabled:
         graph.run(state, data, index, flip)
     else:
@@ -332,8 +348,12 @@ class StepGraph:
         self.graph.replay()
 
 
-def use_cuda_graphs(configs: list[RunConfig], device: torch.device, requested: bool | None) -> bool:
-    if device.type != "cuda":
+def use_cuda_graphs(configs: list[RunConfig], device: torch.device, requested: bool | None,
+                    data: ImageData | None = None) -> bool:
+    """Whether the step is one CUDA graph: on CUDA unless turned off, never for data decoded on the
+    host per batch (image folders: a graph cannot capture decoding) or optimizers without
+    capturable kernels."""
+    if device.type != "cuda" or (data is not None and data.decodes_on_host):
         return False
     wanted = os.environ.get(CUDA_GRAPHS_ENV, "1") != "0" if requested is None else requested
     unsafe = {c.optim.name for c in configs} - GRAPH_SAFE
@@ -507,7 +527,7 @@ def train_models(
     (``$REPRO_CUDA_GRAPHS=0`` turns graphs off).
     """
     set_precision(configs[0].train.precision, device, cudnn_benchmark)
-    graphs = use_cuda_graphs(configs, device, cuda_graphs)
+    graphs = use_cuda_graphs(configs, device, cuda_graphs, data)
     state = init_state(configs, data, device, capturable=graphs)
     resumed = load_checkpoint(checkpoint, configs)
     if resumed is not None:

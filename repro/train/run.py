@@ -55,7 +55,7 @@ def run_and_measure_group(
             "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "group_size": len(configs),
             **set_precision(config.train.precision, dev),
-            "cuda_graphs": use_cuda_graphs(configs, dev, None),
+            "cuda_graphs": use_cuda_graphs(configs, dev, None, data),
             "train_wall_s": round(outcome.wall_s, 2),
             "total_wall_s": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
