@@ -19,7 +19,8 @@ VGG_LAYOUTS = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
     # Network Slimming's CIFAR VGG-19 (Liu et al. 2017, public code), which the paper says its
-    # VGG-19 follows: four max-pools, no pool after the last block.
+    # VGG-19 is identical to: four max-pools, the last stage ends in a 2x2 average pool (= the
+    # global pooling here) and a single Linear(512, classes).
     "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
               512, 512, 512, 512),
 }

@@ -26,7 +26,8 @@ from repro.measure import (
     universality,
     zero_pruned,
 )
-from repro.train.models import build_model, count_params, flops_per_image
+from repro.netshape import flops_per_image
+from repro.train.models import build_model, count_params
 
 WIDTHS = [8, 16, 16, 32, 32, 64, 64]
 TOTAL = 232

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from repro.config import ModelConfig
-from repro.train.models import build_model, conv_param_count, flops_per_image, net_spec
+from repro.netshape import conv_param_count, flops_per_image, net_spec
+from repro.train.models import build_model
 
 
 def test_basicnet_conv_parameter_count_matches_the_paper():

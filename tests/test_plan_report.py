@@ -72,24 +72,27 @@ def test_plan_imports_no_torch():
 
 
 def test_netshape_matches_the_models():
-    """The torch-free layout is what the models build: same FLOPs and conv parameters."""
+    """The torch-free layout prices what the models build: conv parameters counted on the built
+    network's weights, FLOPs counted by torch on a forward pass (meta device, no arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from repro.config import ModelConfig
-    from repro.netshape import conv_param_count as shape_params
-    from repro.netshape import flops_per_image as shape_flops
-    from repro.netshape import net_spec as shape_spec
-    from repro.train import models
+    from repro.netshape import conv_param_count, flops_per_image, net_spec
+    from repro.train.models import build_model
 
     for arch, dataset, side, classes in (("basicnet", "cifar10", 32, 10), ("basicnet", "imagenet", 224, 1000),
                                          ("vgg16", "cifar100", 32, 100), ("vgg19", "tinyimagenet", 64, 200)):
         for cfg in (ModelConfig(arch=arch), ModelConfig(arch=arch, width=0.5, c1_channels=64)):
-            a = shape_spec(cfg, 3, side, classes, dataset)
-            b = models.net_spec(cfg, 3, side, classes, dataset)
-            assert [(c.out_channels, c.kernel, c.pool_after) for c in a.convs] == \
-                   [(c.out_channels, c.kernel, c.pool_after) for c in b.convs]
-            assert (a.head_hidden, a.pooling, a.pooled_size) == (b.head_hidden, b.pooling, b.pooled_size)
-            assert shape_flops(a, side) == models.flops_per_image(b, side)
-            assert shape_params(a) == models.conv_param_count(b)
-    assert shape_params(shape_spec(ModelConfig(), 3, 32, 10, "cifar10")) == 4_649_664
+            spec = net_spec(cfg, 3, side, classes, dataset)
+            with torch.device("meta"):
+                model = build_model(cfg, 3, side, classes, dataset).eval()
+            assert sum(b.conv.weight.numel() for b in model.blocks) == conv_param_count(spec)
+            with FlopCounterMode(display=False) as counter:
+                out = model(torch.empty(1, 3, side, side, device="meta"))
+            assert out.shape == (1, classes)
+            assert counter.get_total_flops() == flops_per_image(spec, side), (arch, dataset, cfg)
+    assert conv_param_count(net_spec(ModelConfig(), 3, 32, 10, "cifar10")) == 4_649_664
 
 
 def test_every_dataset_size_the_plan_assumes_agrees_with_its_loader():
@@ -97,11 +100,12 @@ def test_every_dataset_size_the_plan_assumes_agrees_with_its_loader():
     loaders' own constants and the published sizes (CIFAR 50,000 train, TinyImageNet 500 per class
     of 200, ImageNet-1k 1,281,167)."""
     from repro.config import DataConfig, RunConfig
-    from repro.data.catalog import DATASET_SHAPES
+    from repro.config import DATASET_SHAPES
     from repro.data.cifar import SOURCES
     from repro.data.folder import IMAGENET_CROP, TINY_SIZE
 
-    assert set(DATASET_SHAPES) == {"digits", "cifar10", "cifar100", "tinyimagenet", "imagenet"}
+    assert set(DATASET_SHAPES) == {"digits", "shapes_clean", "shapes_cluttered", "cifar10", "cifar100",
+                                   "tinyimagenet", "imagenet"}
     for name in ("cifar10", "cifar100"):
         assert DATASET_SHAPES[name] == (50000, 32, 3, SOURCES[name].num_classes)
     assert DATASET_SHAPES["tinyimagenet"] == (200 * 500, TINY_SIZE, 3, 200)

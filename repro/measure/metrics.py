@@ -36,7 +36,8 @@ from repro.measure.sparsity import (
     recording_pooled,
     universality,
 )
-from repro.train.models import ConvNet, count_params, flops_per_image
+from repro.netshape import flops_per_image
+from repro.train.models import ConvNet, count_params
 
 TOP5_MIN_CLASSES = 100  # top-5 error is reported only for more classes than this
 

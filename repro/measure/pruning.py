@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from repro.measure.sparsity import GAMMA_THRESHOLD
-from repro.train.models import ConvNet, conv_param_count
+from repro.netshape import conv_param_count
+from repro.train.models import ConvNet
 
 
 def kept_channels(model: ConvNet, threshold: float = GAMMA_THRESHOLD) -> list[torch.Tensor]:
