@@ -48,17 +48,19 @@ SCHEDULE_UNITS = ("steps", "epochs")
 # fp32: strict IEEE float32 everywhere (the paper's). tf32: convolutions and matmuls may use
 # TensorFloat-32 on GPUs that have it (faster, ~1e-3 relative error per product): a different run.
 PRECISIONS = ("fp32", "tf32")
-# Native image side and training-set size of each dataset, for validation without loading it
-# (the loaders own the data; tests/test_spec.py pins these to their constants). Shapes: defaults,
-# overridden by data.image_size / data.train_size.
-DATASET_FACTS = {
-    "digits": (8, 1400),
-    "shapes_clean": (16, 4000),
-    "shapes_cluttered": (16, 4000),
-    "cifar10": (32, 50000),
-    "cifar100": (32, 50000),
-    "tinyimagenet": (64, 100000),
-    "imagenet": (224, 1281167),
+# (train images, image side, channels, classes) of each dataset, known without loading it: what
+# validation and planning need. The loaders read their sizes from here (repro/data/catalog.py), so
+# a plan and a loaded dataset agree (tests/test_plan_report.py pins them to the loaders'
+# constants). For the synthetic shapes these are defaults, overridden by data.train_size /
+# data.image_size / data.num_classes.
+DATASET_SHAPES = {
+    "digits": (1400, 8, 3, 10),  # of sklearn's 1,797 digits; the remaining 397 are the test set
+    "shapes_clean": (4000, 16, 3, 10),
+    "shapes_cluttered": (4000, 16, 3, 10),
+    "cifar10": (50000, 32, 3, 10),
+    "cifar100": (50000, 32, 3, 100),
+    "tinyimagenet": (100000, 64, 3, 200),
+    "imagenet": (1281167, 224, 3, 1000),
 }
 # The synthetic shapes have this many distinct shapes (repro/data/embedded.py: SHAPE_NAMES).
 SHAPES_MAX_CLASSES = 16
@@ -357,7 +359,7 @@ def _validate(c: RunConfig) -> list[ConfigError]:
 def _feasibility(c: RunConfig) -> list[ConfigError]:
     """Values each valid alone that cannot work together (a torch error hours later otherwise)."""
     errors = []
-    native_side, native_train = DATASET_FACTS[c.data.dataset]
+    native_train, native_side, _, _ = DATASET_SHAPES[c.data.dataset]
     if not c.data.dataset.startswith("shapes"):
         for name in ("num_classes", "train_size", "test_size"):
             if getattr(c.data, name) is not None:
