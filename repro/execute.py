@@ -32,7 +32,7 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
@@ -219,15 +219,7 @@ class LocalExecutor:
                 yield i, (lambda job=job: _local_group(job))
             return
         with ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(_local_group, job): i for i, job in enumerate(jobs)}
-            try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield pending.pop(fut), fut.result
-            finally:
-                for fut in pending:
-                    fut.cancel()
+            yield from _as_completed(pool, _local_group, jobs)
 
 
 class RayExecutor:
@@ -265,15 +257,22 @@ class RayExecutor:
 
         # Driver threads only wait: on locks and on ray.get.
         with ThreadPoolExecutor(max(1, min(self.max_in_flight, len(jobs)))) as pool:
-            pending = {pool.submit(one, job): i for i, job in enumerate(jobs)}
-            try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield pending.pop(fut), fut.result
-            finally:
-                for fut in pending:
-                    fut.cancel()
+            yield from _as_completed(pool, one, jobs)
+
+
+def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]]],
+                  jobs: list[GroupJob]) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
+    """Submit ``fn(job)`` for every job; yield (job index, its result call) as each ends. Jobs not
+    started when the caller stops (an error, Ctrl-C) are cancelled."""
+    pending = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+    try:
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 # -- the one entry point -------------------------------------------------------------------------

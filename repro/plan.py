@@ -283,31 +283,29 @@ def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | 
 
     by_key: dict[str, PlannedRun] = {}
     not_run = {}
+
+    def need(config: RunConfig, tags: str, tag: str) -> None:
+        """Plan ``config`` (once per cache key) and note who needs it: a claim or a table cell."""
+        key = run_key(config)
+        run = by_key.get(key)
+        if run is None:
+            steps, flops = run_cost(config)
+            run = by_key[key] = PlannedRun(key, config, [], store.contains(key), steps, flops)
+        if tag not in getattr(run, tags):
+            getattr(run, tags).append(tag)
+
     for spec in specs:
         t = spec.tier(tier)
         if t.not_run:
             not_run[spec.id] = t.not_run
             continue
         for config in t.configs():
-            key = run_key(config)
-            run = by_key.get(key)
-            if run is None:
-                steps, flops = run_cost(config)
-                run = by_key[key] = PlannedRun(key, config, [], store.contains(key), steps, flops)
-            if spec.id not in run.claims:
-                run.claims.append(spec.id)
-    # --- paper-table cells (issue 10): the full tier trains every configuration the tables report.
+            need(config, "claims", spec.id)
+    # The paper's tables: the full tier trains every configuration they report.
     for table in tables if tier == "full" else ():
         for cell in table.cells:
             for config in cell.configs:
-                key = run_key(config)
-                run = by_key.get(key)
-                if run is None:
-                    steps, flops = run_cost(config)
-                    run = by_key[key] = PlannedRun(key, config, [], store.contains(key), steps, flops)
-                if cell.id not in run.cells:
-                    run.cells.append(cell.id)
-    # --- end paper-table cells
+                need(config, "cells", cell.id)
     # Longest first, so parallel workers finish together.
     runs = sorted(by_key.values(), key=lambda r: (-r.flops, r.key))
     device = device or detected_device()

@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 from repro.check.kinds import Observations, check_claim_tier
 from repro.check.verdict import NOT_RUN, Verdict
 from repro.spec.claims import ClaimSpec, RunGroup
-from repro.spec.simulation import SimulationSpec
+from repro.spec.simulation import DecayConfig
 
 if TYPE_CHECKING:
     from repro.cache import RunStore
 
 
-def simulation_metrics(sim: SimulationSpec) -> dict[float, list[dict]]:
+def simulation_metrics(sim: DecayConfig) -> dict[float, list[dict]]:
     """Per lambda, per seed metrics of a simulation group (one definition:
     ``repro.simulate.simulation_metrics``, cached there)."""
     from repro.simulate import simulation_metrics as compute
 
-    return compute(sim.decay_config())
+    return compute(sim)
 
 
 def missing_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> tuple[int, int]:

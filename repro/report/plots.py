@@ -180,7 +180,7 @@ def plot_universality(entry, tier, store, path, title) -> bool:
 def plot_decay(entry, tier, store, path, title) -> bool:
     from repro.simulate import plot_decay as draw, simulate_decay
 
-    results = [(name, simulate_decay(tier.groups[name].simulate.decay_config())) for name in entry["runs"]]
+    results = [(name, simulate_decay(tier.groups[name].simulate)) for name in entry["runs"]]
     draw(results, path, title)
     return path.exists()
 

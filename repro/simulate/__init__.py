@@ -17,7 +17,7 @@ __all__ = [*_CONFIG, *_SIMULATION]
 
 def __getattr__(name: str) -> Any:
     if name in _CONFIG:
-        return getattr(importlib.import_module("repro.simulate.decay_config"), name)
+        return getattr(importlib.import_module("repro.spec.simulation"), name)
     if name in _SIMULATION:
         return getattr(importlib.import_module("repro.simulate.low_gradient"), name)
     raise AttributeError(f"module 'repro.simulate' has no attribute {name!r}")

@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from repro.simulate.decay_config import OPTIMIZERS, REGULARIZERS, DecayConfig, paper_lr
+from repro.spec.simulation import OPTIMIZERS, REGULARIZERS, DecayConfig, paper_lr
 from repro.train.optim import Regularizer, make_torch_optimizer
 
 __all__ = ["OPTIMIZERS", "REGULARIZERS", "DecayConfig", "DecayResult", "main_gradients", "paper_lr",

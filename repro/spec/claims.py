@@ -42,7 +42,7 @@ from repro.config import (
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
-from repro.spec.simulation import SimulationSpec, parse_simulation
+from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.paper import PAPER_FILE, find_paper
 
@@ -76,7 +76,7 @@ class RunGroup:
     axis: str | None
     points: tuple[RunPoint, ...]
     line: int | None
-    simulate: SimulationSpec | None = None  # the low-gradient simulation instead of training (finding 9)
+    simulate: DecayConfig | None = None  # the low-gradient simulation instead of training (finding 9)
     seeds: tuple[int, ...] = ()
 
     def point(self, axis_value: Any = None) -> RunPoint:
