@@ -142,7 +142,7 @@ def test_source_lines_and_safe_loading():
 
 # file -> [(line, field, words the message must contain)]; exactly these problems, in order.
 EXPECTED = {
-    "yaml_syntax.yaml": [(3, "", ["YAML syntax error", "mapping values are not allowed here"])],
+    "yaml_syntax.yaml": [(3, "", ["YAML syntax error", "mapping values are not allowed"])],
     "wrong_types.yaml": [
         (2, "title", ["required, a non-empty string"]),
         (9, "tiers.smoke.seeds", ["expected a non-empty list of integers"]),
@@ -571,7 +571,8 @@ def test_oversized_and_deeply_nested_files_are_rejected_before_parsing(tmp_path,
     assert "may be at most 1,048,576" in problem.message
     deep = _write(tmp_path / "deep.yaml", "id: " + "[" * 5000 + "]" * 5000 + "\n")
     (problem,) = problems_of(deep)
-    assert problem.line == 1 and "nested deeper than" in problem.message
+    # Our limit (pure-Python loader) or libyaml's own: either way a line and the word "nesting".
+    assert problem.line == 1 and ("nested deeper than" in problem.message or "nesting depth" in problem.message)
     assert cli.main(["validate", str(deep)]) == 2
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err and "RecursionError" not in out + err

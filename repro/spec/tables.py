@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
-from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+from repro.spec.source import YAML_LOADER, Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
               "rows", "layout", "assume"}
@@ -260,7 +260,7 @@ def _scalar_texts(path: Path) -> dict[str, str]:
             texts[prefix] = node.value
 
     try:
-        walk(yaml.compose(path.read_text(), Loader=yaml.SafeLoader), "")
+        walk(yaml.compose(path.read_text(), Loader=YAML_LOADER), "")
     except (yaml.YAMLError, OSError, UnicodeDecodeError):  # load_source already reported it
         pass
     return texts
