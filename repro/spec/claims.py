@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from repro.config import (
     ConfigError,
@@ -37,12 +37,12 @@ from repro.config import (
     has_path,
     parse_number,
     parse_run_config,
-    unknown_keys,
     unknown_name_message,
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
 from repro.spec.simulation import SimulationSpec, parse_simulation
+from repro.spec.parsing import Problems, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.paper import PAPER_FILE, find_paper
 
@@ -57,7 +57,6 @@ CLAIM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Default seed-to-seed std (metric units, e.g. percentage points) that `repro validate
 # --against-paper` gives the paper's numbers; see claims/README.md.
 PAPER_NOISE = 1.0
-MAX_INCLUDE_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -128,32 +127,16 @@ class ClaimSpec:
         return TierSpec(name, "", {}, (), not_run=f"the claim file defines no {name!r} tier")
 
 
-class _Collector:
-    def __init__(self, source: Source):
-        self.source = source
-        self.problems: list[SpecProblem] = []
-
-    def add(self, field_path: str, message: str) -> None:
-        problem = self.source.problem(field_path, message)
-        if problem not in self.problems:  # a bad base field is met once per run group
-            self.problems.append(problem)
-
-    def unknown_keys(self, raw: dict, known: Iterable[str], fld: str, what: str = "key") -> None:
-        """The one unknown-key check: every key of ``raw`` not in ``known``, with a did-you-mean."""
-        for key, message in unknown_keys(raw, known, what):
-            self.add(f"{fld}.{key}" if fld else key, message)
-
-
 def load_claim(path: Path) -> ClaimSpec:
     source = load_source(path)
-    errs = _Collector(source)
+    errs = Problems(source)
     spec = _parse_claim(source, errs)
     # --- issue 14: `source.paper` names a document of the folder's paper description (if any).
     if spec is not None and spec.source.get("paper"):
         try:
             paper = find_paper(Path(path).parent)
         except SpecError as e:  # a broken paper.yaml is reported with every claim of its folder
-            errs.problems.extend(p for p in e.problems if p not in errs.problems)
+            errs.extend(e.problems)
         else:
             wrong = paper.check_source(spec.source["paper"]) if paper is not None else None
             if wrong:
@@ -189,7 +172,7 @@ def claim_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_") and p.name != PAPER_FILE)
 
 
-def _parse_claim(source: Source, errs: _Collector) -> ClaimSpec | None:
+def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a claim file must be a mapping with id, title, claim, source, tiers")
@@ -246,54 +229,13 @@ def _parse_claim(source: Source, errs: _Collector) -> ClaimSpec | None:
     )
 
 
-def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, root: Path, depth: int = 0) -> dict:
-    """A run-config mapping; ``include: file`` (relative to the including file, inside the claims
-    folder ``root``) is merged under it."""
-    if base is None:
-        return {}
-    if not isinstance(base, dict):
-        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
-        return {}
-    base = dict(base)
-    include = base.pop("include", None)
-    if include is None:
-        return base
-    inc_fld = f"{fld}.include" if fld else "include"
-    if depth >= MAX_INCLUDE_DEPTH:
-        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep (a cycle?)")
-        return base
-    if not isinstance(include, str) or not include.strip():
-        errs.add(inc_fld, "expected a file name relative to this file")
-        return base
-    inc_path = (source.path.parent / include).resolve()
-    if not inc_path.is_relative_to(root):
-        errs.add(inc_fld, f"{include!r} is outside the claims folder {display_path(root)}")
-        return base
-    try:
-        inc = load_source(inc_path)
-    except SpecError as e:
-        errs.problems.extend(e.problems)
-        return base
-    if not isinstance(inc.data, dict):
-        errs.add(inc_fld, f"{include} must contain a mapping")
-        return base
-    inc_errs = _Collector(inc)
-    included = _resolve_base(inc.data, "", inc, inc_errs, root, depth + 1)
-    errs.problems.extend(p for p in inc_errs.problems if p not in errs.problems)
-    return deep_merge(included, base)
+def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: Problems) -> list[int]:
+    """A tier's or a run group's seeds (``default`` where they are invalid, which is reported)."""
+    parsed = parse_seeds(seeds, fld, errs)
+    return default if parsed is None else parsed
 
 
-def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: _Collector) -> list[int]:
-    """A tier's or a run group's seeds: a non-empty list of distinct integers."""
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        errs.add(fld, "expected a non-empty list of integers")
-        return default
-    if len(set(seeds)) != len(seeds):
-        errs.add(fld, f"duplicated seeds {seeds}")
-    return seeds
-
-
-def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | None:
+def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | None:
     if not isinstance(raw, dict):
         errs.add(fld, "expected a mapping")
         return None
@@ -310,7 +252,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | N
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
     root = errs.source.path.resolve().parent
-    base = _resolve_base(raw.get("base"), f"{fld}.base", errs.source, errs, root)
+    base = resolve_base(raw.get("base"), f"{fld}.base", errs, root)
     seeds = _parse_seeds(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
@@ -350,7 +292,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | N
 # --- run groups ----------------------------------------------------------------------------
 
 
-def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: _Collector,
+def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: Problems,
                  base_fld: str) -> RunGroup | None:
     if raw is None:
         raw = {}
@@ -388,7 +330,7 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
 
 
-def _parse_overrides(raw: Any, fld: str, errs: _Collector) -> dict[str, Any]:
+def _parse_overrides(raw: Any, fld: str, errs: Problems) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -399,7 +341,7 @@ def _parse_overrides(raw: Any, fld: str, errs: _Collector) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if isinstance(k, str)}
 
 
-def _parse_axis(raw: Any, fld: str, errs: _Collector) -> tuple[str | None, list]:
+def _parse_axis(raw: Any, fld: str, errs: Problems) -> tuple[str | None, list]:
     """``{optim.lam: [1e-4, 1e-3]}`` -> ("optim.lam", [0.0001, 0.001]); no axis -> (None, [None])."""
     if raw is None:
         return None, [None]
@@ -424,7 +366,7 @@ def _axis_number(value: Any) -> Any:
         return value
 
 
-def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: _Collector,
+def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: Problems,
                  simulation: bool) -> list[dict[str, Any]]:
     """The paper's numbers, validated against the metric catalogue, split per axis point."""
     catalogue = metric_catalogue(simulation)
@@ -460,7 +402,7 @@ def _as_layer_list(value: Any) -> list:
     return value
 
 
-def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: _Collector) -> list[RunConfig] | None:
+def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: Problems) -> list[RunConfig] | None:
     """One RunConfig per seed; config problems are reported where they were written."""
     configs = []
     for seed in seeds:
@@ -489,7 +431,7 @@ def _broken_group(name: str, axis: str | None, values: list, line: int | None) -
 
 
 def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int], paper: dict,
-                            errs: _Collector) -> RunGroup | None:
+                            errs: Problems) -> RunGroup | None:
     sim, problems = parse_simulation(sim_raw, seeds)
     for sub, message in problems:
         errs.add(f"{fld}.simulate.{sub}" if sub else f"{fld}.simulate", message)
@@ -503,7 +445,7 @@ def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int],
 # --- checks and plots ----------------------------------------------------------------------
 
 
-def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> CheckSpec | None:
+def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> CheckSpec | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         errs.add(fld, "expected a mapping with a kind")
         return None
@@ -536,7 +478,7 @@ PLOT_KINDS = {
 }
 
 
-def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> list[dict]:
+def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> list[dict]:
     if not isinstance(raw, list):
         errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
         return []

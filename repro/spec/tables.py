@@ -36,7 +36,9 @@ from typing import Any
 
 import yaml
 
-from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
+from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
+                          unknown_name_message)
+from repro.spec.parsing import Problems, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
@@ -123,17 +125,6 @@ def metric_problem(name: Any) -> str | None:
     return None
 
 
-class _Problems:
-    def __init__(self, source: Source):
-        self.source = source
-        self.problems: list[SpecProblem] = []
-
-    def add(self, field_path: str, message: str) -> None:
-        p = self.source.problem(field_path, message)
-        if p not in self.problems:
-            self.problems.append(p)
-
-
 def table_files(root: Path) -> list[Path]:
     """claims/tables/*.yaml (files starting with '_' are not tables)."""
     return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_"))
@@ -160,14 +151,14 @@ def load_tables(paths: list[Path]) -> list[TableSpec]:
 
 def load_table(path: Path) -> TableSpec:
     source = load_source(Path(path))
-    errs = _Problems(source)
+    errs = Problems(source)
     spec = _parse(source, errs, _scalar_texts(source.path))
     if errs.problems or spec is None:
         raise SpecError(errs.problems or [source.problem("", "not a table spec")])
     return spec
 
 
-def _text(raw: dict, key: str, errs: _Problems, required: bool = True) -> str:
+def _text(raw: dict, key: str, errs: Problems, required: bool = True) -> str:
     v = raw.get(key)
     if v is None and not required:
         return ""
@@ -177,28 +168,20 @@ def _text(raw: dict, key: str, errs: _Problems, required: bool = True) -> str:
     return v.strip()
 
 
-def _source(v: Any, fld: str, errs: _Problems) -> dict[str, str]:
+def _source(v: Any, fld: str, errs: Problems) -> dict[str, str]:
     if not isinstance(v, dict) or not all(isinstance(v.get(k), str) and v.get(k).strip() for k in SOURCE_KEYS):
         errs.add(fld, "expected {paper: <file the numbers were read from>, where: <its table>}")
         return {}
-    for k in v:
-        if k not in SOURCE_KEYS:
-            errs.add(f"{fld}.{k}", unknown_name_message("key", k, SOURCE_KEYS))
+    errs.unknown_keys(v, SOURCE_KEYS, fld)
     return {k: str(v[k]) for k in SOURCE_KEYS}
 
 
-def _seeds(v: Any, fld: str, errs: _Problems) -> list[int] | None:
-    if v is None:
-        return None
-    if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v):
-        errs.add(fld, "expected a non-empty list of integers")
-        return None
-    if len(set(v)) != len(v):
-        errs.add(fld, f"duplicated seeds {v}")
-    return v
+def _seeds(v: Any, fld: str, errs: Problems) -> list[int] | None:
+    """A table's, column's or row's seeds; None where not given (or invalid, which is reported)."""
+    return None if v is None else parse_seeds(v, fld, errs)
 
 
-def _assume(v: Any, fld: str, errs: _Problems) -> tuple[str, ...]:
+def _assume(v: Any, fld: str, errs: Problems) -> tuple[str, ...]:
     if v is None:
         return ()
     if isinstance(v, str) and v.strip():
@@ -207,7 +190,7 @@ def _assume(v: Any, fld: str, errs: _Problems) -> tuple[str, ...]:
     return ()
 
 
-def _set(v: Any, fld: str, errs: _Problems) -> dict:
+def _set(v: Any, fld: str, errs: Problems) -> dict:
     if v is None:
         return {}
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
@@ -218,31 +201,6 @@ def _set(v: Any, fld: str, errs: _Problems) -> dict:
     except ConfigError as e:
         errs.add(f"{fld}.{e.path}", e.message)
         return {}
-
-
-def _resolve_base(base: Any, fld: str, source: Source, errs: _Problems, depth: int = 0) -> dict:
-    """A run-config mapping; ``include: file`` (relative to the including file) is merged under it."""
-    if base is None:
-        return {}
-    if not isinstance(base, dict):
-        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
-        return {}
-    base = dict(base)
-    include = base.pop("include", None)
-    if include is None:
-        return base
-    if depth > 5:
-        errs.add(f"{fld}.include", "includes nest too deeply (a cycle?)")
-        return base
-    try:
-        inc = load_source((source.path.parent / str(include)).resolve())
-    except SpecError as e:
-        errs.problems.extend(p for p in e.problems if p not in errs.problems)
-        return base
-    if not isinstance(inc.data, dict):
-        errs.add(f"{fld}.include", f"{include} must contain a mapping")
-        return base
-    return deep_merge(_resolve_base(inc.data, "", inc, errs, depth + 1), base)
 
 
 def _scalar_texts(path: Path) -> dict[str, str]:
@@ -266,14 +224,12 @@ def _scalar_texts(path: Path) -> dict[str, str]:
     return texts
 
 
-def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec | None:
+def _parse(source: Source, errs: Problems, texts: dict[str, str]) -> TableSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
         return None
-    for key in raw:
-        if key not in TABLE_KEYS:
-            errs.add(str(key), unknown_name_message("key", key, TABLE_KEYS))
+    errs.unknown_keys(raw, TABLE_KEYS, "")
     number = raw.get("table")
     if isinstance(number, int) and not isinstance(number, bool):
         number = str(number)
@@ -307,7 +263,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
             errs.add("headers", f"expected a list of {len(metrics)} strings, one per metric")
         else:
             headers = tuple(headers_raw)
-    base = _resolve_base(raw.get("base"), "base", source, errs)
+    base = resolve_base(raw.get("base"), "base", errs)
     seeds = _seeds(raw.get("seeds"), "seeds", errs)
     if seeds is None:
         if "seeds" not in raw:
@@ -326,9 +282,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
                 if not isinstance(craw, dict):
                     errs.add(fld, "expected a mapping with optional set, seeds, assume")
                     continue
-                for k in craw:
-                    if k not in COLUMN_KEYS:
-                        errs.add(f"{fld}.{k}", unknown_name_message("key", k, COLUMN_KEYS))
+                errs.unknown_keys(craw, COLUMN_KEYS, fld)
                 columns[str(name)] = (_set(craw.get("set"), f"{fld}.set", errs), _seeds(craw.get("seeds"), f"{fld}.seeds", errs),
                                       _assume(craw.get("assume"), f"{fld}.assume", errs))
 
@@ -345,9 +299,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
         if not isinstance(rraw, dict):
             errs.add(fld, "expected a mapping with label, set, paper")
             continue
-        for k in rraw:
-            if k not in ROW_KEYS:
-                errs.add(f"{fld}.{k}", unknown_name_message("key", k, ROW_KEYS))
+        errs.unknown_keys(rraw, ROW_KEYS, fld)
         label = rraw.get("label")
         if not isinstance(label, str) or not label.strip():
             errs.add(f"{fld}.label", "required: the row's label as the paper prints it")
@@ -428,9 +380,9 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
                 for seed in cell_seeds:
                     cfg, cerrs = parse_run_config(deep_merge(merged, {"train": {"seed": seed}}))
                     for e in cerrs:
-                        if _has(row_set, e.path):
+                        if has_path(row_set, e.path):
                             where = f"{fld}.set.{e.path}"
-                        elif col and _has(col_set, e.path):
+                        elif col and has_path(col_set, e.path):
                             where = f"columns.{col}.set.{e.path}"
                         else:
                             where = f"base.{e.path}" if e.path else "base"
@@ -456,11 +408,3 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
     return TableSpec(table_id, number, title, src, source.path, tuple(metrics), headers, tuple(columns),
                      tuple(rows), tuple(cells), layout, notes, assume)
 
-
-def _has(nested: Any, path: str) -> bool:
-    node = nested
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
