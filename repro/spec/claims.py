@@ -39,19 +39,21 @@ from repro.config import (
     parse_run_config,
     unknown_name_message,
 )
-from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
+from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
 from repro.spec.simulation import SimulationSpec, parse_simulation
 from repro.spec.parsing import Problems, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+from repro.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
 from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
 CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise")
 SOURCE_KEYS = ("paper", "where")
 TIER_KEYS = ("why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots")
-RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate")
+RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell")
 SIMULATION_RUN_KEYS = ("simulate", "paper", "seeds")
+CELL_RUN_KEYS = ("cell", "axis", "paper", "seeds")  # a run that is a paper-table cell (tables/*.yaml)
 # A claim id names a pytest item and a report page (<id>.md): no path separators, no '..'.
 CLAIM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Default seed-to-seed std (metric units, e.g. percentage points) that `repro validate
@@ -67,6 +69,7 @@ class RunPoint:
     axis_value: Any  # None for groups without an axis
     configs: tuple[RunConfig, ...]  # one per seed
     paper: dict[str, Any]  # metric -> the paper's value at this point
+    cell: str | None = None  # the table cell this point is ("table01/Adam L2 1e-04/CIFAR10"), if any
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,11 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
         return None
     if "simulate" in raw:
         errs.unknown_keys(raw, SIMULATION_RUN_KEYS, fld, "key of a simulation group")
+    elif "cell" in raw:
+        if "set" in raw:
+            errs.add(f"{fld}.set", "a run with `cell` has the cell's configuration; a variation of it is a run "
+                                   "of its own, written with set/axis and without cell")
+        errs.unknown_keys({k: v for k, v in raw.items() if k != "set"}, CELL_RUN_KEYS, fld, "key of a run with cell")
     else:
         errs.unknown_keys(raw, RUN_KEYS, fld)
     seeds = _parse_seeds(raw.get("seeds", tier_seeds), tier_seeds, f"{fld}.seeds", errs)
@@ -308,6 +316,8 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     if not isinstance(paper, dict):
         errs.add(f"{fld}.paper", "expected a mapping metric -> value (a list for a run with an axis)")
         paper = {}
+    if "cell" in raw and "simulate" not in raw:
+        return _parse_cell_group(name, raw, fld, seeds if "seeds" in raw else None, paper, errs)
     if "simulate" in raw:
         return _parse_simulation_group(name, raw["simulate"], fld, seeds, paper, errs)
     overrides = _parse_overrides(raw.get("set"), f"{fld}.set", errs)
@@ -328,6 +338,91 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
             return _broken_group(name, axis, values, errs.source.line(fld))
         points.append(RunPoint(name, value, tuple(configs), paper_at[i]))
     return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
+
+
+def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, paper: dict,
+                      errs: Problems) -> RunGroup | None:
+    """A run that is a cell of one of the paper's tables (``cell: "table01/Adam L2 1e-04/CIFAR10"``),
+    or, with an axis, one cell per axis value (``cell: [...]``): the configuration is the cell's
+    (its seeds unless the run gives ``seeds``), the paper numbers are the cell's, and ``paper:``
+    may add only metrics the cell prints no number for (a number is typed once)."""
+    axis, values = _parse_axis(raw.get("axis"), f"{fld}.axis", errs)
+    refs = raw["cell"]
+    line = errs.source.line(fld)
+    if axis is None:
+        refs = [refs]
+    elif not isinstance(refs, list) or len(refs) != len(values):
+        errs.add(f"{fld}.cell", f"with an axis, expected a list of {len(values)} cells, one per {axis} value")
+        return _broken_group(name, axis, values, line)
+    tables = folder_tables(errs.source.path.parent)
+    if tables is None:
+        errs.add(f"{fld}.cell", f"there is no {TABLES_FOLDER}/ folder beside this claim file, so no table cell to name")
+        return _broken_group(name, axis, values, line)
+    cells = []
+    for i, ref in enumerate(refs):
+        cell, problem = tables.find_cell(ref)
+        if problem:
+            errs.add(f"{fld}.cell" + (f"[{i}]" if axis else ""), problem)
+        cells.append(cell)
+    if any(c is None for c in cells):
+        return _broken_group(name, axis, values, line)
+    if axis is not None and not _cells_along_axis(cells, axis, values, f"{fld}.cell", errs):
+        return _broken_group(name, axis, values, line)
+    if seeds is None:
+        cell_seeds = {tuple(cfg.train.seed for cfg in c.configs) for c in cells}
+        if len(cell_seeds) > 1:
+            errs.add(f"{fld}.cell", f"the cells are trained with different seeds {sorted(cell_seeds)}: give the run's seeds")
+            return _broken_group(name, axis, values, line)
+        seeds = list(next(iter(cell_seeds)))
+    own = _parse_paper(paper, axis, values, f"{fld}.paper", errs, simulation=False)
+    points = []
+    for i, (value, cell) in enumerate(zip(values, cells)):
+        given = cell_paper(cell)
+        for metric in own[i]:
+            if cell_prints(cell, metric):
+                printed = given.get(metric, "a number for some layers")
+                errs.add(f"{fld}.paper.{metric}", f"cell {cell.id!r} prints {metric} ({printed}): a number is typed "
+                                                  "once, so leave it to the table (a claim's paper: adds only metrics "
+                                                  "the cell does not print)")
+        if tuple(cfg.train.seed for cfg in cell.configs) == tuple(seeds):
+            configs = list(cell.configs)
+        else:
+            configs = _expand_seeds(cell.configs[0].to_dict(), seeds, lambda path: f"{fld}.seeds", errs)
+            if configs is None:
+                return _broken_group(name, axis, values, line)
+        points.append(RunPoint(name, value, tuple(configs), {**given, **own[i]}, cell.id))
+    return RunGroup(name, axis, tuple(points), line, seeds=tuple(seeds))
+
+
+def _cells_along_axis(cells: list, axis: str, values: list, fld: str, errs: Problems) -> bool:
+    """Cells named along an axis: each has its axis value there, and they differ in nothing else."""
+    flat = [_flatten(c.configs[0].to_dict()) for c in cells]
+    if axis not in flat[0]:
+        errs.add(f"{fld.rsplit('.', 1)[0]}.axis.{axis}",
+                 unknown_name_message("run-config field", axis, [k for k in flat[0] if k != "train.seed"]))
+        return False
+    ok = True
+    for i, (cell, f, value) in enumerate(zip(cells, flat, values)):
+        if not same_value(f[axis], value):
+            errs.add(f"{fld}[{i}]", f"cell {cell.id!r} has {axis} = {f[axis]!r}, the axis says {value!r}")
+            ok = False
+        differ = sorted(k for k in set(f) | set(flat[0]) if k not in (axis, "train.seed") and f.get(k) != flat[0].get(k))
+        if differ:
+            errs.add(f"{fld}[{i}]", f"cell {cell.id!r} differs from {cells[0].id!r} in {', '.join(differ)}, not only "
+                                    f"in the axis {axis}: name cells that vary along the axis alone")
+            ok = False
+    return ok
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
 
 
 def _parse_overrides(raw: Any, fld: str, errs: Problems) -> dict[str, Any]:

@@ -29,6 +29,7 @@ claim files; unknown keys are rejected with a did-you-mean hint.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,99 @@ def metric_problem(name: Any) -> str | None:
     if name not in SCALAR_METRICS:
         return unknown_name_message("metric", name, [*SCALAR_METRICS, *(f"{x}[i]" for x in LAYER_METRICS)])
     return None
+
+
+def cell_paper(cell: TableCell) -> dict[str, Any]:
+    """The cell's printed numbers as a claim's ``paper:`` reads them: scalars by name, and
+    ``layer_sparsity_gamma[1..n]`` as one per-layer list (only when the cell prints every layer
+    from C1 to its last one; a partial list is not a claim value)."""
+    out: dict[str, Any] = {}
+    layers: dict[str, dict[int, float]] = {}
+    for name, value in cell.paper.items():
+        if value is None:
+            continue
+        m = _LAYER_RE.match(name)
+        if m:
+            layers.setdefault(m.group(1), {})[int(m.group(2))] = value
+        else:
+            out[name] = value
+    for name, by_layer in layers.items():
+        if sorted(by_layer) == list(range(1, len(by_layer) + 1)):
+            out[name] = [by_layer[i] for i in range(1, len(by_layer) + 1)]
+    return out
+
+
+def cell_prints(cell: TableCell, metric: str) -> bool:
+    """Whether the cell prints a number for ``metric`` (for a per-layer metric: for any layer)."""
+    return any(v is not None and (name == metric or name.startswith(metric + "["))
+               for name, v in cell.paper.items())
+
+
+# --- the tables beside a claims folder, for claims whose runs name a cell ----------------------
+
+TABLES_FOLDER = "tables"  # <claims folder>/tables/*.yaml
+
+
+@dataclass(frozen=True)
+class FolderTables:
+    """The tables of one claims folder, by id (file stem); a file with problems is listed in
+    ``broken`` with its first problem instead."""
+
+    folder: Path
+    tables: dict[str, TableSpec]
+    broken: dict[str, SpecProblem]
+
+    def find_cell(self, ref: Any) -> tuple[TableCell | None, str | None]:
+        """``"table01/Adam L2 1e-04/CIFAR10"`` (a cell's id, as ``repro plan --json`` names it) ->
+        the cell, or None and what is wrong, with a did-you-mean."""
+        if not isinstance(ref, str) or "/" not in ref:
+            return None, (f"expected a table cell as <table>/<row>[/<column>], e.g. \"table01/Adam L2 1e-04/CIFAR10\" "
+                          f"(the cell names of `repro plan --json`), got {ref!r}")
+        table_id = ref.split("/", 1)[0]
+        if table_id in self.broken:
+            return None, f"table {table_id!r} has problems (`repro validate` lists them), first: {self.broken[table_id]}"
+        table = self.tables.get(table_id)
+        if table is None:
+            return None, unknown_name_message(f"table in {display_path(self.folder)}", table_id, self.tables)
+        cell = next((c for c in table.cells if c.id == ref), None)
+        if cell is None:
+            close = difflib.get_close_matches(ref, [c.id for c in table.cells], n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            rows = ", ".join(repr(f"{g} {label}".strip()) for g, label in table.rows)
+            columns = f"; its columns: {', '.join(table.columns)}" if table.columns else "; it has no columns"
+            return None, f"{table_id} has no cell {ref!r}{hint}; its rows: {rows}{columns}"
+        if cell.not_run:
+            return None, f"cell {ref!r} is not run ({cell.not_run}): it cannot be a claim's run"
+        if cell.reference:
+            return None, f"cell {ref!r} is another method's number ({cell.reference}): there is nothing to train"
+        return cell, None
+
+
+_FOLDER_CACHE: dict[Path, tuple[tuple, FolderTables]] = {}
+
+
+def folder_tables(claims_dir: Path) -> FolderTables | None:
+    """The tables in ``claims_dir/tables`` (None when there is no such folder). Loaded once per
+    state of the folder's YAML files (tables and the bases they include), so that every claim
+    file of a folder can name cells without reading the tables again."""
+    root = Path(claims_dir).resolve()
+    folder = root / TABLES_FOLDER
+    if not folder.is_dir():
+        return None
+    stamp = tuple(sorted((str(p), st.st_mtime_ns, st.st_size) for p in root.rglob("*.yaml") for st in [p.stat()]))
+    cached = _FOLDER_CACHE.get(folder)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    tables: dict[str, TableSpec] = {}
+    broken: dict[str, SpecProblem] = {}
+    for path in table_files(folder):
+        try:
+            tables[path.stem] = load_table(path)
+        except SpecError as e:
+            broken[path.stem] = e.problems[0]
+    result = FolderTables(folder, tables, broken)
+    _FOLDER_CACHE[folder] = (stamp, result)
+    return result
 
 
 def table_files(root: Path) -> list[Path]:
