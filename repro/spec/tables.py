@@ -177,7 +177,8 @@ class FolderTables:
             return None, f"table {table_id!r} has problems (`repro validate` lists them), first: {self.broken[table_id]}"
         table = self.tables.get(table_id)
         if table is None:
-            return None, unknown_name_message(f"table in {display_path(self.folder)}", table_id, self.tables)
+            return None, (unknown_name_message("table", table_id, self.tables)
+                          + f" (a table is named by its file in {TABLES_FOLDER}/ beside the claims, without .yaml)")
         cell = next((c for c in table.cells if c.id == ref), None)
         if cell is None:
             close = difflib.get_close_matches(ref, [c.id for c in table.cells], n=1, cutoff=0.5)
