@@ -14,6 +14,7 @@ In:  YAML files; one claim per file. Layout (see claims/README.md for the full r
         runs:
           adam_l2: {set: {optim.regularizer: l2}, paper: {sparsity_gamma: 70}}
           lam_sweep: {axis: {optim.lam: [0, 1e-4, 1e-3]}, paper: {sparsity_gamma: [0, 70, 83]}}
+          c10_adam: {cell: "table01/Adam L2 1e-04/CIFAR10"}   # a paper-table cell: its config and numbers
         checks:
           - {kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}
       full: ...            # or  full: {not_run: "why there is no such tier"}
@@ -42,7 +43,7 @@ from repro.config import (
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
 from repro.spec.simulation import SimulationSpec, parse_simulation
-from repro.spec.parsing import Problems, parse_seeds, resolve_base
+from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
 from repro.spec.paper import PAPER_FILE, find_paper
@@ -152,22 +153,10 @@ def load_claim(path: Path) -> ClaimSpec:
 
 
 def load_claims(paths: list[Path]) -> list[ClaimSpec]:
-    """Load every file; raise one SpecError with the problems of all files (ids must be unique)."""
-    specs, problems = [], []
-    for p in paths:
-        try:
-            specs.append(load_claim(p))
-        except SpecError as e:
-            problems.extend(p for p in e.problems if p not in problems)  # a broken paper.yaml: once
-    seen: dict[str, ClaimSpec] = {}
-    for s in specs:
-        if s.id in seen:
-            problems.append(SpecProblem(display_path(s.path), s.line, "id",
-                                        f"duplicate claim id {s.id!r} (also in {seen[s.id].path})"))
-        seen[s.id] = s
-    if problems:
-        raise SpecError(problems)
-    return specs
+    """Load every file; raise one SpecError with the problems of all files (ids must be unique;
+    a broken paper.yaml is reported once)."""
+    return load_all(paths, load_claim, lambda s: s.id, lambda s, earlier: SpecProblem(
+        display_path(s.path), s.line, "id", f"duplicate claim id {s.id!r} (also in {earlier.path})"))
 
 
 def claim_files(root: Path) -> list[Path]:
@@ -260,7 +249,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
     if not isinstance(runs_raw, dict) or not runs_raw:
-        errs.add(f"{fld}.runs", "required: a mapping of run names to {set, axis, paper}")
+        errs.add(f"{fld}.runs", "required: a mapping of run names to {set, axis, paper} or {cell}")
     else:
         for gname, graw in runs_raw.items():
             if not isinstance(gname, str) or not CLAIM_ID.fullmatch(gname) or "@" in gname:
@@ -300,7 +289,7 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        errs.add(fld, "expected a mapping with optional set, axis, paper, seeds")
+        errs.add(fld, "expected a mapping with optional set, axis, paper, seeds (or a cell, or simulate)")
         return None
     if "simulate" in raw:
         errs.unknown_keys(raw, SIMULATION_RUN_KEYS, fld, "key of a simulation group")

@@ -3,19 +3,21 @@
 In:  a parsed YAML ``Source`` and raw values from it.
 Out: ``Problems`` (the per-file problem collector: every problem names file, line and field,
      unknown keys come with a did-you-mean), ``resolve_base`` (a run-config mapping with its
-     ``include:`` files merged under it) and ``parse_seeds``. One definition each, so that claims
+     ``include:`` files merged under it), ``parse_seeds`` and ``load_all`` (every file of a
+     folder, with one error listing the problems of all of them). One definition each, so that claims
      and tables read bases and seeds the same way and report problems the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from repro.config import deep_merge, unknown_keys
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 MAX_INCLUDE_DEPTH = 5
+T = TypeVar("T")
 
 
 class Problems:
@@ -86,3 +88,26 @@ def parse_seeds(seeds: Any, fld: str, errs: Problems) -> list[int] | None:
     if len(set(seeds)) != len(seeds):
         errs.add(fld, f"duplicated seeds {seeds}")
     return seeds
+
+
+def load_all(paths: Iterable[Path], load: Callable[[Path], T], ident: Callable[[T], str],
+             duplicate: Callable[[T, T], SpecProblem]) -> list[T]:
+    """``load`` every file; raise one SpecError with the problems of all files (a problem met in
+    several, e.g. a broken shared file, once), and ``duplicate(spec, earlier)`` for each spec whose
+    ``ident`` an earlier one has."""
+    specs: list[T] = []
+    problems: list[SpecProblem] = []
+    for path in paths:
+        try:
+            specs.append(load(path))
+        except SpecError as e:
+            problems.extend(p for p in e.problems if p not in problems)
+    seen: dict[str, T] = {}
+    for spec in specs:
+        key = ident(spec)
+        if key in seen:
+            problems.append(duplicate(spec, seen[key]))
+        seen[key] = spec
+    if problems:
+        raise SpecError(problems)
+    return specs

@@ -39,7 +39,7 @@ import yaml
 
 from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
                           unknown_name_message)
-from repro.spec.parsing import Problems, parse_seeds, resolve_base
+from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
@@ -227,21 +227,8 @@ def table_files(root: Path) -> list[Path]:
 
 def load_tables(paths: list[Path]) -> list[TableSpec]:
     """Every file; one SpecError with the problems of all files (table numbers must be unique)."""
-    specs, problems = [], []
-    for p in paths:
-        try:
-            specs.append(load_table(p))
-        except SpecError as e:
-            problems.extend(e.problems)
-    seen: dict[str, TableSpec] = {}
-    for s in specs:
-        if s.number in seen:
-            problems.append(SpecProblem(display_path(s.path), None, "table",
-                                        f"duplicate table {s.number!r} (also in {seen[s.number].path.name})"))
-        seen[s.number] = s
-    if problems:
-        raise SpecError(problems)
-    return specs
+    return load_all(paths, load_table, lambda s: s.number, lambda s, earlier: SpecProblem(
+        display_path(s.path), None, "table", f"duplicate table {s.number!r} (also in {earlier.path.name})"))
 
 
 def load_table(path: Path) -> TableSpec:
