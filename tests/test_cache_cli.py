@@ -171,6 +171,7 @@ def test_ls_and_verify(tmp_path, capsys):
 def _claims(tmp_path: Path) -> Path:
     dest = tmp_path / "claims"
     shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
+    shutil.copytree(ROOT / "claims" / "tables", dest / "tables")  # the full tier names table cells
     shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", dest)
     return dest
 

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def copy_claims(tmp_path: Path, names: list[str]) -> list[Path]:
     dest = tmp_path / "claims"
     shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
+    shutil.copytree(ROOT / "claims" / "tables", dest / "tables")  # full tiers name table cells
     return [Path(shutil.copy(ROOT / "claims" / n, dest / n)) for n in names]
 
 

@@ -387,6 +387,7 @@ VALID = {
             "runs": {
                 "a": {"set": {"optim.regularizer": "l2"}, "paper": {"sparsity_gamma": 70}},
                 "s": {"axis": {"optim.lam": [0, "1e-3"]}, "paper": {"sparsity_gamma": [0, 80]}},
+                "c": {"axis": {"optim.lam": [0, "1e-3"]}, "cell": ["t/lam 0", "t/lam 1e-3"]},
             },
             "checks": [
                 {"kind": "greater", "metric": "sparsity_gamma", "a": "a", "b": "s@1e-3", "margin": 5},
@@ -403,13 +404,28 @@ SCALARS = (st.none() | st.booleans() | st.integers(-10**6, 10**6)
            | st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
            | st.sampled_from(["adam", "sgd", "l2", "wd", "1e-3", "a", "s", "s@1e-3", "s@0.5", "s@0",
                               "greater", "monotonic", "sparsity_gamma", "fraction_below", "_bases/tiny.yaml",
-                              "../nope.yaml", "", "increasing"]))
+                              "../nope.yaml", "", "increasing", "t/lam 0", "t/lam 1e-3", "t/ref", "t/nope", "u/x"]))
 KEYS = (st.sampled_from(["include", "set", "axis", "paper", "seeds", "kind", "a", "b", "run", "metric", "layers",
                          "layer", "stat", "threshold", "optim.lam", "optim.name", "data.dataset", "not_run",
-                         "gate", "why", "tolerance", "margin", "min", "max", "simulate", "label", "at"])
+                         "gate", "why", "tolerance", "margin", "min", "max", "simulate", "label", "at", "cell"])
         | st.text(max_size=6) | st.integers(-3, 3))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
                       max_leaves=8)
+
+
+FUZZ_TABLE = """\
+table: "1"
+title: cells for the fuzzed claim
+source: {paper: p.txt, where: Table 1}
+base: {include: ../_bases/tiny.yaml, optim: {name: adam}}
+seeds: [0]
+metrics: [sparsity_gamma, test_error]
+cells: 3
+rows:
+  - {label: "lam 0", set: {optim.lam: 0}, paper: [0, 10.5]}
+  - {label: "lam 1e-3", set: {optim.lam: 1.0e-3}, paper: [80, 11.0]}
+  - {label: ref, reference: someone else, paper: [50, 9.0]}
+"""
 
 
 def _paths(node, prefix=()):
@@ -432,6 +448,8 @@ def _get(node, path):
 def fuzz_dir():
     with tempfile.TemporaryDirectory() as d:
         shutil.copytree(GOOD.parent / "_bases", Path(d) / "_bases")
+        (Path(d) / "tables").mkdir()
+        (Path(d) / "tables" / "t.yaml").write_text(FUZZ_TABLE)  # cells the fuzzed claim can name
         yield Path(d)
 
 

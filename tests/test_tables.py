@@ -12,7 +12,7 @@ from repro.plan import plan_runs
 from repro.report.tables import render_tables, smoke_analogs
 from repro.spec.claims import claim_files, load_claims
 from repro.spec.source import SpecError
-from repro.spec.tables import load_table, load_tables, table_files
+from repro.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
 from repro.train.run import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +168,7 @@ def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path, repo_tables):
 def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path, repo_tables):
     (tmp_path / "claims").mkdir()
     shutil.copytree(ROOT / "claims" / "_bases", tmp_path / "claims" / "_bases")
+    shutil.copytree(TABLES, tmp_path / "claims" / "tables")  # the claim's full tier names table cells
     claim = load_claims([Path(shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))])
     t1 = next(t for t in repo_tables if t.number == "1")
     analogs = smoke_analogs(claim)
@@ -232,39 +233,145 @@ def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
     assert any(c.startswith("table01/") for c in run["cells"])
 
 
-# Claims whose `paper:` value has no table cell with the same configuration and metric, and why.
-NO_CELL = {
-    # Table 10's caption: "Also shown are the post-pruning test error"; the claim reads it as test_error.
-    ("vgg-implicit-pruning", "test_error"): "Table 10 prints the post-pruning error (pruned_test_error)",
-}
+# --- claims naming table cells ----------------------------------------------------------------
+
+CELL_TABLE = SMALL.replace("cells: 4", "cells: 6") + """\
+  - {label: "B 80", not_run: "no such GPU", paper: {CIFAR10: [12.0, 70], CIFAR100: null}}
+  - {label: "Li et al.", reference: "Li et al.'s pruning", paper: {CIFAR10: [6.6, 37], CIFAR100: null}}
+"""
+
+CELL_CLAIM = """\
+id: cells
+title: t
+claim: c
+source: {paper: cvpr2019, where: Table 3}
+tiers:
+  full:
+    runs:
+      b20: {cell: "t/B 20/CIFAR10", paper: {sparsity_act: 50}}
+      along: {axis: {train.batch_size: [20, 40]}, cell: ["t/B 20/CIFAR100", "t/B 40/CIFAR100"]}
+      other_seed: {cell: "t/B 40/CIFAR10", seeds: [7]}
+    checks:
+      - {kind: greater, metric: sparsity_gamma, a: b20, b: along@40}
+"""
 
 
-def test_claims_paper_numbers_agree_with_the_table_cells(repo_claims, repo_tables):
-    """A number typed in a claim and in a table spec must agree with some table cell of the same run."""
-    tables = repo_tables
-    by_key: dict[str, list] = {}
+def write_cell_claim(tmp_path: Path, runs: str | None = None) -> Path:
+    write_table(tmp_path, CELL_TABLE)
+    text = CELL_CLAIM if runs is None else re.sub(r"    runs:\n(      .*\n)+", "    runs:\n" + runs, CELL_CLAIM)
+    path = tmp_path / "claims" / "cells.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_run_naming_a_cell_has_its_configuration_seeds_and_numbers(tmp_path):
+    from repro.spec.claims import load_claim
+
+    spec = load_claim(write_cell_claim(tmp_path))
+    table = load_table(tmp_path / "claims" / "tables" / "t.yaml")
+    full = spec.tier("full")
+    b20 = full.groups["b20"].point()
+    cell = table.cell("B 20", "CIFAR10")
+    assert b20.cell == cell.id == "t/B 20/CIFAR10"
+    assert [run_key(c) for c in b20.configs] == [run_key(c) for c in cell.configs] and len(b20.configs) == 3
+    assert b20.paper == {"test_error": 15.2, "sparsity_gamma": 82, "sparsity_act": 50}  # the cell's, plus the claim's own
+    along = full.groups["along"]
+    assert along.axis == "train.batch_size" and [p.axis_value for p in along.points] == [20, 40]
+    assert [p.paper["test_error"] for p in along.points] == [45.3, 39.0]
+    assert [run_key(c) for c in along.point(40).configs] == [run_key(c) for c in table.cell("B 40", "CIFAR100").configs]
+    other = full.groups["other_seed"].point()
+    assert [c.train.seed for c in other.configs] == [7] and full.groups["other_seed"].seeds == (7,)
+    same = table.cell("B 40", "CIFAR10").configs[0]
+    assert other.configs[0].to_dict() == {**same.to_dict(), "train": {**same.to_dict()["train"], "seed": 7}}
+    # dedup with the table's own runs: 4 runnable cells x 3 seeds, plus the one run at seed 7
+    plan = plan_runs([spec], "full", RunStore(tmp_path / "cache"), "cuda", tables=[table])
+    assert len(plan.runs) == 13
+    assert next(r for r in plan.runs if run_key(cell.configs[0]) == r.key).claims == ["cells"]
+
+
+@pytest.mark.parametrize("runs, field, words", [
+    ('      x: {cell: "tt/B 20/CIFAR10"}\n', "runs.x.cell", "unknown table 'tt' (did you mean 't'?); known: t (a table is named by its file in tables/"),
+    ('      x: {cell: "t/B 30/CIFAR10"}\n', "runs.x.cell", "t has no cell 't/B 30/CIFAR10' (did you mean"),
+    ('      x: {cell: "t/B 20/CIFAR1"}\n', "runs.x.cell", "(did you mean 't/B 20/CIFAR10'?); its rows: 'B 20', 'B 40',"),
+    ('      x: {cell: "B 20"}\n', "runs.x.cell", "expected a table cell as <table>/<row>[/<column>]"),
+    ('      x: {cell: "t/B 80/CIFAR10"}\n', "runs.x.cell", "is not run (no such GPU): it cannot be a claim's run"),
+    ('      x: {cell: "t/Li et al./CIFAR10"}\n', "runs.x.cell", "another method's number (Li et al.'s pruning)"),
+    ('      x: {cell: "t/B 20/CIFAR10", paper: {test_error: 15.2}}\n', "runs.x.paper.test_error",
+     "cell 't/B 20/CIFAR10' prints test_error (15.2): a number is typed once"),
+    ('      x: {cell: "t/B 20/CIFAR10", set: {optim.lam: 0.1}}\n', "runs.x.set", "a variation of it is a run of its own"),
+    ('      x: {cell: "t/B 20/CIFAR10", sed: [0]}\n', "runs.x.sed", "unknown key of a run with cell 'sed' (did you mean 'seeds'?)"),
+    ('      x: {axis: {train.batch_size: [20, 80]}, cell: ["t/B 20/CIFAR10", "t/B 40/CIFAR10"]}\n', "runs.x.cell[1]",
+     "has train.batch_size = 40, the axis says 80"),
+    ('      x: {axis: {train.batch_size: [20, 40]}, cell: ["t/B 20/CIFAR10", "t/B 40/CIFAR100"]}\n', "runs.x.cell[1]",
+     "differs from 't/B 20/CIFAR10' in data.dataset, not only in the axis train.batch_size"),
+    ('      x: {axis: {train.batch_size: [20, 40]}, cell: "t/B 20/CIFAR10"}\n', "runs.x.cell",
+     "with an axis, expected a list of 2 cells"),
+    ('      x: {axis: {optim.lamb: [1, 2]}, cell: ["t/B 20/CIFAR10", "t/B 40/CIFAR10"]}\n', "runs.x.axis.optim.lamb",
+     "unknown run-config field 'optim.lamb' (did you mean 'optim.lam'?)"),
+])
+def test_cell_mistakes_name_file_line_field_and_a_hint(tmp_path, runs, field, words):
+    from repro.spec.claims import load_claim
+
+    path = write_cell_claim(tmp_path, runs)
+    with pytest.raises(SpecError) as e:
+        load_claim(path)
+    found = [p for p in e.value.problems if p.field == f"tiers.full.{field}"]
+    assert found, [str(p) for p in e.value.problems]
+    assert words in found[0].message, found[0].message
+    assert found[0].line == 8 and found[0].file.endswith("cells.yaml")  # the run's line
+
+
+def test_a_cell_needs_a_tables_folder(tmp_path):
+    from repro.spec.claims import load_claim
+
+    path = tmp_path / "cells.yaml"
+    path.write_text(CELL_CLAIM)
+    with pytest.raises(SpecError) as e:
+        load_claim(path)
+    assert any(p.field == "tiers.full.runs.b20.cell" and "no tables/ folder beside this claim file" in p.message
+               for p in e.value.problems)
+
+
+def _cells_by_config(tables) -> dict[tuple, list]:
+    by: dict[tuple, list] = {}
     for t in tables:
         for c in t.cells:
             if c.configs:
-                by_key.setdefault(run_key(c.configs[0]), []).append(c)
-    mismatches, unexplained = [], []
+                by.setdefault(tuple(run_key(x) for x in c.configs), []).append(c)
+    return by
+
+
+def test_repository_claim_runs_are_the_cells_they_name(repo_claims, repo_tables):
+    """A run naming a cell trains exactly the cell's runs and carries every number the cell prints."""
+    cells = {c.id: c for t in repo_tables for c in t.cells}
+    named = [(s.id, g.name, p) for s in repo_claims for g in s.tier("full").groups.values() for p in g.points if p.cell]
+    assert len(named) > 100
+    for claim, group, p in named:
+        cell = cells[p.cell]
+        assert [run_key(c) for c in p.configs] == [run_key(c) for c in cell.configs], (claim, group, p.cell)
+        assert all(p.paper.get(m) == v for m, v in cell_paper(cell).items()), (claim, group, p.cell)
+
+
+def test_no_full_tier_claim_number_is_typed_beside_the_table(repo_claims, repo_tables):
+    """A number is typed once: a full-tier run with the configuration of a table cell names it, and a
+    number a claim adds to a cell's is one no cell of that configuration prints."""
+    by_config = _cells_by_config(repo_tables)
+    typed_twice = []
     for spec in repo_claims:
         for g in spec.tier("full").groups.values():
             for p in g.points:
-                cells = by_key.get(run_key(p.configs[0]), []) if p.configs else []
+                same = by_config.get(tuple(run_key(c) for c in p.configs), [])
+                where = f"{spec.id} {g.name}" + (f"@{p.axis_value}" if p.axis_value is not None else "")
+                if p.cell is None and same:
+                    typed_twice.append(f"{where}: the configuration of {[c.id for c in same]}: name one as cell:")
+                own = next((c for c in same if c.id == p.cell), None)
                 for metric, value in p.paper.items():
-                    if metric == "layer_sparsity_gamma":
-                        found = [[c.paper.get(f"{metric}[{i}]") for i in range(1, len(value) + 1)] for c in cells
-                                 if c.paper.get(f"{metric}[1]") is not None]
-                    else:
-                        found = [c.paper[metric] for c in cells if c.paper.get(metric) is not None]
-                    where = f"{spec.id} {g.name}@{p.axis_value} {metric}={value}"
-                    if not found:
-                        if (spec.id, metric) not in NO_CELL:
-                            unexplained.append(where)
-                    elif value not in found:
-                        mismatches.append(f"{where}: tables give {found}")
-    assert not mismatches and not unexplained, mismatches + unexplained
+                    if own is not None and cell_prints(own, metric):
+                        continue
+                    printed = [(c.id, cell_paper(c).get(metric)) for c in same if cell_prints(c, metric)]
+                    if printed:
+                        typed_twice.append(f"{where}: {metric}={value} typed in the claim, printed by {printed}")
+    assert not typed_twice, typed_twice
 
 
 def test_named_smoke_analogs_resolve_and_bad_ones_are_rejected(tmp_path, repo_claims, repo_tables):

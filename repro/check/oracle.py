@@ -32,21 +32,17 @@ from repro.check.kinds import Observations, evaluate_check
 from repro.check.verdict import ERROR, REPRODUCED
 from repro.spec.checks import same_value, selection_range
 from repro.spec.claims import CheckSpec, ClaimSpec, RunGroup
-from repro.spec.source import display_path
+from repro.spec.source import SpecProblem, display_path
 
 PAPER_SEEDS = 3
 
 
 @dataclass(frozen=True)
-class Finding:
-    file: str
-    line: int | None
-    field: str
-    message: str
-    fatal: bool
+class Finding(SpecProblem):
+    """A problem of a claim file (file, line, field, message, as ``repro validate`` prints them)
+    that the paper's numbers reveal; ``fatal`` ones make the command exit 2, the rest are notes."""
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+    fatal: bool = True
 
 
 def seed_offsets(*key: Any) -> np.ndarray:

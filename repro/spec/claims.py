@@ -14,6 +14,7 @@ In:  YAML files; one claim per file. Layout (see claims/README.md for the full r
         runs:
           adam_l2: {set: {optim.regularizer: l2}, paper: {sparsity_gamma: 70}}
           lam_sweep: {axis: {optim.lam: [0, 1e-4, 1e-3]}, paper: {sparsity_gamma: [0, 70, 83]}}
+          c10_adam: {cell: "table01/Adam L2 1e-04/CIFAR10"}   # a paper-table cell: its config and numbers
         checks:
           - {kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}
       full: ...            # or  full: {not_run: "why there is no such tier"}
@@ -27,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from repro.config import (
     ConfigError,
@@ -37,27 +38,28 @@ from repro.config import (
     has_path,
     parse_number,
     parse_run_config,
-    unknown_keys,
     unknown_name_message,
 )
-from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, split_run
+from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
+from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
 from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+from repro.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
 from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
 CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise")
 SOURCE_KEYS = ("paper", "where")
 TIER_KEYS = ("why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots")
-RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate")
+RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell")
 SIMULATION_RUN_KEYS = ("simulate", "paper", "seeds")
+CELL_RUN_KEYS = ("cell", "axis", "paper", "seeds")  # a run that is a paper-table cell (tables/*.yaml)
 # A claim id names a pytest item and a report page (<id>.md): no path separators, no '..'.
 CLAIM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Default seed-to-seed std (metric units, e.g. percentage points) that `repro validate
 # --against-paper` gives the paper's numbers; see claims/README.md.
 PAPER_NOISE = 1.0
-MAX_INCLUDE_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class RunPoint:
     axis_value: Any  # None for groups without an axis
     configs: tuple[RunConfig, ...]  # one per seed
     paper: dict[str, Any]  # metric -> the paper's value at this point
+    cell: str | None = None  # the table cell this point is ("table01/Adam L2 1e-04/CIFAR10"), if any
 
 
 @dataclass(frozen=True)
@@ -128,32 +131,16 @@ class ClaimSpec:
         return TierSpec(name, "", {}, (), not_run=f"the claim file defines no {name!r} tier")
 
 
-class _Collector:
-    def __init__(self, source: Source):
-        self.source = source
-        self.problems: list[SpecProblem] = []
-
-    def add(self, field_path: str, message: str) -> None:
-        problem = self.source.problem(field_path, message)
-        if problem not in self.problems:  # a bad base field is met once per run group
-            self.problems.append(problem)
-
-    def unknown_keys(self, raw: dict, known: Iterable[str], fld: str, what: str = "key") -> None:
-        """The one unknown-key check: every key of ``raw`` not in ``known``, with a did-you-mean."""
-        for key, message in unknown_keys(raw, known, what):
-            self.add(f"{fld}.{key}" if fld else key, message)
-
-
 def load_claim(path: Path) -> ClaimSpec:
     source = load_source(path)
-    errs = _Collector(source)
+    errs = Problems(source)
     spec = _parse_claim(source, errs)
     # --- issue 14: `source.paper` names a document of the folder's paper description (if any).
     if spec is not None and spec.source.get("paper"):
         try:
             paper = find_paper(Path(path).parent)
         except SpecError as e:  # a broken paper.yaml is reported with every claim of its folder
-            errs.problems.extend(p for p in e.problems if p not in errs.problems)
+            errs.extend(e.problems)
         else:
             wrong = paper.check_source(spec.source["paper"]) if paper is not None else None
             if wrong:
@@ -166,22 +153,10 @@ def load_claim(path: Path) -> ClaimSpec:
 
 
 def load_claims(paths: list[Path]) -> list[ClaimSpec]:
-    """Load every file; raise one SpecError with the problems of all files (ids must be unique)."""
-    specs, problems = [], []
-    for p in paths:
-        try:
-            specs.append(load_claim(p))
-        except SpecError as e:
-            problems.extend(p for p in e.problems if p not in problems)  # a broken paper.yaml: once
-    seen: dict[str, ClaimSpec] = {}
-    for s in specs:
-        if s.id in seen:
-            problems.append(SpecProblem(display_path(s.path), s.line, "id",
-                                        f"duplicate claim id {s.id!r} (also in {seen[s.id].path})"))
-        seen[s.id] = s
-    if problems:
-        raise SpecError(problems)
-    return specs
+    """Load every file; raise one SpecError with the problems of all files (ids must be unique;
+    a broken paper.yaml is reported once)."""
+    return load_all(paths, load_claim, lambda s: s.id, lambda s, earlier: SpecProblem(
+        display_path(s.path), s.line, "id", f"duplicate claim id {s.id!r} (also in {earlier.path})"))
 
 
 def claim_files(root: Path) -> list[Path]:
@@ -189,7 +164,7 @@ def claim_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_") and p.name != PAPER_FILE)
 
 
-def _parse_claim(source: Source, errs: _Collector) -> ClaimSpec | None:
+def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a claim file must be a mapping with id, title, claim, source, tiers")
@@ -246,54 +221,13 @@ def _parse_claim(source: Source, errs: _Collector) -> ClaimSpec | None:
     )
 
 
-def _resolve_base(base: Any, fld: str, source: Source, errs: _Collector, root: Path, depth: int = 0) -> dict:
-    """A run-config mapping; ``include: file`` (relative to the including file, inside the claims
-    folder ``root``) is merged under it."""
-    if base is None:
-        return {}
-    if not isinstance(base, dict):
-        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
-        return {}
-    base = dict(base)
-    include = base.pop("include", None)
-    if include is None:
-        return base
-    inc_fld = f"{fld}.include" if fld else "include"
-    if depth >= MAX_INCLUDE_DEPTH:
-        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep (a cycle?)")
-        return base
-    if not isinstance(include, str) or not include.strip():
-        errs.add(inc_fld, "expected a file name relative to this file")
-        return base
-    inc_path = (source.path.parent / include).resolve()
-    if not inc_path.is_relative_to(root):
-        errs.add(inc_fld, f"{include!r} is outside the claims folder {display_path(root)}")
-        return base
-    try:
-        inc = load_source(inc_path)
-    except SpecError as e:
-        errs.problems.extend(e.problems)
-        return base
-    if not isinstance(inc.data, dict):
-        errs.add(inc_fld, f"{include} must contain a mapping")
-        return base
-    inc_errs = _Collector(inc)
-    included = _resolve_base(inc.data, "", inc, inc_errs, root, depth + 1)
-    errs.problems.extend(p for p in inc_errs.problems if p not in errs.problems)
-    return deep_merge(included, base)
+def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: Problems) -> list[int]:
+    """A tier's or a run group's seeds (``default`` where they are invalid, which is reported)."""
+    parsed = parse_seeds(seeds, fld, errs)
+    return default if parsed is None else parsed
 
 
-def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: _Collector) -> list[int]:
-    """A tier's or a run group's seeds: a non-empty list of distinct integers."""
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        errs.add(fld, "expected a non-empty list of integers")
-        return default
-    if len(set(seeds)) != len(seeds):
-        errs.add(fld, f"duplicated seeds {seeds}")
-    return seeds
-
-
-def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | None:
+def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | None:
     if not isinstance(raw, dict):
         errs.add(fld, "expected a mapping")
         return None
@@ -310,12 +244,12 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | N
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
     root = errs.source.path.resolve().parent
-    base = _resolve_base(raw.get("base"), f"{fld}.base", errs.source, errs, root)
+    base = resolve_base(raw.get("base"), f"{fld}.base", errs, root)
     seeds = _parse_seeds(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
     if not isinstance(runs_raw, dict) or not runs_raw:
-        errs.add(f"{fld}.runs", "required: a mapping of run names to {set, axis, paper}")
+        errs.add(f"{fld}.runs", "required: a mapping of run names to {set, axis, paper} or {cell}")
     else:
         for gname, graw in runs_raw.items():
             if not isinstance(gname, str) or not CLAIM_ID.fullmatch(gname) or "@" in gname:
@@ -350,15 +284,20 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: _Collector) -> TierSpec | N
 # --- run groups ----------------------------------------------------------------------------
 
 
-def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: _Collector,
+def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: Problems,
                  base_fld: str) -> RunGroup | None:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        errs.add(fld, "expected a mapping with optional set, axis, paper, seeds")
+        errs.add(fld, "expected a mapping with optional set, axis, paper, seeds (or a cell, or simulate)")
         return None
     if "simulate" in raw:
         errs.unknown_keys(raw, SIMULATION_RUN_KEYS, fld, "key of a simulation group")
+    elif "cell" in raw:
+        if "set" in raw:
+            errs.add(f"{fld}.set", "a run with `cell` has the cell's configuration; a variation of it is a run "
+                                   "of its own, written with set/axis and without cell")
+        errs.unknown_keys({k: v for k, v in raw.items() if k != "set"}, CELL_RUN_KEYS, fld, "key of a run with cell")
     else:
         errs.unknown_keys(raw, RUN_KEYS, fld)
     seeds = _parse_seeds(raw.get("seeds", tier_seeds), tier_seeds, f"{fld}.seeds", errs)
@@ -366,6 +305,8 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     if not isinstance(paper, dict):
         errs.add(f"{fld}.paper", "expected a mapping metric -> value (a list for a run with an axis)")
         paper = {}
+    if "cell" in raw and "simulate" not in raw:
+        return _parse_cell_group(name, raw, fld, seeds if "seeds" in raw else None, paper, errs)
     if "simulate" in raw:
         return _parse_simulation_group(name, raw["simulate"], fld, seeds, paper, errs)
     overrides = _parse_overrides(raw.get("set"), f"{fld}.set", errs)
@@ -388,7 +329,92 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
     return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
 
 
-def _parse_overrides(raw: Any, fld: str, errs: _Collector) -> dict[str, Any]:
+def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, paper: dict,
+                      errs: Problems) -> RunGroup | None:
+    """A run that is a cell of one of the paper's tables (``cell: "table01/Adam L2 1e-04/CIFAR10"``),
+    or, with an axis, one cell per axis value (``cell: [...]``): the configuration is the cell's
+    (its seeds unless the run gives ``seeds``), the paper numbers are the cell's, and ``paper:``
+    may add only metrics the cell prints no number for (a number is typed once)."""
+    axis, values = _parse_axis(raw.get("axis"), f"{fld}.axis", errs)
+    refs = raw["cell"]
+    line = errs.source.line(fld)
+    if axis is None:
+        refs = [refs]
+    elif not isinstance(refs, list) or len(refs) != len(values):
+        errs.add(f"{fld}.cell", f"with an axis, expected a list of {len(values)} cells, one per {axis} value")
+        return _broken_group(name, axis, values, line)
+    tables = folder_tables(errs.source.path.parent)
+    if tables is None:
+        errs.add(f"{fld}.cell", f"there is no {TABLES_FOLDER}/ folder beside this claim file, so no table cell to name")
+        return _broken_group(name, axis, values, line)
+    cells = []
+    for i, ref in enumerate(refs):
+        cell, problem = tables.find_cell(ref)
+        if problem:
+            errs.add(f"{fld}.cell" + (f"[{i}]" if axis else ""), problem)
+        cells.append(cell)
+    if any(c is None for c in cells):
+        return _broken_group(name, axis, values, line)
+    if axis is not None and not _cells_along_axis(cells, axis, values, f"{fld}.cell", errs):
+        return _broken_group(name, axis, values, line)
+    if seeds is None:
+        cell_seeds = {tuple(cfg.train.seed for cfg in c.configs) for c in cells}
+        if len(cell_seeds) > 1:
+            errs.add(f"{fld}.cell", f"the cells are trained with different seeds {sorted(cell_seeds)}: give the run's seeds")
+            return _broken_group(name, axis, values, line)
+        seeds = list(next(iter(cell_seeds)))
+    own = _parse_paper(paper, axis, values, f"{fld}.paper", errs, simulation=False)
+    points = []
+    for i, (value, cell) in enumerate(zip(values, cells)):
+        given = cell_paper(cell)
+        for metric in own[i]:
+            if cell_prints(cell, metric):
+                printed = given.get(metric, "a number for some layers")
+                errs.add(f"{fld}.paper.{metric}", f"cell {cell.id!r} prints {metric} ({printed}): a number is typed "
+                                                  "once, so leave it to the table (a claim's paper: adds only metrics "
+                                                  "the cell does not print)")
+        if tuple(cfg.train.seed for cfg in cell.configs) == tuple(seeds):
+            configs = list(cell.configs)
+        else:
+            configs = _expand_seeds(cell.configs[0].to_dict(), seeds, lambda path: f"{fld}.seeds", errs)
+            if configs is None:
+                return _broken_group(name, axis, values, line)
+        points.append(RunPoint(name, value, tuple(configs), {**given, **own[i]}, cell.id))
+    return RunGroup(name, axis, tuple(points), line, seeds=tuple(seeds))
+
+
+def _cells_along_axis(cells: list, axis: str, values: list, fld: str, errs: Problems) -> bool:
+    """Cells named along an axis: each has its axis value there, and they differ in nothing else."""
+    flat = [_flatten(c.configs[0].to_dict()) for c in cells]
+    if axis not in flat[0]:
+        errs.add(f"{fld.rsplit('.', 1)[0]}.axis.{axis}",
+                 unknown_name_message("run-config field", axis, [k for k in flat[0] if k != "train.seed"]))
+        return False
+    ok = True
+    for i, (cell, f, value) in enumerate(zip(cells, flat, values)):
+        if not same_value(f[axis], value):
+            errs.add(f"{fld}[{i}]", f"cell {cell.id!r} has {axis} = {f[axis]!r}, the axis says {value!r}")
+            ok = False
+        differ = sorted(k for k in set(f) | set(flat[0]) if k not in (axis, "train.seed") and f.get(k) != flat[0].get(k))
+        if differ:
+            errs.add(f"{fld}[{i}]", f"cell {cell.id!r} differs from {cells[0].id!r} in {', '.join(differ)}, not only "
+                                    f"in the axis {axis}: name cells that vary along the axis alone")
+            ok = False
+    return ok
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _parse_overrides(raw: Any, fld: str, errs: Problems) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -399,7 +425,7 @@ def _parse_overrides(raw: Any, fld: str, errs: _Collector) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if isinstance(k, str)}
 
 
-def _parse_axis(raw: Any, fld: str, errs: _Collector) -> tuple[str | None, list]:
+def _parse_axis(raw: Any, fld: str, errs: Problems) -> tuple[str | None, list]:
     """``{optim.lam: [1e-4, 1e-3]}`` -> ("optim.lam", [0.0001, 0.001]); no axis -> (None, [None])."""
     if raw is None:
         return None, [None]
@@ -424,7 +450,7 @@ def _axis_number(value: Any) -> Any:
         return value
 
 
-def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: _Collector,
+def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: Problems,
                  simulation: bool) -> list[dict[str, Any]]:
     """The paper's numbers, validated against the metric catalogue, split per axis point."""
     catalogue = metric_catalogue(simulation)
@@ -460,7 +486,7 @@ def _as_layer_list(value: Any) -> list:
     return value
 
 
-def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: _Collector) -> list[RunConfig] | None:
+def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: Problems) -> list[RunConfig] | None:
     """One RunConfig per seed; config problems are reported where they were written."""
     configs = []
     for seed in seeds:
@@ -489,7 +515,7 @@ def _broken_group(name: str, axis: str | None, values: list, line: int | None) -
 
 
 def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int], paper: dict,
-                            errs: _Collector) -> RunGroup | None:
+                            errs: Problems) -> RunGroup | None:
     sim, problems = parse_simulation(sim_raw, seeds)
     for sub, message in problems:
         errs.add(f"{fld}.simulate.{sub}" if sub else f"{fld}.simulate", message)
@@ -503,7 +529,7 @@ def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int],
 # --- checks and plots ----------------------------------------------------------------------
 
 
-def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> CheckSpec | None:
+def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> CheckSpec | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         errs.add(fld, "expected a mapping with a kind")
         return None
@@ -536,7 +562,7 @@ PLOT_KINDS = {
 }
 
 
-def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: _Collector) -> list[dict]:
+def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> list[dict]:
     if not isinstance(raw, list):
         errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
         return []

@@ -29,6 +29,7 @@ claim files; unknown keys are rejected with a did-you-mean hint.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ from typing import Any
 
 import yaml
 
-from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_run_config, unknown_name_message
+from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
+                          unknown_name_message)
+from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import YAML_LOADER, Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
@@ -123,15 +126,98 @@ def metric_problem(name: Any) -> str | None:
     return None
 
 
-class _Problems:
-    def __init__(self, source: Source):
-        self.source = source
-        self.problems: list[SpecProblem] = []
+def cell_paper(cell: TableCell) -> dict[str, Any]:
+    """The cell's printed numbers as a claim's ``paper:`` reads them: scalars by name, and
+    ``layer_sparsity_gamma[1..n]`` as one per-layer list (only when the cell prints every layer
+    from C1 to its last one; a partial list is not a claim value)."""
+    out: dict[str, Any] = {}
+    layers: dict[str, dict[int, float]] = {}
+    for name, value in cell.paper.items():
+        if value is None:
+            continue
+        m = _LAYER_RE.match(name)
+        if m:
+            layers.setdefault(m.group(1), {})[int(m.group(2))] = value
+        else:
+            out[name] = value
+    for name, by_layer in layers.items():
+        if sorted(by_layer) == list(range(1, len(by_layer) + 1)):
+            out[name] = [by_layer[i] for i in range(1, len(by_layer) + 1)]
+    return out
 
-    def add(self, field_path: str, message: str) -> None:
-        p = self.source.problem(field_path, message)
-        if p not in self.problems:
-            self.problems.append(p)
+
+def cell_prints(cell: TableCell, metric: str) -> bool:
+    """Whether the cell prints a number for ``metric`` (for a per-layer metric: for any layer)."""
+    return any(v is not None and (name == metric or name.startswith(metric + "["))
+               for name, v in cell.paper.items())
+
+
+# --- the tables beside a claims folder, for claims whose runs name a cell ----------------------
+
+TABLES_FOLDER = "tables"  # <claims folder>/tables/*.yaml
+
+
+@dataclass(frozen=True)
+class FolderTables:
+    """The tables of one claims folder, by id (file stem); a file with problems is listed in
+    ``broken`` with its first problem instead."""
+
+    folder: Path
+    tables: dict[str, TableSpec]
+    broken: dict[str, SpecProblem]
+
+    def find_cell(self, ref: Any) -> tuple[TableCell | None, str | None]:
+        """``"table01/Adam L2 1e-04/CIFAR10"`` (a cell's id, as ``repro plan --json`` names it) ->
+        the cell, or None and what is wrong, with a did-you-mean."""
+        if not isinstance(ref, str) or "/" not in ref:
+            return None, (f"expected a table cell as <table>/<row>[/<column>], e.g. \"table01/Adam L2 1e-04/CIFAR10\" "
+                          f"(the cell names of `repro plan --json`), got {ref!r}")
+        table_id = ref.split("/", 1)[0]
+        if table_id in self.broken:
+            return None, f"table {table_id!r} has problems (`repro validate` lists them), first: {self.broken[table_id]}"
+        table = self.tables.get(table_id)
+        if table is None:
+            return None, (unknown_name_message("table", table_id, self.tables)
+                          + f" (a table is named by its file in {TABLES_FOLDER}/ beside the claims, without .yaml)")
+        cell = next((c for c in table.cells if c.id == ref), None)
+        if cell is None:
+            close = difflib.get_close_matches(ref, [c.id for c in table.cells], n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            rows = ", ".join(repr(f"{g} {label}".strip()) for g, label in table.rows)
+            columns = f"; its columns: {', '.join(table.columns)}" if table.columns else "; it has no columns"
+            return None, f"{table_id} has no cell {ref!r}{hint}; its rows: {rows}{columns}"
+        if cell.not_run:
+            return None, f"cell {ref!r} is not run ({cell.not_run}): it cannot be a claim's run"
+        if cell.reference:
+            return None, f"cell {ref!r} is another method's number ({cell.reference}): there is nothing to train"
+        return cell, None
+
+
+_FOLDER_CACHE: dict[Path, tuple[tuple, FolderTables]] = {}
+
+
+def folder_tables(claims_dir: Path) -> FolderTables | None:
+    """The tables in ``claims_dir/tables`` (None when there is no such folder). Loaded once per
+    state of the folder's YAML files (tables and the bases they include), so that every claim
+    file of a folder can name cells without reading the tables again."""
+    root = Path(claims_dir).resolve()
+    folder = root / TABLES_FOLDER
+    if not folder.is_dir():
+        return None
+    stamp = tuple(sorted((str(p), st.st_mtime_ns, st.st_size) for p in root.rglob("*.yaml") for st in [p.stat()]))
+    cached = _FOLDER_CACHE.get(folder)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    tables: dict[str, TableSpec] = {}
+    broken: dict[str, SpecProblem] = {}
+    for path in table_files(folder):
+        try:
+            tables[path.stem] = load_table(path)
+        except SpecError as e:
+            broken[path.stem] = e.problems[0]
+    result = FolderTables(folder, tables, broken)
+    _FOLDER_CACHE[folder] = (stamp, result)
+    return result
 
 
 def table_files(root: Path) -> list[Path]:
@@ -141,33 +227,20 @@ def table_files(root: Path) -> list[Path]:
 
 def load_tables(paths: list[Path]) -> list[TableSpec]:
     """Every file; one SpecError with the problems of all files (table numbers must be unique)."""
-    specs, problems = [], []
-    for p in paths:
-        try:
-            specs.append(load_table(p))
-        except SpecError as e:
-            problems.extend(e.problems)
-    seen: dict[str, TableSpec] = {}
-    for s in specs:
-        if s.number in seen:
-            problems.append(SpecProblem(display_path(s.path), None, "table",
-                                        f"duplicate table {s.number!r} (also in {seen[s.number].path.name})"))
-        seen[s.number] = s
-    if problems:
-        raise SpecError(problems)
-    return specs
+    return load_all(paths, load_table, lambda s: s.number, lambda s, earlier: SpecProblem(
+        display_path(s.path), None, "table", f"duplicate table {s.number!r} (also in {earlier.path.name})"))
 
 
 def load_table(path: Path) -> TableSpec:
     source = load_source(Path(path))
-    errs = _Problems(source)
+    errs = Problems(source)
     spec = _parse(source, errs, _scalar_texts(source.path))
     if errs.problems or spec is None:
         raise SpecError(errs.problems or [source.problem("", "not a table spec")])
     return spec
 
 
-def _text(raw: dict, key: str, errs: _Problems, required: bool = True) -> str:
+def _text(raw: dict, key: str, errs: Problems, required: bool = True) -> str:
     v = raw.get(key)
     if v is None and not required:
         return ""
@@ -177,28 +250,20 @@ def _text(raw: dict, key: str, errs: _Problems, required: bool = True) -> str:
     return v.strip()
 
 
-def _source(v: Any, fld: str, errs: _Problems) -> dict[str, str]:
+def _source(v: Any, fld: str, errs: Problems) -> dict[str, str]:
     if not isinstance(v, dict) or not all(isinstance(v.get(k), str) and v.get(k).strip() for k in SOURCE_KEYS):
         errs.add(fld, "expected {paper: <file the numbers were read from>, where: <its table>}")
         return {}
-    for k in v:
-        if k not in SOURCE_KEYS:
-            errs.add(f"{fld}.{k}", unknown_name_message("key", k, SOURCE_KEYS))
+    errs.unknown_keys(v, SOURCE_KEYS, fld)
     return {k: str(v[k]) for k in SOURCE_KEYS}
 
 
-def _seeds(v: Any, fld: str, errs: _Problems) -> list[int] | None:
-    if v is None:
-        return None
-    if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v):
-        errs.add(fld, "expected a non-empty list of integers")
-        return None
-    if len(set(v)) != len(v):
-        errs.add(fld, f"duplicated seeds {v}")
-    return v
+def _seeds(v: Any, fld: str, errs: Problems) -> list[int] | None:
+    """A table's, column's or row's seeds; None where not given (or invalid, which is reported)."""
+    return None if v is None else parse_seeds(v, fld, errs)
 
 
-def _assume(v: Any, fld: str, errs: _Problems) -> tuple[str, ...]:
+def _assume(v: Any, fld: str, errs: Problems) -> tuple[str, ...]:
     if v is None:
         return ()
     if isinstance(v, str) and v.strip():
@@ -207,7 +272,7 @@ def _assume(v: Any, fld: str, errs: _Problems) -> tuple[str, ...]:
     return ()
 
 
-def _set(v: Any, fld: str, errs: _Problems) -> dict:
+def _set(v: Any, fld: str, errs: Problems) -> dict:
     if v is None:
         return {}
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
@@ -218,31 +283,6 @@ def _set(v: Any, fld: str, errs: _Problems) -> dict:
     except ConfigError as e:
         errs.add(f"{fld}.{e.path}", e.message)
         return {}
-
-
-def _resolve_base(base: Any, fld: str, source: Source, errs: _Problems, depth: int = 0) -> dict:
-    """A run-config mapping; ``include: file`` (relative to the including file) is merged under it."""
-    if base is None:
-        return {}
-    if not isinstance(base, dict):
-        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
-        return {}
-    base = dict(base)
-    include = base.pop("include", None)
-    if include is None:
-        return base
-    if depth > 5:
-        errs.add(f"{fld}.include", "includes nest too deeply (a cycle?)")
-        return base
-    try:
-        inc = load_source((source.path.parent / str(include)).resolve())
-    except SpecError as e:
-        errs.problems.extend(p for p in e.problems if p not in errs.problems)
-        return base
-    if not isinstance(inc.data, dict):
-        errs.add(f"{fld}.include", f"{include} must contain a mapping")
-        return base
-    return deep_merge(_resolve_base(inc.data, "", inc, errs, depth + 1), base)
 
 
 def _scalar_texts(path: Path) -> dict[str, str]:
@@ -266,14 +306,12 @@ def _scalar_texts(path: Path) -> dict[str, str]:
     return texts
 
 
-def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec | None:
+def _parse(source: Source, errs: Problems, texts: dict[str, str]) -> TableSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
         return None
-    for key in raw:
-        if key not in TABLE_KEYS:
-            errs.add(str(key), unknown_name_message("key", key, TABLE_KEYS))
+    errs.unknown_keys(raw, TABLE_KEYS, "")
     number = raw.get("table")
     if isinstance(number, int) and not isinstance(number, bool):
         number = str(number)
@@ -307,7 +345,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
             errs.add("headers", f"expected a list of {len(metrics)} strings, one per metric")
         else:
             headers = tuple(headers_raw)
-    base = _resolve_base(raw.get("base"), "base", source, errs)
+    base = resolve_base(raw.get("base"), "base", errs)
     seeds = _seeds(raw.get("seeds"), "seeds", errs)
     if seeds is None:
         if "seeds" not in raw:
@@ -326,9 +364,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
                 if not isinstance(craw, dict):
                     errs.add(fld, "expected a mapping with optional set, seeds, assume")
                     continue
-                for k in craw:
-                    if k not in COLUMN_KEYS:
-                        errs.add(f"{fld}.{k}", unknown_name_message("key", k, COLUMN_KEYS))
+                errs.unknown_keys(craw, COLUMN_KEYS, fld)
                 columns[str(name)] = (_set(craw.get("set"), f"{fld}.set", errs), _seeds(craw.get("seeds"), f"{fld}.seeds", errs),
                                       _assume(craw.get("assume"), f"{fld}.assume", errs))
 
@@ -345,9 +381,7 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
         if not isinstance(rraw, dict):
             errs.add(fld, "expected a mapping with label, set, paper")
             continue
-        for k in rraw:
-            if k not in ROW_KEYS:
-                errs.add(f"{fld}.{k}", unknown_name_message("key", k, ROW_KEYS))
+        errs.unknown_keys(rraw, ROW_KEYS, fld)
         label = rraw.get("label")
         if not isinstance(label, str) or not label.strip():
             errs.add(f"{fld}.label", "required: the row's label as the paper prints it")
@@ -428,9 +462,9 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
                 for seed in cell_seeds:
                     cfg, cerrs = parse_run_config(deep_merge(merged, {"train": {"seed": seed}}))
                     for e in cerrs:
-                        if _has(row_set, e.path):
+                        if has_path(row_set, e.path):
                             where = f"{fld}.set.{e.path}"
-                        elif col and _has(col_set, e.path):
+                        elif col and has_path(col_set, e.path):
                             where = f"columns.{col}.set.{e.path}"
                         else:
                             where = f"base.{e.path}" if e.path else "base"
@@ -456,11 +490,3 @@ def _parse(source: Source, errs: _Problems, texts: dict[str, str]) -> TableSpec 
     return TableSpec(table_id, number, title, src, source.path, tuple(metrics), headers, tuple(columns),
                      tuple(rows), tuple(cells), layout, notes, assume)
 
-
-def _has(nested: Any, path: str) -> bool:
-    node = nested
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True

@@ -1,0 +1,113 @@
+"""What the claim parser (repro.spec.claims) and the table parser (repro.spec.tables) share.
+
+In:  a parsed YAML ``Source`` and raw values from it.
+Out: ``Problems`` (the per-file problem collector: every problem names file, line and field,
+     unknown keys come with a did-you-mean), ``resolve_base`` (a run-config mapping with its
+     ``include:`` files merged under it), ``parse_seeds`` and ``load_all`` (every file of a
+     folder, with one error listing the problems of all of them). One definition each, so that claims
+     and tables read bases and seeds the same way and report problems the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from repro.config import deep_merge, unknown_keys
+from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+
+MAX_INCLUDE_DEPTH = 5
+T = TypeVar("T")
+
+
+class Problems:
+    """The problems found in one file (``source``), each once."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.problems: list[SpecProblem] = []
+
+    def add(self, field_path: str, message: str) -> None:
+        problem = self.source.problem(field_path, message)
+        if problem not in self.problems:  # a bad base field is met once per run group or cell
+            self.problems.append(problem)
+
+    def extend(self, problems: Iterable[SpecProblem]) -> None:
+        """Problems of another file (an included base, a table): kept as they are, each once."""
+        self.problems.extend(p for p in problems if p not in self.problems)
+
+    def unknown_keys(self, raw: dict, known: Iterable[str], fld: str, what: str = "key") -> None:
+        """The one unknown-key check: every key of ``raw`` not in ``known``, with a did-you-mean."""
+        for key, message in unknown_keys(raw, known, what):
+            self.add(f"{fld}.{key}" if fld else key, message)
+
+
+def resolve_base(base: Any, fld: str, errs: Problems, root: Path | None = None, depth: int = 0) -> dict:
+    """A run-config mapping; ``include: file`` (relative to the file being read, ``errs.source``)
+    is merged under it, recursively. With ``root``, an include may not leave that folder.
+    Problems of an included file name that file."""
+    if base is None:
+        return {}
+    if not isinstance(base, dict):
+        errs.add(fld, "expected a mapping (a run config, optionally with include: <file>)")
+        return {}
+    base = dict(base)
+    include = base.pop("include", None)
+    if include is None:
+        return base
+    inc_fld = f"{fld}.include" if fld else "include"
+    if depth >= MAX_INCLUDE_DEPTH:
+        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep (a cycle?)")
+        return base
+    if not isinstance(include, str) or not include.strip():
+        errs.add(inc_fld, "expected a file name relative to this file")
+        return base
+    inc_path = (errs.source.path.parent / include).resolve()
+    if root is not None and not inc_path.is_relative_to(root):
+        errs.add(inc_fld, f"{include!r} is outside the claims folder {display_path(root)}")
+        return base
+    try:
+        inc = load_source(inc_path)
+    except SpecError as e:
+        errs.extend(e.problems)
+        return base
+    if not isinstance(inc.data, dict):
+        errs.add(inc_fld, f"{include} must contain a mapping")
+        return base
+    inc_errs = Problems(inc)
+    included = resolve_base(inc.data, "", inc_errs, root, depth + 1)
+    errs.extend(inc_errs.problems)
+    return deep_merge(included, base)
+
+
+def parse_seeds(seeds: Any, fld: str, errs: Problems) -> list[int] | None:
+    """A non-empty list of distinct integers (duplicates are reported and kept); None if invalid."""
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        errs.add(fld, "expected a non-empty list of integers")
+        return None
+    if len(set(seeds)) != len(seeds):
+        errs.add(fld, f"duplicated seeds {seeds}")
+    return seeds
+
+
+def load_all(paths: Iterable[Path], load: Callable[[Path], T], ident: Callable[[T], str],
+             duplicate: Callable[[T, T], SpecProblem]) -> list[T]:
+    """``load`` every file; raise one SpecError with the problems of all files (a problem met in
+    several, e.g. a broken shared file, once), and ``duplicate(spec, earlier)`` for each spec whose
+    ``ident`` an earlier one has."""
+    specs: list[T] = []
+    problems: list[SpecProblem] = []
+    for path in paths:
+        try:
+            specs.append(load(path))
+        except SpecError as e:
+            problems.extend(p for p in e.problems if p not in problems)
+    seen: dict[str, T] = {}
+    for spec in specs:
+        key = ident(spec)
+        if key in seen:
+            problems.append(duplicate(spec, seen[key]))
+        seen[key] = spec
+    if problems:
+        raise SpecError(problems)
+    return specs
