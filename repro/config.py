@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -265,12 +266,16 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
     return (None, errors) if errors else (config, [])
 
 
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _parse_dataclass(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     if not isinstance(raw, Mapping):
         errors.append(ConfigError(path, f"expected a mapping, got {type(raw).__name__}"))
         return cls()
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints, names = _fields(cls)
     kwargs = {}
     errors += [ConfigError(f"{path}.{key}", message) for key, message in unknown_keys(raw, sorted(names))]
     for key, value in raw.items():
@@ -323,7 +328,8 @@ def _validate(c: RunConfig) -> list[ConfigError]:
             errors.append(ConfigError(path, message))
 
     def name_in(value: str, known: tuple[str, ...], path: str, kind: str) -> None:
-        check(value in known, path, unknown_name_message(kind, value, known))
+        if value not in known:  # the did-you-mean search only for a name that is wrong
+            errors.append(ConfigError(path, unknown_name_message(kind, value, known)))
 
     name_in(c.model.arch, ARCHS, "model.arch", "architecture")
     name_in(c.model.activation, ACTIVATIONS, "model.activation", "activation")
