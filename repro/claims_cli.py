@@ -170,6 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size,
                          executor=_executor(args))
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
+    if summary.blocked:
+        print(f"error: {summary.blocked}", file=sys.stderr)
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
     return 1 if summary.failed else 0

@@ -58,6 +58,8 @@ def dry_run(specs: list[ClaimSpec], claim_paths: list[Path], tier: str, store: R
                          group_size=group_size, executor=executor, dry_run_steps=steps)
     print(f"dry run ({steps} steps per run, cache {dstore.root}): trained {len(summary.trained)}, "
           f"cached {len(summary.reused)}, failed {len(summary.failed)}")
+    if summary.blocked:
+        print(f"error: {summary.blocked}", file=sys.stderr)
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
 

@@ -53,6 +53,8 @@ class TrainSummary:
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # key -> message
+    # Why nothing was trained at all (a read-only cache), said once rather than per run.
+    blocked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,12 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     executor = executor or LocalExecutor(jobs, threads)
     summary, todo = _start(plan, store)
     if not todo:
+        return summary
+    if not store.writable():
+        # Checked before training: hours of runs that could not be stored would be lost.
+        summary.blocked = str(store.read_only_error(f"the {len(todo)} runs it lacks"))
+        for run in todo:
+            summary.failed[run.key] = f"{run.config.summary()}: not trained (read-only cache)"
         return summary
     groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device

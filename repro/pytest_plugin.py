@@ -191,7 +191,9 @@ class ClaimItem(pytest.Item):
         # Several workers share the cores: unfused, like `repro train -j N` (see execute.py).
         summary = train_plan(plan, store, jobs=1, device=state.device, progress=False,
                              group_size=1 if workers > 1 else None, threads=threads)
-        if summary.failed:
+        if summary.blocked:
+            self.user_properties.append(("run_failed", summary.blocked))
+        elif summary.failed:
             # The verdict reports the missing runs as errors; say why they are missing.
             for message in summary.failed.values():
                 self.user_properties.append(("run_failed", message))

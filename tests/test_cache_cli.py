@@ -103,6 +103,20 @@ def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir
     assert damaged.is_dir() and not (cache / "corrupt").exists()
 
 
+def test_train_on_a_read_only_cache_says_so_once_and_trains_nothing(shared_dir):
+    """Runs that could not be stored are not trained at all (hours lost otherwise), and the
+    reason is said once, not once per group."""
+    cache = shared_dir / "cache"
+    cache.mkdir()
+    make_read_only(cache)
+    out = cli(["train", "--tier", "smoke", "-k", "adam-l2-vs-wd"], cache, shared_dir, other_user=AS_ROOT)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "trained 0, cached 0, failed 6" in out.stdout
+    assert out.stderr.count("is read-only") == 1 and "cannot be stored" in out.stderr
+    assert out.stderr.count("not trained (read-only cache)") == 6
+    assert not any(p.is_file() for p in cache.rglob("*") if "lock" not in p.name)
+
+
 def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
     """Entries follow the umask (not mkdtemp's 0700): a second user reads them, no false
     'damaged, moved aside'."""

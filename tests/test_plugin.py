@@ -10,6 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+# Imported here, before any in-process pytester run: the first training of a process imports
+# torch._dynamo, and an inner pytest run that did so would drop it from sys.modules when pytester
+# restores its module snapshot, while the C++ operator library it registered stays; the next
+# import in this process then fails ("Only a single TORCH_LIBRARY can be used to register the
+# namespace _inductor_test"), seen when test_cli ran after this file in one process.
+import torch._dynamo  # noqa: F401
 
 from repro.cache import RunStore, run_key
 from repro.spec.claims import load_claim
