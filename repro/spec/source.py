@@ -49,6 +49,8 @@ class Source:
     path: Path
     data: Any
     lines: dict[str, int] = field(default_factory=dict)
+    # Field path -> a scalar exactly as written ("30.50" stays "30.50"; the tables show it so).
+    texts: dict[str, str] = field(default_factory=dict)
 
     def line(self, field_path: str) -> int | None:
         """Line of ``field_path`` or of its nearest ancestor that has one."""
@@ -114,15 +116,20 @@ def parse_source(text: str, path: Path) -> Source:
         reason = getattr(e, "problem", None) or str(e)
         raise SpecError([SpecProblem(display_path(path), line, "", f"YAML syntax error: {reason}")]) from None
     lines: dict[str, int] = {}
+    texts: dict[str, str] = {}
     if node is not None:
         lines[""] = node.start_mark.line + 1
-        _walk(node, "", lines)
-    return Source(path, data, lines)
+        _walk(node, "", lines, texts)
+    return Source(path, data, lines, texts)
 
 
-def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int] | None = None) -> None:
-    # An alias (*x) is the same node object as its anchor: walk each node once, so a recursive
-    # alias cannot recurse forever and nested aliases cannot blow up exponentially.
+def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], texts: dict[str, str],
+          seen: set[int] | None = None) -> None:
+    if isinstance(node, yaml.ScalarNode):
+        texts[prefix] = node.value
+        return
+    # An alias (*x) is the same node object as its anchor: walk each collection once, so a
+    # recursive alias cannot recurse forever and nested aliases cannot blow up exponentially.
     seen = set() if seen is None else seen
     if id(node) in seen:
         return
@@ -131,9 +138,9 @@ def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], seen: set[int] | 
         for key_node, value_node in node.value:
             key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
             lines[key] = key_node.start_mark.line + 1
-            _walk(value_node, key, lines, seen)
+            _walk(value_node, key, lines, texts, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             key = f"{prefix}[{i}]"
             lines[key] = item.start_mark.line + 1
-            _walk(item, key, lines, seen)
+            _walk(item, key, lines, texts, seen)

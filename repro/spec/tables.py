@@ -35,12 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
                           unknown_name_message)
 from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
-from repro.spec.source import YAML_LOADER, Source, SpecError, SpecProblem, display_path, load_source
+from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
               "rows", "layout", "assume"}
@@ -234,7 +232,7 @@ def load_tables(paths: list[Path]) -> list[TableSpec]:
 def load_table(path: Path) -> TableSpec:
     source = load_source(Path(path))
     errs = Problems(source)
-    spec = _parse(source, errs, _scalar_texts(source.path))
+    spec = _parse(source, errs)
     if errs.problems or spec is None:
         raise SpecError(errs.problems or [source.problem("", "not a table spec")])
     return spec
@@ -285,28 +283,7 @@ def _set(v: Any, fld: str, errs: Problems) -> dict:
         return {}
 
 
-def _scalar_texts(path: Path) -> dict[str, str]:
-    """Field path -> the scalar exactly as written, so "30.50" is shown as the paper prints it."""
-    texts: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                walk(v, f"{prefix}.{k.value}" if prefix else str(k.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{prefix}[{i}]")
-        elif isinstance(node, yaml.ScalarNode):
-            texts[prefix] = node.value
-
-    try:
-        walk(yaml.compose(path.read_text(), Loader=YAML_LOADER), "")
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):  # load_source already reported it
-        pass
-    return texts
-
-
-def _parse(source: Source, errs: Problems, texts: dict[str, str]) -> TableSpec | None:
+def _parse(source: Source, errs: Problems) -> TableSpec | None:
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
@@ -450,7 +427,7 @@ def _parse(source: Source, errs: Problems, texts: dict[str, str]) -> TableSpec |
                     v = None
                 numbers[m] = v
                 if v is not None:
-                    numbers_text[m] = texts.get(f"{pfld}[{j}]", repr(v))
+                    numbers_text[m] = source.texts.get(f"{pfld}[{j}]", repr(v))
             if all(v is None for v in numbers.values()):
                 errs.add(pfld, "every value is null: write null for the whole cell instead")
             cell_id = f"{table_id}/{row_name}" + (f"/{col}" if col else "")
