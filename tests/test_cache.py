@@ -3,6 +3,7 @@ config and checksums, damage moved aside (checked) and retrained, permissions fo
 metrics recomputed when the measurement code changes, one training per key across processes."""
 
 import json
+import re
 import multiprocessing as mp
 import os
 import shutil
@@ -12,8 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cache import CACHE_FORMAT, CacheError, RunRecord, RunStore, code_fingerprint, ensure_run, run_key
-from repro.cache.keys import METRICS_CODE, PACKAGE_DIR, TRAINING_CODE, fingerprint, metrics_fingerprint
+from repro.cache import CACHE_FORMAT, CacheError, RunRecord, RunStore, ensure_run, run_key, training_fingerprint
+from repro.cache.keys import (
+    PACKAGE_DIR,
+    metrics_fingerprint,
+    metrics_fingerprint_of,
+    metrics_modules,
+    training_fingerprint_of,
+    training_modules,
+)
 from repro.config import RunConfig, run_config_from_dict
 
 GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
@@ -40,7 +48,7 @@ def test_key_covers_config_and_code():
     other = run_config_from_dict({"optim": {"lam": 1e-3}})
     assert run_key(base, "a" * 16) != run_key(other, "a" * 16)
     assert run_key(base, "a" * 16) != run_key(base, "b" * 16)
-    assert len(code_fingerprint()) == 16
+    assert len(training_fingerprint()) == 16
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ def source_copy(tmp_path):
 
 
 def _fps(root: Path) -> tuple[str, str]:
-    return fingerprint(TRAINING_CODE, root), fingerprint(METRICS_CODE, root)
+    return training_fingerprint_of(root), metrics_fingerprint_of(root)
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -86,6 +94,78 @@ def test_golden_fingerprints_follow_behaviour_not_text(source_copy):
     _edit(sparsity, "GAMMA_THRESHOLD = 1e-3", "GAMMA_THRESHOLD = 2e-3")
     train2, metrics2 = _fps(source_copy)
     assert train2 == train1 and metrics2 != metrics0
+
+
+# The modules whose behaviour retrains, as the import graph of the loop and the loaders gives
+# them today. A change here is a decision: every user's cached runs follow this set.
+GOLDEN_TRAINING_MODULES = (
+    "repro", "repro.config", "repro.data", "repro.data.base", "repro.data.catalog", "repro.data.cifar",
+    "repro.data.embedded", "repro.data.folder", "repro.netshape", "repro.train", "repro.train.loop",
+    "repro.train.models", "repro.train.optim",
+)
+
+
+def _all_modules(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root).with_suffix("")
+        parts = [root.name, *rel.parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.append((".".join(parts), f))
+    return out
+
+
+def test_every_module_edited_in_turn_moves_exactly_the_keys_it_should(source_copy):
+    """The training key follows the import closure of the loop and the loaders, nothing else:
+    a behaviour edit of netshape retrains everything; of the CLI, reports, checks or plans,
+    nothing; of the measurement code, only the metrics."""
+    assert training_modules(source_copy) == GOLDEN_TRAINING_MODULES
+    train0, metrics0 = _fps(source_copy)
+    moved_training, moved_metrics = set(), set()
+    for module, path in _all_modules(source_copy):
+        original = path.read_text()
+        path.write_text(original + "\n_FINGERPRINT_PROBE = 1\n")
+        train1, metrics1 = _fps(source_copy)
+        path.write_text(original)
+        if train1 != train0:
+            moved_training.add(module)
+        if metrics1 != metrics0:
+            moved_metrics.add(module)
+    assert moved_training == set(GOLDEN_TRAINING_MODULES)
+    assert moved_metrics == set(metrics_modules(source_copy))
+    for must in ("repro.netshape", "repro.config", "repro.train.loop", "repro.data.cifar"):
+        assert must in moved_training
+    for never in ("repro.cli", "repro.plan", "repro.report.markdown", "repro.check.kinds",
+                  "repro.cache.store", "repro.spec.claims", "repro.train.profile"):
+        assert never not in moved_training and never not in moved_metrics
+    assert "repro.measure.sparsity" in moved_metrics
+
+
+def test_a_new_module_imported_by_the_loop_enters_the_key(source_copy):
+    """Nobody has to remember a list: a module the loop starts to import (even inside a function)
+    is covered from then on; an unused new module is not."""
+    train0 = training_fingerprint_of(source_copy)
+    (source_copy / "train" / "schedule_extra.py").write_text("FACTOR = 0.1\n")
+    assert training_fingerprint_of(source_copy) == train0
+    loop = source_copy / "train" / "loop.py"
+    loop.write_text(loop.read_text() + "\n\ndef _probe():\n    from repro.train import schedule_extra\n    return schedule_extra\n")
+    train1 = training_fingerprint_of(source_copy)
+    assert "repro.train.schedule_extra" in training_modules(source_copy) and train1 != train0
+    (source_copy / "train" / "schedule_extra.py").write_text("FACTOR = 0.2\n")
+    assert training_fingerprint_of(source_copy) != train1
+
+
+def test_rewording_a_message_retrains_nothing_but_raising_differently_does(source_copy):
+    train0 = training_fingerprint_of(source_copy)
+    config = source_copy / "config.py"
+    text = config.read_text()
+    messages = re.findall(r'raise ConfigError\(path, f?"([^"]{12,})', text)
+    assert messages, "config.py raises ConfigError with a message"
+    config.write_text(text.replace(messages[0], "reworded: " + messages[0], 1))
+    assert training_fingerprint_of(source_copy) == train0
+    config.write_text(text.replace("raise ConfigError(path,", "raise TypeError(path,", 1))
+    assert training_fingerprint_of(source_copy) != train0
 
 
 def test_roundtrip_with_weights(tmp_path):

@@ -26,9 +26,6 @@ from repro.cache.store import (
     ensure_runs,
 )
 
-# The name earlier code used for the training fingerprint.
-code_fingerprint = training_fingerprint
-
 __all__ = [
     "CACHE_FORMAT",
     "CacheError",
@@ -36,7 +33,6 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "checkpoint_path",
-    "code_fingerprint",
     "default_cache_root",
     "ensure_run",
     "ensure_runs",
