@@ -391,7 +391,8 @@ def test_selection_errors_are_check_errors():
     assert [f for f, _ in problems] == ["metric"] and "unknown metric of a training run 'no_such_metric'" in problems[0][1]
     # ... and a record that lacks a catalogued metric is an error result, not a crash.
     r = run_check(runs, "greater", metric="test_error", a="adam_l2", b="adam_wd")
-    assert r.status == ERROR and r.reason == "metric 'test_error' missing from run adam_l2"
+    assert r.status == ERROR and r.reason == "metric 'test_error' missing from run adam_l2 (seed #1 of 3)"
+    assert r.arithmetic == "adam_l2 test_error: run adam_l2 (seed #1 of 3) has no 'test_error'; not compared"
     r = run_check(runs, "value", a="adam_l2", metric="sparsity_gamma", tolerance=1, expected=2)
     assert r.status == REPRODUCED
     r = run_check(beta_runs(), "distribution", a={"run": "adam", "metric": "beta", "layer": 9, "stat": "mean"}, min=0)

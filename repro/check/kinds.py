@@ -5,11 +5,20 @@ In:  a CheckSpec (its kind and its typed parameter record from ``repro.spec.chec
 Out: a CheckResult with status, the arithmetic that decided it, and the observed statistics.
 
 The parameters of each kind are declared once, in ``repro.spec.checks.CHECK_PARAMS``; this module
-only reads them. Adding a kind = a parameter record there and an evaluator in KINDS here.
+only reads them. Adding a kind = a parameter record there and a ``Kind`` in KINDS here.
+
+Fail closed: every number a kind compares comes from ``Observations.stats``, which refuses a
+selection with no seeds, a run not trained or diverged, and a metric that is absent, None, not a
+number or not finite (NaN, +-inf) on any seed, down to the one layer or feature a selection reads.
+Such a check is an ``error`` naming the run, seed and metric, never a comparison: every comparison
+with NaN is False, so ``nan - 0 > 20`` fails but ``nan <= margin`` also fails, and a kind that
+rejects on ``diff <= margin`` would have reproduced it.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -20,7 +29,9 @@ from repro.check.verdict import (
     NOT_REPRODUCED,
     REPRODUCED,
     CheckResult,
+    NonFinite,
     Stats,
+    finite_number,
     fmt,
     paired_diff_ci,
     paired_greater,
@@ -42,19 +53,38 @@ from repro.spec.claims import CheckSpec, RunGroup
 
 
 class CheckFailure(Exception):
-    """A selection that cannot be evaluated (diverged run, metric absent)."""
+    """A selection that cannot be evaluated (diverged run, metric absent or not a finite number).
+    ``arithmetic`` is what a report shows in place of the comparison that was not made."""
+
+    def __init__(self, message: str, arithmetic: str = ""):
+        super().__init__(message)
+        self.arithmetic = arithmetic
 
 
 class RunsMissing(CheckFailure):
     """A selection whose runs are not in the cache (not trained yet)."""
 
 
-class Observations:
-    """Per-seed values of selections, read from finished runs (``metrics_for(group, point)``)."""
+class TooFewSeeds(CheckFailure):
+    """A selection with fewer seeds than its check's kind needs to judge (inconclusive, not an
+    error: the runs are fine, there are just not enough of them)."""
 
-    def __init__(self, groups: dict[str, RunGroup], metrics_for: Callable[[RunGroup, Any], list[dict | None]]):
+
+class Observations:
+    """Per-seed values of selections, read from finished runs (``metrics_for(group, point)``).
+
+    ``stats`` is the one place a check reads numbers, so it is where unusable ones are refused
+    (see the module docstring); ``min_seeds`` is the fewest seeds a selection may have."""
+
+    def __init__(self, groups: dict[str, RunGroup], metrics_for: Callable[[RunGroup, Any], list[dict | None]],
+                 min_seeds: int = 1):
         self.groups = groups
         self.metrics_for = metrics_for
+        self.min_seeds = min_seeds
+
+    def requiring(self, min_seeds: int) -> "Observations":
+        """The same observations, refusing selections with fewer than ``min_seeds`` seeds."""
+        return Observations(self.groups, self.metrics_for, max(1, min_seeds))
 
     def _point(self, sel: Selection):
         group = self.groups[sel.run]
@@ -62,37 +92,102 @@ class Observations:
 
     def stats(self, sel: Selection) -> Stats:
         group, point = self._point(sel)
-        per_seed = self.metrics_for(group, point.axis_value)
+        per_seed = list(self.metrics_for(group, point.axis_value))
+        run = _run_name(sel)
+        if not per_seed:
+            # No seeds: a mean of nothing is NaN, and NaN must not reach a comparison.
+            raise CheckFailure(f"{sel.label}: no runs to read (run {run} has no seeds)",
+                               f"{sel.label}: n=0, nothing to compare")
         missing = sum(m is None for m in per_seed)
         if missing:
             raise RunsMissing(f"{sel.label}: {missing} of {len(per_seed)} runs not trained")
         values = []
-        for m in per_seed:
+        for i, m in enumerate(per_seed):
+            seed = _seed_name(group, point, i, len(per_seed))
+            if not isinstance(m, dict):
+                raise CheckFailure(f"run {run} ({seed}): its metrics are {type(m).__name__}, not a mapping")
             if m.get("diverged_at") is not None:
                 raise CheckFailure(f"run diverged: {sel.run} at step {m['diverged_at']}")
-            values.append(self._value(m, sel))
-        return Stats(tuple(values))
+            values.append(self._value(m, sel, seed))
+        stats = Stats(tuple(values), sel.label)
+        try:
+            stats.require_finite()  # finite values can still overflow to an infinite mean or std
+        except NonFinite as e:
+            raise CheckFailure(f"{e} (run {run}, metric {sel.metric!r})", str(e)) from None
+        if stats.n < self.min_seeds:
+            raise TooFewSeeds(f"{sel.label}: n={stats.n}, this check needs at least {self.min_seeds} seeds",
+                              f"{sel.label}: n={stats.n} < {self.min_seeds}; not compared")
+        return stats
 
     def paper(self, sel: Selection) -> Any:
         _, point = self._point(sel)
         return paper_value(point.paper.get(sel.metric), sel)
 
-    def _value(self, m: dict, sel: Selection) -> float:
+    def _value(self, m: dict, sel: Selection, seed: str) -> float:
+        run = _run_name(sel)
         if sel.metric not in m:
-            raise CheckFailure(f"metric {sel.metric!r} missing from run {sel.run}")
-        v = m[sel.metric]
+            raise CheckFailure(f"metric {sel.metric!r} missing from run {run} ({seed})",
+                               f"{sel.label}: run {run} ({seed}) has no {sel.metric!r}; not compared")
+        raw = m[sel.metric]
         try:
+            # Exactly what the selection reads, checked before it is reduced: a NaN in one
+            # feature would otherwise vanish into a fraction (NaN < 0 is False) as a finite number.
             if sel.layers is not None:
-                v = float(np.mean([v[i - 1] for i in sel.layers]))
+                read, names = [raw[i - 1] for i in sel.layers], [f"[C{i}]" for i in sel.layers]
             elif sel.layer is not None:
-                v = v[sel.layer - 1]
+                read, names = [raw[sel.layer - 1]], [f"[C{sel.layer}]"]
+            else:
+                read, names = [raw], [""]
+        except (IndexError, TypeError, KeyError) as e:
+            raise CheckFailure(f"cannot take {sel.label} from run {run} ({seed}): {type(e).__name__}: {e}") from None
+        for part, name in zip(read, names):
+            bad = _unusable_leaf(part)
+            if bad is not None:
+                path, leaf = bad
+                where = f"{sel.metric}{name}" + (f" feature {path[0] + 1}" if path else "")
+                what = "not measured" if leaf is None else "not a finite number" if _is_number(leaf) else "not a number"
+                raise CheckFailure(f"{sel.label}: run {run} ({seed}) metric {where} = {leaf!r}, {what}",
+                                   f"run {run} ({seed}) metric {where} = {leaf!r}: {what}; not compared")
+        try:
+            v = float(np.mean(read)) if sel.layers is not None else read[0]
             if sel.stat is not None:
                 v = STATS[sel.stat](v, sel.threshold)
-        except (IndexError, TypeError, KeyError) as e:
-            raise CheckFailure(f"cannot take {sel.label} from run {sel.run}: {type(e).__name__}: {e}") from None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise CheckFailure(f"{sel.label} is not a number")
+        except (IndexError, TypeError, KeyError, ValueError) as e:
+            raise CheckFailure(f"cannot take {sel.label} from run {run} ({seed}): {type(e).__name__}: {e}") from None
+        if not finite_number(v):
+            # E.g. a stat over an empty per-feature list (the mean of nothing is NaN).
+            raise CheckFailure(f"{sel.label}: run {run} ({seed}) gives {v!r}, not a finite number",
+                               f"run {run} ({seed}): {sel.label} = {v!r}; not compared")
         return float(v)
+
+
+def _run_name(sel: Selection) -> str:
+    return f"{sel.run}@{sel.at}" if sel.at is not None else sel.run
+
+
+def _seed_name(group: RunGroup, point: Any, i: int, n: int) -> str:
+    """The training seed of the i-th of n per-seed records, where the group says which it is."""
+    if len(point.configs) == n:
+        return f"seed {point.configs[i].train.seed}"
+    if len(group.seeds) == n:
+        return f"seed {group.seeds[i]}"
+    return f"seed #{i + 1} of {n}"
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+
+
+def _unusable_leaf(x: Any, path: tuple[int, ...] = ()) -> tuple[tuple[int, ...], Any] | None:
+    """(index path, value) of the first number in ``x`` (a number or nested lists of numbers)
+    that is None, not a number, NaN or infinite; None when every one is finite."""
+    if isinstance(x, (list, tuple)):
+        for i, e in enumerate(x):
+            bad = _unusable_leaf(e, path + (i,))
+            if bad is not None:
+                return bad
+        return None
+    return None if finite_number(x) else (path, x)
 
 
 def paper_value(ref: Any, sel: Selection) -> Any:
@@ -189,8 +284,11 @@ def value(kind: str, p: ValueParams, obs: Observations) -> CheckResult:
     """mean(a) within ``tolerance`` of ``expected`` (default: the paper's number for a)."""
     a = obs.stats(p.a)
     expected = p.expected if p.expected is not None else obs.paper(p.a)
-    if not isinstance(expected, (int, float)):
+    if not isinstance(expected, (int, float)) or isinstance(expected, bool):
         raise CheckFailure(f"no expected value: give 'expected' or a paper number for {p.a.label}")
+    if not math.isfinite(expected):
+        raise CheckFailure(f"expected value {expected!r} for {p.a.label} is not a finite number",
+                           f"|{fmt(a.mean)} - {expected!r}|: not compared")
     tol = p.tolerance
     desc = f"{p.a.label} = {fmt(expected)} ± {fmt(tol)}"
     arith = f"|{fmt(a.mean)} - {fmt(expected)}| = {fmt(abs(a.mean - expected))}; need <= {fmt(tol)}"
@@ -239,24 +337,45 @@ def distribution(kind: str, p: DistributionParams, obs: Observations) -> CheckRe
     return _result(kind, REPRODUCED, desc, arith, observed=observed)
 
 
-KINDS: dict[str, Callable[[str, Any, Observations], CheckResult]] = {
-    "greater": compare,
-    "less": compare,
-    "at_most": compare,
-    "layer_pattern": compare,
-    "equal": equal,
-    "value": value,
-    "monotonic": monotonic,
-    "distribution": distribution,
+@dataclass(frozen=True)
+class Kind:
+    """A check kind: its evaluator, and the fewest seeds per selection it judges from.
+
+    Every kind so far judges a single seed: below 3 seeds no test is made and the margin,
+    tolerance or bounds alone decide (the arithmetic says "no test"; compare kinds also want the
+    margin cleared by twice the seed std seen). A kind whose rule cannot work without a spread
+    sets ``min_seeds``; fewer seeds then make its checks inconclusive, never reproduced."""
+
+    evaluate: Callable[[str, Any, Observations], CheckResult]
+    min_seeds: int = 1
+
+
+KINDS: dict[str, Kind] = {
+    "greater": Kind(compare),
+    "less": Kind(compare),
+    "at_most": Kind(compare),
+    "layer_pattern": Kind(compare),
+    "equal": Kind(equal),
+    "value": Kind(value),
+    "monotonic": Kind(monotonic),
+    "distribution": Kind(distribution),
 }
 
 
 def evaluate_check(spec: CheckSpec, obs: Observations) -> CheckResult:
-    """One check's result; a run that is missing, diverged or lacks the metric is an error result."""
+    """One check's result; a run that is missing or diverged, or a metric that is absent or not a
+    finite number, is an error result (too few seeds for the kind: inconclusive)."""
+    kind = KINDS[spec.kind]
+    desc = spec.params.description or spec.kind
     try:
-        result = KINDS[spec.kind](spec.kind, spec.params, obs)
+        result = kind.evaluate(spec.kind, spec.params, obs.requiring(kind.min_seeds))
+    except TooFewSeeds as e:
+        result = CheckResult(spec.kind, INCONCLUSIVE, desc, e.arithmetic, str(e))
     except CheckFailure as e:
-        result = CheckResult(spec.kind, ERROR, spec.params.description or spec.kind, "", str(e))
+        result = CheckResult(spec.kind, ERROR, desc, e.arithmetic, str(e))
+    except NonFinite as e:
+        # A statistic that came out NaN or infinite from finite seeds (overflow): undecidable.
+        result = CheckResult(spec.kind, ERROR, desc, f"{e}; not compared", f"cannot be judged: {e}")
     result.field_path, result.line = spec.field_path, spec.line
     if spec.params.description:
         result.description = spec.params.description
