@@ -246,7 +246,7 @@ def test_recursive_yaml_alias_is_an_error_not_a_crash(tmp_path):
     path.write_text(text)
     shutil.copytree(GOOD.parent / "_bases", tmp_path / "_bases")
     (p,) = problems_of(path)
-    assert (p.line, p.field) == (11, "tiers.smoke.seeds")
+    assert (p.line, p.field) == (11, "tiers.smoke.seeds[1]") and "recursive data" in p.message
 
 
 def test_missing_include_names_the_include(tmp_path):
@@ -301,7 +301,7 @@ CHECK = "{kind: greater, metric: sparsity_gamma, a: a, b: s@1e-3}"
      "tiers.smoke.checks[0].stat", "unknown stat 'mode'"),
     ([(CHECK, "{kind: distribution, a: a, metric: sparsity_gamma, min: ten}")], 14, "tiers.smoke.checks[0].min",
      "expected a number, got 'ten'"),
-    ([("seeds: [0]", "seeds: &s [0, *s]")], 9, "tiers.smoke.seeds", "expected a non-empty list of integers"),
+    ([("seeds: [0]", "seeds: &s [0, *s]")], 9, "tiers.smoke.seeds[1]", "recursive data cannot be read"),
 ])
 def test_odd_values_are_problems_not_crashes(tmp_path, replacements, line, field, words):
     text = TEMPLATE

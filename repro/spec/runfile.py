@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from repro.config import RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config
-from repro.spec.source import SpecError, SpecProblem, load_source
+from repro.spec.source import SpecError, SpecProblem, load_source, parse_value
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, object]:
@@ -25,9 +23,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, object]:
             problems.append(SpecProblem("--set", None, item, "expected key=value, e.g. optim.lam=1e-3"))
             continue
         try:
-            dotted[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            dotted[key.strip()] = raw
+            dotted[key.strip()] = parse_value(raw, "--set", key.strip())
+        except SpecError as e:
+            problems.extend(e.problems)
     if problems:
         raise SpecError(problems)
     return dotted_to_nested(dotted)
