@@ -254,7 +254,10 @@ def test_missing_include_names_the_include(tmp_path):
     path.write_text(GOOD.read_text())  # no _bases/ next to it
     problems = problems_of(path)
     assert len(problems) == 1
-    assert problems[0].file.endswith("tiny.yaml") and "cannot read" in problems[0].message
+    # Both ends: the claim file and line that include it, and the file that cannot be read.
+    (p,) = problems
+    assert same_file(p, path) and p.field == "tiers.smoke.base.include" and p.line == 10
+    assert "_bases/tiny.yaml: cannot read" in p.message
 
 
 def test_claim_files_skip_underscore(tmp_path):

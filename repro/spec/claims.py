@@ -243,8 +243,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
     why = raw.get("why", "")
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
-    root = errs.source.path.resolve().parent
-    base = resolve_base(raw.get("base"), f"{fld}.base", errs, root)
+    base = resolve_base(raw.get("base"), f"{fld}.base", errs)
     seeds = _parse_seeds(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}

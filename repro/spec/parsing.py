@@ -17,6 +17,7 @@ from repro.config import deep_merge, unknown_keys
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 MAX_INCLUDE_DEPTH = 5
+TABLES_FOLDER = "tables"  # <claims folder>/tables/*.yaml: the paper's tables, beside the claims
 T = TypeVar("T")
 
 
@@ -42,10 +43,20 @@ class Problems:
             self.add(f"{fld}.{key}" if fld else key, message)
 
 
-def resolve_base(base: Any, fld: str, errs: Problems, root: Path | None = None, depth: int = 0) -> dict:
+def claims_folder(path: Path) -> Path:
+    """The claims folder a claim or table file belongs to: a claim's own folder, or for a table
+    (``<claims>/tables/x.yaml``) the folder above; what its includes may not leave."""
+    folder = Path(path).resolve().parent
+    return folder.parent if folder.name == TABLES_FOLDER else folder
+
+
+def resolve_base(base: Any, fld: str, errs: Problems, chain: tuple[Path, ...] = ()) -> dict:
     """A run-config mapping; ``include: file`` (relative to the file being read, ``errs.source``)
-    is merged under it, recursively. With ``root``, an include may not leave that folder.
-    Problems of an included file name that file."""
+    is merged under it, recursively. No include may leave the claims folder of the file the
+    chain started from (``claims_folder``; claims and tables alike: an included file is read and
+    its keys are named in error messages, so it would show any YAML file of the machine).
+    A problem of an included file is reported at the ``include:`` that brought it in, with the
+    included file's own file, line and field in its message, so both ends are named."""
     if base is None:
         return {}
     if not isinstance(base, dict):
@@ -56,27 +67,35 @@ def resolve_base(base: Any, fld: str, errs: Problems, root: Path | None = None, 
     if include is None:
         return base
     inc_fld = f"{fld}.include" if fld else "include"
-    if depth >= MAX_INCLUDE_DEPTH:
-        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep (a cycle?)")
-        return base
     if not isinstance(include, str) or not include.strip():
         errs.add(inc_fld, "expected a file name relative to this file")
         return base
+    chain = chain or (errs.source.path.resolve(),)
+    root = claims_folder(chain[0])
     inc_path = (errs.source.path.parent / include).resolve()
-    if root is not None and not inc_path.is_relative_to(root):
+    if not inc_path.is_relative_to(root):
         errs.add(inc_fld, f"{include!r} is outside the claims folder {display_path(root)}")
+        return base
+    if inc_path in chain:
+        cycle = " -> ".join(display_path(p) for p in (*chain[chain.index(inc_path):], inc_path))
+        errs.add(inc_fld, f"{include!r} includes itself: {cycle}")
+        return base
+    if len(chain) > MAX_INCLUDE_DEPTH:
+        errs.add(inc_fld, f"includes nest more than {MAX_INCLUDE_DEPTH} deep")
         return base
     try:
         inc = load_source(inc_path)
     except SpecError as e:
-        errs.extend(e.problems)
+        for problem in e.problems:
+            errs.add(inc_fld, f"included {problem}")
         return base
     if not isinstance(inc.data, dict):
         errs.add(inc_fld, f"{include} must contain a mapping")
         return base
     inc_errs = Problems(inc)
-    included = resolve_base(inc.data, "", inc_errs, root, depth + 1)
-    errs.extend(inc_errs.problems)
+    included = resolve_base(inc.data, "", inc_errs, (*chain, inc_path))
+    for problem in inc_errs.problems:
+        errs.add(inc_fld, f"included {problem}")
     return deep_merge(included, base)
 
 

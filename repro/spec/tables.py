@@ -37,7 +37,7 @@ from typing import Any
 
 from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
                           unknown_name_message)
-from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
+from repro.spec.parsing import TABLES_FOLDER, Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
@@ -152,7 +152,6 @@ def cell_prints(cell: TableCell, metric: str) -> bool:
 
 # --- the tables beside a claims folder, for claims whose runs name a cell ----------------------
 
-TABLES_FOLDER = "tables"  # <claims folder>/tables/*.yaml
 
 
 @dataclass(frozen=True)
