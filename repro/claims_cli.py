@@ -33,7 +33,39 @@ def _claim_paths(args: argparse.Namespace) -> list[Path]:
             if not matches:
                 raise SpecError([_problem(item, "no such claim file or id")])
             paths += matches
+    if not paths:
+        where = ", ".join(getattr(args, "claims", None) or [str(args.claims_dir)])
+        raise SpecError([_problem(where, "no claim files (*.yaml) here; nothing to do")])
     return paths
+
+
+def open_store(args: argparse.Namespace):
+    """The run cache every command uses: ``--cache-dir`` (or ``$REPRO_CACHE``), else the default
+    location for the claims folder in use (``repro.cache.location``), with the data root and the
+    device, so a re-measurement reads the same data a training would."""
+    from repro.cache import RunStore, default_cache_root
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_root(Path(getattr(args, "claims_dir", CLAIMS_DIR)))
+    return RunStore(root, Path(args.data_root) if getattr(args, "data_root", None) else None,
+                    getattr(args, "device", "auto"))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (jobs, group sizes, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _out_folder(args: argparse.Namespace) -> Path:
+    """The report folder, checked before anything is trained or rendered."""
+    from repro.report.output import prepare_output
+
+    return prepare_output(args.out if args.out is not None else f"reports/{args.tier}")
 
 
 def _problem(item: str, message: str) -> SpecProblem:
@@ -125,10 +157,9 @@ def _against_paper(specs: list[ClaimSpec]) -> int:
 
 
 def _plan(args: argparse.Namespace):
-    from repro.cache import RunStore
     from repro.plan import plan_runs
 
-    store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
+    store = open_store(args)
     device = None if args.device == "auto" else args.device
     return plan_runs(select_claims(args), args.tier, store, device, tables=select_tables(args)), store
 
@@ -184,12 +215,16 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from repro.cache import RunStore
     from repro.report import render_reports
+    from repro.report.output import OutputRefused
 
-    store = RunStore(Path(args.cache_dir) if args.cache_dir else None)
+    try:
+        out = _out_folder(args)
+    except OutputRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    store = open_store(args)
     specs = select_claims(args)
-    out = Path(args.out or f"reports/{args.tier}")
     verdicts = render_reports(specs, args.tier, store, out, tables=select_tables(args))
     counts: dict[str, int] = {}
     for v in verdicts:
@@ -200,19 +235,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """validate + plan + train + pytest + report."""
-    if args.dry_run:
-        from repro.cache import RunStore
+    from repro.report.output import OutputRefused
 
-        if args.steps < 1:
-            print(f"error: --steps must be at least 1, got {args.steps}", file=sys.stderr)
-            return 2
+    try:
+        if args.dry_run:
+            args.out = str(_out_folder(argparse.Namespace(out=args.out, tier=f"{args.tier}-dry-run")))
+        else:
+            _out_folder(args)
+    except OutputRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
         from repro.dry_run import dry_run
 
         status = cmd_validate(args)
         if status:
             return status
-        return dry_run(select_claims(args), _claim_paths(args), args.tier, RunStore(Path(args.cache_dir) if args.cache_dir
-                       else None), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
+        return dry_run(select_claims(args), _claim_paths(args), args.tier, open_store(args), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
                        else None, args.group_size, args.k, Path(args.out) if args.out else None)
     import torch
 
@@ -233,8 +272,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     pytest_args = [str(p) for p in _claim_paths(args)] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
                                                        "-p", "no:cacheprovider", "-q",
                                                        "--no-train", "-o", "addopts="]
-    if args.cache_dir:
-        pytest_args += ["--repro-cache", args.cache_dir]
+    # The cache this command planned and trained into, whatever pytest's root folder is.
+    pytest_args += ["--repro-cache", str(open_store(args).root)]
     if args.k:
         pytest_args += ["-k", args.k]
     test_status = pytest.main(pytest_args)
@@ -257,8 +296,8 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_validate)
 
     train_opts = argparse.ArgumentParser(add_help=False)
-    train_opts.add_argument("-j", "--jobs", type=int, default=1, help="groups trained in parallel (default 1)")
-    train_opts.add_argument("--group-size", type=int, default=None,
+    train_opts.add_argument("-j", "--jobs", type=positive_int, default=1, help="groups trained in parallel (default 1)")
+    train_opts.add_argument("--group-size", type=positive_int, default=None,
                             help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
     train_opts.add_argument("--executor", choices=("local", "ray"), default="local",
                             help="local processes (default) or tasks on a Ray cluster")
@@ -266,7 +305,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("plan", parents=[common, sel, tier], help="list the deduplicated runs the claims need")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--group-size", type=int, default=None, help="runs per fused group (default: as train)")
+    p.add_argument("--group-size", type=positive_int, default=None, help="runs per fused group (default: as train)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")
@@ -280,7 +319,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="train every run only --steps steps in a separate cache, check, report into "
                         "reports/<tier>-dry-run/ and estimate the real tier's time on this machine")
-    p.add_argument("--steps", type=int, default=5, help="steps per run of a dry run (default 5)")
+    p.add_argument("--steps", type=positive_int, default=5, help="steps per run of a dry run (default 5)")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.set_defaults(func=cmd_verify)

@@ -60,18 +60,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("repro", "paper-claim reproduction")
     group.addoption("--tier", default=os.environ.get("REPRO_TIER", "smoke"), choices=("smoke", "full"),
                     help="which tier of each claim to check (default: smoke, or $REPRO_TIER)")
-    group.addoption("--repro-cache", default=None, help="run cache root (default: $REPRO_CACHE or ./.cache/runs)")
+    from repro.cache.location import CACHE_RULE
+
+    group.addoption("--repro-cache", default=None,
+                    help=f"run cache root (default: {CACHE_RULE}; under pytest the project is pytest's root folder)")
     group.addoption("--repro-device", default="auto", help="device for runs trained by tests (default: auto)")
     group.addoption("--no-train", action="store_true", help="do not train missing runs; report them as errors")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from repro.cache.location import default_cache_root
+
     for tier in ("smoke", "full"):
         config.addinivalue_line("markers", f"{tier}: claim checked at the {tier} tier")
     cache = config.getoption("--repro-cache")
     config.stash[_STATE] = PluginState(
         tier=config.getoption("--tier"),
-        cache=Path(cache) if cache else None,
+        cache=Path(cache) if cache else default_cache_root(project=config.rootpath),
         device=config.getoption("--repro-device"),
         train_missing=not config.getoption("--no-train"),
     )

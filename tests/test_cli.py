@@ -5,6 +5,7 @@ import json
 import pytest
 
 from repro.cli import main
+from repro.report.output import MARKER, MARKER_TEXT
 
 TINY = """\
 model: {width: 0.0625}
@@ -173,11 +174,13 @@ def test_k_that_matches_nothing_writes_nothing_and_exits_2(tmp_path, monkeypatch
     out = tmp_path / "reports"
     out.mkdir()
     (out / "index.md").write_text("the previous report\n")
+    (out / MARKER).write_text(MARKER_TEXT)  # a report repro wrote earlier
     for command in (["report", "--out", str(out)], ["plan"], ["train"], ["verify", "--out", str(out)]):
         assert main([*command, "--tier", "smoke", "-k", "nonexistnt", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err
         assert "no claim matches 'nonexistnt'" in err and "Traceback" not in err
-    assert [p.name for p in out.iterdir()] == ["index.md"] and (out / "index.md").read_text() == "the previous report\n"
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "index.md"]
+    assert (out / "index.md").read_text() == "the previous report\n"
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.json"))
     assert main(["plan", "-k", "adam and (", "--cache-dir", str(tmp_path / "c")]) == 2
     assert "bad expression" in capsys.readouterr().err

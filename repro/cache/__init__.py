@@ -15,19 +15,20 @@ from repro.cache.keys import (
     run_key,
     training_fingerprint,
 )
+from repro.cache.location import CACHE_RULE, default_cache_root
 from repro.cache.record import RunRecord
 from repro.cache.store import (
     CacheError,
     EntryDamaged,
     RunStore,
     checkpoint_path,
-    default_cache_root,
     ensure_run,
     ensure_runs,
 )
 
 __all__ = [
     "CACHE_FORMAT",
+    "CACHE_RULE",
     "CacheError",
     "EntryDamaged",
     "RunRecord",

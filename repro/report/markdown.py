@@ -16,6 +16,7 @@ from tabulate import tabulate
 from repro.cache import RunStore, run_key
 from repro.check.evaluate import evaluate_claim
 from repro.check.verdict import NOT_RUN, Verdict, fmt
+from repro.report.output import prepare_output, replace_output
 from repro.report.plots import render_plots
 from repro.spec.claims import ClaimSpec, TierSpec
 from repro.spec.paper import PaperSpec, find_paper
@@ -31,14 +32,14 @@ VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not repro
 def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = (),
                    banner: str | None = None) -> list[Verdict]:
     """Render into a temporary folder beside ``out`` and swap it into place, so a failed render
-    never leaves a half-written report; with no claims nothing is written at all. ``banner``: a
+    never leaves a half-written report; with no claims nothing is written at all, and a folder
+    repro did not write is refused before anything is rendered (``repro.report.output``). ``banner``: a
     warning put at the top of every page (a dry run's: these are not results)."""
     top = f"> **{banner}**\n\n" if banner else ""
     if not specs:
         raise ValueError("no claim matches: nothing to report")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out = prepare_output(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
     try:
         verdicts = []
         for spec in sorted(specs, key=lambda s: s.id):
@@ -53,13 +54,7 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
         (tmp / "index.md").write_text(top + index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
         (tmp / "runs.md").write_text(top + runs_page(specs, tier, store))
-        tmp.chmod(0o755)
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_output(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
