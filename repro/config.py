@@ -70,6 +70,9 @@ VGG_POOLS = {"vgg11": 5, "vgg16": 5, "vgg19": 4}
 BASICNET_CONVS = 7
 # ImageNet BasicNet ends with avgpool(5, stride 4): its input must be at least 5x5.
 IMAGENET_AVGPOOL = 5
+# Seeds (train.seed, data.data_seed) are 0 <= seed < 2**32: what numpy's generators accept, and
+# within torch.manual_seed's range, so every seed that validates also seeds both libraries.
+SEED_LIMIT = 2 ** 32
 
 
 class ConfigError(ValueError):
@@ -101,6 +104,10 @@ def parse_number(value: Any) -> int | float:
     if not math.isfinite(value):
         raise ValueError(f"expected a finite number, got {value!r}")
     return value
+
+
+def seed_problem(seed: int) -> str:
+    return f"a seed is 0 <= seed < 2**32 (what numpy and torch both accept), got {seed}"
 
 
 def unknown_name_message(kind: str, value: object, known: typing.Iterable[str]) -> str:
@@ -357,6 +364,8 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     check(len(c.train.phases) >= 1 and all(p > 0 for p in c.train.phases), "train.phases",
           f"must be a non-empty list of positive lengths, got {list(c.train.phases)}")
     check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
+    for path, seed in (("train.seed", c.train.seed), ("data.data_seed", c.data.data_seed)):
+        check(0 <= seed < SEED_LIMIT, path, seed_problem(seed))
     if not errors:
         errors.extend(_feasibility(c))
     return errors

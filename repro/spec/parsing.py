@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from repro.config import deep_merge, unknown_keys
+from repro.config import SEED_LIMIT, deep_merge, seed_problem, unknown_keys
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 MAX_INCLUDE_DEPTH = 5
@@ -100,10 +100,14 @@ def resolve_base(base: Any, fld: str, errs: Problems, chain: tuple[Path, ...] = 
 
 
 def parse_seeds(seeds: Any, fld: str, errs: Problems) -> list[int] | None:
-    """A non-empty list of distinct integers (duplicates are reported and kept); None if invalid."""
+    """A non-empty list of distinct seeds (duplicates are reported and kept); None if invalid."""
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         errs.add(fld, "expected a non-empty list of integers")
         return None
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed < SEED_LIMIT:
+            errs.add(f"{fld}[{i}]", seed_problem(seed))
+            return None
     if len(set(seeds)) != len(seeds):
         errs.add(fld, f"duplicated seeds {seeds}")
     return seeds
