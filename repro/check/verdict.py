@@ -49,8 +49,19 @@ class Stats:
 
     @property
     def mean(self) -> float:
-        # NaN for no values, without numpy's empty-slice warning; the tests below refuse it.
-        return float(np.mean(self.values)) if self.values else math.nan
+        # NaN for no values, without numpy's empty-slice warning. The tests and intervals below
+        # refuse a NaN mean, and one that overflowed to infinity, which reports still print.
+        if not self.values:
+            return math.nan
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        if self.n < 2:
+            return 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.std(self.values, ddof=1))
 
     def require_finite(self) -> "Stats":
         """These statistics, if they can decide anything: at least one value, every value, the
@@ -64,10 +75,6 @@ class Stats:
         if not (math.isfinite(self.mean) and math.isfinite(self.std)):
             raise NonFinite(f"{name}: mean {self.mean} / std {self.std} over {self.n} values is not finite (values too large)")
         return self
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
 
     def __str__(self) -> str:
         return f"{fmt(self.mean)} ± {fmt(self.std)} (n={self.n})"
