@@ -84,21 +84,25 @@ class ConfigError(ValueError):
         self.message = message
 
 
-def parse_number(value: Any) -> int | float:
+def parse_number(value: Any, text: bool = True) -> int | float:
     """The one number parser for YAML values: ints and floats as they are, and numeric text
-    (PyYAML reads ``1e-4``, without a dot, as a string). Raises ValueError for anything else,
+    (``1e-4`` typed as ``--set`` or ``run@value`` text). ``text=False`` for a value of a claim or
+    table file, where numbers are written plainly (repro.spec.source reads ``1e-4`` as a number):
+    there quoted text (``'10.5'``) is text, and refused. Raises ValueError for anything else,
     booleans and non-finite values included."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     if isinstance(value, str):
-        text = value.strip()
+        written = value
         try:
-            value = int(text)
+            value = int(written.strip())
         except ValueError:
             try:
-                value = float(text)
+                value = float(written.strip())
             except ValueError:
-                raise ValueError(f"expected a number, got {value!r}") from None
+                raise ValueError(f"expected a number, got {written!r}") from None
+        if not text:
+            raise ValueError(f"expected a number, got the text {written!r}: write the number without quotes")
     if not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {value!r}")
     if not math.isfinite(value):

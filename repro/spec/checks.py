@@ -196,7 +196,9 @@ def _layer_list(value: Any, name: str) -> list[int]:
 
 
 def _number(v: Any) -> float:
-    return float(parse_number(v))
+    """A number parameter of a check (a margin, a tolerance): as written in the claim file, so
+    quoted text is refused (``'10.5'``)."""
+    return float(parse_number(v, text=False))
 
 
 def _non_negative(v: Any) -> float:

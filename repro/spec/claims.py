@@ -183,7 +183,7 @@ def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
     errs.unknown_keys(src, SOURCE_KEYS, "source")
     noise = raw.get("paper_noise", PAPER_NOISE)
     try:
-        noise = float(parse_number(noise))
+        noise = float(parse_number(noise, text=False))
         if noise < 0:
             raise ValueError(f"must be >= 0, got {noise:g}")
     except ValueError as e:
@@ -470,8 +470,8 @@ def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: Pr
             continue
         for i, r in enumerate(refs):
             try:
-                per_point[i][metric] = ([parse_number(x) for x in _as_layer_list(r)] if shape == PER_LAYER
-                                        else parse_number(r))
+                per_point[i][metric] = ([parse_number(x, text=False) for x in _as_layer_list(r)]
+                                        if shape == PER_LAYER else parse_number(r, text=False))
             except ValueError as e:
                 what = "a list of per-layer numbers" if shape == PER_LAYER else "one number"
                 errs.add(mfld, f"expected {what}{' per axis value' if axis else ''}: {e}")
