@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -220,8 +222,22 @@ class LocalExecutor:
             for i, job in enumerate(jobs):
                 yield i, (lambda job=job: _local_group(job))
             return
-        with ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=get_context("spawn")) as pool:
-            yield from _as_completed(pool, _local_group, jobs)
+        pool = ProcessPoolExecutor(min(self.jobs, len(jobs)), mp_context=get_context("spawn"),
+                                   initializer=end_with_parent, initargs=(os.getpid(),))
+        finished = False
+        try:
+            # Not cancelled one by one: ending the workers fails every pending future at once, and
+            # the pool's own thread cannot fail a future already cancelled (it raises, in 3.11).
+            yield from _as_completed(pool, _local_group, jobs, cancel_on_stop=False)
+            finished = True
+        finally:
+            if not finished:
+                # Stopped early (an error, Ctrl-C, SIGTERM from a job scheduler, the caller gone):
+                # leaving the pool would wait for every running group, maybe for hours. The
+                # workers are ended instead; a killed worker's file locks are released by the
+                # system and its last checkpoint stays, so the run resumes when asked again.
+                _end_workers(pool)
+            pool.shutdown(wait=finished)
 
 
 class RayExecutor:
@@ -262,10 +278,38 @@ class RayExecutor:
             yield from _as_completed(pool, one, jobs)
 
 
-def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]]],
-                  jobs: list[GroupJob]) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
+def end_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Run in each worker process: end it when the process that started it is gone (killed by a
+    signal it could not handle, SIGKILL included), instead of training on with nobody to store
+    the result. A worker whose parent died is adopted by another process: its parent id changes."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(1)  # SIGTERM was handled or ignored by someone: leave anyway
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def _end_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    processes = list(getattr(pool, "_processes", {}).values())
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+
+
+def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]]], jobs: list[GroupJob],
+                  cancel_on_stop: bool = True) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
     """Submit ``fn(job)`` for every job; yield (job index, its result call) as each ends. Jobs not
-    started when the caller stops (an error, Ctrl-C) are cancelled."""
+    started when the caller stops (an error, Ctrl-C) are cancelled (``cancel_on_stop``), or left
+    to the caller, who ends the pool."""
     pending = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
     try:
         while pending:
@@ -273,8 +317,9 @@ def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]
             for fut in done:
                 yield pending.pop(fut), fut.result
     finally:
-        for fut in pending:
-            fut.cancel()
+        if cancel_on_stop:
+            for fut in pending:
+                fut.cancel()
 
 
 # -- the one entry point -------------------------------------------------------------------------
