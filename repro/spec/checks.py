@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from repro.config import parse_number, unknown_keys, unknown_name_message
-from repro.spec.metrics import PER_FEATURE, PER_LAYER, SCALAR, Metric, metric_catalogue
+from repro.spec.metrics import PER_FEATURE, PER_LAYER, SCALAR, Metric, metric_catalogue, missing_layers, unrecorded
 
 # A per-feature list -> one number (percentages are 0..100).
 STATS: dict[str, Callable[[Any, float], float]] = {
@@ -149,6 +149,25 @@ def validate_selection(sel: Selection, groups: dict) -> list[tuple[str, str]]:
         problems.append(("metric", unknown_name_message(f"metric of {producer}", sel.metric, catalogue)))
         return problems
     problems += _shape_problems(catalogue[sel.metric], sel)
+    problems += [p for p in _config_problems(catalogue[sel.metric], sel, group) if p not in problems]
+    return problems
+
+
+def _config_problems(metric: Metric, sel: Selection, group) -> list[tuple[str, str]]:
+    """What the selected runs' configurations cannot record: a metric (top-5 error on 10
+    classes) or a conv layer beyond the network's. Judged on each selected point's config (a
+    group whose configs are broken has none, and is reported already)."""
+    if group.simulate is not None:
+        return []
+    layers = sel.layers or ((sel.layer,) if sel.layer else ())
+    problems: list[tuple[str, str]] = []
+    for point in group.points:
+        if not point.configs or (sel.at is not None and not same_value(point.axis_value, sel.at)):
+            continue
+        for fld, why in (("metric", unrecorded(metric, point.configs[0])),
+                         ("layers" if sel.layers else "layer", missing_layers(layers, point.configs[0]))):
+            if why and (fld, why) not in problems:
+                problems.append((fld, why))
     return problems
 
 
@@ -350,8 +369,11 @@ class MonotonicParams(CheckParams):
         group = groups[self.run]
         if group.axis is None or len(group.points) < 2:
             return [("run", f"run {self.run!r} needs an axis with at least 2 values")]
-        return [(f, m) for f, m in validate_selection(self.point(group, group.points[0].axis_value), groups)
-                if f != "run"]
+        problems: list[tuple[str, str]] = []
+        for point in group.points:  # every point: one axis value may change what a run records
+            problems += [(f, m) for f, m in validate_selection(self.point(group, point.axis_value), groups)
+                         if f != "run" and (f, m) not in problems]
+        return problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,6 +393,8 @@ class LayerPatternParams(CheckParams):
 
     def validate(self, groups):
         problems = validate_selection(self.selections()["a"], groups)
+        problems += [("than" if f == "layers" else f, m) for f, m in validate_selection(self.selections()["b"], groups)
+                     if f in ("layers", "layer")]
         if not problems and metric_catalogue(groups[split_run(self.run)[0]].simulate is not None)[self.metric].shape != PER_LAYER:
             problems.append(("metric", f"{self.metric} is not a per-layer metric"))
         if set(self.layers) & set(self.than):

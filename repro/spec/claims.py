@@ -41,7 +41,7 @@ from repro.config import (
     unknown_name_message,
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
-from repro.spec.metrics import PER_FEATURE, PER_LAYER, metric_catalogue
+from repro.spec.metrics import PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers, unrecorded
 from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
 from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
@@ -324,6 +324,7 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
         configs = _expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
         if configs is None:
             return _broken_group(name, axis, values, errs.source.line(fld))
+        _paper_recorded(paper_at[i], configs[0], f"{fld}.paper", errs)
         points.append(RunPoint(name, value, tuple(configs), paper_at[i]))
     return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
 
@@ -378,6 +379,7 @@ def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, p
             configs = _expand_seeds(cell.configs[0].to_dict(), seeds, lambda path: f"{fld}.seeds", errs)
             if configs is None:
                 return _broken_group(name, axis, values, line)
+        _paper_recorded(own[i], configs[0], f"{fld}.paper", errs)
         points.append(RunPoint(name, value, tuple(configs), {**given, **own[i]}, cell.id))
     return RunGroup(name, axis, tuple(points), line, seeds=tuple(seeds))
 
@@ -479,6 +481,19 @@ def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: Pr
     return per_point
 
 
+def _paper_recorded(paper: dict[str, Any], cfg: RunConfig, fld: str, errs: Problems) -> None:
+    """The paper's numbers of one point name only what a run of ``cfg`` records: a metric it
+    measures, and per-layer lists one number per conv layer of its network."""
+    catalogue = metric_catalogue(False)
+    for metric, value in paper.items():
+        why = unrecorded(catalogue[metric], cfg)
+        if why is None and isinstance(value, list) and len(value) != conv_layers(cfg):
+            why = (f"{len(value)} per-layer numbers, but {cfg.model.arch} has {conv_layers(cfg)} conv layers "
+                   f"(one number per layer, C1 first)")
+        if why:
+            errs.add(f"{fld}.{metric}", why)
+
+
 def _as_layer_list(value: Any) -> list:
     if not isinstance(value, list) or not value:
         raise ValueError(f"got {value!r}")
@@ -561,6 +576,32 @@ PLOT_KINDS = {
 }
 
 
+# Plot kinds that draw chosen conv layers: the key and the layers drawn when it is not given
+# (repro.report.plots).
+PLOT_LAYERS = {"bn_evolution": ("layer", 6), "universality": ("layers", [4, 5, 6, 7])}
+
+
+def _plot_layers_exist(entry: dict, names: list[str], groups: dict[str, RunGroup], pfld: str,
+                       errs: Problems) -> bool:
+    """The layers a plot draws are 1-based conv layers of every run it draws."""
+    key, default = PLOT_LAYERS[entry["kind"]]
+    value = entry.get(key, default)
+    layers = [value] if key == "layer" else value
+    if not isinstance(layers, list) or not layers or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in layers):
+        what = "a 1-based conv layer number" if key == "layer" else "a non-empty list of 1-based conv layer numbers"
+        errs.add(f"{pfld}.{key}", f"expected {what}, got {value!r}")
+        return False
+    for name in names:
+        group = groups[split_run(name)[0]]
+        for point in group.points:
+            why = missing_layers(layers, point.configs[0]) if point.configs else None
+            if why:
+                errs.add(f"{pfld}.{key}", f"run {group.name!r}: {why}")
+                return False
+    return True
+
+
 def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> list[dict]:
     if not isinstance(raw, list):
         errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
@@ -598,6 +639,8 @@ def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems
             elif at is None and group.axis is not None and len(group.points) > 1 and kind.groups == "runs":
                 errs.add(f"{pfld}.runs", f"run {group_name!r} has an axis; name a point as {group_name}@<value>")
                 ok = False
+        if ok and entry["kind"] in PLOT_LAYERS:
+            ok = _plot_layers_exist(entry, names, groups, pfld, errs)
         metric = entry.get("metric")
         if metric is not None and (not isinstance(metric, str) or metric not in metric_catalogue(False)):
             errs.add(f"{pfld}.metric", unknown_name_message("metric", metric, metric_catalogue(False)))

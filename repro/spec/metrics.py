@@ -19,8 +19,15 @@ what ``repro validate --against-paper`` uses to find checks whose tolerance cove
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
+
+from repro.config import DATASET_SHAPES, RunConfig
+from repro.netshape import net_spec
 
 SCALAR, PER_LAYER, PER_FEATURE = "scalar", "per_layer", "per_feature"
+# Top-5 errors are recorded only for more classes than this (repro.measure.metrics measures them
+# so; tests/test_spec_hostile.py pins the two numbers together).
+TOP5_MIN_CLASSES = 100
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class Metric:
     lo: float | None
     hi: float | None
     doc: str
+    more_classes_than: int | None = None  # recorded only for data with more classes than this
 
 
 def _catalogue(*metrics: Metric) -> dict[str, Metric]:
@@ -42,7 +50,7 @@ RUN_METRICS: dict[str, Metric] = _catalogue(
     Metric("train_loss", SCALAR, 0.0, None, "cross-entropy on the training set"),
     Metric("test_loss", SCALAR, 0.0, None, "cross-entropy on the test set"),
     Metric("test_error", SCALAR, *PCT, "test error %, top-1"),
-    Metric("test_error_top5", SCALAR, *PCT, "test error %, top-5 (more than 100 classes only)"),
+    Metric("test_error_top5", SCALAR, *PCT, "test error %, top-5 (more than 100 classes only)", TOP5_MIN_CLASSES),
     Metric("sparsity_gamma", SCALAR, *PCT, "% of features with |gamma| < 1e-3"),
     Metric("sparsity_gamma_1e-2", SCALAR, *PCT, "% of features with |gamma| < 1e-2"),
     Metric("layer_sparsity_gamma", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-3"),
@@ -55,7 +63,8 @@ RUN_METRICS: dict[str, Metric] = _catalogue(
     Metric("universality", PER_FEATURE, *PCT, "per layer, per feature: universality %"),
     Metric("pruned_features", SCALAR, 0.0, None, "features with |gamma| < 1e-3"),
     Metric("pruned_test_error", SCALAR, *PCT, "test error % after zeroing the |gamma| < 1e-3 features"),
-    Metric("pruned_test_error_top5", SCALAR, *PCT, "top-5 error % after zeroing"),
+    Metric("pruned_test_error_top5", SCALAR, *PCT, "top-5 error % after zeroing (more than 100 classes only)",
+           TOP5_MIN_CLASSES),
     Metric("conv_params_total", SCALAR, 0.0, None, "conv parameters of the dense network"),
     Metric("conv_params_pruned_pct", SCALAR, *PCT, "% of conv parameters the zeroing removes"),
     Metric("dense_params", SCALAR, 0.0, None, "parameters of the dense network"),
@@ -83,3 +92,39 @@ SIMULATION_METRICS: dict[str, Metric] = _catalogue(
 
 def metric_catalogue(simulation: bool) -> dict[str, Metric]:
     return SIMULATION_METRICS if simulation else RUN_METRICS
+
+
+# --- what one configuration records --------------------------------------------------------
+# A metric or a conv layer that a run's configuration cannot produce would be found missing only
+# after training; these let validation refuse it from the configuration alone (no torch).
+
+
+def num_classes(cfg: RunConfig) -> int:
+    """Classes of the run's data: the dataset's (repro.config.DATASET_SHAPES), or for the
+    synthetic shapes ``data.num_classes`` where given."""
+    classes = DATASET_SHAPES[cfg.data.dataset][3]
+    return (cfg.data.num_classes or classes) if cfg.data.dataset.startswith("shapes") else classes
+
+
+def conv_layers(cfg: RunConfig) -> int:
+    """Conv layers of the run's network, from its layout (repro.netshape)."""
+    _, side, channels, _ = DATASET_SHAPES[cfg.data.dataset]
+    spec = net_spec(cfg.model, channels, cfg.data.image_size or side, num_classes(cfg), cfg.data.dataset)
+    return len(spec.convs)
+
+
+def unrecorded(metric: Metric, cfg: RunConfig) -> str | None:
+    """Why a run of ``cfg`` records no ``metric`` (None: it records it)."""
+    if metric.more_classes_than is not None and num_classes(cfg) <= metric.more_classes_than:
+        return (f"{metric.name} is recorded only for more than {metric.more_classes_than} classes; "
+                f"{cfg.data.dataset} has {num_classes(cfg)}")
+    return None
+
+
+def missing_layers(layers: Iterable[int], cfg: RunConfig) -> str | None:
+    """Why conv ``layers`` (1-based) are not all in the run's network (None: they are)."""
+    n = conv_layers(cfg)
+    beyond = sorted({layer for layer in layers if layer > n})
+    if beyond:
+        return f"{cfg.model.arch} has {n} conv layers (C1..C{n}); no {', '.join(f'C{b}' for b in beyond)}"
+    return None

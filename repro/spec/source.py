@@ -29,18 +29,19 @@ MAX_ALIAS_NODES = 10_000
 YAML_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(YAML_BASE_LOADER):  # type: ignore[misc, valid-type]
-    """The safe loader, reading ``1e-4`` (a number without a dot) as the number it is. YAML 1.1,
-    which PyYAML follows, calls it text; then the only way to tell a number written as text
-    (``'10.5'``) from one written plainly would be the quotes, which the data no longer has.
-    With this, plain numbers are numbers and quoted ones are text, so number fields can refuse
-    text."""
+def safe_loader(base: type) -> type:
+    """``base`` (a safe loader) reading ``1e-4``, a number without a dot, as the number it is.
+    YAML 1.1, which PyYAML follows, calls it text; then the only way to tell a number written as
+    text (``'10.5'``) from one written plainly would be the quotes, which the data no longer has.
+    With this, plain numbers are numbers and quoted ones are text, so number fields refuse text."""
+    loader = type(f"Repro{base.__name__}", (base,), {})
+    loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return loader
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                              list("-+0123456789."))
-YAML_LOADER = _Loader
+YAML_LOADER = safe_loader(YAML_BASE_LOADER)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any
 
 from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
                           unknown_name_message)
+from repro.spec.metrics import RUN_METRICS, missing_layers, unrecorded
 from repro.spec.parsing import TABLES_FOLDER, Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
@@ -122,6 +123,15 @@ def metric_problem(name: Any) -> str | None:
     if name not in SCALAR_METRICS:
         return unknown_name_message("metric", name, [*SCALAR_METRICS, *(f"{x}[i]" for x in LAYER_METRICS)])
     return None
+
+
+def _unrecorded(name: str, cfg: RunConfig) -> str | None:
+    """Why a run of ``cfg`` records no value for the table metric ``name`` (None: it does)."""
+    m = _LAYER_RE.match(name)
+    if m:
+        return missing_layers([int(m.group(2))], cfg)
+    metric = RUN_METRICS.get(name)
+    return None if metric is None else unrecorded(metric, cfg)  # an unknown name is reported already
 
 
 def cell_paper(cell: TableCell) -> dict[str, Any]:
@@ -450,6 +460,10 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
                         break
                     configs.append(cfg)
                 if configs:
+                    for j, m in enumerate(metrics):
+                        why = None if numbers.get(m) is None else _unrecorded(m, configs[0])
+                        if why:
+                            errs.add(f"{pfld}[{j}]", why)
                     key = configs[0].canonical_json()
                     if key in keys_seen:
                         errs.add(pfld, f"same run configuration as cell {keys_seen[key]!r}: a typo in set?")
