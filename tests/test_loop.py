@@ -93,14 +93,14 @@ def test_precision_is_set_explicitly_and_labelled():
         assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
 
 
-def test_cuda_graphs_are_on_by_default_on_cuda_only_and_never_with_adagrad(monkeypatch):
+def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):
     from repro.train.loop import CUDA_GRAPHS_ENV, use_cuda_graphs
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     adam, adagrad = tiny_config(), tiny_config(name="adagrad")
     monkeypatch.delenv(CUDA_GRAPHS_ENV, raising=False)
     assert use_cuda_graphs([adam], cuda, None) and not use_cuda_graphs([adam], cpu, None)
-    assert not use_cuda_graphs([adam, adagrad], cuda, None)  # torch's Adagrad has no capturable mode
+    assert use_cuda_graphs([adam, adagrad], cuda, None)  # Adagrad captures as repro.train.optim.CapturableAdagrad
     assert not use_cuda_graphs([adam], cuda, False)
     monkeypatch.setenv(CUDA_GRAPHS_ENV, "0")
     assert not use_cuda_graphs([adam], cuda, None)

@@ -23,7 +23,9 @@ run k's parameters and batch.
 A step makes no host-device copy and no host sync (``tests/test_loop_trace.py`` traces one on
 the ``meta`` device): each epoch's data order and flips are drawn on the CPU once and copied to
 the device once; the loss is read back once per recorded point. On CUDA the whole step can be
-one CUDA graph (``StepGraph``), captured again when the learning-rate phase changes.
+one CUDA graph (``StepGraph`` over a ``GraphBackend``), captured again when the learning-rate
+phase changes. What actually ran (graph captures, replays or the error that stopped them, per
+phase; optimizer kernels; precision flags) is returned with each outcome as ``Execution``.
 
 The loop reads top to bottom: ``init_state`` builds the ``TrainState``; ``train_models`` runs
 ``start_phase`` / ``train_step`` / ``record_losses`` / ``record_snapshots`` /
@@ -43,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +55,13 @@ from repro.data.base import ImageData
 from repro.train.models import ConvNet, build_model, run_view, stack_models, unstack_model
 from repro.train.optim import (
     GRAPH_SAFE,
+    KernelUsed,
     Regularizer,
     StepSchedule,
     build_optimizers,
     build_regularizers,
+    kernel_used,
+    load_keeping_kernels,
     param_groups,
     set_lr,
 )
@@ -71,6 +76,67 @@ CHECKPOINT_FORMAT = 2
 CUDA_GRAPHS_ENV = "REPRO_CUDA_GRAPHS"
 
 
+@dataclass(frozen=True)
+class PhaseRun:
+    """How the steps of one learning-rate phase ran in one process (a resumed run starts a new
+    record for the phase it resumes in)."""
+
+    phase: int | None  # 0-based learning-rate phase; None: steps before a resume, not recorded
+    lr_factor: float | None
+    first_step: int
+    steps: int
+    graphs: bool  # the step was to be a graph (requested and possible)
+    warmup_steps: int = 0  # eager steps before the first capture
+    captures: int = 0
+    replays: int = 0
+    eager_steps: int = 0  # steps run eagerly outside warm-up (graphs off, or after a failed capture)
+    error: str | None = None  # why capture failed (graphs then stay off for the rest of the run)
+
+    def to_dict(self) -> dict:
+        return {"phase": self.phase, "lr_factor": self.lr_factor, "first_step": self.first_step, "steps": self.steps,
+                "graphs": self.graphs, "warmup_steps": self.warmup_steps, "captures": self.captures,
+                "replays": self.replays, "eager_steps": self.eager_steps, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What one group's training actually executed, read back after training (not what was asked
+    for): the same for every run of the group but for its optimizer's kernel."""
+
+    device: str  # "cpu", or the GPU's name
+    phases: tuple[PhaseRun, ...]
+    kernels: tuple[KernelUsed, ...]  # one per optimizer of the group
+    fp32_flags: dict  # torch's float32 precision settings as they were at the end
+    cudnn_benchmark: bool
+    cudnn: int | None  # cuDNN version on CUDA
+    torch_threads: int
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Every step after warm-up was a graph replay, and no capture failed."""
+        return (bool(self.phases) and any(p.replays for p in self.phases)
+                and all(p.graphs and p.error is None and p.eager_steps == 0 for p in self.phases))
+
+    def kernel(self, optimizer: str) -> KernelUsed:
+        for k in self.kernels:
+            if k.optimizer == optimizer:
+                return k
+        raise KeyError(f"no optimizer {optimizer!r} in this group (has {[k.optimizer for k in self.kernels]})")
+
+    def provenance(self, optimizer: str) -> dict:
+        """JSON-ready facts for a run of this group that used ``optimizer``."""
+        return {
+            "device": self.device,
+            "cudnn_benchmark": self.cudnn_benchmark,
+            **({"cudnn": self.cudnn} if self.cudnn is not None else {}),
+            "fp32_flags": dict(self.fp32_flags),
+            "torch_threads": self.torch_threads,
+            "optimizer_kernel": self.kernel(optimizer).to_dict(),
+            "cuda_graphs": self.cuda_graphs,
+            "cuda_graph_phases": [p.to_dict() for p in self.phases],
+        }
+
+
 @dataclass
 class TrainOutcome:
     model: ConvNet
@@ -78,6 +144,7 @@ class TrainOutcome:
     wall_s: float
     history: dict = field(default_factory=dict)
     diverged_at: int | None = None
+    execution: Execution | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -107,6 +174,16 @@ def set_precision(precision: str, device: torch.device, cudnn_benchmark: bool | 
     if device.type == "cuda":
         out["cudnn"] = cudnn.version()
     return out
+
+
+def fp32_flags() -> dict:
+    """torch's float32 precision settings as they are now (for provenance). Only the API in use
+    is read: with torch >= 2.9's ``fp32_precision`` set, the legacy getters raise."""
+    cudnn = torch.backends.cudnn
+    if hasattr(cudnn, "conv") and hasattr(cudnn.conv, "fp32_precision"):
+        return {"cudnn_conv": cudnn.conv.fp32_precision, "cudnn_rnn": cudnn.rnn.fp32_precision,
+                "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+    return {"cudnn_allow_tf32": bool(cudnn.allow_tf32), "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
 
 
 # --- data order -----------------------------------------------------------------------------
@@ -205,6 +282,8 @@ class TrainState:
     loss_count: int = 0  # steps summed in loss_sum
     factor: float | None = None  # the current learning-rate multiplier
     wall_s: float = 0.0  # training time spent before this process (resumed runs)
+    # How the steps ran, one PhaseRun.to_dict() per phase and process; the last is counted into.
+    phase_runs: list[dict] = field(default_factory=list)
 
     @property
     def runs(self) -> int:
@@ -292,74 +371,159 @@ def train_step(state: TrainState, data: ImageData, graph: "StepGraph | None" = N
         if ahead is not None:
             data.prefetch(*ahead)
     if graph is not None and graph.enabled:
-        graph.run(state, data, index, flip)
+        how = graph.run(state, data, index, flip)
     else:
         step_on_batch(state, data, index, flip)
+        how = "eager_steps"
+    if state.phase_runs:
+        state.phase_runs[-1][how] += 1
+        state.phase_runs[-1]["steps"] += 1
     state.step += 1
     state.loss_count += 1
 
 
-class StepGraph:
-    """``step_on_batch`` as one CUDA graph (CUDA only, optimizers made ``capturable``).
+class GraphBackend(Protocol):
+    """How a step becomes a replayable graph. ``CudaGraphBackend`` is torch.cuda's; tests pass a
+    fake that runs the same loop on the CPU and records what was captured, replayed and freed."""
 
-    The first steps run eagerly on a side stream (optimizer state, cuDNN autotuning), then the
+    capturable: bool  # optimizers must keep their state on the device (torch's ``capturable``)
+
+    def warmup(self, step: Callable[[], None]) -> None:
+        """Run ``step`` eagerly, as the capture will need it run first."""
+
+    def new_pool(self) -> object:
+        """A memory pool handle no other graph uses."""
+
+    def capture(self, step: Callable[[], None], pool: object) -> object:
+        """A graph of ``step`` allocating from ``pool``; it must not run the step."""
+
+    def replay(self, graph: object) -> None:
+        """Run the captured step once."""
+
+    def release(self, graph: object) -> None:
+        """Free ``graph`` and its pool; it is never replayed again."""
+
+
+class CudaGraphBackend:
+    """torch.cuda graphs. Warm-up and capture run on one side stream, so that what the first
+    kernels allocate for that stream (cuBLAS workspaces, cuDNN plans) is made during warm-up, not
+    inside a graph's pool; each capture gets a fresh pool, and the graph it replaces is freed
+    first, so no pool ever outlives its graph or is shared with a dead one."""
+
+    capturable = True
+
+    def __init__(self) -> None:
+        self._stream: torch.cuda.Stream | None = None
+
+    def _side(self) -> "torch.cuda.Stream":
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        return self._stream
+
+    def warmup(self, step: Callable[[], None]) -> None:
+        side = self._side()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+
+    def new_pool(self) -> object:
+        return torch.cuda.graph_pool_handle()
+
+    def capture(self, step: Callable[[], None], pool: object) -> "torch.cuda.CUDAGraph":
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, stream=self._side()):
+            step()
+        return graph
+
+    def replay(self, graph: "torch.cuda.CUDAGraph") -> None:
+        graph.replay()
+
+    def release(self, graph: "torch.cuda.CUDAGraph") -> None:
+        torch.cuda.synchronize()  # its last replay may still be running
+        graph.reset()
+
+
+class StepGraph:
+    """``step_on_batch`` as one graph (``backend``; optimizers made ``capturable`` if it says so).
+
+    The first steps run eagerly (``backend.warmup``: optimizer state, cuDNN autotuning), then the
     step is captured reading static index/flip buffers and replayed; the learning rate and weight
-    decay are constants of the graph, so ``invalidate`` (at each phase change) makes the next
-    step capture again. A failed capture logs a warning and the run goes on eagerly.
+    decay are constants of the graph, so ``new_phase`` (at each phase change) frees the graph and
+    the next step captures again, into a new pool. A failed capture, whatever torch raised,
+    turns graphs off for the rest of the run: logged, and recorded in the phase's ``PhaseRun``.
     """
 
     WARMUP_STEPS = 3
 
-    def __init__(self, state: TrainState, device: torch.device, flip: bool):
+    def __init__(self, state: TrainState, device: torch.device, flip: bool, backend: GraphBackend):
         k, b = state.runs, state.stream.batch
+        self.backend = backend
         self.enabled = True
         self.index = torch.zeros(k, b, dtype=torch.long, device=device)
         self.flip = torch.zeros(k, b, dtype=torch.bool, device=device) if flip else None
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.pool = None
+        self.graph: object | None = None
         self.warmup_left = self.WARMUP_STEPS
 
-    def invalidate(self) -> None:
-        self.graph = None
+    def new_phase(self) -> None:
+        self.close()
 
-    def run(self, state: TrainState, data: ImageData, index: torch.Tensor, flip: torch.Tensor | None) -> None:
+    def close(self) -> None:
+        if self.graph is not None:
+            graph, self.graph = self.graph, None
+            self.backend.release(graph)
+
+    def run(self, state: TrainState, data: ImageData, index: torch.Tensor, flip: torch.Tensor | None) -> str:
+        """One step; returns the PhaseRun counter it adds to."""
         self.index.copy_(index)
         if self.flip is not None:
             self.flip.copy_(flip)
+
+        def step() -> None:
+            step_on_batch(state, data, self.index, self.flip)
+
         if self.warmup_left > 0:
             self.warmup_left -= 1
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                step_on_batch(state, data, self.index, self.flip)
-            torch.cuda.current_stream().wait_stream(side)
-            return
+            self.backend.warmup(step)
+            return "warmup_steps"
         if self.graph is None:
-            graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph, pool=self.pool):
-                    step_on_batch(state, data, self.index, self.flip)
-            except RuntimeError as e:
-                log.warning("CUDA graph capture failed (%s); training on without graphs", e)
+                self.graph = self.backend.capture(step, self.backend.new_pool())
+            except Exception as e:  # noqa: BLE001  (torch raises RuntimeError, AssertionError, AcceleratorError...)
+                # Only the capture is guarded: KeyboardInterrupt and SystemExit are not Exceptions.
+                # A capture records kernels without running them, so the step has not happened yet.
+                reason = f"{type(e).__name__}: {e}"
+                log.warning("graph capture failed at step %d (%s); training on without graphs", state.step, reason)
                 self.enabled = False
-                step_on_batch(state, data, self.index, self.flip)
-                return
-            self.graph, self.pool = graph, graph.pool()
-        self.graph.replay()
+                if state.phase_runs:
+                    state.phase_runs[-1]["error"] = reason
+                step()
+                return "eager_steps"
+            if state.phase_runs:
+                state.phase_runs[-1]["captures"] += 1
+        self.backend.replay(self.graph)
+        return "replays"
 
 
-def use_cuda_graphs(configs: list[RunConfig], device: torch.device, requested: bool | None,
-                    data: ImageData | None = None) -> bool:
-    """Whether the step is one CUDA graph: on CUDA unless turned off, never for data decoded on the
+def graphs_wanted(configs: list[RunConfig], requested: bool | None, data: ImageData | None = None) -> bool:
+    """Whether a group's step should be one graph where graphs exist: unless turned off
+    (``requested`` False, or None and ``$REPRO_CUDA_GRAPHS=0``), never for data decoded on the
     host per batch (image folders: a graph cannot capture decoding) or optimizers without
     capturable kernels."""
-    if device.type != "cuda" or (data is not None and data.decodes_on_host):
+    if data is not None and data.decodes_on_host:
         return False
     wanted = os.environ.get(CUDA_GRAPHS_ENV, "1") != "0" if requested is None else requested
     unsafe = {c.optim.name for c in configs} - GRAPH_SAFE
     if wanted and unsafe:
         log.info("no CUDA graph for a group with %s (no capturable kernels)", ", ".join(sorted(unsafe)))
     return wanted and not unsafe
+
+
+def use_cuda_graphs(configs: list[RunConfig], device: torch.device, requested: bool | None,
+                    data: ImageData | None = None) -> bool:
+    """Whether the step is to be one CUDA graph: on CUDA when ``graphs_wanted``. Whether it was
+    is in each outcome's ``Execution``."""
+    return device.type == "cuda" and graphs_wanted(configs, requested, data)
 
 
 # --- recording ------------------------------------------------------------------------------
@@ -416,6 +580,7 @@ def checkpoint_state(state: TrainState, wall_s: float) -> dict:
         "histories": state.histories,
         "diverged": state.diverged,
         "factor": state.factor,
+        "phase_runs": state.phase_runs,
     }
 
 
@@ -423,12 +588,17 @@ def checkpoint_state(state: TrainState, wall_s: float) -> dict:
 def restore_state(state: TrainState, saved: dict) -> None:
     state.net.load_state_dict(saved["net"])
     for opt, sd in zip(state.optimizers, saved["optimizers"]):
-        opt.load_state_dict(sd)
+        # This run's kernels (and capturability), not those of the process that saved.
+        load_keeping_kernels(opt, sd)
     state.stream.set_state(saved["stream"])
     state.loss_sum.copy_(saved["loss_sum"])
     state.loss_count = saved["loss_count"]
     state.histories, state.diverged = saved["histories"], saved["diverged"]
     state.step, state.factor, state.wall_s = saved["step"], saved["factor"], saved["wall_s"]
+    # A checkpoint without this record (written by an earlier version) says nothing of how its
+    # steps ran: one unrecorded entry, so provenance cannot claim graphs for them.
+    state.phase_runs = [dict(r) for r in saved.get("phase_runs") or []] or (
+        [PhaseRun(None, None, 0, state.step, graphs=False, error="not recorded").to_dict()] if state.step else [])
     if state.factor is not None:
         set_lr(state.optimizers, state.factor)
 
@@ -516,6 +686,7 @@ def train_models(
     checkpoint_every_s: float = 300.0,
     cuda_graphs: bool | None = None,
     cudnn_benchmark: bool | None = None,
+    graph_backend: GraphBackend | None = None,
 ) -> list[TrainOutcome]:
     """Train runs together. ``on_step(step, total)`` is called at every recorded loss point
     (~0.5% of the run).
@@ -524,16 +695,20 @@ def train_models(
     ``checkpoint_every_s`` seconds and when interrupted (Ctrl-C), and a run started with an
     existing checkpoint of the same configs resumes from it; on CPU the result is bit-identical
     to an uninterrupted run. ``cuda_graphs`` / ``cudnn_benchmark``: None = on for CUDA
-    (``$REPRO_CUDA_GRAPHS=0`` turns graphs off).
+    (``$REPRO_CUDA_GRAPHS=0`` turns graphs off). ``graph_backend``: how graphs are made; None =
+    ``CudaGraphBackend`` on CUDA, no graphs elsewhere (tests pass a fake to run the graph path on
+    the CPU). Each outcome's ``execution`` says what ran.
     """
     set_precision(configs[0].train.precision, device, cudnn_benchmark)
-    graphs = use_cuda_graphs(configs, device, cuda_graphs, data)
-    state = init_state(configs, data, device, capturable=graphs)
+    if graph_backend is None and device.type == "cuda":
+        graph_backend = CudaGraphBackend()
+    graphs = graph_backend is not None and graphs_wanted(configs, cuda_graphs, data)
+    state = init_state(configs, data, device, capturable=graphs and graph_backend.capturable)
     resumed = load_checkpoint(checkpoint, configs)
     if resumed is not None:
         restore_state(state, resumed)
         log.info("resumed %d runs from %s at step %d", len(configs), checkpoint, state.step)
-    graph = StepGraph(state, device, configs[0].data.flip) if graphs else None
+    graph = StepGraph(state, device, configs[0].data.flip, graph_backend) if graphs else None
     total = state.schedule.total_steps
     loss_every = max(1, total // LOSS_POINTS)
     snapshots = configs[0].train.snapshots
@@ -543,15 +718,21 @@ def train_models(
     def wall() -> float:
         return state.wall_s + time.perf_counter() - start
 
+    recording = False  # this process's first step opens a PhaseRun even mid-phase (resumed)
     with interrupt_at_step_end() as interrupted:
         while state.step < total and not all(d is not None for d in state.diverged):
             if state.step in snapshot_at:
                 record_snapshots(state)
             factor = state.schedule.factor(state.step)
-            if factor != state.factor:
+            new_phase = factor != state.factor
+            if new_phase:
                 start_phase(state, factor)
+            if new_phase or not recording:
+                recording = True
+                on = graph is not None and graph.enabled
+                state.phase_runs.append(PhaseRun(state.schedule.phase(state.step), factor, state.step, 0, on).to_dict())
                 if graph is not None:
-                    graph.invalidate()
+                    graph.new_phase()
             train_step(state, data, graph)
             if state.step % loss_every == 0 or state.step == total:
                 record_losses(state)
@@ -565,11 +746,22 @@ def train_models(
             if interrupted["hit"]:
                 log.info("interrupted at step %d%s", state.step, f"; checkpoint in {checkpoint}" if checkpoint else "")
                 raise KeyboardInterrupt
+    if graph is not None:
+        graph.close()
+    execution = Execution(
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        phases=tuple(PhaseRun(**r) for r in state.phase_runs),
+        kernels=tuple(kernel_used(o) for o in state.optimizers),
+        fp32_flags=fp32_flags(),
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+        cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None,
+        torch_threads=torch.get_num_threads(),
+    )
     outcomes = []
     for i, (h, d) in enumerate(zip(state.histories, state.diverged)):
         if d is None:
             h["snapshot_steps"].append(total)
             h["snapshots"].append(bn_snapshot(state.net, i))
         model = unstack_model(state.net, i, device).eval()
-        outcomes.append(TrainOutcome(model, total if d is None else d, wall(), h, d))
+        outcomes.append(TrainOutcome(model, total if d is None else d, wall(), h, d, execution))
     return outcomes

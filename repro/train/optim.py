@@ -45,9 +45,13 @@ OPTIMIZER_CLASSES: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
 }
 
 # Optimizers whose step can be captured in a CUDA graph: torch gives them ``capturable=True``
-# (step counters on the device); SGD keeps no counter. Adagrad has no capturable mode.
-GRAPH_SAFE = frozenset({"sgd", "adam", "amsgrad", "adamax", "rmsprop", "adadelta"})
+# (step counters on the device); SGD keeps no counter. Torch's Adagrad has no capturable mode,
+# so a capturable Adagrad is ``CapturableAdagrad`` below (used only when capturing: eager runs
+# keep torch's kernels and their exact numbers).
+GRAPH_SAFE = frozenset({"sgd", "adam", "amsgrad", "adamax", "rmsprop", "adadelta", "adagrad"})
 _HAS_CAPTURABLE = frozenset({"adam", "amsgrad", "adamax", "rmsprop", "adadelta"})
+# The param-group keys that choose an optimizer's kernel, not its update rule.
+KERNEL_FLAGS = ("fused", "foreach", "capturable")
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,10 +81,122 @@ def make_torch_optimizer(name: str, groups: list, lr: float, device_type: str = 
     """A torch optimizer ``name`` with the paper's settings over ``groups`` (param groups or a list
     of tensors). ``capturable``: state on the device so that the step can be CUDA-graphed."""
     cls, kwargs = OPTIMIZER_CLASSES[name]
+    if capturable and name == "adagrad":
+        return CapturableAdagrad(groups, lr=lr, **kwargs)
     options = dict(kernel_options(name, device_type))
     if capturable and name in _HAS_CAPTURABLE:
         options["capturable"] = True
     return cls(groups, lr=lr, **kwargs, **options)
+
+
+class CapturableAdagrad(torch.optim.Optimizer):
+    """torch.optim.Adagrad's update with its step counters on the parameters' device and no host
+    read in ``step``, so that the step can be captured in a CUDA graph (torch's own Adagrad reads
+    its counters on the host). Same defaults, state names ("step", "sum") and checkpoint layout as
+    torch's, dense gradients only. Per parameter, at step t (counting from 1):
+
+        g = grad + weight_decay * p
+        sum += g * g
+        p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps)
+
+    ``lr`` is read from the param group when the step runs (a constant of a captured graph, as for
+    the other optimizers: the loop captures again when it changes).
+    """
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+        for label, value in (("lr", lr), ("lr_decay", lr_decay), ("weight_decay", weight_decay),
+                             ("initial_accumulator_value", initial_accumulator_value), ("eps", eps)):
+            if not value >= 0.0:
+                raise ValueError(f"CapturableAdagrad: invalid {label} {value!r} (must be >= 0)")
+        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+                    "initial_accumulator_value": initial_accumulator_value,
+                    "foreach": True, "fused": False, "capturable": True, "maximize": False, "differentiable": False}
+        super().__init__(params, defaults)
+        # State made now, as torch's Adagrad does: it must exist before a graph is captured.
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["sum"] = torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("CapturableAdagrad: sparse gradients are not supported")
+            grads = [p.grad for p in params]
+            sums = [self.state[p]["sum"] for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            torch._foreach_add_(steps, 1)
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            torch._foreach_addcmul_(sums, grads, grads, value=1)
+            std = torch._foreach_sqrt(sums)
+            torch._foreach_add_(std, group["eps"])
+            if group["lr_decay"] != 0:
+                # lr / (1 + (t - 1) * lr_decay) with t on the device: the denominator scales std.
+                for s, t in zip(std, steps):
+                    s.mul_((t - 1).mul_(group["lr_decay"]).add_(1))
+            torch._foreach_addcdiv_(params, grads, std, value=-group["lr"])
+        return loss
+
+
+@dataclass(frozen=True)
+class KernelUsed:
+    """What one optimizer's step runs: for provenance, read from the optimizer itself."""
+
+    optimizer: str  # this project's name ("adam", "amsgrad", ...)
+    implementation: str  # the class ("Adam", "CapturableAdagrad", ...)
+    kernel: str  # "fused", "foreach" or "plain" (one parameter at a time)
+    capturable: bool
+
+    def to_dict(self) -> dict:
+        return {"implementation": self.implementation, "kernel": self.kernel, "capturable": self.capturable}
+
+
+def kernel_used(optimizer: torch.optim.Optimizer) -> KernelUsed:
+    """The kernel ``optimizer`` steps with, from its param groups' flags (after any checkpoint was
+    loaded: that is what runs). ``foreach=None`` is torch's own choice, resolved as torch does."""
+    group = optimizer.param_groups[0]
+    if group.get("fused"):
+        kernel = "fused"
+    elif group.get("foreach"):
+        kernel = "foreach"
+    elif group.get("foreach") is None:
+        from torch.optim.optimizer import _default_to_fused_or_foreach
+
+        _, foreach = _default_to_fused_or_foreach(group["params"], differentiable=False, use_fused=False)
+        kernel = "foreach" if foreach else "plain"
+    else:
+        kernel = "plain"
+    name = group.get("optimizer", type(optimizer).__name__.lower())
+    return KernelUsed(name, type(optimizer).__name__, kernel, bool(group.get("capturable", False)))
+
+
+def load_keeping_kernels(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """``optimizer.load_state_dict(saved)``, but the kernel flags stay those this optimizer was
+    built with. torch copies the saved groups' fused/foreach/capturable over the new ones, so a
+    checkpoint written without CUDA graphs would switch capture off on resume (and one written on
+    a GPU would ask a CPU for fused CUDA kernels). The flags are set before loading because torch
+    places each step counter (host or device) by them."""
+    groups = []
+    for now, old in zip(optimizer.param_groups, saved["param_groups"]):
+        old = dict(old)
+        for key in KERNEL_FLAGS:
+            if key in now:
+                old[key] = now[key]
+            else:
+                old.pop(key, None)
+        groups.append(old)
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig,
@@ -115,7 +231,7 @@ def build_optimizers(members: Sequence[tuple[OptimConfig, list[dict]]], device_t
         for g in groups:
             base_lr = cfg.base_lr * g["lr_scale"]
             into = merged.setdefault(cfg.name, {}).setdefault(
-                base_lr, {"params": [], "base_lr": base_lr, "lr": base_lr, "names": []})
+                base_lr, {"params": [], "base_lr": base_lr, "lr": base_lr, "names": [], "optimizer": cfg.name})
             into["params"] += g["params"]
             into["names"].append(g["name"])
     return [make_torch_optimizer(name, list(by_lr.values()), next(iter(by_lr)), device_type, capturable)
@@ -146,12 +262,16 @@ class StepSchedule:
     def total_steps(self) -> int:
         return self.boundaries[-1]
 
-    def factor(self, step: int) -> float:
-        """LR multiplier for 0-based ``step``."""
+    def phase(self, step: int) -> int:
+        """The 0-based learning-rate phase of 0-based ``step`` (the last phase past the end)."""
         for phase, end in enumerate(self.boundaries):
             if step < end:
-                return 0.1**phase
-        return 0.1 ** (len(self.boundaries) - 1)
+                return phase
+        return len(self.boundaries) - 1
+
+    def factor(self, step: int) -> float:
+        """LR multiplier for 0-based ``step``."""
+        return 0.1 ** self.phase(step)
 
 
 def set_lr(optimizers: Sequence[torch.optim.Optimizer], factor: float) -> None:

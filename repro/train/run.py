@@ -4,7 +4,8 @@ In:  RunConfigs (one, or a group that ``loop.group_key`` says can train together
      dataset root.
 Out: one ``RunRecord`` per config: config, metrics (every quantity the paper reports, see
      repro.measure), histories, the trained weights and provenance (torch version, device, wall
-     time, group size, float32 precision, cuDNN version and autotuning, CUDA graphs).
+     time, group size, and what training actually executed: float32 precision flags, cuDNN
+     version and autotuning, torch threads, the run's optimizer kernel, CUDA graphs per phase).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from repro.cache.record import RunRecord  # the cache's value type; re-exported 
 from repro.config import RunConfig
 from repro.data import load_dataset
 from repro.measure import measure_model
-from repro.train.loop import resolve_device, set_precision, train_models, use_cuda_graphs
+from repro.train.loop import resolve_device, train_models
 from repro.train.models import build_model
 
 
@@ -52,10 +53,10 @@ def run_and_measure_group(
         provenance = {
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
             "group_size": len(configs),
-            **set_precision(config.train.precision, dev),
-            "cuda_graphs": use_cuda_graphs(configs, dev, None, data),
+            "precision": config.train.precision,
+            # Read back from the training that ran, never from the settings asked for.
+            **outcome.execution.provenance(config.optim.name),
             "train_wall_s": round(outcome.wall_s, 2),
             "total_wall_s": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
