@@ -483,11 +483,12 @@ def _parse_paper(paper: dict, axis: str | None, values: list, fld: str, errs: Pr
 
 def _paper_recorded(paper: dict[str, Any], cfg: RunConfig, fld: str, errs: Problems) -> None:
     """The paper's numbers of one point name only what a run of ``cfg`` records: a metric it
-    measures, and per-layer lists one number per conv layer of its network."""
+    measures, and per-layer lists (C1 first; the paper may stop before the last layer) no longer
+    than its network's conv layers."""
     catalogue = metric_catalogue(False)
     for metric, value in paper.items():
         why = unrecorded(catalogue[metric], cfg)
-        if why is None and isinstance(value, list) and len(value) != conv_layers(cfg):
+        if why is None and isinstance(value, list) and len(value) > conv_layers(cfg):
             why = (f"{len(value)} per-layer numbers, but {cfg.model.arch} has {conv_layers(cfg)} conv layers "
                    f"(one number per layer, C1 first)")
         if why:
