@@ -8,12 +8,18 @@ from torch import nn
 
 from repro.config import OptimConfig, TrainConfig
 from repro.train.optim import (
+    GRAPH_SAFE,
+    CapturableAdagrad,
+    KernelUsed,
     Regularizer,
     StepSchedule,
     build_optimizer,
     build_optimizers,
     build_regularizers,
     kernel_options,
+    kernel_used,
+    load_keeping_kernels,
+    make_torch_optimizer,
     param_groups,
     set_lr,
 )
@@ -125,3 +131,93 @@ def test_kernels_follow_what_the_device_supports():
     assert dict(kernel_options("adam", "cpu")) == {"fused": True}  # torch >= 2.4 has fused CPU Adam
     for name in ("sgd", "amsgrad", "adamax", "rmsprop", "adagrad", "adadelta"):
         assert kernel_options(name, "cpu") in ((("fused", True),), (("foreach", True),))
+
+
+ADAGRAD_SETTINGS = [
+    {},  # the paper's (torch's defaults)
+    {"lr_decay": 0.01},
+    {"weight_decay": 0.1},
+    {"initial_accumulator_value": 0.5, "eps": 1e-6},
+    {"lr_decay": 0.05, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+]
+
+
+@pytest.mark.parametrize("settings", ADAGRAD_SETTINGS, ids=lambda s: ",".join(s) or "defaults")
+@pytest.mark.parametrize("kernel", [{"foreach": False}, {"foreach": True}, {"fused": True}], ids=lambda k: next(iter(k)))
+def test_capturable_adagrad_steps_as_torchs_adagrad(settings, kernel):
+    g = torch.Generator().manual_seed(0)
+    ref = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g), torch.randn((), generator=g)]
+    got = [t.clone() for t in ref]
+    torch_opt = torch.optim.Adagrad([{"params": ref[:2]}, {"params": ref[2:], "lr": 0.2}], lr=0.05, **settings, **kernel)
+    ours = CapturableAdagrad([{"params": got[:2]}, {"params": got[2:], "lr": 0.2}], lr=0.05, **settings)
+    for step in range(400):
+        if step == 300:  # a learning-rate drop, as the schedule makes
+            for opt in (torch_opt, ours):
+                for group in opt.param_groups:
+                    group["lr"] *= 0.1
+        for a, b in zip(ref, got):
+            grad = torch.randn(a.shape, generator=g) * (10.0 if step % 7 == 0 else 1.0)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        torch_opt.step()
+        ours.step()
+    for a, b in zip(ref, got):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ref, got):
+        assert torch.allclose(torch_opt.state[a]["sum"], ours.state[b]["sum"], rtol=1e-5)
+        assert float(ours.state[b]["step"]) == float(torch_opt.state[a]["step"]) == 400
+    if not settings.get("lr_decay") and kernel != {"fused": True}:
+        assert all(torch.equal(a, b) for a, b in zip(ref, got))  # the same operations in the same order
+
+
+def test_capturable_adagrad_keeps_its_counters_with_the_parameters_and_reads_no_host_value():
+    p = torch.zeros(3, device="meta")
+    p.grad = torch.zeros(3, device="meta")
+    opt = CapturableAdagrad([p], lr_decay=0.1, weight_decay=0.1)
+    assert opt.state[p]["step"].device.type == "meta"
+    opt.step()  # a host read of a meta tensor would raise
+    with pytest.raises(ValueError, match="lr_decay"):
+        CapturableAdagrad([torch.zeros(1)], lr_decay=-1.0)
+
+
+def test_adagrad_is_capturable_only_when_asked():
+    model = one_param_model(1.0)
+    cfg = OptimConfig(name="adagrad")
+    eager = make_torch_optimizer("adagrad", param_groups(model, cfg), 1e-2)
+    graphed = make_torch_optimizer("adagrad", param_groups(model, cfg), 1e-2, capturable=True)
+    assert type(eager) is torch.optim.Adagrad and type(graphed) is CapturableAdagrad
+    assert kernel_used(graphed) == KernelUsed("adagrad", "CapturableAdagrad", "foreach", True)
+    assert "adagrad" in GRAPH_SAFE
+
+
+def test_kernel_used_reads_the_optimizers_own_flags():
+    model = one_param_model(1.0)
+    (opt,) = build_optimizers([(OptimConfig(name="adam"), param_groups(model, OptimConfig(name="adam")))])
+    assert kernel_used(opt) == KernelUsed("adam", "Adam", "fused", False)
+    plain = torch.optim.SGD(model.parameters(), lr=0.1, foreach=False)
+    assert kernel_used(plain).kernel == "plain"
+    default = torch.optim.SGD(model.parameters(), lr=0.1)  # foreach=None: torch's choice, a loop on the CPU
+    assert kernel_used(default).kernel == "plain"
+
+
+def test_loading_a_checkpoint_keeps_the_loading_optimizers_kernels():
+    # torch's load_state_dict copies the saved groups' kernel flags over the new ones; a resumed
+    # run must step with the kernels it chose (a checkpoint from a GPU asks for capturable Adam).
+    def trained(**flags):
+        model = one_param_model(1.0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, **flags)
+        model.weight.grad = torch.ones_like(model.weight)
+        opt.step()
+        return model, opt
+
+    _, saved_by = trained(foreach=False)
+    saved = saved_by.state_dict()
+    saved["param_groups"][0].update(capturable=True, fused=None, foreach=False)
+    model, opt = trained(fused=True)
+    load_keeping_kernels(opt, saved)
+    assert (opt.param_groups[0]["fused"], opt.param_groups[0]["capturable"]) == (True, False)
+    state = opt.state[model.weight]
+    assert state["step"].dtype == torch.float32 and float(state["step"]) == 1  # placed for the fused kernel
+    opt.step()  # a capturable Adam on the CPU would refuse to step
+    plain = torch.optim.Adam(one_param_model(1.0).parameters(), lr=1e-3, fused=True)
+    plain.load_state_dict(saved)
+    assert plain.param_groups[0]["capturable"] is True  # what the helper exists to prevent

@@ -82,11 +82,15 @@ def make_torch_optimizer(name: str, groups: list, lr: float, device_type: str = 
     of tensors). ``capturable``: state on the device so that the step can be CUDA-graphed."""
     cls, kwargs = OPTIMIZER_CLASSES[name]
     if capturable and name == "adagrad":
-        return CapturableAdagrad(groups, lr=lr, **kwargs)
-    options = dict(kernel_options(name, device_type))
-    if capturable and name in _HAS_CAPTURABLE:
-        options["capturable"] = True
-    return cls(groups, lr=lr, **kwargs, **options)
+        optimizer = CapturableAdagrad(groups, lr=lr, **kwargs)
+    else:
+        options = dict(kernel_options(name, device_type))
+        if capturable and name in _HAS_CAPTURABLE:
+            options["capturable"] = True
+        optimizer = cls(groups, lr=lr, **kwargs, **options)
+    for group in optimizer.param_groups:
+        group["optimizer"] = name  # for provenance (``kernel_used``): Adam serves two names
+    return optimizer
 
 
 class CapturableAdagrad(torch.optim.Optimizer):
@@ -231,7 +235,7 @@ def build_optimizers(members: Sequence[tuple[OptimConfig, list[dict]]], device_t
         for g in groups:
             base_lr = cfg.base_lr * g["lr_scale"]
             into = merged.setdefault(cfg.name, {}).setdefault(
-                base_lr, {"params": [], "base_lr": base_lr, "lr": base_lr, "names": [], "optimizer": cfg.name})
+                base_lr, {"params": [], "base_lr": base_lr, "lr": base_lr, "names": []})
             into["params"] += g["params"]
             into["names"].append(g["name"])
     return [make_torch_optimizer(name, list(by_lr.values()), next(iter(by_lr)), device_type, capturable)
