@@ -1,6 +1,7 @@
 """The CUDA path checked without CUDA: one training step traced on the ``meta`` device makes no
 host-device copy, no host sync and no CPU tensor, for one run and for a group of 16, with every
-optimizer and both regularizers (see repro/train/profile.py for what ``meta`` does not cover)."""
+optimizer and both regularizers (see repro/train/profile.py for what ``meta`` does not cover;
+tests/test_sync_detector.py shows the detector each kind of sync and copy it must report)."""
 
 import itertools
 
@@ -15,7 +16,7 @@ PAIRS = list(itertools.product(OPTIMIZERS, ("l2", "wd")))
 
 
 def assert_clean(trace):
-    assert trace.copies == [], "host-device copies in a step"
+    assert trace.copies == [] and trace.blocking_copies == [], "host-device copies in a step"
     assert trace.syncs == [], "device values read back in a step"
     assert trace.cpu_created == [], "CPU tensors created in a step"
     assert trace.total_ops > 50  # the step really was traced
@@ -38,6 +39,8 @@ def test_the_epoch_is_copied_once_for_the_whole_group():
     trace = trace_step(group, DATA, epoch_start=True)
     assert trace.syncs == []
     assert len(trace.copies) == 2  # the 16 runs' order, then their flips
+    # On meta they are plain copies; on CUDA BatchStream pins them and copies without blocking.
+    assert trace.blocking_copies == trace.copies
 
 
 def test_a_group_step_dispatches_far_fewer_ops_than_its_runs_alone():
