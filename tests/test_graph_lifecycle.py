@@ -281,3 +281,33 @@ def test_a_group_with_adagrad_keeps_its_graphs():
             # CPU's fused Adagrad and the capturable one round differently (measured: 2e-6 after
             # 12 steps); the fc bias before BatchNorm is rounding noise either way (tests/test_fused.py).
             assert name in BN_CANCELLED or torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("where", ["capture_begin", "capture_end"])
+def test_the_cuda_backend_goes_back_to_the_callers_stream_when_capture_fails(monkeypatch, where):
+    # torch.cuda.graph enters the capture stream before capture_begin and leaves it after
+    # capture_end; when either raises it stays there. torch.cuda is faked: no GPU here.
+    from repro.train.loop import CudaGraphBackend
+
+    current = ["default"]
+
+    class FakeCapture:
+        def __init__(self, graph, pool=None, stream=None):
+            self.stream = stream
+
+        def __enter__(self):
+            current[0] = self.stream
+            if where == "capture_begin":
+                raise RuntimeError("capture_begin failed")
+
+        def __exit__(self, *exc):
+            raise RuntimeError("capture_end failed")  # skips torch's switch back, as torch does
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: "side")
+    monkeypatch.setattr(torch.cuda, "graph", FakeCapture)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: current.__setitem__(0, stream))
+    with pytest.raises(RuntimeError, match=where):
+        CudaGraphBackend().capture(lambda: None, pool=None)
+    assert current[0] == "default"

@@ -432,8 +432,16 @@ class CudaGraphBackend:
 
     def capture(self, step: Callable[[], None], pool: object) -> "torch.cuda.CUDAGraph":
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool, stream=self._side()):
-            step()
+        before = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph, pool=pool, stream=self._side()):
+                step()
+        except BaseException:
+            # torch.cuda.graph switches to the capture stream before capture_begin and back after
+            # capture_end; when either raises, the switch back is skipped and every later eager
+            # kernel would run on the side stream.
+            torch.cuda.set_stream(before)
+            raise
         return graph
 
     def replay(self, graph: "torch.cuda.CUDAGraph") -> None:
