@@ -165,7 +165,18 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from repro.devices import parse_peak_tflops
+    from repro.plan import estimate_target
+
+    if args.peak_tflops is not None:
+        try:
+            parse_peak_tflops(args.peak_tflops)  # a typo stops here, before anything is planned
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     plan, _ = _plan(args)
+    # The estimate's device: this machine's, a named GPU, or (full tier, no GPU here) an H100.
+    plan.target = estimate_target(args.tier, plan.device, args.gpu, args.peak_tflops)
     print_plan(plan, as_json=args.json, group_size=args.group_size)
     return 0
 
@@ -173,24 +184,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def print_plan(plan, as_json: bool = False, group_size: int | None = None) -> None:
     from tabulate import tabulate
 
-    from repro.plan import estimate_seconds, format_duration
+    from repro.plan import format_duration, parts_table
 
     if as_json:
         print(json.dumps(plan.to_dict(), indent=1))
         return
+
+    def duration(seconds: float | None) -> str:
+        return "-" if seconds is None else format_duration(seconds)
+
     rows = [(r.key[:12], r.config.summary(), "yes" if r.cached else "no", f"{r.steps:,}",
-             f"{r.flops / 1e12:,.1f}", format_duration(estimate_seconds(r.steps, r.flops, plan.device)),
+             f"{r.flops / 1e12:,.1f}", duration(plan.model_seconds(r.steps, r.flops, r.config.train.precision)),
              ", ".join(r.claims + ([f"{len(r.cells)} table cells"] if r.cells else []))) for r in plan.runs]
-    print(tabulate(rows, headers=("key", "run", "cached", "steps", "TFLOP", "est.", "claims")))
+    print(tabulate(rows, headers=("key", "run", "cached", "steps", "TFLOP", "modelled", "claims")))
     for cid, why in sorted(plan.claims_not_run.items()):
         print(f"not run at tier {plan.tier}: {cid}: {why}")
     total_flops = sum(r.flops for r in plan.missing)
     groups = plan.group_estimates(group_size)
-    print("\n" + tabulate([(e.label, e.size, f"{e.steps:,}", format_duration(e.seconds), "measured" if e.measured
+    print("\n" + tabulate([(e.label, e.size, f"{e.steps:,}", duration(e.seconds), "measured" if e.measured
                             else "modelled") for e in groups], headers=("group", "runs", "steps", "est.", "source")))
+    print("\n" + parts_table(plan, group_size=group_size))
+    total = plan.estimate(group_size=group_size)
+    said = "no time estimate" if total.seconds is None else f"about {format_duration(total.seconds)}"
     print(f"\n{len(plan.runs)} runs, {len(plan.runs) - len(plan.missing)} cached; to train: {len(plan.missing)} runs "
-          f"in {len(groups)} groups, {total_flops / 1e15:,.2f} PFLOP, about {format_duration(plan.estimate_seconds())} "
-          f"on {plan.device} ({plan.estimate_source()}, one group at a time)")
+          f"in {len(groups)} groups, {total_flops / 1e15:,.2f} PFLOP, {said} on {plan.target.name} "
+          f"({total.source}, at each run's precision, one group at a time)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -252,7 +270,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if status:
             return status
         return dry_run(select_claims(args), _claim_paths(args), args.tier, open_store(args), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
-                       else None, args.group_size, args.k, Path(args.out) if args.out else None)
+                       else None, args.group_size, args.k, Path(args.out) if args.out else None,
+                       tables=select_tables(args))
     import torch
 
     if args.tier == "full" and not torch.cuda.is_available() and not args.force:
@@ -306,6 +325,11 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("plan", parents=[common, sel, tier], help="list the deduplicated runs the claims need")
     p.add_argument("--json", action="store_true")
     p.add_argument("--group-size", type=positive_int, default=None, help="runs per fused group (default: as train)")
+    p.add_argument("--gpu", metavar="NAME", default=None,
+                   help="estimate for this GPU (H100, H100 PCIe, H200, A100, L40S, A10, RTX 4090, V100, T4; "
+                        "default: this machine's, or H100 SXM for the full tier on a machine without one)")
+    p.add_argument("--peak-tflops", metavar="FP32[,TF32]", default=None,
+                   help="the GPU's dense peak TFLOP/s, for one not in repro/devices.py (or to override it)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")

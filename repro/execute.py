@@ -21,8 +21,9 @@ Anything else is a bug in training and propagates as an error.
 Dry run (``dry_run_steps=N``): every run trains N steps (its schedule's phases shrunk to N steps in
 all, ``dry_run_config``) through the same code, stored under its real key in a separate store
 (``dry_run_store``: ``<cache>/dry-run/steps-N/``), so checks and reports read it as they read a
-real run while the real cache never sees it. Each record's provenance carries the group's median
-step time, from which ``measured_step_times`` derives the calibration that ``repro plan`` uses.
+real run while the real cache never sees it. Each record's provenance carries the group's step
+stamps, from which ``measured_step_times`` derives the steady-state step time (warm-up and CUDA
+graph capture steps left out) that ``repro plan`` uses.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -43,7 +43,8 @@ from typing import Callable, Iterable
 
 from repro.cache import CacheError, RunStore, ensure_runs
 from repro.config import RunConfig
-from repro.plan import Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now
+from repro.plan import (Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now,
+                        steady_step_time)
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,23 @@ def dry_run_store(store: RunStore, steps: int) -> RunStore:
 
 
 def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
-    """Step time per kind of group, from the dry-run records of ``plan`` in ``store``."""
+    """Steady-state step time per kind of group, from the dry-run records of ``plan`` in ``store``.
+
+    Warm-up steps are left out here, where the times are used, from what the record says ran
+    (``repro.plan.unsteady_steps``): the first step (allocation, optimizer state, cuDNN
+    autotuning), the loop's eager warm-ups before a CUDA graph capture (3) and each capture step
+    (one per learning-rate phase). A record without per-step stamps (written before they were
+    kept) or without the loop's phase records is not judged: its kind of group stays modelled."""
     times: dict[str, StepTime] = {}
     for run in plan.runs:
         record = store.get(run.key)
         info = record.provenance.get("dry_run") if record is not None else None
-        if not info or info.get("step_s") is None:
+        if not info:
+            continue
+        t = steady_step_time(info, record.provenance.get("cuda_graph_phases"), int(record.provenance["group_size"]))
+        if t is None:
             continue
         gid = group_id(run.config)
-        t = StepTime(info["step_s"], int(record.provenance["group_size"]), info["timed_steps"], info["measured_at"])
         # Several groups of one kind: keep the largest (the real tier's size), then the slowest.
         old = times.get(gid)
         if old is None or (t.group_size, t.step_s) > (old.group_size, old.step_s):
@@ -123,8 +132,8 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
 
     if threads:
         torch.set_num_threads(threads)
-    stamps: list[float] = []
-    on_step = (lambda step, total: stamps.append(time.perf_counter())) if dry_run_steps else None
+    stamps: list[tuple[int, float]] = []
+    on_step = (lambda step, total: stamps.append((step, time.perf_counter()))) if dry_run_steps else None
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
     records = run_and_measure_group(trained, device, Path(data_root) if data_root else None,
                                     on_step=on_step, checkpoint=checkpoint)
@@ -133,11 +142,10 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
         # config, which its key was computed from, and says in provenance what was trained instead.
         records = [replace(r, config=c, provenance={**r.provenance, "dry_run_config": t.to_dict()})
                    for r, c, t in zip(records, configs, trained)]
-        # The first step pays for allocation and algorithm choice; the median of the others is
-        # what the real run pays per step.
-        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-        info = {"steps": dry_run_steps, "step_s": statistics.median(gaps) if gaps else None,
-                "timed_steps": len(gaps), "measured_at": now()}
+        # Raw stamps (steps done, seconds): which steps are warm-up is decided where they are
+        # used (measured_step_times), from the phases the loop recorded.
+        info = {"steps": dry_run_steps, "step_ends": [[n, round(t - stamps[0][1], 6)] for n, t in stamps],
+                "measured_at": now()}
         for r in records:
             r.provenance["dry_run"] = info
     return records

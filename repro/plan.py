@@ -3,9 +3,11 @@
 In:  ClaimSpecs, a tier name, the run store (which runs are cached; measured step times).
 Out: ``Plan``: one ``PlannedRun`` per distinct cache key (which claims need it, whether it is
 cached, its steps and FLOPs), the fused groups they train in (``form_groups``) and the
-estimated time on the target device: *measured* where a dry run (``repro verify --dry-run``)
-timed that kind of group on this machine (``StepTimes``, ``<cache>/step-times.json``),
-*modelled* (``STEP_MODEL``) elsewhere, and the plan says which.
+estimated time on a ``Target`` device, per part of the tier (``part_of``) and in total, for
+fp32 and TF32: *measured* where a dry run (``repro verify --dry-run``) timed that kind of group's
+steady-state steps on this machine (``StepTimes``, ``<cache>/step-times.json``), *modelled*
+elsewhere (FLOPs over a stated share of the device's peak, ``repro.devices``), next to the
+physical limit (the same FLOPs at the device's peak), and the plan says which.
 
 No torch here: sizes come from ``repro.data.catalog``, FLOPs from ``repro.netshape``, the device
 from the driver's files. The cache key (``repro.cache``) and the group key
@@ -23,12 +25,13 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repro.config import RunConfig, phase_steps
 from repro.data.catalog import data_shape as dataset_shape
+from repro.devices import ACHIEVABLE_FRACTION, DEFAULT_GPU, PRECISIONS, DevicePeak, match_gpu, parse_peak_tflops
 from repro.netshape import flops_per_image, net_spec
 
 if TYPE_CHECKING:
@@ -37,11 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Time model per training step and run: a fixed overhead (kernel launches, Python) plus arithmetic
-# at an effective rate. CPU: fitted on the 2-core development machine (BasicNet width 1 at 32x32:
-# 343 ms/step for 42 GFLOP; width 0.375 at 8x8: 8 ms/step for 0.4 GFLOP). CUDA: a model for an
-# H100-class GPU at batch 40 (fp32), not a measurement. A dry run replaces it with a measurement.
-STEP_MODEL = {"cpu": (4e-3, 120e9), "cuda": (3e-3, 40e12)}
+# CPU time model per training step and run: a fixed overhead (Python, dispatch) plus arithmetic at
+# an effective rate, fitted on the 2-core development machine (BasicNet width 1 at 32x32: 343
+# ms/step for 42 GFLOP; width 0.375 at 8x8: 8 ms/step for 0.4 GFLOP). It prices the smoke tier
+# on a CPU; a CPU's peak is not known here, so it has no physical limit. GPUs are modelled from
+# their peak (``gpu_model_seconds``): a fused group's CUDA graph takes the per-step overhead away.
+CPU_MODEL = (4e-3, 120e9)
 STEP_TIMES_FILE = "step-times.json"
 
 
@@ -57,10 +61,23 @@ def run_cost(config: RunConfig) -> tuple[int, float]:
     return steps, 3.0 * flops_per_image(spec, side) * config.train.batch_size * steps
 
 
-def estimate_seconds(steps: int, flops: float, device: str) -> float:
-    """Modelled seconds of one run trained alone."""
-    overhead, rate = STEP_MODEL["cuda" if device.startswith("cuda") else "cpu"]
+def cpu_model_seconds(steps: int, flops: float) -> float:
+    overhead, rate = CPU_MODEL
     return steps * overhead + flops / rate
+
+
+def gpu_model_seconds(flops: float, peak: DevicePeak | None, precision: str) -> float | None:
+    """FLOPs over the share of the device's peak a training step is modelled to reach
+    (``repro.devices.ACHIEVABLE_FRACTION``); None when the peak is unknown."""
+    if peak is None:
+        return None
+    fp32 = flops / (ACHIEVABLE_FRACTION["fp32"] * peak.fp32_tflops * 1e12)
+    if precision == "fp32" or not peak.has_tf32():
+        return fp32  # without TF32 tensor cores a tf32 run is fp32 arithmetic
+    # TF32 only adds kernels and cuDNN's autotuning (on in the loop) keeps the fastest, so a TF32
+    # step is never modelled slower than the fp32 one (on a GeForce card TF32 and fp32 peaks are
+    # equal and TF32's smaller share of its peak would say otherwise).
+    return min(fp32, flops / (ACHIEVABLE_FRACTION["tf32"] * peak.tf32_tflops * 1e12))
 
 
 # -- the machine --------------------------------------------------------------------------------
@@ -106,6 +123,68 @@ def machine_name(device: str) -> str:
     return f"cpu {model} x{os.cpu_count() or 1}"
 
 
+@dataclass(frozen=True)
+class Target:
+    """The device an estimate is for: this machine's, or a GPU named for planning elsewhere."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str
+    peak: DevicePeak | None  # None: peak unknown (a CPU, or a GPU not in repro.devices)
+    here: bool  # this machine's device: the step times a dry run measured here apply
+    note: str = ""  # how it was chosen, printed with the estimate
+
+    def describe(self) -> str:
+        where = "this machine" if self.here else "not this machine"
+        if self.kind == "cpu":
+            peak = "peak unknown; modelled at the development CPU's fitted rate"
+        elif self.peak is None:
+            peak = "peak unknown (not in repro/devices.py; give --peak-tflops FP32[,TF32])"
+        else:
+            tf32 = f"TF32 dense {self.peak.tf32_tflops:g}" if self.peak.has_tf32() else "no TF32 (tf32 runs as fp32)"
+            peak = (f"peak fp32 {self.peak.fp32_tflops:g}, {tf32} TFLOP/s ({self.peak.source}); modelled at "
+                    + ", ".join(f"{ACHIEVABLE_FRACTION[p]:.0%} of {p} peak" for p in PRECISIONS))
+        return f"{self.name} ({where}{'; ' + self.note if self.note else ''}): {peak}"
+
+
+def machine_target(device: str) -> Target:
+    """This machine's device as an estimate's target."""
+    if device.startswith("cuda"):
+        names = _nvidia_gpu_names()
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        name = names[index] if index < len(names) else "unknown GPU"
+        peak = match_gpu(name)
+        return Target("cuda", peak.name if peak else name, peak, True)
+    return Target("cpu", machine_name("cpu"), None, True)
+
+
+def estimate_target(tier: str, device: str, gpu: str | None = None, peak_tflops: str | None = None) -> Target:
+    """What ``repro plan`` estimates for. ``gpu``: a GPU to plan for (matched in
+    ``repro.devices``); ``peak_tflops``: "FP32[,TF32]" for a GPU the table lacks (or to override
+    it). Without either: this machine's device, except that the full tier on a machine without a
+    GPU is modelled for ``DEFAULT_GPU`` (nobody trains it on a CPU). Raises ValueError for a
+    malformed ``peak_tflops``."""
+    here = machine_target(device)
+    if gpu is None and peak_tflops is None and (here.kind == "cuda" or tier != "full"):
+        return here
+    if gpu is not None:
+        peak = match_gpu(gpu)
+        name, note = (peak.name if peak else gpu), "named by --gpu"
+    elif here.kind == "cuda":
+        peak, name, note = here.peak, here.name, ""
+    elif peak_tflops is not None:
+        peak, name, note = None, "GPU of --peak-tflops", "no GPU on this machine"
+    else:
+        peak = match_gpu(DEFAULT_GPU)
+        name, note = peak.name, "no GPU on this machine; --gpu NAME for another"
+    if peak_tflops is not None:
+        peak = parse_peak_tflops(peak_tflops, name)
+        note = "; ".join(n for n in (note, "peaks from --peak-tflops") if n)
+    # Measurements of this machine apply when the target is its GPU (the same model).
+    same = here.kind == "cuda" and (gpu is None or (peak is not None and here.peak is not None
+                                                    and match_gpu(gpu) == here.peak))
+    return Target("cuda", name, peak, same, note)
+
+
 # -- groups --------------------------------------------------------------------------------------
 
 
@@ -144,15 +223,22 @@ def group_label(group: list[PlannedRun]) -> str:
 
 # -- measured step times --------------------------------------------------------------------------
 
+# How step times are measured now: the median of steady-state steps only (``steady_step_time``).
+# Times stored by earlier versions (the median over every timed step, warm-ups included) lack it
+# and are ignored rather than trusted.
+STEADY_STATE = "steady-state median"
+
 
 @dataclass(frozen=True)
 class StepTime:
-    """Seconds per training step of a group of ``group_size`` runs (median over a dry run)."""
+    """Seconds per training step of a group of ``group_size`` runs (median over a dry run's
+    steady-state steps)."""
 
     step_s: float
     group_size: int
-    steps: int  # steps the median was taken over
+    steps: int  # steady-state steps the median was taken over
     measured_at: str
+    method: str = STEADY_STATE
 
     @property
     def run_step_s(self) -> float:
@@ -160,22 +246,76 @@ class StepTime:
         return self.step_s / self.group_size
 
 
+def unsteady_steps(phases: list[dict], total: int) -> set[int]:
+    """The (0-based) steps of a run whose time is not the steady state, from the phases the loop
+    recorded (``cuda_graph_phases`` in provenance, ``loop.PhaseRun``):
+
+    - step 0: it allocates memory, creates the optimizers' state and, on CUDA, autotunes every
+      convolution (cuDNN benchmark mode);
+    - each eager warm-up step before a CUDA graph capture (the loop's ``StepGraph.WARMUP_STEPS``,
+      3 at the start of the run): eager, so slower than the graph replays that follow;
+    - each capture step (one per learning-rate phase on a graphed group: the graph is captured
+      again at every phase change), and a step whose capture failed and that then ran eagerly;
+    - any step no phase record covers (steps before a resume), whose run is unknown.
+    On a CPU (no graphs) that leaves out step 0 only; on a graphed GPU group 3 warm-ups and one
+    capture per phase: a dry run of N steps over P phases times N - 3 - P steps."""
+    skip = {0}
+    covered: set[int] = set()
+    for p in phases:
+        first, steps = int(p["first_step"]), int(p["steps"])
+        if p.get("phase") is None:
+            continue
+        covered.update(range(first, first + steps))
+        warmups = int(p.get("warmup_steps") or 0)
+        captures = int(p.get("captures") or 0) + (1 if p.get("error") else 0)
+        skip.update(range(first, first + min(steps, warmups + captures)))
+    return skip | (set(range(total)) - covered)
+
+
+def steady_step_time(info: dict, phases: list[dict] | None, group_size: int) -> StepTime | None:
+    """The median seconds per steady-state step of one dry-run group, or None when no steady
+    step was timed (too few steps) or the record cannot say which steps were steady.
+
+    ``info["step_ends"]``: ``[[steps done, seconds], ...]`` stamped after each recorded step
+    (``execute.train_group``); an interval between two stamps counts only if none of its steps
+    is in ``unsteady_steps``."""
+    ends = info.get("step_ends")
+    if not ends or phases is None:
+        return None
+    stamps = sorted((int(s), float(t)) for s, t in ends)
+    skip = unsteady_steps(phases, stamps[-1][0])
+    per_step: list[float] = []
+    for (s0, t0), (s1, t1) in zip(stamps, stamps[1:]):
+        if s1 > s0 and not skip.intersection(range(s0, s1)):
+            per_step += [(t1 - t0) / (s1 - s0)] * (s1 - s0)
+    if not per_step:
+        return None
+    per_step.sort()
+    mid = len(per_step) // 2
+    median = per_step[mid] if len(per_step) % 2 else (per_step[mid - 1] + per_step[mid]) / 2
+    return StepTime(median, group_size, len(per_step), str(info.get("measured_at", "")))
+
+
 class StepTimes:
     """Measured step times per machine and kind of group, in ``<cache root>/step-times.json``:
-    ``{machine: {group_id: {step_s, group_size, steps, measured_at}}}``."""
+    ``{machine: {group_id: {step_s, group_size, steps, measured_at, method}}}``."""
 
     def __init__(self, root: Path):
         self.path = Path(root) / STEP_TIMES_FILE
 
     def load(self, machine: str) -> dict[str, StepTime]:
         try:
-            raw = json.loads(self.path.read_text())
-            return {gid: StepTime(**v) for gid, v in raw.get(machine, {}).items()}
+            raw = json.loads(self.path.read_text()).get(machine, {})
+            times = {gid: StepTime(**v) for gid, v in raw.items() if v.get("method") == STEADY_STATE}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, TypeError, AttributeError) as e:
             log.warning("ignoring unreadable step times %s: %s", self.path, e)
             return {}
+        if len(times) < len(raw):
+            log.warning("ignoring %d step times in %s measured with warm-up steps included; a new dry run "
+                        "measures the steady state", len(raw) - len(times), self.path)
+        return times
 
     def save(self, machine: str, times: dict[str, StepTime]) -> None:
         try:
@@ -207,13 +347,76 @@ class PlannedRun:
     cells: list[str] = field(default_factory=list)  # paper-table cells (repro.spec.tables) this run fills
 
 
+# The parts of the paper's tier a user plans GPU time by, in this order; a run's part comes from
+# its dataset and architecture (``part_of``).
+PARTS = ("CIFAR BasicNet", "VGG on CIFAR", "TinyImageNet", "ImageNet")
+
+
+def part_of(config: RunConfig) -> str:
+    dataset, arch = config.data.dataset, config.model.arch
+    if dataset == "imagenet":
+        return "ImageNet"
+    if dataset == "tinyimagenet":
+        return "TinyImageNet"
+    if dataset in ("cifar10", "cifar100") and arch == "basicnet":
+        return "CIFAR BasicNet"
+    if dataset in ("cifar10", "cifar100") and arch.startswith("vgg"):
+        return "VGG on CIFAR"
+    return f"{arch} on {dataset}"  # the smoke tier's small analogs
+
+
 @dataclass(frozen=True)
 class GroupEstimate:
     label: str
     size: int
     steps: int
-    seconds: float
+    seconds: float | None  # None: cannot be judged (nothing measured and the device's peak unknown)
     measured: bool
+    part: str = ""
+    flops: float = 0.0
+    limit_seconds: float | None = None  # the same FLOPs at the device's peak (None: peak unknown)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The time of some groups at one precision, how it was judged and the device's limit."""
+
+    seconds: float | None  # None: cannot be judged
+    source: str  # measured, modelled, partly measured, "modelled, peak unknown", ...
+    limit_seconds: float | None  # the same FLOPs at the device's peak: no run can be faster
+
+    @property
+    def ratio(self) -> float | None:
+        """The physical limit over the estimate: the share of the device's peak it assumes (0-1)."""
+        if self.seconds is None or self.limit_seconds is None or self.seconds <= 0:
+            return None
+        return self.limit_seconds / self.seconds
+
+
+@dataclass(frozen=True)
+class PartEstimate:
+    part: str
+    runs: int
+    flops: float
+    fp32: Estimate
+    tf32: Estimate
+
+
+def combine(groups: list[GroupEstimate], target: Target, precision: str | None) -> Estimate:
+    """The estimate of ``groups`` together (one group at a time). A sum with an unknown term is
+    unknown: a partial total would read as the whole."""
+    measured = {g.measured for g in groups}
+    if any(g.seconds is None for g in groups):
+        seconds = None
+        source = "partly measured, rest peak unknown" if True in measured else "modelled, peak unknown"
+    else:
+        seconds = sum(g.seconds for g in groups)  # type: ignore[misc]
+        source = "partly measured" if len(measured) > 1 else "measured" if measured == {True} else "modelled"
+    if precision == "tf32" and (target.kind == "cpu" or (target.peak is not None and not target.peak.has_tf32())):
+        source += " (no TF32: as fp32)"
+    limits = [g.limit_seconds for g in groups]
+    limit = None if any(x is None for x in limits) or not groups else sum(limits)  # type: ignore[arg-type]
+    return Estimate(seconds, source, limit)
 
 
 @dataclass
@@ -224,56 +427,141 @@ class Plan:
     claims_not_run: dict[str, str] = field(default_factory=dict)
     # Measured step times on this machine by group id (empty: everything is modelled).
     step_times: dict[str, StepTime] = field(default_factory=dict)
+    # The device the estimate is for (default: this machine's, ``machine_target(device)``).
+    target: Target | None = None
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            self.target = machine_target(self.device)
 
     @property
     def missing(self) -> list[PlannedRun]:
         return [r for r in self.runs if not r.cached]
 
     def groups(self, group_size: int | None = None, only_missing: bool = True) -> list[list[PlannedRun]]:
+        """The groups the target device trains (groups of 16 on a GPU, even when planned on a CPU)."""
         runs = self.missing if only_missing else self.runs
-        return form_groups(runs, group_size or default_group_size(self.device, 1))
+        return form_groups(runs, group_size or default_group_size(self.target.kind, 1))
 
-    def group_estimates(self, group_size: int | None = None, only_missing: bool = True) -> list[GroupEstimate]:
-        """Seconds per group trained one group at a time: measured step time x steps where a dry
-        run timed this kind of group here, else the model (one run at a time, summed)."""
+    def model_seconds(self, steps: int, flops: float, precision: str) -> float | None:
+        """Modelled seconds of one run on the target (None: the GPU's peak is unknown)."""
+        if self.target.kind == "cpu":
+            return cpu_model_seconds(steps, flops)
+        return gpu_model_seconds(flops, self.target.peak, precision)
+
+    def limit_seconds(self, flops: float, precision: str) -> float | None:
+        """``flops`` at the target's peak (None on a CPU or a GPU whose peak is unknown)."""
+        if self.target.kind == "cpu" or self.target.peak is None:
+            return None
+        return flops / (self.target.peak.tflops(precision) * 1e12)
+
+    def group_estimates(self, group_size: int | None = None, only_missing: bool = True,
+                        precision: str | None = None) -> list[GroupEstimate]:
+        """Seconds per group trained one group at a time, at ``precision`` (None: each run's
+        own): measured steady-state step time x steps where a dry run timed this kind of group
+        on this machine (the target), else the model (FLOPs over a share of the peak)."""
         out = []
         for g in self.groups(group_size, only_missing):
-            measured = self.step_times.get(group_id(g[0].config))
+            config = g[0].config
+            p = precision or config.train.precision
+            if p != config.train.precision:
+                config = replace(config, train=replace(config.train, precision=p))
+            measured = self.step_times.get(group_id(config)) if self.target.here else None
             steps = max(r.steps for r in g)
+            flops = sum(r.flops for r in g)
             if measured is not None:
-                seconds = measured.run_step_s * len(g) * steps
+                seconds: float | None = measured.run_step_s * len(g) * steps
             else:
-                seconds = sum(estimate_seconds(r.steps, r.flops, self.device) for r in g)
-            out.append(GroupEstimate(group_label(g), len(g), steps, seconds, measured is not None))
+                each = [self.model_seconds(r.steps, r.flops, p) for r in g]
+                seconds = None if any(x is None for x in each) else sum(each)  # type: ignore[arg-type]
+            out.append(GroupEstimate(group_label(g), len(g), steps, seconds, measured is not None,
+                                     part_of(config), flops, self.limit_seconds(flops, p)))
         return out
 
-    def estimate_seconds(self, only_missing: bool = True, group_size: int | None = None) -> float:
-        return sum(e.seconds for e in self.group_estimates(group_size, only_missing))
+    def estimate(self, only_missing: bool = True, group_size: int | None = None,
+                 precision: str | None = None) -> Estimate:
+        return combine(self.group_estimates(group_size, only_missing, precision), self.target, precision)
+
+    def estimate_seconds(self, only_missing: bool = True, group_size: int | None = None) -> float | None:
+        return self.estimate(only_missing, group_size).seconds
 
     def estimate_source(self, only_missing: bool = True) -> str:
-        """'measured', 'modelled' or 'partly measured' (by groups)."""
-        kinds = {e.measured for e in self.group_estimates(only_missing=only_missing)}
-        return "partly measured" if len(kinds) > 1 else "measured" if kinds == {True} else "modelled"
+        """'measured', 'modelled', 'partly measured' (by groups), or '..., peak unknown'."""
+        return self.estimate(only_missing).source
+
+    def part_estimates(self, only_missing: bool = True,
+                       group_size: int | None = None) -> tuple[list[PartEstimate], PartEstimate]:
+        """Per part of the tier (``PARTS`` order, then any other) and in total: FLOPs and the
+        estimate as if every run trained in fp32, and in TF32."""
+        by = {p: self.group_estimates(group_size, only_missing, p) for p in PRECISIONS}
+        found = {g.part for g in by["fp32"]}
+        names = [n for n in PARTS if n in found] + sorted(found - set(PARTS))
+
+        def row(name: str, keep) -> PartEstimate:
+            sel = {p: [g for g in by[p] if keep(g)] for p in PRECISIONS}
+            return PartEstimate(name, sum(g.size for g in sel["fp32"]), sum(g.flops for g in sel["fp32"]),
+                                combine(sel["fp32"], self.target, "fp32"), combine(sel["tf32"], self.target, "tf32"))
+
+        return [row(n, lambda g, n=n: g.part == n) for n in names], row("total", lambda g: True)
 
     def to_dict(self) -> dict:
+        t = self.target
+        parts, total = self.part_estimates(only_missing=False)
+        everything = self.estimate(only_missing=False)
         return {
             "tier": self.tier,
             "device": self.device,
+            "target": {"kind": t.kind, "name": t.name, "this_machine": t.here, "note": t.note,
+                       "peak_fp32_tflops": t.peak.fp32_tflops if t.peak else None,
+                       "peak_tf32_tflops": t.peak.tf32_tflops if t.peak else None,
+                       "peak_source": t.peak.source if t.peak else None,
+                       "modelled_share_of_peak": dict(ACHIEVABLE_FRACTION) if t.kind == "cuda" else None},
             "runs": [
                 {"key": r.key, "summary": r.config.summary(), "claims": r.claims, "cells": r.cells, "cached": r.cached,
-                 "steps": r.steps, "flops": r.flops,
-                 "modelled_s": round(estimate_seconds(r.steps, r.flops, self.device), 1),
+                 "steps": r.steps, "flops": r.flops, "part": part_of(r.config),
+                 "modelled_s": _rounded(self.model_seconds(r.steps, r.flops, r.config.train.precision)),
                  "config": r.config.to_dict()}
                 for r in self.runs
             ],
             "groups": [asdict(e) for e in self.group_estimates(only_missing=False)],
+            "parts": [_part_dict(p) for p in parts],
+            "total": _part_dict(total),
             "claims_not_run": self.claims_not_run,
             "total_runs": len(self.runs),
             "cached_runs": len(self.runs) - len(self.missing),
-            "estimated_s_missing": round(self.estimate_seconds(), 1),
-            "estimated_s_all": round(self.estimate_seconds(only_missing=False), 1),
-            "estimate": self.estimate_source(only_missing=False),
+            "estimated_s_missing": _rounded(self.estimate_seconds()),
+            "estimated_s_all": _rounded(everything.seconds),
+            "estimate": everything.source,
         }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def _part_dict(p: PartEstimate) -> dict:
+    return {"part": p.part, "runs": p.runs, "flops": p.flops,
+            **{prec: {"seconds": _rounded(e.seconds), "source": e.source, "limit_seconds": _rounded(e.limit_seconds),
+                      "ratio_to_limit": None if e.ratio is None else round(e.ratio, 4)}
+               for prec, e in (("fp32", p.fp32), ("tf32", p.tf32))}}
+
+
+def parts_table(plan: Plan, only_missing: bool = True, group_size: int | None = None) -> str:
+    """Per part of the tier and in total: PFLOP, then for fp32 and for TF32 the hours, whether
+    measured or modelled, the hours at the device's peak and the limit over the estimate."""
+    from tabulate import tabulate
+
+    def hours(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds / 3600:,.1f}"
+
+    def cells(e: Estimate) -> tuple:
+        return hours(e.seconds), e.source, hours(e.limit_seconds), "-" if e.ratio is None else f"{e.ratio:.2f}"
+
+    parts, total = plan.part_estimates(only_missing, group_size)
+    rows = [(p.part, p.runs, f"{p.flops / 1e15:,.0f}", *cells(p.fp32), *cells(p.tf32)) for p in [*parts, total]]
+    headers = ("part", "runs", "PFLOP", "fp32 h", "fp32 source", "fp32 at peak h", "peak/est.",
+               "tf32 h", "tf32 source", "tf32 at peak h", "peak/est.")
+    return f"estimate for {plan.target.describe()}\n" + tabulate(rows, headers=headers, disable_numparse=True)
 
 
 def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | None = None,
@@ -309,7 +597,7 @@ def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | 
     # Longest first, so parallel workers finish together.
     runs = sorted(by_key.values(), key=lambda r: (-r.flops, r.key))
     device = device or detected_device()
-    return Plan(tier, runs, device, not_run, StepTimes(store.root).load(machine_name(device)))
+    return Plan(tier, runs, device, not_run, StepTimes(store.root).load(machine_name(device)), machine_target(device))
 
 
 def format_duration(seconds: float) -> str:
