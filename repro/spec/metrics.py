@@ -2,7 +2,7 @@
 
 In:  nothing (declarations only; no torch).
 Out: ``RUN_METRICS`` (what ``repro.measure.measure_model`` plus the training loop record
-for a run) and ``SIMULATION_METRICS`` (what ``repro.check.evaluate.simulation_metrics`` computes
+for a run) and ``SIMULATION_METRICS`` (what ``repro.simulate.low_gradient.simulation_record`` computes
 for a low-gradient simulation), each a name -> ``Metric`` mapping.
 
 This is the one list the claim schema validates against. The producers are pinned to it by
@@ -38,6 +38,8 @@ class Metric:
     hi: float | None
     doc: str
     more_classes_than: int | None = None  # recorded only for data with more classes than this
+    label: str | None = None  # short name `repro run` prints it under (None: not printed there)
+    table: bool = False  # a paper table reports it, so a table cell may name it
 
 
 def _catalogue(*metrics: Metric) -> dict[str, Metric]:
@@ -46,40 +48,55 @@ def _catalogue(*metrics: Metric) -> dict[str, Metric]:
 
 PCT = (0.0, 100.0)
 
+# In the order `repro run` prints them: the paper's (Table 1, then Table 2).
 RUN_METRICS: dict[str, Metric] = _catalogue(
-    Metric("train_loss", SCALAR, 0.0, None, "cross-entropy on the training set"),
-    Metric("test_loss", SCALAR, 0.0, None, "cross-entropy on the test set"),
-    Metric("test_error", SCALAR, *PCT, "test error %, top-1"),
-    Metric("test_error_top5", SCALAR, *PCT, "test error %, top-5 (more than 100 classes only)", TOP5_MIN_CLASSES),
-    Metric("sparsity_gamma", SCALAR, *PCT, "% of features with |gamma| < 1e-3"),
-    Metric("sparsity_gamma_1e-2", SCALAR, *PCT, "% of features with |gamma| < 1e-2"),
-    Metric("layer_sparsity_gamma", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-3"),
+    Metric("train_loss", SCALAR, 0.0, None, "cross-entropy on the training set", label="train loss", table=True),
+    Metric("test_loss", SCALAR, 0.0, None, "cross-entropy on the test set", label="test loss", table=True),
+    Metric("test_error", SCALAR, *PCT, "test error %, top-1", label="test error %", table=True),
+    Metric("test_error_top5", SCALAR, *PCT, "test error %, top-5 (more than 100 classes only)", TOP5_MIN_CLASSES,
+           label="test error top-5 %", table=True),
+    Metric("sparsity_act", SCALAR, *PCT, "% of features whose max activation is <= 1e-12",
+           label="sparsity by activation (<=1e-12) %", table=True),
+    Metric("sparsity_act_1e-4", SCALAR, *PCT, "% of features whose max activation is <= 1e-4",
+           label="sparsity by activation (<=1e-4) %"),
+    Metric("sparsity_gamma", SCALAR, *PCT, "% of features with |gamma| < 1e-3", label="sparsity by |gamma| (<1e-3) %",
+           table=True),
+    Metric("sparsity_gamma_1e-2", SCALAR, *PCT, "% of features with |gamma| < 1e-2",
+           label="sparsity by |gamma| (<1e-2) %"),
+    Metric("layer_sparsity_gamma", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-3", table=True),
     Metric("layer_sparsity_gamma_1e-2", PER_LAYER, *PCT, "per conv layer: % with |gamma| < 1e-2"),
     Metric("layer_sizes", PER_LAYER, 0.0, None, "features per conv layer"),
-    Metric("sparsity_act", SCALAR, *PCT, "% of features whose max activation is <= 1e-12"),
-    Metric("sparsity_act_1e-4", SCALAR, *PCT, "% of features whose max activation is <= 1e-4"),
-    Metric("layer_sparsity_act", PER_LAYER, *PCT, "per conv layer: sparsity by activation (<= 1e-12)"),
+    Metric("layer_sparsity_act", PER_LAYER, *PCT, "per conv layer: sparsity by activation (<= 1e-12)", table=True),
     Metric("layer_sparsity_act_1e-4", PER_LAYER, *PCT, "per conv layer: sparsity by activation (<= 1e-4)"),
     Metric("universality", PER_FEATURE, *PCT, "per layer, per feature: universality %"),
-    Metric("pruned_features", SCALAR, 0.0, None, "features with |gamma| < 1e-3"),
-    Metric("pruned_test_error", SCALAR, *PCT, "test error % after zeroing the |gamma| < 1e-3 features"),
+    Metric("pruned_test_error", SCALAR, *PCT, "test error % after zeroing the |gamma| < 1e-3 features",
+           label="test error after zeroing |gamma|<1e-3 %", table=True),
     Metric("pruned_test_error_top5", SCALAR, *PCT, "top-5 error % after zeroing (more than 100 classes only)",
-           TOP5_MIN_CLASSES),
+           TOP5_MIN_CLASSES, label="top-5 error after zeroing %", table=True),
+    Metric("pruned_features", SCALAR, 0.0, None, "features with |gamma| < 1e-3", label="features pruned", table=True),
     Metric("conv_params_total", SCALAR, 0.0, None, "conv parameters of the dense network"),
-    Metric("conv_params_pruned_pct", SCALAR, *PCT, "% of conv parameters the zeroing removes"),
-    Metric("dense_params", SCALAR, 0.0, None, "parameters of the dense network"),
-    Metric("slim_params", SCALAR, 0.0, None, "parameters of the slimmed network"),
-    Metric("dense_flops", SCALAR, 0.0, None, "FLOPs per image, dense"),
-    Metric("slim_flops", SCALAR, 0.0, None, "FLOPs per image, slimmed"),
+    Metric("conv_params_pruned_pct", SCALAR, *PCT, "% of conv parameters the zeroing removes",
+           label="conv parameters pruned %", table=True),
+    Metric("dense_params", SCALAR, 0.0, None, "parameters of the dense network", label="parameters (dense)"),
+    Metric("slim_params", SCALAR, 0.0, None, "parameters of the slimmed network", label="parameters (slimmed)"),
+    Metric("dense_flops", SCALAR, 0.0, None, "FLOPs per image, dense", label="FLOPs/image (dense)"),
+    Metric("slim_flops", SCALAR, 0.0, None, "FLOPs per image, slimmed", label="FLOPs/image (slimmed)"),
     Metric("slim_max_abs_diff", SCALAR, 0.0, None, "max |logit difference| slimmed vs zeroed"),
-    Metric("slim_matches_zeroed", SCALAR, 0.0, 1.0, "the slimmed network computes the zeroed one's logits"),
+    Metric("slim_matches_zeroed", SCALAR, 0.0, 1.0, "the slimmed network computes the zeroed one's logits",
+           label="slimmed net == zeroed net"),
     Metric("slim_folded_params", SCALAR, 0.0, None, "parameters after folding BatchNorm"),
     Metric("slim_folded_max_abs_diff", SCALAR, 0.0, None, "max |logit difference| after folding"),
     Metric("gamma", PER_FEATURE, None, None, "per layer, per feature: BatchNorm gamma"),
     Metric("beta", PER_FEATURE, None, None, "per layer, per feature: BatchNorm beta"),
-    Metric("steps", SCALAR, 0.0, None, "training steps taken"),
-    Metric("diverged_at", SCALAR, 0.0, None, "step at which the loss became non-finite (None if never)"),
+    Metric("steps", SCALAR, 0.0, None, "training steps taken", label="training steps"),
+    Metric("diverged_at", SCALAR, 0.0, None, "step at which the loss became non-finite (None if never)",
+           label="diverged at step"),
 )
+
+# Views of the one catalogue: what `repro run` prints, what a table cell may name.
+PRINTED_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.label) for m in RUN_METRICS.values() if m.label)
+TABLE_SCALAR_METRICS = tuple(m.name for m in RUN_METRICS.values() if m.table and m.shape == SCALAR)
+TABLE_LAYER_METRICS = tuple(m.name for m in RUN_METRICS.values() if m.table and m.shape == PER_LAYER)
 
 SIMULATION_METRICS: dict[str, Metric] = _catalogue(
     Metric("final_abs", SCALAR, 0.0, None, "|theta| after the last iteration"),

@@ -37,7 +37,7 @@ from typing import Any
 
 from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
                           unknown_name_message)
-from repro.spec.metrics import RUN_METRICS, missing_layers, unrecorded
+from repro.spec.metrics import RUN_METRICS, TABLE_LAYER_METRICS, TABLE_SCALAR_METRICS, missing_layers, unrecorded
 from repro.spec.parsing import TABLES_FOLDER, Problems, load_all, parse_seeds, resolve_base
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
@@ -49,11 +49,9 @@ ROW_KEYS = {"group", "label", "set", "paper", "seeds", "assume", "not_run", "ref
 _SMOKE_RE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_]+(@[-+.eE0-9]+)?$")
 SOURCE_KEYS = {"paper", "where"}
 LAYOUTS = ("rows", "transposed")  # transposed: metrics down the side, cells across (Table 7)
-# Scalar metrics of `repro run --json` that a paper table reports.
-SCALAR_METRICS = ("train_loss", "test_loss", "test_error", "test_error_top5", "sparsity_gamma", "sparsity_act",
-                  "pruned_features", "pruned_test_error", "pruned_test_error_top5", "conv_params_pruned_pct")
-# Per-layer metrics, addressed by 1-based conv layer: layer_sparsity_gamma[3] is C3.
-LAYER_METRICS = ("layer_sparsity_gamma", "layer_sparsity_act")
+# What a table cell may name, from the metric catalogue. Per-layer metrics are addressed by
+# 1-based conv layer: layer_sparsity_gamma[3] is C3.
+SCALAR_METRICS, LAYER_METRICS = TABLE_SCALAR_METRICS, TABLE_LAYER_METRICS
 _LAYER_RE = re.compile(r"^([a-z_]+)\[(\d+)\]$")
 
 
