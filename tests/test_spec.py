@@ -619,7 +619,7 @@ def test_metric_catalogue_is_what_a_run_records():
 
 
 def test_simulation_catalogue_is_what_the_simulation_records():
-    from repro.check.evaluate import simulation_metrics
+    from repro.simulate.low_gradient import simulation_metrics
     from repro.spec.metrics import SIMULATION_METRICS
     from repro.spec.simulation import DecayConfig
 

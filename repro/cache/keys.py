@@ -3,7 +3,7 @@
 In:  a ``RunConfig``; the package's own source files.
 Out: ``run_key(config)`` (sha256 hex, the entry's name), ``training_fingerprint()`` and
      ``metrics_fingerprint()`` (16 hex digits each), ``training_modules()`` (the modules the
-     training key covers).
+     training key covers), ``simulation_key(decay_config)`` (a stored simulation's name).
 
 Which code retrains is derived, not listed: the training key covers exactly the modules that
 the training entry points (``TRAINING_ENTRY``: the loop and the dataset loaders) import, directly
@@ -36,9 +36,11 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 from pathlib import Path
 
 from repro.config import RunConfig
+from repro.spec.simulation import DecayConfig
 
 # Version of the entry layout (files, manifest fields). Part of every key: a new layout never
 # reads an old one.
@@ -50,6 +52,8 @@ PACKAGE = PACKAGE_DIR.name
 TRAINING_ENTRY = ("repro.train.loop", "repro.data")
 # What turns trained weights into metrics.
 METRICS_ENTRY = ("repro.measure",)
+# What computes a low-gradient simulation (it uses the training loop's optimizers).
+SIMULATION_ENTRY = ("repro.simulate.low_gradient",)
 # Calls whose arguments are messages for people: logging methods.
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 
@@ -223,6 +227,21 @@ def training_fingerprint() -> str:
 def metrics_fingerprint() -> str:
     """Fingerprint of the code that turns trained weights into metrics."""
     return metrics_fingerprint_of()
+
+
+@functools.lru_cache(maxsize=1)
+def simulation_fingerprint() -> str:
+    """Fingerprint of the code that computes a simulation record."""
+    return fingerprint(import_closure(SIMULATION_ENTRY))
+
+
+def simulation_key(config: DecayConfig) -> str:
+    """The cache key of a simulation: its configuration, the record format and the code."""
+    from repro.simulate.result import SIMULATION_FORMAT
+
+    payload = (f"repro-simulation-v{SIMULATION_FORMAT}\n{simulation_fingerprint()}\n"
+               f"{json.dumps(config.to_dict(), sort_keys=True, separators=(',', ':'))}")
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def run_key(config: RunConfig, fingerprint: str | None = None) -> str:

@@ -2,9 +2,9 @@
 
 In:  ClaimSpec, tier name, RunStore.
 Out: Verdict (status, reason, one CheckResult per check). A claim whose runs are not all in the
-cache is *not run* ("not run: 3 of 12 runs missing"), not an error; simulation groups (finding 9)
-are computed here, they are exact and take well under a second. Nothing here imports torch until
-a simulation is actually evaluated.
+cache is *not run* ("not run: 3 of 12 runs missing"), not an error; simulation groups are read
+from the simulations the cache stores (``repro.cache.simulations``; ``repro.runs`` computes
+them), so checking never trains, measures or simulates, and never imports torch.
 """
 
 from __future__ import annotations
@@ -20,20 +20,28 @@ if TYPE_CHECKING:
     from repro.cache import RunStore
 
 
-def simulation_metrics(sim: DecayConfig) -> dict[float, list[dict]]:
-    """Per lambda, per seed metrics of a simulation group (one definition:
-    ``repro.simulate.simulation_metrics``, cached there)."""
-    from repro.simulate import simulation_metrics as compute
+def simulation_metrics(sim: DecayConfig, store: "RunStore") -> dict[float, list[dict]] | None:
+    """Per lambda, per seed metrics of a stored simulation; None when it is not computed yet
+    (``repro train``, or pytest on the claims, computes it)."""
+    from repro.cache.simulations import SimulationStore
+    from repro.simulate.result import metrics_of
 
-    return compute(sim)
+    record = SimulationStore(store.root).get(sim)
+    return None if record is None else metrics_of(record)
 
 
-def missing_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> tuple[int, int]:
-    """(runs not in the cache, runs the tier needs); simulations are never missing."""
+def missing_work(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
+    """Why the tier cannot be checked from the cache yet ("3 of 12 runs missing"), or None."""
     from repro.cache import run_key
 
-    keys = {run_key(c) for c in spec.tier(tier).configs()}
-    return sum(1 for k in keys if store.get(k) is None), len(keys)
+    t = spec.tier(tier)
+    keys = {run_key(c) for c in t.configs()}
+    runs = sum(1 for k in keys if store.get(k) is None)
+    sims = {g.simulate for g in t.groups.values() if g.simulate is not None}
+    absent = sum(1 for sim in sims if simulation_metrics(sim, store) is None)
+    parts = ([f"{runs} of {len(keys)} runs missing"] if runs else []) + \
+        ([f"{absent} of {len(sims)} simulations not computed"] if absent else [])
+    return "; ".join(parts) if parts else None
 
 
 def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observations:
@@ -41,10 +49,11 @@ def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observat
 
     t = spec.tier(tier)
     cache: dict[str, Any] = {}
+    sims = {g.simulate: simulation_metrics(g.simulate, store) for g in t.groups.values() if g.simulate is not None}
 
     def metrics_for(group: RunGroup, axis_value: Any) -> list[dict | None]:
         if group.simulate is not None:
-            return simulation_metrics(group.simulate)[axis_value]
+            return sims[group.simulate][axis_value]
         point = next(p for p in group.points if p.axis_value == axis_value)
         out = []
         for config in point.configs:
@@ -62,8 +71,8 @@ def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
     t = spec.tier(tier)
     if t.not_run:
         return Verdict(spec.id, tier, NOT_RUN, t.not_run)
-    missing, total = missing_runs(spec, tier, store)
+    missing = missing_work(spec, tier, store)
     if missing:
-        return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} of {total} runs missing (train them with repro train)")
+        return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} (repro train computes them)")
     results = check_claim_tier(t.checks, tier_observations(spec, tier, store))
     return Verdict.from_checks(spec.id, tier, results)

@@ -178,10 +178,14 @@ def plot_universality(entry, tier, store, path, title) -> bool:
 
 
 def plot_decay(entry, tier, store, path, title) -> bool:
-    from repro.simulate import plot_decay as draw, simulate_decay
+    from repro.cache.simulations import SimulationStore
+    from repro.simulate.result import decay_result_of, plot_decay as draw
 
-    results = [(name, simulate_decay(tier.groups[name].simulate)) for name in entry["runs"]]
-    draw(results, path, title)
+    sims = SimulationStore(store.root)
+    records = [(name, sims.get(tier.groups[name].simulate)) for name in entry["runs"]]
+    if any(record is None for _, record in records):
+        return False  # not computed yet: the claim's page says so, as for missing runs
+    draw([(name, decay_result_of(record)) for name, record in records], path, title)
     return path.exists()
 
 

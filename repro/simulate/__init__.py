@@ -10,14 +10,16 @@ import importlib
 from typing import Any
 
 _CONFIG = ("OPTIMIZERS", "REGULARIZERS", "DecayConfig", "paper_lr")
-_SIMULATION = ("DecayResult", "main_gradients", "plot_decay", "simulate_decay", "simulate_grid",
-               "simulation_metrics", "steps_to_level")
-__all__ = [*_CONFIG, *_SIMULATION]
+_RESULT = ("DecayResult", "decay_result_of", "metrics_of", "plot_decay", "steps_to_level")
+_SIMULATION = ("main_gradients", "simulate_decay", "simulate_grid", "simulation_metrics", "simulation_record")
+__all__ = [*_CONFIG, *_RESULT, *_SIMULATION]
 
 
 def __getattr__(name: str) -> Any:
     if name in _CONFIG:
         return getattr(importlib.import_module("repro.spec.simulation"), name)
+    if name in _RESULT:
+        return getattr(importlib.import_module("repro.simulate.result"), name)
     if name in _SIMULATION:
         return getattr(importlib.import_module("repro.simulate.low_gradient"), name)
     raise AttributeError(f"module 'repro.simulate' has no attribute {name!r}")

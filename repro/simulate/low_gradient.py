@@ -2,10 +2,9 @@
 
 In:  a ``DecayConfig``: optimizer name, regulariser (``'l2'`` or ``'wd'``), the lambdas to try,
      the number of iterations, the gradient noise of the "main objective", the seeds.
-Out: a ``DecayResult``: the recorded iterations and, per lambda, the mean over seeds of |theta|
-     at each recorded iteration (``values``), plus ``final``, ``steps_to_fraction()`` and a
-     JSON-ready ``to_dict()``; ``simulation_metrics``: per-seed metrics for claims.
-     ``plot_decay`` draws results as log-y curves like the paper's figure.
+Out: ``simulation_record``: JSON-ready per-seed metrics for claims and the mean |theta| curve
+     per lambda, which the cache stores; ``simulate_decay``: the same as a ``DecayResult``
+     (``repro.simulate.result``, with ``plot_decay``, which draws results like the paper's figure).
 
 The experiment (paper Sec. 2.3 / Fig. 4): a scalar theta starts at 1. Its gradient from the main
 objective is pure noise, N(0, 1e-3) for the first 100 iterations and N(0, 1e-5) afterwards (the
@@ -35,21 +34,28 @@ with WD shrink theta by only ~lambda (SGD+L2: lr*lambda/(1-momentum) = lambda) p
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
+from repro.simulate.result import (
+    SIMULATION_FORMAT,
+    DecayResult,
+    decay_result_of,
+    default_label,
+    metrics_of,
+    plot_decay,
+    steps_to_level,
+)
 from repro.spec.simulation import OPTIMIZERS, REGULARIZERS, DecayConfig, paper_lr
 from repro.train.optim import Regularizer, make_torch_optimizer
 
 __all__ = ["OPTIMIZERS", "REGULARIZERS", "DecayConfig", "DecayResult", "main_gradients", "paper_lr",
            "plot_decay", "simulate_abs_theta", "simulate_decay", "simulate_grid", "simulation_metrics",
-           "steps_to_level"]
+           "simulation_record", "steps_to_level"]
 
 # The noise is drawn in fixed-size blocks so a longer run extends a shorter one with the same seed
 # (torch.randn(n) for different n does not give a common prefix).
@@ -106,22 +112,17 @@ def simulate_abs_theta(cfg: DecayConfig) -> tuple[list[int], torch.Tensor]:
     return rec_steps, out
 
 
-def steps_to_level(steps: Sequence[int], curve: Sequence[float] | torch.Tensor, level: float) -> int:
-    """The first recorded iteration at which ``curve`` is at or below ``level``; a curve that
-    never gets there counts as the run's full length (a censored value: the one answer everywhere
-    a "steps to" number is reported or checked)."""
-    for s, x in zip(steps, curve):
-        if float(x) <= level:
-            return int(s)
-    return int(steps[-1])
+def simulation_record(cfg: DecayConfig) -> dict[str, Any]:
+    """Everything checks, reports and plots read of ``cfg``, from one simulation, JSON-ready:
+    per lambda, per seed, the metrics claims check (|theta| at the end and its log10, the
+    iterations to reach 1e-2 and 1e-3 of the start), and per lambda the mean |theta| curve over
+    seeds. Stored by the cache (``repro.cache.simulations``) and read back with
+    ``repro.simulate.result``, so a simulation runs once per configuration and code."""
+    import time
 
-
-@functools.lru_cache(maxsize=64)
-def simulation_metrics(cfg: DecayConfig) -> dict[float, list[dict]]:
-    """Per lambda, per seed, the metrics claims check: |theta| at the end and its log10, and the
-    iterations to reach 1e-2 and 1e-3 of the start (``steps_to_level``)."""
+    t0 = time.perf_counter()
     steps, values = simulate_abs_theta(cfg)
-    out: dict[float, list[dict]] = {}
+    metrics: dict[str, list[dict]] = {}
     for i, lam in enumerate(cfg.lams):
         per_seed = []
         for j in range(len(cfg.seeds)):
@@ -134,60 +135,26 @@ def simulation_metrics(cfg: DecayConfig) -> dict[float, list[dict]]:
                 "steps_to_1e-3": float(steps_to_level(steps, curve, 1e-3)),
                 "diverged_at": None,
             })
-        out[lam] = per_seed
-    return out
+        metrics[repr(lam)] = per_seed
+    mean = values.mean(dim=2)  # over seeds
+    return {
+        "format": SIMULATION_FORMAT,
+        "config": cfg.to_dict(),
+        "steps_recorded": list(steps),
+        "mean_abs": {repr(lam): mean[:, i].tolist() for i, lam in enumerate(cfg.lams)},
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
-@dataclass(frozen=True)
-class DecayResult:
-    """``values[lam][i]`` is the mean over seeds of |theta| after iteration ``steps_recorded[i]``."""
-
-    config: DecayConfig
-    steps_recorded: list[int]
-    values: dict[float, list[float]]
-    seconds: float = field(default=0.0, compare=False)
-
-    @property
-    def final(self) -> dict[float, float]:
-        """Mean |theta| over seeds after the last iteration, per lambda."""
-        return {lam: v[-1] for lam, v in self.values.items()}
-
-    def steps_to_fraction(self, fraction: float = 1e-3) -> dict[float, int]:
-        """Per lambda: ``steps_to_level`` of the mean |theta| (theta starts at 1, so ``fraction``
-        is also the fraction of the start); the full length if it never gets there."""
-        return {lam: steps_to_level(self.steps_recorded, v, fraction) for lam, v in self.values.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: lambdas as ``repr(float)`` keys, in ``config.lams`` order."""
-        return {
-            "config": self.config.to_dict(),
-            "steps_recorded": list(self.steps_recorded),
-            "values": {repr(lam): list(v) for lam, v in self.values.items()},
-            "final": {repr(lam): v for lam, v in self.final.items()},
-            "steps_to_1e-3": {repr(lam): s for lam, s in self.steps_to_fraction(1e-3).items()},
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DecayResult":
-        cfg = DecayConfig(**d["config"])
-        return cls(
-            config=cfg,
-            steps_recorded=[int(s) for s in d["steps_recorded"]],
-            values={float(k): [float(x) for x in v] for k, v in d["values"].items()},
-            seconds=float(d.get("seconds", 0.0)),
-        )
+def simulation_metrics(cfg: DecayConfig) -> dict[float, list[dict]]:
+    """Per lambda, per seed metrics of ``cfg`` (computed now; checks read the stored record)."""
+    return metrics_of(simulation_record(cfg))
 
 
 def simulate_decay(cfg: DecayConfig) -> DecayResult:
     """Simulate ``cfg``; see the module docstring."""
-    import time
-
-    t0 = time.perf_counter()
-    steps, abs_theta = simulate_abs_theta(cfg)
-    mean = abs_theta.mean(dim=2)  # over seeds
-    values = {lam: mean[:, i].tolist() for i, lam in enumerate(cfg.lams)}
-    return DecayResult(config=cfg, steps_recorded=steps, values=values, seconds=time.perf_counter() - t0)
+    return decay_result_of(simulation_record(cfg))
 
 
 def simulate_grid(
@@ -202,100 +169,6 @@ def simulate_grid(
         for o in optimizers
         for r in regularizers
     }
-
-
-_LABEL_NAMES = {
-    "sgd": "SGD", "adam": "Adam", "amsgrad": "AMSGrad", "adagrad": "Adagrad",
-    "adadelta": "Adadelta", "rmsprop": "RMSProp", "adamax": "Adamax", "l2": "L2", "wd": "WD",
-}
-
-
-def default_label(result: DecayResult) -> str:
-    c = result.config
-    return f"{_LABEL_NAMES[c.optimizer]} {_LABEL_NAMES[c.regularizer]}"
-
-
-def plot_decay(
-    results: Sequence[tuple[str, DecayResult]],
-    path: Path | str,
-    title: str,
-    layout: str = "panels",
-    ncols: int | None = None,
-    ymin: float = 1e-6,
-) -> Path:
-    """Draw |theta| (log y) against iteration, one line per (label, lambda); write a PNG at ``path``.
-
-    ``layout='panels'`` (default, like the paper's figure): one panel per label (``ncols`` per
-    row, default up to 4), lines coloured by lambda, shared axes, one legend. ``layout='single'``:
-    everything on one axes, line style per label. Values below ``ymin`` are drawn at ``ymin``.
-    Sets matplotlib's Agg backend on call. Returns ``path``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not results:
-        raise ValueError("plot_decay: no results")
-    if layout not in ("panels", "single"):
-        raise ValueError(f"layout: {layout!r} not in ('panels', 'single')")
-    path = Path(path)
-    all_lams = sorted({lam for _, r in results for lam in r.values}, reverse=True)
-    cmap = plt.get_cmap("viridis")
-    colour = {lam: cmap(0.9 * i / max(1, len(all_lams) - 1)) for i, lam in enumerate(all_lams)}
-    styles = ["-", "--", ":", "-."]
-
-    def curve(res: DecayResult, lam: float) -> list[float]:
-        return [max(x, ymin) for x in res.values[lam]]
-
-    if layout == "panels":
-        n = len(results)
-        ncols = min(n, 4) if ncols is None else max(1, min(ncols, n))
-        nrows = -(-n // ncols)
-        height = 2.6 * nrows + 0.9
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height), sharex=True, sharey=True,
-                                 squeeze=False)
-        flat = list(axes.ravel())
-        for ax, (label, res) in zip(flat, results):
-            for lam in res.values:
-                ax.plot(res.steps_recorded, curve(res, lam), color=colour[lam], lw=1.1, label=f"λ = {lam:g}")
-            ax.set_title(label, fontsize=10)
-            ax.grid(True, alpha=0.3)
-        for k, ax in enumerate(flat):
-            if k >= n:
-                ax.set_visible(False)
-            elif k + ncols >= n:  # lowest visible panel of its column: label the x axis
-                ax.xaxis.set_tick_params(labelbottom=True)
-                ax.set_xlabel("iteration")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("|θ|")
-        legend = {}
-        for ax in flat[:n]:
-            for h, l in zip(*ax.get_legend_handles_labels()):
-                legend.setdefault(l, h)
-        fig.legend(list(legend.values()), list(legend.keys()), loc="lower center", ncol=len(legend),
-                   fontsize=9, frameon=False)
-        rect = (0, 0.45 / height, 1, 1)
-        first = flat[0]
-    else:
-        fig, first = plt.subplots(figsize=(7.5, 4.8))
-        for j, (label, res) in enumerate(results):
-            for lam in res.values:
-                first.plot(res.steps_recorded, curve(res, lam), color=colour[lam], ls=styles[j % len(styles)],
-                           lw=1.1, label=f"{label}, λ = {lam:g}")
-        first.set_xlabel("iteration")
-        first.set_ylabel("|θ|")
-        first.grid(True, alpha=0.3)
-        first.legend(fontsize=7, ncol=2)
-        rect = (0, 0, 1, 1)
-    first.set_yscale("log")
-    first.set_ylim(ymin / 2, 2.0)
-    fig.suptitle(title)
-    fig.tight_layout(rect=rect)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

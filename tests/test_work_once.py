@@ -1,0 +1,75 @@
+"""Work done once: `repro verify` reads the claims once and plans once; a simulation runs once per
+configuration and code (stored like a run), and checks, reports and plots only read it."""
+
+from pathlib import Path
+
+import pytest
+
+import repro.claims_cli as claims_cli
+import repro.plan as plan_module
+import repro.simulate.low_gradient as low_gradient
+from repro.cache import RunStore
+from repro.check.evaluate import evaluate_claim
+from repro.cli import main
+from repro.spec.claims import load_claims
+
+REPO = Path(__file__).resolve().parent.parent
+CLAIM = REPO / "claims" / "low_gradient_decay.yaml"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = {"load_claims": 0, "plan_runs": 0, "simulate": 0}
+
+    def counting(module, name, key):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(claims_cli, "load_claims", "load_claims")
+    counting(plan_module, "plan_runs", "plan_runs")
+    counting(low_gradient, "simulate_abs_theta", "simulate")
+    # claims_cli imported plan_runs by name inside functions: they see the module attribute.
+    return calls
+
+
+def test_verify_reads_the_claims_once_and_simulates_each_configuration_once(tmp_path, monkeypatch, counted):
+    monkeypatch.chdir(REPO)
+    sims = {g.simulate for s in load_claims([CLAIM]) for g in s.tier("smoke").groups.values() if g.simulate}
+    assert sims, "the claim has simulations"
+    args = ["verify", "--tier", "smoke", "-k", "low-gradient", "--cache-dir", str(tmp_path / "c"),
+            "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    assert counted["load_claims"] == 1 and counted["plan_runs"] == 1
+    assert counted["simulate"] == len(sims)
+    # Warm: everything is stored, nothing is simulated again (checks, report pages and plots read).
+    assert main(args) == 0
+    assert counted["simulate"] == len(sims)
+    assert any(p.suffix == ".png" for p in (tmp_path / "r").iterdir())
+
+
+def test_a_report_never_simulates_and_says_what_is_missing(tmp_path, counted):
+    (spec,) = load_claims([CLAIM])
+    verdict = evaluate_claim(spec, "smoke", RunStore(tmp_path / "c"))
+    assert verdict.status == "not run" and "simulations not computed" in verdict.reason
+    assert counted["simulate"] == 0
+
+
+def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
+    from repro.cache.simulations import SimulationStore
+    from repro.runs import ensure_simulations
+
+    (spec,) = load_claims([CLAIM])
+    store = RunStore(tmp_path / "c")
+    first = ensure_simulations([spec], "smoke", store)
+    assert first > 0 and ensure_simulations([spec], "smoke", store) == 0
+    sim = next(g.simulate for g in spec.tier("smoke").groups.values() if g.simulate)
+    path = SimulationStore(store.root).path(sim)
+    path.write_text('{"format": 1, "metrics": {"0.0001": [{"final_abs": NaN}]}}')
+    assert SimulationStore(store.root).get(sim) is None
+    assert ensure_simulations([spec], "smoke", store) == 1
+    assert SimulationStore(store.root).get(sim) is not None
