@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import hashlib
 import json
 import math
 import types
@@ -65,7 +64,7 @@ DATASET_SHAPES = {
 }
 # The synthetic shapes have this many distinct shapes (repro/data/embedded.py: SHAPE_NAMES).
 SHAPES_MAX_CLASSES = 16
-# 2x2 max-pool stages of each VGG (conv layout in repro/train/models.py: VGG_LAYOUTS).
+# 2x2 max-pool stages of each VGG (conv layouts in repro/netshape.py).
 VGG_POOLS = {"vgg11": 5, "vgg16": 5, "vgg19": 4}
 BASICNET_CONVS = 7
 # ImageNet BasicNet ends with avgpool(5, stride 4): its input must be at least 5x5.
@@ -205,9 +204,6 @@ class RunConfig:
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    def digest(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
-
     def total_steps(self, train_size: int) -> int:
         return sum(phase_steps(self.train, train_size))
 
@@ -252,7 +248,8 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "tr
 
 
 def run_config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
-    """Build a RunConfig, raising ConfigError for the first bad field (see collect_errors)."""
+    """Build a RunConfig, raising ConfigError for the first bad field (``parse_run_config``
+    collects them all)."""
     config, errors = parse_run_config(raw)
     if errors:
         raise errors[0]

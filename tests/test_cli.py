@@ -81,7 +81,7 @@ def test_missing_dataset_is_a_clear_error(tiny_yaml, tmp_path, capsys):
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("??/*"))
 
 
-# --- claims: the paper as an oracle, selections, reports (issue 9) -------------------------
+# --- claims: the paper as an oracle, selections, reports -----------------------------------
 
 from pathlib import Path  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""repro on claims outside this repository, as a researcher uses it (issue 14).
+"""repro on claims outside this repository, as a researcher uses it.
 
 A one-claim folder (claim, base, paper description: what claims/README.md's "Your own claims"
 section shows) is built in a temporary directory; `repro verify` and `pytest` are run from there

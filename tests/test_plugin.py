@@ -233,7 +233,7 @@ def test_broken_claim_files_fail_naming_file_and_line(pytester, cache):
     assert "Traceback" not in result.stdout.str()
 
 
-# --- where claims are found, and how the plugin is loaded (issue 14) ----------------------------
+# --- where claims are found, and how the plugin is loaded ---------------------------------------
 
 
 def test_any_folder_with_a_paper_description_is_a_claims_folder(pytester, cache):

@@ -20,10 +20,10 @@ SIMULATION_FORMAT = 1
 _METRIC_NAMES = ("final_abs", "log10_final_abs", "steps_to_1e-2", "steps_to_1e-3")
 
 
-def steps_to_level(steps: Sequence[int], curve: Sequence[float] | torch.Tensor, level: float) -> int:
-    """The first recorded iteration at which ``curve`` is at or below ``level``; a curve that
-    never gets there counts as the run's full length (a censored value: the one answer everywhere
-    a "steps to" number is reported or checked)."""
+def steps_to_level(steps: Sequence[int], curve: Sequence[float], level: float) -> int:
+    """The first recorded iteration at which ``curve`` (numbers, or a 1-d tensor) is at or below
+    ``level``; a curve that never gets there counts as the run's full length (a censored value:
+    the one answer everywhere a "steps to" number is reported or checked)."""
     for s, x in zip(steps, curve):
         if float(x) <= level:
             return int(s)

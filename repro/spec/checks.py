@@ -66,9 +66,6 @@ class Selection:
         if not self.label:
             object.__setattr__(self, "label", _label(self))
 
-    def with_run(self, run: str, at: Any) -> "Selection":
-        return dataclasses.replace(self, run=run, at=at, label="")
-
 
 def _label(s: Selection) -> str:
     out = f"{s.run}@{s.at}" if s.at is not None else s.run
