@@ -70,7 +70,7 @@ def test_valid_claim_groups_and_seeds(good):
     assert [c.train.seed for c in point.configs] == [0, 1, 2]
     assert all(isinstance(c, RunConfig) for c in point.configs)
     # Seeds differ only in the seed: three distinct run configs.
-    assert len({c.digest() for c in point.configs}) == 3
+    assert len({c.canonical_json() for c in point.configs}) == 3
     assert point.paper == {"sparsity_gamma": 70, "layer_sparsity_gamma": [0, 0, 0, 0, 1, 25, 23]}
     # 3 + 3 + 3 points x 2 seeds
     assert len(smoke.configs()) == 12
@@ -148,7 +148,7 @@ EXPECTED = {
         (9, "tiers.smoke.seeds", ["expected a non-empty list of integers"]),
         (10, "tiers.smoke.gate", ["expected true or false"]),
     ],
-    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: claim, finding, id, notes, paper_noise, source, tiers, title"])],
+    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: assume, claim, finding, id, no_scope, notes, paper_noise, scope, source, tiers, title"])],
     # One problem: the check naming adam_l2 is not also reported as naming an unknown run.
     "unknown_optimizer.yaml": [(12, "tiers.smoke.runs.adam_l2.set.optim.name",
                                 ["unknown optimizer 'adma'", f"known: {OPTIMIZERS}"])],
@@ -518,7 +518,7 @@ tiers:
     assert (10, "tiers.smoke.runs.a.seeds", "duplicated seeds [1, 1]") in found
 
 
-# --- strict schema (issue 9) ---------------------------------------------------------------
+# --- strict schema -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("replacements, field, words", [

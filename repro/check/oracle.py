@@ -14,6 +14,12 @@ point). All metrics of one run point share the same z (a seed that is unlucky on
 unlucky on the pruned error of the same network too), so checks comparing two metrics of one run
 see the paper's difference exactly; checks comparing two runs see independent noise.
 
+Scope (claims/README.md, "Scope"): a claim's ``scope:`` names the region of the paper's tables its
+words cover and a statement judged on every row of it, on the paper's printed numbers (no noise:
+one number per cell). A row that goes against the statement must be listed under the region's
+``exceptions:`` with a reason, and an exception whose row agrees is stale; both are fatal. Each
+claim's region sizes and exceptions are reported as notes.
+
 A check *cannot fail* when it still passes with its two sides swapped (greater/less/layer_pattern:
 a <-> b; monotonic: the other direction), or when its tolerance (equal, value, at_most) or bounds
 (distribution) cover every value the metric can take.
@@ -32,7 +38,9 @@ from repro.check.kinds import Observations, evaluate_check
 from repro.check.verdict import ERROR, REPRODUCED
 from repro.spec.checks import same_value, selection_range
 from repro.spec.claims import CheckSpec, ClaimSpec, RunGroup
+from repro.spec.scope import ScopeException, ScopeRegion, Statement, statement_words, unit_value
 from repro.spec.source import SpecProblem, display_path
+from repro.spec.tables import TableCell
 
 PAPER_SEEDS = 3
 
@@ -102,6 +110,11 @@ def _covers_range(check: CheckSpec, groups: dict) -> str | None:
 
 
 def check_against_paper(spec: ClaimSpec, tier: str = "full") -> list[Finding]:
+    findings = _check_findings(spec, tier)
+    return findings + scope_findings(spec) if tier == "full" else findings
+
+
+def _check_findings(spec: ClaimSpec, tier: str) -> list[Finding]:
     t = spec.tier(tier)
     if t.not_run:
         return []
@@ -132,4 +145,110 @@ def check_against_paper(spec: ClaimSpec, tier: str = "full") -> list[Finding]:
         else:
             add(check, f"the paper's own numbers give '{result.status}' (noise std {spec.paper_noise:g}): "
                        f"{result.reason}; {result.arithmetic}", True)
+    return findings
+
+
+# --- scope: every row of the region the claim's words cover ------------------------------------
+
+
+@dataclass(frozen=True)
+class ScopeRow:
+    """One row of a region judged on the paper's numbers: the cell an exception would name, the
+    metric, the numbers read (as printed) and whether the statement holds there."""
+
+    cell: str
+    metric: str
+    numbers: str
+    holds: bool
+    exception: ScopeException | None
+
+
+def _short(cell: TableCell) -> str:
+    return cell.id.split("/", 1)[1]
+
+
+def _printed(cell: TableCell, metric: str) -> str:
+    return cell.paper_text.get(metric) or f"{unit_value(cell, metric):g}"
+
+
+def _layer_mean(values: list, layers: tuple[int, ...]) -> float:
+    return sum(float(values[i - 1]) for i in layers) / len(layers)
+
+
+def _judge(st: Statement, cells: tuple[TableCell, ...], metric: str) -> tuple[bool, str]:
+    """(holds, the numbers in words) for one unit and metric."""
+    a = cells[0]
+    if st.kind == "layer_pattern":
+        values = unit_value(a, metric)
+        hi, lo = _layer_mean(values, st.layers), _layer_mean(values, st.than)
+        text = (f"{_short(a)}: {metric} mean C{',C'.join(map(str, st.layers))} {hi:.1f} vs "
+                f"C{',C'.join(map(str, st.than))} {lo:.1f}")
+        return hi - lo > st.margin, text
+    x = float(unit_value(a, metric))
+    if st.kind == "value":
+        return abs(x - st.expected) <= st.tolerance, f"{_short(a)}: {metric} {_printed(a, metric)}"
+    if st.kind == "distribution":
+        ok = (st.min is None or x >= st.min) and (st.max is None or x <= st.max)
+        return ok, f"{_short(a)}: {metric} {_printed(a, metric)}"
+    if st.kind == "monotonic":
+        b = cells[1]
+        y = float(unit_value(b, metric))
+        change = (y - x) if st.direction == "increasing" else (x - y)
+        return change >= -st.slack, f"{metric} {_printed(a, metric)} ({_short(a)}) -> {_printed(b, metric)} ({_short(b)})"
+    if st.b is not None and st.b.metric:
+        other, y_text = st.b.metric, _printed(a, st.b.metric)
+        y = float(unit_value(a, other))
+        text = f"{_short(a)}: {metric} {_printed(a, metric)} vs {other} {y_text}"
+    else:
+        b = cells[1]
+        y = float(unit_value(b, metric))
+        text = f"{metric} {_printed(a, metric)} ({_short(a)}) vs {_printed(b, metric)} ({_short(b)})"
+    holds = {"greater": lambda: x - y > st.margin, "less": lambda: y - x > st.margin,
+             "at_most": lambda: x <= y + st.margin, "equal": lambda: abs(x - y) <= st.tolerance}[st.kind]()
+    return holds, text
+
+
+def scope_rows(region: ScopeRegion) -> list[ScopeRow]:
+    """Every row of the region, judged; each with the exception that names it, if any."""
+    listed = {(e.cell, e.metric): e for e in region.exceptions}
+    rows = []
+    for unit in region.units:
+        for metric in region.metrics:
+            holds, numbers = _judge(region.statement, unit.cells, metric)
+            rows.append(ScopeRow(unit.named.id, metric, numbers, holds, listed.get((unit.named.id, metric))))
+    return rows
+
+
+def scope_findings(spec: ClaimSpec) -> list[Finding]:
+    """Rows that go against their region's statement without being listed as exceptions, stale
+    exceptions, a claim on table cells that says nothing of its scope (fatal); and one note per
+    claim with the size of its regions and their exceptions."""
+    file = display_path(spec.path)
+    findings: list[Finding] = []
+    names_cells = any(p.cell for t in spec.tiers.values() for g in t.groups.values() for p in g.points)
+    if not spec.scope and spec.no_scope is None and names_cells:
+        findings.append(Finding(file, spec.line, "scope", "the claim's runs are table cells but it declares no scope: "
+                                "name the region of the tables its words cover (scope:), or say why none does "
+                                "(no_scope:)", True))
+    total, excepted = 0, 0
+    for region in spec.scope:
+        words = statement_words(region.statement)
+        for row in scope_rows(region):
+            total += 1
+            if not row.holds and row.exception is None:
+                findings.append(Finding(file, region.line, region.field, (
+                    f"Table {region.table_number} row {row.cell!r} goes against the statement "
+                    f"\"{region.statement.description}\" ({words}): {row.numbers}; list it under exceptions with a "
+                    f"reason (- {{cell: \"{row.cell}\", metric: {row.metric}, reason: ...}}), or narrow the claim's "
+                    "wording"), True))
+            elif row.holds and row.exception is not None:
+                e = row.exception
+                findings.append(Finding(file, e.line, e.field, (
+                    f"stale exception: the paper's numbers agree with the statement here ({row.numbers}); "
+                    "remove it"), True))
+            excepted += row.exception is not None
+    if spec.scope:
+        findings.append(Finding(file, spec.line, "scope", (
+            f"{len(spec.scope)} region(s), {total} rows judged on the paper's numbers, {excepted} exception(s)"),
+            False))
     return findings

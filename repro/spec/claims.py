@@ -43,13 +43,15 @@ from repro.config import (
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers, unrecorded
 from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
+from repro.spec.scope import Assumption, ScopeRegion, parse_assume, parse_no_scope, parse_scope
 from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
 from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
-CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise")
+CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise", "scope", "no_scope",
+              "assume")
 SOURCE_KEYS = ("paper", "where")
 TIER_KEYS = ("why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots")
 RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell")
@@ -79,7 +81,7 @@ class RunGroup:
     axis: str | None
     points: tuple[RunPoint, ...]
     line: int | None
-    simulate: DecayConfig | None = None  # the low-gradient simulation instead of training (finding 9)
+    simulate: DecayConfig | None = None  # the low-gradient simulation instead of training
     seeds: tuple[int, ...] = ()
 
     def point(self, axis_value: Any = None) -> RunPoint:
@@ -124,6 +126,10 @@ class ClaimSpec:
     finding: int | None = None
     notes: str = ""
     paper_noise: float = PAPER_NOISE
+    # What the claim's words cover in the paper's tables (repro.spec.scope), or why nothing does.
+    scope: tuple[ScopeRegion, ...] = ()
+    no_scope: str | None = None
+    assume: tuple[Assumption, ...] = ()
 
     def tier(self, name: str) -> TierSpec:
         if name in self.tiers:
@@ -135,7 +141,7 @@ def load_claim(path: Path) -> ClaimSpec:
     source = load_source(path)
     errs = Problems(source)
     spec = _parse_claim(source, errs)
-    # --- issue 14: `source.paper` names a document of the folder's paper description (if any).
+    # --- `source.paper` names a document of the folder's paper description (if any).
     if spec is not None and spec.source.get("paper"):
         try:
             paper = find_paper(Path(path).parent)
@@ -145,7 +151,6 @@ def load_claim(path: Path) -> ClaimSpec:
             wrong = paper.check_source(spec.source["paper"]) if paper is not None else None
             if wrong:
                 errs.add("source.paper", wrong)
-    # --- end issue 14
     if errs.problems:
         raise SpecError(errs.problems)
     assert spec is not None
@@ -207,6 +212,12 @@ def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
     notes = raw.get("notes", "")
     if notes is not None and not isinstance(notes, str):
         errs.add("notes", "expected text")
+    scope_tables = folder_tables(source.path.parent) if any(k in raw for k in ("scope", "assume")) else None
+    scope = parse_scope(raw.get("scope"), scope_tables, errs)
+    no_scope = parse_no_scope(raw.get("no_scope"), errs)
+    if "scope" in raw and "no_scope" in raw:
+        errs.add("no_scope", "a claim has either a scope or a no_scope reason, not both")
+    assume = parse_assume(raw.get("assume"), scope_tables, errs)
     return ClaimSpec(
         id=str(raw.get("id", "")),
         title=str(raw.get("title", "")),
@@ -218,6 +229,9 @@ def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
         finding=finding if isinstance(finding, int) else None,
         notes=str(notes or "").strip(),
         paper_noise=noise,
+        scope=scope,
+        no_scope=no_scope,
+        assume=assume,
     )
 
 
