@@ -103,7 +103,7 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
         if not s.tier(tier).gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
         rows.append((f"[{s.id}]({s.id}.md)", s.finding or "", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
-                     status, paper, ours))
+                     status, paper, ours, scope_summary(s)))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
@@ -113,8 +113,11 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
             f"{len(verdicts)} claims: {summary}.\n\n"
             "Paper values are at the paper's scale; at the smoke tier the runs are scaled analogs (see each page), "
             "so compare directions and orders, not digits.\n\n"
-            + tabulate(rows, headers=("claim", "finding", "source", "verdict", "paper", "reproduced (mean ± std, n)"),
-                       tablefmt="github") + "\n\nAll runs: [runs.md](runs.md)\n")
+            + tabulate(rows, headers=("claim", "finding", "source", "verdict", "paper", "reproduced (mean ± std, n)",
+                                      "paper rows against it"),
+                       tablefmt="github") + "\n\n*Paper rows against it*: of the rows of the paper's tables the claim's "
+            "words cover (its scope), how many the paper's own numbers contradict; each is a stated exception on "
+            "the claim's page.\n\nAll runs: [runs.md](runs.md)\n")
 
 
 def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str]) -> str:
@@ -125,6 +128,7 @@ def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStor
              f"Source: `{spec.source.get('paper', '')}`, {spec.source.get('where', '')}. Claim file: `{spec.path.name}`.\n"]
     if spec.notes:
         parts.append(spec.notes + "\n")
+    parts += scope_section(spec) + assumptions_section(spec)
     if tier.not_run:
         parts.append(f"**Not run at this tier:** {tier.not_run}\n")
         return "\n".join(parts)
@@ -140,6 +144,58 @@ def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStor
     for p in plots:
         parts.append(f"\n![{p}]({p})\n")
     return "\n".join(parts) + "\n"
+
+
+def scope_summary(spec: ClaimSpec) -> str:
+    """The index's mark: how many rows of the claim's scope the paper's numbers go against."""
+    from repro.check.oracle import scope_rows
+
+    if not spec.scope:
+        return "no table region" if spec.no_scope else "-"
+    rows = [r for region in spec.scope for r in scope_rows(region)]
+    against = sum(not r.holds for r in rows)
+    return f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+
+
+def scope_section(spec: ClaimSpec) -> list[str]:
+    """What the claim's words cover in the paper's tables, and every row there that goes against
+    them, with the paper's numbers and the stated reason."""
+    from repro.check.oracle import scope_rows
+    from repro.spec.scope import statement_words
+
+    if spec.no_scope:
+        return [f"**No table region:** {spec.no_scope}\n"]
+    if not spec.scope:
+        return []
+    parts = ["## What the claim covers in the paper's tables\n",
+             "Each statement is judged on the paper's own numbers in every row of its region; a row that goes "
+             "against it is an exception the claim states, with the reason.\n"]
+    for i, region in enumerate(spec.scope, 1):
+        rows = scope_rows(region)
+        against = [r for r in rows if not r.holds]
+        columns = f"; columns {', '.join(region.columns)}" if region.columns else ""
+        parts.append(f"{i}. **Table {region.table_number}** (`{region.table}`), {region.rows}{columns}; "
+                     f"metrics {', '.join(region.metrics)}. Statement: *{region.statement.description}* "
+                     f"(`{statement_words(region.statement)}`). {len(rows)} rows, "
+                     f"{len(against)} exception{'s' if len(against) != 1 else ''}.")
+        if against:
+            table = [(r.cell.split("/", 1)[1], r.metric, r.numbers, r.exception.reason if r.exception else "NOT LISTED")
+                     for r in against]
+            body = tabulate(table, headers=("row", "metric", "the paper's numbers", "reason"), tablefmt="github")
+            parts.append("\n" + "\n".join("   " + line for line in body.splitlines()))
+    return parts + [""]
+
+
+def assumptions_section(spec: ClaimSpec) -> list[str]:
+    """Settings the paper does not state that the claim's runs assume, each with its reason and
+    the table cells it applies to (marked beside them on the table pages)."""
+    if not spec.assume:
+        return []
+    parts = ["## Settings the paper does not state (assumed)\n"]
+    for a in spec.assume:
+        cells = f" Applies to: {', '.join(f'`{c}`' for c in a.cells)}." if a.cells else ""
+        parts.append(f"- **Assumed:** {a.text} *Why:* {a.reason}{cells}")
+    return parts + [""]
 
 
 def runs_table(tier: TierSpec, store: RunStore) -> str:

@@ -121,8 +121,11 @@ def cell_text(cell: TableCell, metric: str, stats: Stats | None) -> str:
     return f"{stats if stats is not None else NOT_TRAINED} / {paper_txt}"
 
 
-def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, Analog], plot: str | None) -> str:
+def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, Analog], plot: str | None,
+               assumed: dict[str, list] | None = None) -> str:
+    """``assumed``: cell id -> (claim id, Assumption) pairs, the settings claims assume for it."""
     records = {c.id: cell_records(c, tier, store, analogs) for c in table.cells}
+    marks, marked = assumption_marks(table, assumed or {})
     texts = {(c.id, m): cell_text(c, m, cell_stats(c, m, records[c.id][0])) for c in table.cells for m in table.metrics}
     where = f"`{table.source.get('paper', '')}`, {table.source.get('where', '')}"
     parts = [f"# Table {table.number}: {table.title}\n",
@@ -145,8 +148,12 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
             parts.append("")
         else:
             parts.append(f"No smoke analog fills a cell of this table; every cell is `{NOT_TRAINED}` at this tier.\n")
-    rows_out, headers = _layout(table, texts)
+    rows_out, headers = _layout(table, texts, marks)
     parts.append(tabulate(rows_out, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
+    if marked:
+        parts.append("## Settings assumed by the claims (marked beside the rows they apply to)\n")
+        parts += marked
+        parts.append("")
     notes = _cell_notes(table)
     if notes:
         parts.append("## Settings the paper does not state, and cells that are not run\n")
@@ -161,10 +168,42 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     return "\n".join(parts) + "\n"
 
 
-def _layout(table: TableSpec, texts: dict) -> tuple[list[list[str]], list[str]]:
+def assumption_marks(table: TableSpec, assumed: dict[str, list]) -> tuple[dict[str, str], list[str]]:
+    """Marks ``[A1]`` per cell for the settings claims assume for it (the paper does not state
+    them), and the list that explains each mark: text, reason, claim."""
+    labels: dict[tuple[str, str], str] = {}
+    lines: list[str] = []
+    marks: dict[str, str] = {}
+    for cell in table.cells:
+        for claim, a in assumed.get(cell.id, []):
+            key = (claim, a.text)
+            if key not in labels:
+                labels[key] = f"A{len(labels) + 1}"
+                lines.append(f"- **[{labels[key]}]** {a.text} *Why:* {a.reason} (claim `{claim}`)")
+            marks[cell.id] = (marks.get(cell.id, "") + f" [{labels[key]}]").strip()
+    return marks, lines
+
+
+def claim_assumptions(claims: list) -> dict[str, list]:
+    """Cell id -> (claim id, Assumption) for every assumption a claim names cells for."""
+    out: dict[str, list] = {}
+    for spec in sorted(claims, key=lambda s: s.id):
+        for a in getattr(spec, "assume", ()):
+            for cell in a.cells:
+                out.setdefault(cell, []).append((spec.id, a))
+    return out
+
+
+def _mark(text: str, cells: list, marks: dict[str, str]) -> str:
+    found = " ".join(dict.fromkeys(m for c in cells if c is not None and (m := marks.get(c.id))))
+    return f"{text} {found}" if found else text
+
+
+def _layout(table: TableSpec, texts: dict, marks: dict[str, str] | None = None) -> tuple[list[list[str]], list[str]]:
+    marks = marks or {}
     if table.layout == "transposed":
         cells = list(table.cells)
-        headers = ["", *[c.row for c in cells]]
+        headers = ["", *[_mark(c.row, [c], marks) for c in cells]]
         rows = [[h, *[texts[(c.id, m)] for c in cells]] for m, h in zip(table.metrics, table.headers)]
         return rows, headers
     cols = list(table.columns) or [None]
@@ -172,9 +211,9 @@ def _layout(table: TableSpec, texts: dict) -> tuple[list[list[str]], list[str]]:
     rows = []
     for group, label in table.rows:
         name = f"{group} {label}".strip()
-        row = [group, label]
-        for col in cols:
-            cell = next((c for c in table.cells if c.row == name and c.column == col), None)
+        row_cells = [next((c for c in table.cells if c.row == name and c.column == col), None) for col in cols]
+        row = [group, _mark(label, row_cells, marks)]
+        for cell in row_cells:
             row += [texts[(cell.id, m)] if cell else "" for m in table.metrics]
         rows.append(row)
     return rows, headers
@@ -246,6 +285,7 @@ def render_tables(tables: list[TableSpec], tier: str, store: RunStore, out: Path
                     analogs[f"smoke:{c.smoke}"] = a
                 elif c.smoke and claims:
                     log.warning("table %s: cell %s names smoke analog %s, which no claim's smoke tier has", t.id, c.id, c.smoke)
+    assumed = claim_assumptions(list(claims))
     pages = []
     for table in sorted(tables, key=lambda t: t.id):
         plot = f"{table.id}.png"
@@ -254,7 +294,7 @@ def render_tables(tables: list[TableSpec], tier: str, store: RunStore, out: Path
         except (ValueError, RuntimeError) as e:  # a plot failure must not lose the table
             log.warning("table %s: plot failed: %s", table.id, e)
             plot = None
-        (folder / f"{table.id}.md").write_text(table_page(table, tier, store, analogs, plot))
+        (folder / f"{table.id}.md").write_text(table_page(table, tier, store, analogs, plot, assumed))
         pages.append((table, f"tables/{table.id}.md"))
     return pages
 
