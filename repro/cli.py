@@ -172,6 +172,10 @@ def _selected_keys(args: argparse.Namespace, store: RunStore) -> list[str] | Non
     return list(dict.fromkeys(keys))
 
 
+def _origin_label(origin: str, verified: bool) -> str:
+    return "here" if origin == "local" else "imported" + ("" if verified else ", unverified")
+
+
 def cmd_cache_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -187,24 +191,45 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
     rows = [(i.key[:12], i.summary, "yes" if i.weights else "no", f"{i.bytes / 1e6:,.2f}",
              ("this" if i.current else "other: " + i.training_fingerprint[:8]) + " / "
              + ("this" if i.metrics_fingerprint == metrics_fingerprint() else "other"),
-             i.finished_at, i.problem or "") for i in infos]
-    print(tabulate(rows, headers=("key", "run", "weights", "MB", "training / metrics code", "finished", "problem")))
+             _origin_label(i.origin, i.verified), i.finished_at, i.problem or "") for i in infos]
+    print(tabulate(rows, headers=("key", "run", "weights", "MB", "training / metrics code", "trained", "finished",
+                                  "problem")))
     other = sum(not i.current for i in infos)
+    unverified = sum(not i.verified for i in infos)
     print(f"\n{len(infos)} entries in {store.root}" + (f"; {other} trained by other training code (not served)"
-                                                        if other else ""))
+                                                        if other else "")
+          + (f"; {unverified} imported and unverified (their numbers are the archive's word)" if unverified else ""))
     return 0
+
+
+def _remeasure():
+    """The measurement the cache commands hand to the store to prove imported numbers."""
+    from repro.train.run import remeasure
+
+    return remeasure
 
 
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     from repro.cache.archive import verify_store
 
     store = _store(args)
-    keys = store.keys()
-    problems = verify_store(store)
-    for key, problem in sorted(problems.items()):
-        print(f"damaged: {key[:12]}: {problem}", file=sys.stderr)
-    print(f"{len(keys) - len(problems)} of {len(keys)} entries in {store.root} verified (every checksum, weights loaded)")
-    return EXIT_FAILED if problems else 0
+    result = verify_store(store, _remeasure(), repair=args.repair)
+    for path in result.removed_temporaries:
+        print(f"removed {path}: a temporary entry folder left by a writer that did not finish")
+    for key, problem in sorted(result.damaged.items()):
+        where = f"; moved to {result.moved[key]}" if key in result.moved else ""
+        print(f"damaged: {key[:12]}: {problem}{where}", file=sys.stderr)
+    for key in result.verified_now:
+        print(f"verified: {key[:12]}: imported numbers re-measured from its weights and confirmed")
+    for key, why in sorted(result.unverified.items()):
+        print(f"unverified: {key[:12]}: imported, {why}")
+    print(f"{result.checked - len(result.damaged)} of {result.checked} entries in {store.root} verified (every "
+          "checksum, weights loaded)" + (f"; {len(result.unverified)} imported and unverified" if result.unverified
+                                         else ""))
+    if result.damaged and not args.repair:
+        print("repro cache verify --repair moves the damaged entries aside (they are trained again when next needed)",
+              file=sys.stderr)
+    return EXIT_FAILED if result.damaged else 0
 
 
 def cmd_cache_export(args: argparse.Namespace) -> int:
@@ -229,17 +254,27 @@ def cmd_cache_export(args: argparse.Namespace) -> int:
 
 def cmd_cache_import(args: argparse.Namespace) -> int:
     from repro.cache import training_fingerprint
-    from repro.cache.archive import import_archive
+    from repro.cache.archive import import_archive, shown
 
     store = _store(args)
-    result = import_archive(store, Path(args.file))
+    try:
+        result = import_archive(store, Path(args.file), _remeasure())
+    except MemoryError:
+        print(f"error: out of memory while importing {args.file}; import it on a machine with more memory",
+              file=sys.stderr)
+        return EXIT_FAILED
     for what, why in sorted(result.rejected.items()):
-        print(f"error: rejected {what[:64]}: {why}", file=sys.stderr)
+        print(f"error: rejected {shown(what)}: {why}", file=sys.stderr)
+    for key in result.present:
+        print(f"skipped {key[:12]}: the cache already holds this run (an import never replaces an entry)")
+    for key, why in sorted(result.unverified.items()):
+        print(f"unverified: {key[:12]}: {why}")
     if result.other_code:
         print(f"warning: {len(result.other_code)} runs were trained by other training code (fingerprint "
-              f"{result.archive_fingerprint}, this code: {training_fingerprint()}); they are stored but runs "
-              "keyed under this code will not use them", file=sys.stderr)
-    print(f"imported {len(result.added)} runs into {store.root} ({len(result.present)} already there, "
+              f"{shown(str(result.archive_fingerprint))}, this code: {training_fingerprint()}); they are stored but "
+              "runs keyed under this code will not use them", file=sys.stderr)
+    print(f"imported {len(result.added)} runs into {store.root} ({len(result.verified)} re-measured from their "
+          f"weights and confirmed, {len(result.unverified)} unverified; {len(result.present)} already there, "
           f"{len(result.rejected)} rejected)")
     return EXIT_FAILED if result.rejected else 0
 
@@ -259,7 +294,10 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_cache_ls)
 
-    c = cache.add_parser("verify", parents=[common], help="check every entry in full (checksums, weights)")
+    c = cache.add_parser("verify", parents=[common], help="check every entry in full (checksums, weights); "
+                         "re-measure imported entries not yet verified")
+    c.add_argument("--repair", action="store_true", help="move damaged entries aside and remove temporary folders "
+                   "left by writers that were killed")
     c.set_defaults(func=cmd_cache_verify)
 
     c = cache.add_parser("export", parents=[common], help="write cached runs into one archive (.tar or .tar.gz)")

@@ -178,11 +178,15 @@ class ClaimItem(pytest.Item):
             self._train_missing(state, store)
         verdict = evaluate_claim(self.spec, state.tier, store)
         self.user_properties.append(("verdict", verdict.status))
+        unverified = unverified_runs(self.spec, state.tier, store)
+        if unverified:
+            self.user_properties.append((UNVERIFIED, unverified))
         if verdict.status == REPRODUCED:
             return
         # Outside the gate a claim may fail to reproduce, but a broken run (error) still fails.
         if not tier.gate and verdict.status != ERROR:
-            pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})")
+            pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})"
+                         + (f"; {unverified} runs imported, unverified" if unverified else ""))
         raise ClaimNotReproduced(verdict)
 
     def _train_missing(self, state: PluginState, store: "RunStore") -> None:
@@ -206,17 +210,39 @@ class ClaimItem(pytest.Item):
     def repr_failure(self, excinfo, style=None) -> str:
         if not isinstance(excinfo.value, ClaimNotReproduced):
             return super().repr_failure(excinfo)
-        return format_verdict(self.spec, excinfo.value.verdict)
+        return format_verdict(self.spec, excinfo.value.verdict, dict(self.user_properties).get(UNVERIFIED, 0))
 
     def reportinfo(self):
         return self.path, self.spec.line - 1, f"claim {self.spec.id} [{self.config.stash[_STATE].tier}]"
 
 
-def format_verdict(spec: "ClaimSpec", verdict: "Verdict") -> str:
+# The user property naming how many of a claim's runs were imported and not re-measured here.
+UNVERIFIED = "unverified_runs"
+
+
+def unverified_runs(spec: "ClaimSpec", tier: str, store: "RunStore") -> int:
+    """How many of the claim's cached runs are imported and unverified (numbers on an archive's word)."""
+    from repro.cache import run_key
+
+    keys = {run_key(c) for c in spec.tier(tier).configs()}
+    return sum(1 for k in keys if (r := store.get(k)) is not None and not r.verified)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    # A claim that passes on imported, unverified runs says so on its own line (-v).
+    unverified = dict(getattr(report, "user_properties", ())).get(UNVERIFIED)
+    if report.when == "call" and report.passed and unverified:
+        return "passed", ".", (f"PASSED ({unverified} runs imported, unverified)", {"yellow": True})
+    return None
+
+
+def format_verdict(spec: "ClaimSpec", verdict: "Verdict", unverified: int = 0) -> str:
     from repro.check.verdict import fmt
 
     lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
+    if unverified:
+        lines.append(f"  runs: {unverified} imported, unverified (their numbers were not re-measured here)")
     if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
         lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:

@@ -64,6 +64,21 @@ def fake_record(config, value: float, provenance: dict | None = None) -> RunReco
     return RunRecord(config, metrics, {"loss": [1.0]}, provenance or {"device": "cpu"}, {"w": torch.ones(3)})
 
 
+def measured_record(config, provenance: dict) -> RunRecord:
+    """A record whose numbers are what its (untrained) weights measure: an import re-measures
+    weights and refuses numbers they do not give, so a shipped entry must carry real ones."""
+    from repro.data import load_dataset
+    from repro.train.models import build_model
+    from repro.train.run import remeasure
+
+    torch.manual_seed(config.train.seed)
+    data = load_dataset(config.data)
+    model = build_model(config.model, data.in_channels, data.image_size, data.num_classes, config.data.dataset)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    unmeasured = RunRecord(config, {"diverged_at": None, "steps": 0}, {}, provenance, state)
+    return RunRecord(config, remeasure(unmeasured, "cpu"), {}, provenance, state)
+
+
 def run_config(path: Path, extra: str = ""):
     from repro.spec.runfile import load_run_config
 
@@ -194,12 +209,9 @@ def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
     claims = _claims(tmp_path)
     specs = load_claims(sorted(claims.glob("*.yaml")))
     lab = RunStore(tmp_path / "lab")
-    for group, sparsity in (("adam_l2", [50.0, 52.0, 49.0]), ("adam_wd", [20.0, 22.0, 25.0])):
-        for cfg, s in zip(specs[0].tier("smoke").groups[group].points[0].configs, sparsity):
-            metrics = {"sparsity_gamma": s, "test_error": 1.5, "sparsity_act": s - 1, "pruned_test_error": 1.5,
-                       "layer_sparsity_gamma": [0, 0, 5, 60, 70, 55, 70], "diverged_at": None}
-            lab.put(run_key(cfg), RunRecord(cfg, metrics, {}, {"device": "cpu", "torch": "x", "train_wall_s": 1},
-                                            {"w": torch.full((2,), s)}))
+    for group in ("adam_l2", "adam_wd"):
+        for cfg in specs[0].tier("smoke").groups[group].points[0].configs:
+            lab.put(run_key(cfg), measured_record(cfg, {"device": "cpu", "torch": "x", "train_wall_s": 1}))
     stray = run_config(tmp_path / "run.yaml")
     lab.put(run_key(stray), fake_record(stray, 3.0))  # not needed by the claim: not exported
     archive = tmp_path / "smoke.tar.gz"
@@ -208,14 +220,16 @@ def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
     assert "6 runs" in capsys.readouterr().out
     laptop = RunStore(tmp_path / "laptop")
     assert main(["cache", "import", str(archive), "--cache-dir", str(laptop.root)]) == 0
-    assert "imported 6 runs" in capsys.readouterr().out
+    assert "imported 6 runs" in capsys.readouterr().out  # each re-measured from its weights and confirmed
+    assert all(laptop.get(k).verified and laptop.get(k).origin == "imported" for k in laptop.keys())
     assert sorted(laptop.keys()) == sorted(k for k in lab.keys() if k != run_key(stray))
     render_reports(specs, "smoke", lab, tmp_path / "a")
     render_reports(specs, "smoke", laptop, tmp_path / "b")
     for page in sorted((tmp_path / "a").glob("*.md")):
         assert page.read_text() == (tmp_path / "b" / page.name).read_text(), page.name
     key = laptop.keys()[0]
-    assert torch.equal(laptop.get(key, with_weights=True).state_dict["w"], lab.get(key, with_weights=True).state_dict["w"])
+    shipped, kept = laptop.get(key, with_weights=True).state_dict, lab.get(key, with_weights=True).state_dict
+    assert shipped.keys() == kept.keys() and all(torch.equal(shipped[n], kept[n]) for n in kept)
     # Importing again adds nothing; --no-weights archives carry metrics only.
     assert main(["cache", "import", str(archive), "--cache-dir", str(laptop.root)]) == 0
     assert "imported 0 runs" in capsys.readouterr().out

@@ -1,41 +1,70 @@
 """Listing, checking and shipping cache entries.
 
 In:  a ``RunStore``; for export a list of keys (default: every entry) and whether to include
-     weights; for import an archive file.
+     weights; for import an archive file and, to prove what it brings, a ``remeasure`` callable
+     (``remeasure(record_with_weights, device, data_root) -> metrics``, handed in by the caller so
+     that this package never imports training or measurement code).
 Out: ``entry_infos`` (one ``EntryInfo`` per entry: key, run summary, fingerprints, weights,
-     size), ``verify_store`` (key -> problem for every entry that fails a full check, weights
-     included), ``export_entries`` (a tar archive, gzip-compressed when the name ends in .gz/.tgz)
-     and ``import_archive`` (checks every entry as a read does, then stores it atomically).
+     size, origin), ``verify_store`` (every entry checked in full; imported entries not yet
+     verified are re-measured when the data is here), ``export_entries`` (a tar archive,
+     gzip-compressed when the name ends in .gz/.tgz) and ``import_archive``.
 
 Archive layout: ``repro-archive.json`` first (archive format, the exporting code's training
-fingerprint, the keys), then ``entries/<key>/<file>`` for every file of each entry. Import reads
-only regular members with those exact names (no paths of its own choosing, no links), and
-rejects an entry whose manifest, checksums or config do not match its key, so an archive cannot
-plant another run's numbers under a key. Entries trained by other training code are stored but
-are not served for runs keyed under this code; import says so.
+fingerprint, the keys), then ``entries/<key>/<file>`` for every file of each entry, each entry's
+files together. Import trusts nothing in it:
+
+- Members are read in two passes over the archive, one entry's files in memory at a time. The
+  first pass reads only headers and the small manifests; a member larger than any file of its
+  kind may be (``store.SIZE_LIMITS``) refuses the whole archive before its data is decompressed.
+  The second pass reads each file in chunks, stopping past the size its manifest declares, so a
+  gzip bomb costs neither memory nor much time. Only regular members with exactly the names above
+  are read (no paths of the archive's choosing, no links); any other is reported, escaped.
+- Every JSON file is checked for size and nesting depth before it is parsed and for its shape
+  after (``store.record_from_files``), every file against the manifest's checksum and size, the
+  config against the key.
+- Checksums only prove that the files are the ones the archive's author listed, not that the
+  numbers came from training. An entry with weights is re-measured from them on the data here and
+  rejected if its metrics differ beyond ``METRICS_RTOL``; where the data is absent it is stored as
+  imported and unverified until ``repro cache verify`` can measure it. An entry without weights
+  stays imported and unverified: reports and pytest lines say so beside its numbers.
+- An import never replaces an entry the cache already holds (it says which it skipped).
+
+Entries trained by other training code are stored (unverified: this code cannot re-measure what
+another model code built) but are not served for runs keyed under this code; import says so.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
 import io
 import json
 import logging
+import lzma
+import math
 import re
 import tarfile
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO, Callable
 
 from repro.cache.keys import CACHE_FORMAT, metrics_fingerprint, training_fingerprint
+from repro.cache.record import RunRecord
 from repro.cache.store import (
     ENTRY_FILES,
     JSON_FILES,
+    SIZE_LIMITS,
     WEIGHTS,
     CacheError,
     EntryDamaged,
     RunStore,
     check_manifest,
     load_weights,
+    parse_json,
     record_from_files,
     sha256,
     with_manifest,
@@ -46,6 +75,28 @@ log = logging.getLogger(__name__)
 ARCHIVE_FORMAT = 1
 ARCHIVE_MANIFEST = "repro-archive.json"
 _MEMBER = re.compile(r"entries/([0-9a-f]{64})/([a-z.]+)")
+_KEY = re.compile(r"[0-9a-f]{64}")
+# An archive of every entry of a large cache has ~7 members per entry; far more is not one of ours
+# (and each member's header is kept in memory while the archive is read).
+MAX_MEMBERS = 200_000
+# A member that is not an entry file is skipped and reported, up to this size; a larger one
+# refuses the archive (skipping it would mean decompressing it).
+STRAY_MEMBER_LIMIT = 1 << 20
+_CHUNK = 1 << 20
+# Re-measuring stored weights on another machine repeats the same float32 arithmetic in another
+# order: losses agree to ~1e-6 relative. Counts (errors, sparsity) agree exactly unless a value
+# sits on a threshold; a difference beyond this is numbers that did not come from these weights.
+METRICS_RTOL, METRICS_ATOL = 1e-4, 1e-6
+# These two are themselves float round-off (max |logit difference| between equivalent networks).
+_ROUNDOFF_METRICS = {"slim_max_abs_diff": 1e-3, "slim_folded_max_abs_diff": 1e-3}
+
+Remeasure = Callable[[RunRecord, str, "Path | None"], dict]
+
+
+def shown(name: str) -> str:
+    """A name from an archive as it may be printed: control characters and other non-ASCII
+    escaped, whole, in quotes unless it is plain."""
+    return name if re.fullmatch(r"[\w./+-]+", name, re.ASCII) else ascii(name)
 
 
 @dataclass
@@ -58,6 +109,8 @@ class EntryInfo:
     bytes: int
     finished_at: str = ""
     problem: str | None = None
+    origin: str = "local"
+    verified: bool = True
 
     @property
     def current(self) -> bool:
@@ -69,24 +122,31 @@ class EntryInfo:
                 "metrics_fingerprint": self.metrics_fingerprint, "weights": self.weights, "bytes": self.bytes,
                 "finished_at": self.finished_at, "current_training_code": self.current,
                 "current_metrics_code": self.metrics_fingerprint == metrics_fingerprint(),
-                "problem": self.problem}
+                "origin": self.origin, "verified": self.verified, "problem": self.problem}
+
+
+def _read_manifest(store: RunStore, key: str) -> dict:
+    return check_manifest(parse_json(store._read_file(store.entry_dir(key), "manifest.json"), "manifest.json"), key)
 
 
 def _read_entry(store: RunStore, key: str, with_weights: bool) -> tuple[dict[str, bytes], dict]:
-    """Every file of an entry, checked as a read checks it (weights loaded when asked)."""
+    """Every file of an entry, checked as a read checks it (sizes and checksums; weights loaded
+    when asked)."""
     entry = store.entry_dir(key)
-    try:
-        manifest = check_manifest(json.loads((entry / "manifest.json").read_bytes()), key)
-    except (OSError, ValueError) as e:
-        raise EntryDamaged(f"unreadable manifest: {e}") from e
+    manifest = _read_manifest(store, key)
     blobs = {}
     for name, expected in manifest["files"].items():
         if name == WEIGHTS and not with_weights:
+            try:
+                size = (entry / name).stat().st_size
+            except OSError as e:
+                raise EntryDamaged(f"cannot read {name}: {e.strerror}") from e
+            if size != manifest["sizes"][name]:
+                raise EntryDamaged(f"{name} has {size} bytes, the manifest says {manifest['sizes'][name]}")
             continue
-        try:
-            blobs[name] = (entry / name).read_bytes()
-        except OSError as e:
-            raise EntryDamaged(f"cannot read {name}: {e.strerror}") from e
+        blobs[name] = store._read_file(entry, name, manifest["sizes"][name])
+        if len(blobs[name]) != manifest["sizes"][name]:
+            raise EntryDamaged(f"{name} has {len(blobs[name])} bytes, the manifest says {manifest['sizes'][name]}")
         if sha256(blobs[name]) != expected:
             raise EntryDamaged(f"checksum mismatch in {name}")
     record_from_files(blobs, manifest, key)
@@ -99,33 +159,89 @@ def entry_infos(store: RunStore) -> list[EntryInfo]:
     """Every entry, from its manifest and JSON files (checksummed); weights checked by size."""
     infos = []
     for key in store.keys():
-        entry = store.entry_dir(key)
         try:
-            manifest = json.loads((entry / "manifest.json").read_bytes())
-            info = EntryInfo(key, "?", str(manifest.get("training_fingerprint")),
-                             str(manifest.get("metrics_fingerprint")), WEIGHTS in manifest.get("files", {}),
-                             sum(manifest.get("sizes", {}).values()))
-            record = store._read(entry, key, with_weights=False, config=None)
+            manifest = _read_manifest(store, key)
+        except CacheError as e:
+            if not isinstance(e, EntryDamaged):
+                raise  # unreadable by this user: an error, not a damaged entry
+            infos.append(EntryInfo(key, "?", "?", "?", False, 0, problem=str(e)))
+            continue
+        origin = manifest.get("origin") or {}
+        info = EntryInfo(key, "?", manifest["training_fingerprint"], str(manifest.get("metrics_fingerprint")),
+                         WEIGHTS in manifest["files"], sum(manifest["sizes"].values()),
+                         origin=origin.get("source", "local"), verified=origin.get("verified", True))
+        try:
+            record = store._read(store.entry_dir(key), key, with_weights=False, config=None)
             info.summary = record.config.summary()
             info.finished_at = str(record.provenance.get("finished_at", ""))
-        except (OSError, ValueError, AttributeError) as e:
-            info = EntryInfo(key, "?", "?", "?", False, 0, problem=f"unreadable manifest: {e}")
-        except CacheError as e:
+        except EntryDamaged as e:
             info.problem = str(e)
         infos.append(info)
     return infos
 
 
-def verify_store(store: RunStore) -> dict[str, str]:
-    """key -> problem for every entry failing the full check (every checksum, weights loaded)."""
-    problems = {}
-    for key in store.keys():
-        try:
-            _read_entry(store, key, with_weights=True)
-        except CacheError as e:
-            problems[key] = str(e)
-    return problems
+# -- verify ------------------------------------------------------------------------------------
 
+@dataclass
+class VerifyResult:
+    checked: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)  # key -> problem
+    verified_now: list[str] = field(default_factory=list)  # imported entries re-measured and confirmed
+    unverified: dict[str, str] = field(default_factory=dict)  # imported entries still unverified -> why
+    moved: dict[str, Path] = field(default_factory=dict)  # damaged entries moved aside (--repair)
+    removed_temporaries: list[Path] = field(default_factory=list)
+
+
+def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bool = False) -> VerifyResult:
+    """Check every entry in full (every checksum, weights loaded). Imported entries not yet
+    verified are re-measured from their weights (with ``remeasure``, where the data is here):
+    confirmed ones are marked verified, contradicted ones are damaged. ``repair`` moves damaged
+    entries aside and removes temporary folders left by killed writers."""
+    result = VerifyResult()
+    if repair:
+        if not store.writable():
+            raise store.read_only_error("repairs")
+        result.removed_temporaries = store.remove_stale_temporaries()
+    for key in store.keys():
+        result.checked += 1
+        try:
+            blobs, manifest = _read_entry(store, key, with_weights=True)
+            origin = manifest.get("origin")
+            if origin and not origin["verified"]:
+                why = _verify_import(store, key, blobs, manifest, remeasure)
+                if why is None:
+                    result.verified_now.append(key)
+                else:
+                    result.unverified[key] = why
+        except EntryDamaged as e:
+            result.damaged[key] = str(e)
+    if repair:
+        for key, problem in result.damaged.items():
+            target = store._move_aside(store.entry_dir(key), "corrupt")
+            if target is not None:
+                result.moved[key] = target
+    return result
+
+
+def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest: dict,
+                   remeasure: Remeasure | None) -> str | None:
+    """Re-measure a stored, unverified import; None once confirmed (and marked so), else why it
+    stays unverified. EntryDamaged when its weights contradict its metrics."""
+    record = record_from_files(blobs, manifest, key)
+    state = load_weights(blobs[WEIGHTS], f"run {key[:12]}") if WEIGHTS in blobs else None
+    metrics, why = _remeasured(store, key, record, state, manifest, remeasure)
+    if why is not None:
+        return why
+    if not store.writable():
+        return "confirmed by re-measuring, but the cache is read-only so it stays marked unverified"
+    files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | _metrics_file(metrics, record),
+                          key, metrics_fingerprint(), manifest["training_fingerprint"],
+                          origin={**manifest["origin"], "verified": True, "verified_at": _now()})
+    store.put_files(key, files)
+    return None
+
+
+# -- export ------------------------------------------------------------------------------------
 
 @dataclass
 class ExportResult:
@@ -158,7 +274,7 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
         for key in present:
             try:
                 blobs, manifest = _read_entry(store, key, with_weights=weights)
-            except CacheError as e:
+            except EntryDamaged as e:
                 result.damaged[key] = str(e)
                 continue
             if not weights and WEIGHTS in manifest["files"]:
@@ -175,87 +291,299 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
     return result
 
 
+# -- import ------------------------------------------------------------------------------------
+
 @dataclass
 class ImportResult:
     added: list[str] = field(default_factory=list)
-    present: list[str] = field(default_factory=list)  # a valid entry was already there
-    rejected: dict[str, str] = field(default_factory=dict)  # key or member -> why
+    verified: list[str] = field(default_factory=list)  # added and re-measured here from their weights
+    unverified: dict[str, str] = field(default_factory=dict)  # added, numbers not re-measured -> why
+    present: list[str] = field(default_factory=list)  # the cache already holds the key: skipped
+    rejected: dict[str, str] = field(default_factory=dict)  # key or member name -> why
     other_code: list[str] = field(default_factory=list)  # trained by other training code
     archive_fingerprint: str | None = None
 
 
-def _read_members(tar: tarfile.TarFile, path: Path, result: ImportResult) -> dict[str, dict[str, bytes]]:
-    """key -> {file name: bytes} from the archive's entry members; anything else is rejected."""
-    pending: dict[str, dict[str, bytes]] = {}
-    seen_header = False
-    for member in tar:
-        if member.name == ARCHIVE_MANIFEST and member.isfile():
-            try:
-                header = json.loads(tar.extractfile(member).read())
-            except ValueError as e:
-                raise CacheError(f"{path}: unreadable {ARCHIVE_MANIFEST} ({e})") from e
-            if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
-                found = header.get("format") if isinstance(header, dict) else "?"
-                raise CacheError(f"{path}: archive format {found} is not {ARCHIVE_FORMAT}")
-            result.archive_fingerprint = header.get("training_fingerprint")
-            seen_header = True
-            continue
+class _BoundedReads:
+    """The archive's (decompressed) stream, refusing any single read larger than ``limit``:
+    tarfile reads a pax or long-name header's data in one call, so without this a member header
+    could make it allocate whatever size the header declares."""
+
+    def __init__(self, f: BinaryIO, limit: int = 4 * _CHUNK):
+        self._f, self._limit = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self._limit:
+            raise CacheError(f"an archive header asks to read {n} bytes at once (more than {self._limit}); "
+                             "not a repro cache archive")
+        return self._f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def _open_stream(raw: BinaryIO) -> BinaryIO:
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, sink: BinaryIO) -> tuple[str, int]:
+    """Copy a member into ``sink`` in chunks: (sha256, size); EntryDamaged past ``limit`` bytes."""
+    digest, size = hashlib.sha256(), 0
+    f = tar.extractfile(member)
+    while chunk := f.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise EntryDamaged(f"{member.name.rsplit('/', 1)[-1]} holds more than the {limit} bytes declared")
+        digest.update(chunk)
+        sink.write(chunk)
+    return digest.hexdigest(), size
+
+
+@dataclass
+class _Scan:
+    """What the first pass found: the entries' members (in archive order) and manifests."""
+    members: dict[str, dict[str, tarfile.TarInfo]] = field(default_factory=dict)
+    manifests: dict[str, bytes] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # key -> why, found from headers alone
+    header: dict | None = None
+
+
+def _scan(tar: tarfile.TarFile, path: Path, result: ImportResult) -> _Scan:
+    scan, last_key, stray = _Scan(), None, 0
+    for count, member in enumerate(tar, 1):
+        if count > MAX_MEMBERS:
+            raise CacheError(f"{path}: more than {MAX_MEMBERS} members; not a repro cache archive (nothing imported)")
         m = _MEMBER.fullmatch(member.name)
-        if not m or not member.isfile() or m.group(2) not in (*ENTRY_FILES, "manifest.json"):
-            result.rejected[member.name] = "not an entry file of a repro archive"
+        if member.name == ARCHIVE_MANIFEST and member.isfile():
+            scan.header = _archive_header(tar, member, path)
             continue
-        pending.setdefault(m.group(1), {})[m.group(2)] = tar.extractfile(member).read()
-    if not seen_header:
+        if not m or not member.isfile() or m.group(2) not in (*ENTRY_FILES, "manifest.json"):
+            if member.size > STRAY_MEMBER_LIMIT:
+                raise CacheError(f"{path}: member {shown(member.name)} ({member.size} bytes) is not an entry file "
+                                 "of a repro archive; the archive is refused (nothing imported)")
+            stray += 1
+            if stray <= 20:
+                result.rejected[member.name] = "not an entry file of a repro archive"
+            elif stray == 21:
+                result.rejected["..."] = "more members that are not entry files (not listed)"
+            continue
+        key, name = m.groups()
+        limit = SIZE_LIMITS[name]
+        if member.size > limit:
+            # Refused from the header alone: reading past it would mean decompressing it.
+            raise CacheError(f"{path}: member {shown(member.name)} declares {member.size} bytes, more than the "
+                             f"{limit} a {name} may have; the archive is refused (nothing imported)")
+        files = scan.members.setdefault(key, {})
+        if key != last_key and files:
+            scan.broken[key] = "its files are not together in the archive"
+        if name in files:
+            scan.broken[key] = f"the archive holds {name} twice"
+        files[name] = member
+        last_key = key
+        if name == "manifest.json":
+            buffer = io.BytesIO()
+            try:
+                _read_member(tar, member, limit, buffer)
+            except EntryDamaged as e:
+                scan.broken[key] = str(e)
+            scan.manifests[key] = buffer.getvalue()
+    if scan.header is None:
         raise CacheError(f"{path}: not a repro cache archive (no {ARCHIVE_MANIFEST})")
-    return pending
+    return scan
 
 
-def _check_blobs(blobs: dict[str, bytes], key: str) -> dict:
-    """The entry's manifest, if its files are whole and belong to ``key`` (as a read checks)."""
+def _archive_header(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> dict:
+    buffer = io.BytesIO()
     try:
-        manifest = check_manifest(json.loads(blobs.get("manifest.json", b"null")), key)
-    except ValueError as e:
-        raise EntryDamaged(f"unreadable manifest: {e}") from e
-    for name, expected in manifest["files"].items():
-        if name not in blobs:
-            raise EntryDamaged(f"archive lacks {name}")
-        if sha256(blobs[name]) != expected:
-            raise EntryDamaged(f"checksum mismatch in {name}")
-    extra = set(blobs) - set(manifest["files"]) - {"manifest.json"}
+        _read_member(tar, member, 1 << 20, buffer)
+        header = parse_json(buffer.getvalue(), ARCHIVE_MANIFEST, 1 << 20)
+    except EntryDamaged as e:
+        raise CacheError(f"{path}: unreadable {ARCHIVE_MANIFEST} ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
+        found = header.get("format") if isinstance(header, dict) else "?"
+        raise CacheError(f"{path}: archive format {shown(str(found)[:20])} is not {ARCHIVE_FORMAT}")
+    if not isinstance(header.get("training_fingerprint"), (str, type(None))):
+        raise CacheError(f"{path}: {ARCHIVE_MANIFEST}: training_fingerprint is not a string")
+    return header
+
+
+def _entry_files(tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarInfo], manifest_bytes: bytes,
+) -> tuple[dict[str, bytes], dict, dict | None]:
+    """(files, manifest, state dict or None) of one archived entry, every file checked against
+    the manifest while it is read (never past its declared size)."""
+    manifest = check_manifest(parse_json(manifest_bytes, "manifest.json"), key)
+    missing = sorted(set(manifest["files"]) - set(members))
+    if missing:
+        raise EntryDamaged(f"archive lacks {', '.join(missing)}")
+    extra = sorted(set(members) - set(manifest["files"]) - {"manifest.json"})
     if extra:
-        raise EntryDamaged(f"files not in the manifest: {', '.join(sorted(extra))}")
-    record_from_files(blobs, manifest, key)
-    if WEIGHTS in blobs:
-        load_weights(blobs[WEIGHTS], f"run {key[:12]}")
-    return manifest
+        raise EntryDamaged(f"files not in the manifest: {', '.join(extra)}")
+    blobs, state = {}, None
+    for name, member in sorted(members.items(), key=lambda item: item[1].offset):
+        if name == "manifest.json":
+            continue
+        declared = manifest["sizes"][name]
+        if member.size != declared:  # refused before any of it is read
+            raise EntryDamaged(f"{name} has {member.size} bytes in the archive, the manifest says {declared}")
+        # The weights go through a file that spills to disk: nothing of a member whose checksum
+        # fails is held in memory.
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20) as sink:
+            digest, size = _read_member(tar, member, declared, sink)
+            if size != declared:
+                raise EntryDamaged(f"{name} has {size} bytes in the archive, the manifest says {declared}")
+            if digest != manifest["files"][name]:
+                raise EntryDamaged(f"checksum mismatch in {name}")
+            sink.seek(0)
+            if name == WEIGHTS:
+                state = load_weights(sink, f"run {key[:12]}")
+                sink.seek(0)
+            blobs[name] = sink.read()
+    return blobs, manifest, state
 
 
-def import_archive(store: RunStore, path: Path) -> ImportResult:
-    """Check and add every entry of the archive at ``path`` to ``store``."""
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _metrics_file(metrics: dict, record: RunRecord) -> dict[str, bytes]:
+    if metrics is record.metrics:
+        return {}
+    return {"metrics.json": json.dumps(metrics, indent=1, sort_keys=True).encode()}
+
+
+def metrics_difference(stored: Any, measured: Any, name: str = "") -> str | None:
+    """Where ``stored`` metrics differ from ``measured`` beyond float tolerance (None: they agree)."""
+    if isinstance(measured, dict) or isinstance(stored, dict):
+        if not (isinstance(measured, dict) and isinstance(stored, dict)):
+            return f"{name or 'metrics'}: stored {type(stored).__name__}, measured {type(measured).__name__}"
+        for k in sorted(set(stored) | set(measured)):
+            if k not in measured:
+                return f"{k}: stored {str(stored[k])[:40]}, not something these weights measure"
+            if k not in stored:
+                return f"{k}: measured {str(measured[k])[:40]}, missing from the stored metrics"
+            problem = metrics_difference(stored[k], measured[k], k)
+            if problem:
+                return problem
+        return None
+    if isinstance(measured, list) or isinstance(stored, list):
+        if not (isinstance(measured, list) and isinstance(stored, list)) or len(stored) != len(measured):
+            return f"{name}: stored {str(stored)[:60]}, measured {str(measured)[:60]}"
+        for i, (s, m) in enumerate(zip(stored, measured)):
+            problem = metrics_difference(s, m, f"{name}[{i}]")
+            if problem:
+                return problem
+        return None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, measured))
+    if numbers:
+        atol = _ROUNDOFF_METRICS.get(name, METRICS_ATOL)
+        if (math.isnan(stored) and math.isnan(measured)) or math.isclose(stored, measured, rel_tol=METRICS_RTOL,
+                                                                           abs_tol=atol):
+            return None
+    elif stored == measured and type(stored) is type(measured):
+        return None
+    return f"{name}: stored {str(stored)[:40]}, measured from its weights {str(measured)[:40]}"
+
+
+def _remeasured(store: RunStore, key: str, record: RunRecord, state: dict | None, manifest: dict,
+                remeasure: Remeasure | None) -> tuple[dict, str | None]:
+    """(metrics to store, why they are not verified: None when re-measured here). EntryDamaged
+    when the weights do not fit the config or contradict the stored metrics."""
+    if manifest["training_fingerprint"] != training_fingerprint():
+        return record.metrics, "trained by other training code: this code cannot re-measure its weights"
+    if state is None:
+        return record.metrics, "the archive holds no weights to re-measure it from"
+    if record.diverged:
+        return record.metrics, "a diverged run: its weights measure nothing to compare"
+    if remeasure is None:
+        return record.metrics, "no measurement code was given to re-measure it"
+    from repro.data.catalog import DatasetError  # torch-free
+
+    full = RunRecord(record.config, record.metrics, record.history, record.provenance, state,
+                     record.metrics_fingerprint)
+    try:
+        measured = remeasure(full, store.device, store.data_root)
+    except DatasetError as e:
+        return record.metrics, f"its data is not here ({str(e).splitlines()[0]}); `repro cache verify` re-measures it once it is"
+    except (OSError, MemoryError) as e:
+        return record.metrics, f"could not be re-measured here ({type(e).__name__}: {e})"
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        if type(e).__name__ == "OutOfMemoryError":
+            return record.metrics, "could not be re-measured here (device out of memory)"
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise EntryDamaged(f"its weights do not fit its config ({type(e).__name__}: {first})") from e
+    if record.metrics_fingerprint != metrics_fingerprint():
+        # Measured by other measurement code: nothing to compare with, but the numbers kept are
+        # now this code's, from these weights.
+        return measured, None
+    problem = metrics_difference(record.metrics, measured)
+    if problem:
+        raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
+    return record.metrics, None
+
+
+def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = None) -> ImportResult:
+    """Check and add every entry of the archive at ``path`` to ``store`` (entries with weights
+    re-measured with ``remeasure`` on ``store.device``/``store.data_root``)."""
     result = ImportResult()
     if not store.writable():
-        raise store.read_only_error("imported runs")
+        raise store.read_only_error("imported runs", suggest_import=False)
     try:
-        with tarfile.open(path, "r:*") as tar:
-            pending = _read_members(tar, path, result)
-    except (OSError, tarfile.TarError, EOFError) as e:
+        with open(path, "rb") as raw, _open_stream(raw) as stream, \
+                tarfile.open(fileobj=_BoundedReads(stream), mode="r:") as tar:
+            scan = _scan(tar, path, result)
+            result.archive_fingerprint = scan.header.get("training_fingerprint")
+            for key, members in scan.members.items():
+                if key in scan.broken:
+                    result.rejected[key] = scan.broken[key]
+                    continue
+                if store.contains(key):
+                    result.present.append(key)
+                    continue
+                try:
+                    _import_entry(store, path, tar, key, members, scan.manifests.get(key), remeasure, result)
+                except EntryDamaged as e:
+                    result.rejected[key] = str(e)
+    except (OSError, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise CacheError(f"{path}: not a readable repro cache archive ({e})") from e
-    for key, blobs in sorted(pending.items()):
-        try:
-            manifest = _check_blobs(blobs, key)
-        except CacheError as e:
-            result.rejected[key] = str(e)
-            continue
-        if manifest["training_fingerprint"] != training_fingerprint():
-            result.other_code.append(key)
-        if store.contains(key) and store.get(key, current_metrics=False) is not None \
-                and (WEIGHTS not in blobs or store.has_weights(key)):
-            result.present.append(key)
-            continue
-        store.put_files(key, blobs)
-        result.added.append(key)
     return result
 
 
-__all__ = ["EntryInfo", "ExportResult", "ImportResult", "JSON_FILES", "entry_infos", "export_entries",
-           "import_archive", "verify_store"]
+def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarInfo],
+                  manifest_bytes: bytes | None, remeasure: Remeasure | None, result: ImportResult) -> None:
+    if manifest_bytes is None:
+        raise EntryDamaged("archive lacks manifest.json")
+    blobs, manifest, state = _entry_files(tar, key, members, manifest_bytes)
+    record = record_from_files(blobs, manifest, key)
+    metrics, why = _remeasured(store, key, record, state, manifest, remeasure)
+    del state
+    origin = {"source": "imported", "verified": why is None, "archive": path.name, "imported_at": _now()}
+    if why is not None:
+        origin["unverified_because"] = why
+    files = with_manifest(blobs | _metrics_file(metrics, record), key,
+                          metrics_fingerprint() if metrics is not record.metrics else manifest["metrics_fingerprint"],
+                          manifest["training_fingerprint"], origin=origin)
+    if store.put_files(key, files, replace=False) is None:
+        result.present.append(key)  # stored by someone else meanwhile
+        return
+    result.added.append(key)
+    if why is None:
+        result.verified.append(key)
+    else:
+        result.unverified[key] = why
+    if manifest["training_fingerprint"] != training_fingerprint():
+        result.other_code.append(key)
+
+
+__all__ = ["EntryInfo", "ExportResult", "ImportResult", "JSON_FILES", "VerifyResult", "entry_infos",
+           "export_entries", "import_archive", "metrics_difference", "shown", "verify_store"]

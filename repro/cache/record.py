@@ -2,8 +2,10 @@
 
 In:  what training and measurement produced for one ``RunConfig``.
 Out: ``RunRecord``: config, metrics (see repro.measure), histories, provenance, optionally the
-     trained weights (a flat name -> tensor dict, loaded only when asked for) and the fingerprint
-     of the measurement code that computed the metrics.
+     trained weights (a flat name -> tensor dict, loaded only when asked for), the fingerprint
+     of the measurement code that computed the metrics, and where the entry came from: trained
+     here, or imported from an archive and then either re-measured from its weights (verified) or
+     not (no weights, or no data to measure on: its numbers are the archive's word).
 
 No torch import: planning, checking and reporting read records without loading it.
 """
@@ -27,7 +29,16 @@ class RunRecord:
     metrics_fingerprint: str | None = None
     # Set on read when the stored metrics came from other measurement code and were recomputed.
     metrics_recomputed: bool = field(default=False, compare=False)
+    # "local" (trained into some cache by this project) or "imported" (added by `repro cache import`).
+    origin: str = field(default="local", compare=False)
+    # False only for an imported entry whose metrics were not re-measured from its weights here.
+    verified: bool = field(default=True, compare=False)
 
     @property
     def diverged(self) -> bool:
         return self.metrics.get("diverged_at") is not None
+
+    @property
+    def provenance_label(self) -> str:
+        """What reports print beside the run's numbers: "" for a run trained or re-measured here."""
+        return "imported, unverified" if not self.verified else ""

@@ -21,6 +21,16 @@ where it went) and treated as missing, so it is retrained. An entry this user ma
 error, not damage. On a read-only cache nothing is moved: a damaged entry is reported and not
 used, and a run the cache lacks is one clear ``CacheError`` (new runs cannot be stored there).
 
+Every JSON file is checked before it is used: size and nesting depth before it is parsed, then
+its shape (the manifest's fields, a metrics dict whose known metrics have the catalogue's types,
+dict-valued history and provenance). Entries added by ``repro cache import`` say so in their
+manifest (``origin``: imported, and whether their metrics were re-measured from their weights
+here); a read carries that into ``RunRecord.origin``/``verified``.
+
+Temporary folders (``<root>/<xx>/.<key>-*``) are never entries. One left by a writer that was
+killed is removed by the next write, or by ``repro cache verify --repair``, once it is older than
+``STALE_TEMPORARY_S`` and its key's lock is free, so a writer still at work is never harmed.
+
 Entries whose metrics were computed by other measurement code (``keys.metrics_fingerprint``)
 have their metrics recomputed from the stored weights and the data on read (logged; the entry is
 rewritten when the cache is writable). Entries without weights keep their metrics, with a
@@ -40,17 +50,19 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from repro.cache.keys import CACHE_FORMAT, PACKAGE_DIR, metrics_fingerprint, run_key, training_fingerprint
 from repro.cache.record import RunRecord
 from repro.config import ConfigError, RunConfig, run_config_from_dict
+from repro.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,19 @@ WEIGHTS = "model.pt"
 ENTRY_FILES = (*JSON_FILES, WEIGHTS)
 _DENIED = (errno.EACCES, errno.EPERM)
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+# Limits on an entry's files. Real entries stay far below them (a full-tier history is a few
+# MB; VGG-16 with an ImageNet head is ~550 MB of weights); they exist so that a damaged file or
+# a hostile archive is refused before it is parsed or held in memory whole.
+SIZE_LIMITS = {"config.json": 1 << 20, "metrics.json": 16 << 20, "history.json": 64 << 20,
+               "provenance.json": 1 << 20, "manifest.json": 1 << 20, WEIGHTS: 1 << 30}
+# No entry file nests deeper than 4; json.loads recurses once per level, so a file nested
+# thousands deep would end in RecursionError instead of a message.
+MAX_JSON_DEPTH = 32
+# A temporary entry folder this old whose key is not locked was left by a killed writer (a
+# writer holds the key's lock while it writes, and writing an entry takes seconds).
+STALE_TEMPORARY_S = 600
 
 
 class CacheError(RuntimeError):
@@ -102,18 +127,79 @@ def state_dict_bytes(state: dict) -> bytes:
     return buffer.getvalue()
 
 
-def load_weights(data: bytes, where: str) -> dict:
-    """A state dict from model.pt bytes, without running pickled code; CacheError otherwise."""
+def load_weights(data: bytes | BinaryIO, where: str) -> dict:
+    """A state dict from model.pt bytes (or a seekable file), without running pickled code;
+    CacheError otherwise."""
     import torch
 
     try:
-        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        state = torch.load(io.BytesIO(data) if isinstance(data, bytes) else data, weights_only=True,
+                           map_location="cpu")
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad input
         raise EntryDamaged(f"{where}: model.pt is not a plain tensor state dict ({str(e).splitlines()[0]})") from e
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise EntryDamaged(f"{where}: model.pt is not a name -> tensor state dict")
     return state
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(rb"[][{}]")
+
+
+def json_depth(data: bytes, limit: int) -> int:
+    """How deep ``data`` nests arrays and objects, counted without recursion (strings skipped);
+    the count stops early once it passes ``limit``."""
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        else:
+            depth -= 1
+    return deepest
+
+
+def parse_json(data: bytes, name: str, limit: int | None = None) -> Any:
+    """``data`` (the file ``name``) parsed, once its size and nesting depth are within bounds;
+    EntryDamaged otherwise."""
+    limit = SIZE_LIMITS.get(name, 1 << 20) if limit is None else limit
+    if len(data) > limit:
+        raise EntryDamaged(f"{name} has {len(data)} bytes, more than the {limit} allowed")
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise EntryDamaged(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError included
+        raise EntryDamaged(f"{name} is not valid JSON ({e})") from e
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """Why ``metrics`` is not a metrics dict (None if it is): each metric of the catalogue must
+    have its shape's type (a scalar: a number, a bool or null; per layer: a list of numbers; per
+    feature: a list of lists of numbers). Names outside the catalogue are left as they are."""
+    if not isinstance(metrics, dict):
+        return f"metrics.json holds a {type(metrics).__name__}, not an object"
+    for name, value in metrics.items():
+        metric = RUN_METRICS.get(name)
+        if metric is None:
+            continue
+        if metric.shape == PER_LAYER:
+            ok = isinstance(value, list) and all(_is_number(v) for v in value)
+        elif metric.shape == PER_FEATURE:
+            ok = isinstance(value, list) and all(isinstance(layer, list) and all(_is_number(v) for v in layer)
+                                                 for layer in value)
+        else:
+            ok = value is None or isinstance(value, (bool, int, float))
+        if not ok:
+            return f"metrics.json: {name} is {type(value).__name__} {str(value)[:40]!r}, not {metric.shape}"
+    return None
 
 
 def entry_files(record: RunRecord, key: str, with_weights: bool = True) -> dict[str, bytes]:
@@ -126,11 +212,14 @@ def entry_files(record: RunRecord, key: str, with_weights: bool = True) -> dict[
     }
     if with_weights and record.state_dict is not None:
         files[WEIGHTS] = state_dict_bytes(record.state_dict)
-    return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint())
+    origin = None if record.origin == "local" else {"source": record.origin, "verified": record.verified}
+    return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint(), origin=origin)
 
 
 def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
-                  training_fp: str | None = None) -> dict[str, bytes]:
+                  training_fp: str | None = None, origin: dict | None = None) -> dict[str, bytes]:
+    """``files`` with a manifest for them; ``origin`` ({"source": "imported", "verified": bool,
+    ...}) marks an imported entry (absent: trained into this cache)."""
     files = {n: b for n, b in files.items() if n != "manifest.json"}
     manifest = {
         "format": CACHE_FORMAT,
@@ -140,39 +229,68 @@ def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
         "files": {n: sha256(b) for n, b in files.items()},
         "sizes": {n: len(b) for n, b in files.items()},
     }
+    if origin is not None:
+        manifest["origin"] = origin
     return {**files, "manifest.json": _json_bytes(manifest)}
 
 
 def check_manifest(manifest: Any, key: str) -> dict:
-    """The manifest if it is one of this format for ``key``; EntryDamaged otherwise."""
+    """The manifest if it is one of this format for ``key``, every field of its type; EntryDamaged
+    otherwise."""
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else "?"
-        raise EntryDamaged(f"cache format {found} is not {CACHE_FORMAT}")
+        raise EntryDamaged(f"cache format {str(found)[:20]} is not {CACHE_FORMAT}")
     if manifest.get("key") != key:
         raise EntryDamaged(f"manifest is for key {str(manifest.get('key'))[:12]}, not {key[:12]}")
-    files = manifest.get("files")
+    files, sizes = manifest.get("files"), manifest.get("sizes")
     if not isinstance(files, dict) or any(n not in ENTRY_FILES for n in files) \
             or any(n not in files for n in JSON_FILES):
         raise EntryDamaged("manifest does not list the entry's files")
-    if not isinstance(manifest.get("training_fingerprint"), str) or not isinstance(manifest.get("sizes"), dict):
-        raise EntryDamaged("manifest lacks fingerprints or sizes")
+    if not all(isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h) for h in files.values()):
+        raise EntryDamaged("manifest.json: files must map each file to its sha256 (64 hex digits)")
+    if not isinstance(sizes, dict) or set(sizes) != set(files):
+        raise EntryDamaged("manifest.json: sizes must give the size of every file it lists")
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SIZE_LIMITS[name]:
+            raise EntryDamaged(f"manifest.json: sizes.{name} is {str(size)[:30]!r}, not a byte count "
+                               f"from 0 to {SIZE_LIMITS[name]}")
+    if not isinstance(manifest.get("training_fingerprint"), str):
+        raise EntryDamaged("manifest.json: training_fingerprint is not a string")
+    if not isinstance(manifest.get("metrics_fingerprint"), (str, type(None))):
+        raise EntryDamaged("manifest.json: metrics_fingerprint is not a string")
+    origin = manifest.get("origin")
+    if origin is not None and not (isinstance(origin, dict) and origin.get("source") == "imported"
+                                   and isinstance(origin.get("verified"), bool)):
+        raise EntryDamaged("manifest.json: origin must be {source: imported, verified: true|false}")
     return manifest
 
 
 def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
                       config: RunConfig | None = None) -> RunRecord:
-    """Parse verified JSON files; the config must hash to ``key`` (and equal ``config``)."""
+    """Parse checked JSON files (sizes, depth, shapes); the config must hash to ``key`` (and
+    equal ``config``)."""
+    for name in JSON_FILES:
+        if len(blobs[name]) != manifest["sizes"][name]:
+            raise EntryDamaged(f"{name} has {len(blobs[name])} bytes, the manifest says {manifest['sizes'][name]}")
+    parsed = {n: parse_json(blobs[n], n) for n in JSON_FILES}
+    for name in ("config.json", "history.json", "provenance.json"):
+        if not isinstance(parsed[name], dict):
+            raise EntryDamaged(f"{name} holds a {type(parsed[name]).__name__}, not an object")
+    problem = metrics_problem(parsed["metrics.json"])
+    if problem:
+        raise EntryDamaged(problem)
     try:
-        parsed = {n: json.loads(blobs[n]) for n in JSON_FILES}
         stored = run_config_from_dict(parsed["config.json"])
-    except (ValueError, ConfigError, TypeError) as e:
-        raise EntryDamaged(f"unreadable config or metrics: {e}") from e
+    except (ValueError, ConfigError, TypeError, AttributeError) as e:
+        raise EntryDamaged(f"unreadable config.json: {e}") from e
     if run_key(stored, manifest["training_fingerprint"]) != key:
         raise EntryDamaged("config.json does not belong to this key")
     if config is not None and stored != config:
         raise EntryDamaged("config.json is not the requested config")
+    origin = manifest.get("origin")
     return RunRecord(stored, parsed["metrics.json"], parsed["history.json"], parsed["provenance.json"],
-                     None, manifest.get("metrics_fingerprint"))
+                     None, manifest.get("metrics_fingerprint"),
+                     origin=origin["source"] if origin else "local", verified=origin["verified"] if origin else True)
 
 
 class RunStore:
@@ -200,10 +318,15 @@ class RunStore:
         locks = self.root / "locks"
         return os.access(p, os.W_OK | os.X_OK) and (not locks.exists() or os.access(locks, os.W_OK | os.X_OK))
 
-    def read_only_error(self, what: str) -> CacheError:
+    def read_only_error(self, what: str, suggest_import: bool = True) -> CacheError:
+        """``suggest_import``: False where the failing command is the import itself."""
         return CacheError(f"the cache {self.root} is read-only: it serves the runs it holds, but {what} "
-                          "cannot be stored there; point --cache-dir (or REPRO_CACHE) at a writable "
-                          "directory, or add the runs with `repro cache import`")
+                          "cannot be stored there; point --cache-dir (or REPRO_CACHE) at a writable directory"
+                          + (", or add the runs with `repro cache import`" if suggest_import else ""))
+
+    def unreadable_error(self, e: OSError) -> CacheError:
+        return CacheError(f"cannot read the cache {self.root} ({e.strerror or e}: {e.filename or self.root}); "
+                          "a cache shared by several users needs group read permission (chmod -R g+rwX, umask 002)")
 
     def lock(self, key: str) -> FileLock:
         lock_dir = self.root / "locks"
@@ -218,27 +341,89 @@ class RunStore:
         return FileLock(str(lock_dir / f"{key}.lock"), mode=0o666 & ~umask(), is_singleton=True)
 
     def contains(self, key: str) -> bool:
-        return (self.entry_dir(key) / "manifest.json").is_file()
+        try:
+            return (self.entry_dir(key) / "manifest.json").is_file()
+        except PermissionError as e:
+            raise self.unreadable_error(e) from e
 
     def keys(self) -> list[str]:
-        if not self.root.is_dir():
+        """Every entry's key: folders ``<xx>/<key>`` with a manifest (temporary folders are not
+        entries). A root or shard this user cannot read is a CacheError, never "no entries"."""
+        return sorted(key for shard in self._shards() for key in self._listdir(shard)
+                      if _KEY.fullmatch(key) and key[:2] == shard.name and (shard / key / "manifest.json").is_file())
+
+    def _listdir(self, path: Path) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
             return []
-        return sorted(p.parent.name for p in self.root.glob("??/*/manifest.json"))
+        except OSError as e:
+            if e.errno in _DENIED:
+                raise self.unreadable_error(e) from e
+            raise CacheError(f"cannot list {path}: {e}") from e
+
+    def _shards(self) -> list[Path]:
+        names = self._listdir(self.root)
+        return [self.root / n for n in sorted(names) if len(n) == 2 and (self.root / n).is_dir()]
+
+    def stale_temporaries(self, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+        """Temporary entry folders left by killed writers: older than ``older_than_s`` (by their
+        newest file) and, where the name says whose they are, with that key's lock free."""
+        now, stale = time.time(), []
+        for shard in self._shards():
+            for name in self._listdir(shard):
+                if not name.startswith(".") or not (shard / name).is_dir():
+                    continue
+                path = shard / name
+                try:
+                    newest = max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir()])
+                except OSError:
+                    continue  # gone already, or not ours to look into
+                if now - newest < older_than_s:
+                    continue
+                key = name[1:65]
+                if _KEY.fullmatch(key) and self.writable():
+                    lock = self.lock(key)
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        continue  # its writer is alive
+                    lock.release()
+                stale.append(path)
+        return stale
+
+    def remove_stale_temporaries(self, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+        """Remove what ``stale_temporaries`` finds; the folders removed."""
+        removed = []
+        for path in self.stale_temporaries(older_than_s):
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+                log.info("removed %s, a temporary entry folder left by a writer that did not finish", path)
+        return removed
 
     # -- write --------------------------------------------------------------------------------
 
     def put(self, key: str, record: RunRecord) -> Path:
         return self.put_files(key, entry_files(record, key))
 
-    def put_files(self, key: str, files: dict[str, bytes]) -> Path:
-        """Store an entry's files (manifest included) atomically under the key's lock."""
+    def put_files(self, key: str, files: dict[str, bytes], replace: bool = True) -> Path | None:
+        """Store an entry's files (manifest included) atomically under the key's lock. With
+        ``replace`` False an entry already stored under the key is kept (-> None)."""
         if not self.writable():
             raise self.read_only_error(f"run {key[:12]}")
         final = self.entry_dir(key)
         with self.lock(key):
+            if not replace and self.contains(key):
+                return None
+            try:
+                self.remove_stale_temporaries()
+            except CacheError as e:  # a shard this user cannot read: not a reason to refuse the write
+                log.warning("%s", e)
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
+                # Named by the whole key, so a cleaner can tell whose lock guards it.
+                tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
                 os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: others sharing the cache could not read it
                 for name, data in files.items():
                     with open(tmp / name, "wb") as f:
@@ -270,7 +455,7 @@ class RunStore:
             if not entry.is_dir():
                 return None
         except PermissionError as e:
-            raise CacheError(f"cannot read the cache {self.root}: {e}") from e
+            raise self.unreadable_error(e) from e
         try:
             record = self._read(entry, key, with_weights, config)
         except EntryDamaged as e:
@@ -293,9 +478,17 @@ class RunStore:
             record = self._refresh_metrics(entry, key, record, with_weights)
         return record
 
-    def _read_file(self, entry: Path, name: str) -> bytes:
+    def _read_file(self, entry: Path, name: str, size: int | None = None) -> bytes:
+        """The file's bytes; one larger than ``size`` (default: its kind's limit) is damage and is
+        not read whole."""
+        limit = SIZE_LIMITS[name] if size is None else size
         try:
-            return (entry / name).read_bytes()
+            with open(entry / name, "rb") as f:
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                raise EntryDamaged(f"{name} is larger than the {limit} bytes " + ("the manifest says" if size is not None
+                                                                                  else "allowed"))
+            return data
         except OSError as e:
             if e.errno in _DENIED:
                 raise CacheError(f"cannot read cache entry {entry.name[:12]} ({e.strerror}: {entry / name}); "
@@ -306,14 +499,10 @@ class RunStore:
     def _read(self, entry: Path, key: str, with_weights: bool, config: RunConfig | None) -> RunRecord:
         if entry.name != key:
             raise EntryDamaged(f"entry {entry} is not named by its key")
-        try:
-            manifest = json.loads(self._read_file(entry, "manifest.json"))
-        except ValueError as e:
-            raise EntryDamaged(f"unreadable manifest: {e}") from e
-        manifest = check_manifest(manifest, key)
+        manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
         blobs = {}
         for name in JSON_FILES:
-            blobs[name] = self._read_file(entry, name)
+            blobs[name] = self._read_file(entry, name, manifest["sizes"][name])
             if sha256(blobs[name]) != manifest["files"][name]:
                 raise EntryDamaged(f"checksum mismatch in {name}")
         record = record_from_files(blobs, manifest, key, config)
@@ -326,7 +515,7 @@ class RunStore:
             if size != manifest["sizes"].get(WEIGHTS):
                 raise EntryDamaged(f"{WEIGHTS} has {size} bytes, the manifest says {manifest['sizes'].get(WEIGHTS)}")
             if with_weights:
-                data = self._read_file(entry, WEIGHTS)
+                data = self._read_file(entry, WEIGHTS, size)
                 if sha256(data) != manifest["files"][WEIGHTS]:
                     raise EntryDamaged(f"checksum mismatch in {WEIGHTS}")
                 record.state_dict = load_weights(data, f"run {key[:12]}")
@@ -334,10 +523,11 @@ class RunStore:
 
     def has_weights(self, key: str) -> bool:
         try:
-            manifest = json.loads((self.entry_dir(key) / "manifest.json").read_bytes())
-            return WEIGHTS in manifest.get("files", {})
-        except (OSError, ValueError, AttributeError):
+            manifest = check_manifest(parse_json(self._read_file(self.entry_dir(key), "manifest.json"),
+                                                 "manifest.json"), key)
+        except (OSError, CacheError):
             return False
+        return WEIGHTS in manifest["files"]
 
     def _refresh_metrics(self, entry: Path, key: str, record: RunRecord, with_weights: bool) -> RunRecord:
         """Recompute metrics measured by other code from the stored weights (and store them)."""
@@ -356,15 +546,19 @@ class RunStore:
         started = time.perf_counter()
         try:
             metrics = remeasure(full, self.device, self.data_root)
-        except (OSError, MemoryError) as e:
-            self._warn_once(key, f"metrics of run {key[:12]} are from other measurement code and could not "
-                                 f"be recomputed here ({e}); they are served as stored")
-            return record
-        except Exception as e:
-            from repro.data.base import DatasetError
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            from repro.data.catalog import DatasetError  # torch-free
 
-            if not isinstance(e, DatasetError):
-                raise
+            if isinstance(e, DatasetError) or type(e).__name__ == "OutOfMemoryError":
+                self._warn_once(key, f"metrics of run {key[:12]} are from other measurement code and could not "
+                                     f"be recomputed here ({str(e).splitlines()[0]}); they are served as stored")
+                return record
+            # The weights do not fit the model of the entry's config (another width, missing
+            # tensors): the entry cannot be what its manifest says.
+            self._discard(entry, key, EntryDamaged(f"its weights do not fit its config ({type(e).__name__}: "
+                                                   f"{str(e).splitlines()[0][:200] if str(e) else ''})"))
+            return None
+        except (OSError, MemoryError) as e:
             self._warn_once(key, f"metrics of run {key[:12]} are from other measurement code and could not "
                                  f"be recomputed here ({e}); they are served as stored")
             return record
@@ -372,7 +566,8 @@ class RunStore:
                     "weights in %.1f s, no retraining", key[:12], record.metrics_fingerprint, now,
                     time.perf_counter() - started)
         fresh = RunRecord(record.config, metrics, record.history, record.provenance,
-                          full.state_dict if with_weights else None, now, metrics_recomputed=True)
+                          full.state_dict if with_weights else None, now, metrics_recomputed=True,
+                          origin=record.origin, verified=True)
         if self.writable():
             files = entry_files(_with_state(fresh, full.state_dict), key)
             self.put_files(key, files)
@@ -414,7 +609,7 @@ class RunStore:
 
 def _with_state(record: RunRecord, state: dict | None) -> RunRecord:
     return RunRecord(record.config, record.metrics, record.history, record.provenance, state,
-                     record.metrics_fingerprint)
+                     record.metrics_fingerprint, origin=record.origin, verified=record.verified)
 
 
 def checkpoint_path(store: RunStore, keys: list[str]) -> Path:

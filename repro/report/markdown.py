@@ -213,8 +213,12 @@ def runs_table(tier: TierSpec, store: RunStore) -> str:
                 per_seed = simulation_metrics(g.simulate)[p.axis_value]
                 summary = f"simulation {g.simulate.optimizer}+{g.simulate.regularizer} lam={p.axis_value:g}"
             else:
-                per_seed = [(r.metrics if (r := store.get(run_key(c))) else None) for c in p.configs]
+                records = [store.get(run_key(c)) for c in p.configs]
+                per_seed = [r.metrics if r else None for r in records]
                 summary = p.configs[0].summary().rsplit(" s", 1)[0]
+                unverified = sum(1 for r in records if r is not None and not r.verified)
+                if unverified:  # numbers taken on an archive's word, not re-measured here
+                    summary += f" ({unverified} of {len(records)} seeds imported, unverified)"
             row = [g.name + (f"@{p.axis_value}" if p.axis_value is not None else ""), summary]
             for m in metrics:
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
@@ -244,6 +248,8 @@ def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
                                                          "conv_params_pruned_pct") if isinstance(m.get(k), (int, float)))
         if m.get("diverged_at") is not None:
             metrics = f"DIVERGED at step {m['diverged_at']}"
+        if record.provenance_label:
+            metrics += f" ({record.provenance_label})"
         rows.append((key[:12], configs[key].summary(), metrics, prov.get("device", ""), prov.get("torch", ""),
                      f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
     return (f"# Runs of the `{tier}` tier\n\n{len(rows)} distinct runs. Key = first 12 hex digits of the cache key "
