@@ -43,7 +43,7 @@ import pickle
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -93,9 +93,7 @@ class PhaseRun:
     error: str | None = None  # why capture failed (graphs then stay off for the rest of the run)
 
     def to_dict(self) -> dict:
-        return {"phase": self.phase, "lr_factor": self.lr_factor, "first_step": self.first_step, "steps": self.steps,
-                "graphs": self.graphs, "warmup_steps": self.warmup_steps, "captures": self.captures,
-                "replays": self.replays, "eager_steps": self.eager_steps, "error": self.error}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
