@@ -196,7 +196,8 @@ def test_equal_reproduced_with_ci_inside_tolerance():
     assert -0.5 < ci.low < ci.high < 0.5
     assert r.status == REPRODUCED
     assert r.description == "adam_l2 test_error == adam_wd test_error within ±0.5"
-    assert r.arithmetic == (f"|10.1 - 10.2| = 0.05; need <= 0.5; "
+    # The operands at the result's decimals: the shown numbers give the shown difference.
+    assert r.arithmetic == (f"|10.10 - 10.15| = 0.05; need <= 0.5; "
                             f"95% CI of difference [{fmt(ci.low)}, {fmt(ci.high)}]")
 
 
@@ -336,7 +337,8 @@ def test_layer_pattern():
     assert r.status == REPRODUCED
     assert r.description == ("amsgrad layer_sparsity_gamma[C6,C7] > amsgrad layer_sparsity_gamma[C1,C2,C3,C4] "
                              "by more than 5.0")
-    assert r.arithmetic == f"45.3 - 0.167 = 45.2; need > 5.0; paired t-test over seeds one-sided p = {p:.3g} (alpha 0.05)"
+    # One number of decimals for the whole line; the difference is that of the operands as shown.
+    assert r.arithmetic == f"45.333 - 0.167 = 45.166; need > 5.0; paired t-test over seeds one-sided p = {p:.3g} (alpha 0.05)"
     late_obs, early_obs = r.observed.values()
     assert late_obs["values"] == late and late_obs["paper"] == 24.0
     assert early_obs["values"] == early and early_obs["paper"] == 0.0

@@ -32,8 +32,10 @@ from repro.check.verdict import (
     NonFinite,
     Stats,
     finite_number,
+    fixed,
     fmt,
     paired_diff_ci,
+    show_arithmetic,
     paired_greater,
     welch_diff_ci,
     welch_greater,
@@ -232,10 +234,11 @@ def compare(kind: str, p: CompareParams | LayerPatternParams, obs: Observations)
         desc = f"{a_sel.label} <= {b_sel.label} + {fmt(margin)}"
         excess = a.mean - b.mean
         p_value = test(Stats(tuple(v + margin for v in b.values)), a)
-        arith = f"{fmt(a.mean)} - {fmt(b.mean)} = {fmt(excess)}; need <= {fmt(margin)}"
+        shown = show_arithmetic([a.mean, b.mean], lambda v: [v[0] - v[1]], ((0, margin),))
+        arith = f"{shown.operands[0]} - {shown.operands[1]} = {shown.results[0]}; need <= {fmt(margin)}"
         arith += f"; {test_name} one-sided p = {p_value:.3g} (alpha {p.alpha})" if p_value is not None else "; n < 3: no test"
         if excess > margin:
-            return _result(kind, NOT_REPRODUCED, desc, arith, f"{fmt(excess)} exceeds the bound {fmt(margin)}", observed)
+            return _result(kind, NOT_REPRODUCED, desc, arith, f"{shown.results[0]} exceeds the bound {fmt(margin)}", observed)
         if p_value is not None and p_value >= p.alpha:
             return _result(kind, INCONCLUSIVE, desc, arith, f"within the bound but p = {p_value:.3g} >= {p.alpha}", observed)
         return _result(kind, REPRODUCED, desc, arith, observed=observed)
@@ -244,17 +247,20 @@ def compare(kind: str, p: CompareParams | LayerPatternParams, obs: Observations)
     op = "<" if sign < 0 else ">"
     desc = f"{a_sel.label} {op} {b_sel.label} by more than {fmt(margin)}"
     p_value = test(a, b) if sign > 0 else test(b, a)
-    arith = f"{fmt(a.mean)} - {fmt(b.mean)} = {fmt(a.mean - b.mean)}; need {op} {'-' if sign < 0 else ''}{fmt(margin)}"
+    noise = max(a.std, b.std)
+    # Shown: a - b, and by how much the difference clears the margin (against twice the noise).
+    shown = show_arithmetic([a.mean, b.mean], lambda v: [v[0] - v[1], (v[0] - v[1]) * sign - margin],
+                            ((0, sign * margin), (1, 0.0), (1, 2 * noise)))
+    arith = f"{shown.operands[0]} - {shown.operands[1]} = {shown.results[0]}; need {op} {'-' if sign < 0 else ''}{fmt(margin)}"
     arith += f"; {test_name} one-sided p = {p_value:.3g} (alpha {p.alpha})" if p_value is not None else "; n < 3: no test, margin only"
     if diff <= margin:
-        return _result(kind, NOT_REPRODUCED, desc, arith, f"difference {fmt(a.mean - b.mean)} does not exceed margin {fmt(margin)}", observed)
+        return _result(kind, NOT_REPRODUCED, desc, arith, f"difference {shown.results[0]} does not exceed margin {fmt(margin)}", observed)
     if p_value is not None and p_value >= p.alpha:
         return _result(kind, INCONCLUSIVE, desc, arith, f"margin met but p = {p_value:.3g} >= {p.alpha}", observed)
     # Without a test, a difference that clears the margin by less than twice the seed spread
     # seen on either side could be one seed's luck.
-    noise = max(a.std, b.std)
     if p_value is None and diff - margin <= 2 * noise:
-        arith += f"; clears the margin by {fmt(diff - margin)} <= 2 x seed std {fmt(noise)}"
+        arith += f"; clears the margin by {shown.results[1]} <= 2 x seed std {fmt(noise)}"
         return _result(kind, INCONCLUSIVE, desc, arith,
                        f"margin met by less than 2 seed std ({fmt(noise)}) and too few seeds for a test", observed)
     return _result(kind, REPRODUCED, desc, arith, observed=observed)
@@ -269,12 +275,13 @@ def equal(kind: str, p: EqualParams, obs: Observations) -> CheckResult:
     paired = _paired(p.a, p.b)
     ci = paired_diff_ci(a, b) if paired else welch_diff_ci(a, b)
     desc = f"{p.a.label} == {p.b.label} within ±{fmt(tol)}"
-    arith = f"|{fmt(a.mean)} - {fmt(b.mean)}| = {fmt(abs(diff))}; need <= {fmt(tol)}"
+    shown = show_arithmetic([a.mean, b.mean], lambda v: [v[0] - v[1]], ((0, tol), (0, -tol)))
+    arith = f"|{shown.operands[0]} - {shown.operands[1]}| = {shown.results[0].lstrip('-')}; need <= {fmt(tol)}"
     if ci is not None:
         arith += f"; 95% CI of {'per-seed (paired) ' if paired else ''}difference [{fmt(ci[0])}, {fmt(ci[1])}]"
     observed = _observed(obs, (p.a, p.b), (a, b))
     if abs(diff) > tol:
-        return _result(kind, NOT_REPRODUCED, desc, arith, f"difference {fmt(diff)} exceeds ±{fmt(tol)}", observed)
+        return _result(kind, NOT_REPRODUCED, desc, arith, f"difference {shown.results[0]} exceeds ±{fmt(tol)}", observed)
     if ci is not None and (ci[0] < -tol or ci[1] > tol):
         return _result(kind, INCONCLUSIVE, desc, arith, "means agree but the CI is wider than the tolerance", observed)
     return _result(kind, REPRODUCED, desc, arith, observed=observed)
@@ -291,10 +298,11 @@ def value(kind: str, p: ValueParams, obs: Observations) -> CheckResult:
                            f"|{fmt(a.mean)} - {expected!r}|: not compared")
     tol = p.tolerance
     desc = f"{p.a.label} = {fmt(expected)} ± {fmt(tol)}"
-    arith = f"|{fmt(a.mean)} - {fmt(expected)}| = {fmt(abs(a.mean - expected))}; need <= {fmt(tol)}"
+    shown = show_arithmetic([a.mean, expected], lambda v: [abs(v[0] - v[1])], ((0, tol),))
+    arith = f"|{shown.operands[0]} - {shown.operands[1]}| = {shown.results[0]}; need <= {fmt(tol)}"
     observed = _observed(obs, (p.a,), (a,))
     if abs(a.mean - expected) > tol:
-        return _result(kind, NOT_REPRODUCED, desc, arith, f"{fmt(a.mean)} is outside {fmt(expected)} ± {fmt(tol)}", observed)
+        return _result(kind, NOT_REPRODUCED, desc, arith, f"{shown.operands[0]} is outside {fmt(expected)} ± {fmt(tol)}", observed)
     return _result(kind, REPRODUCED, desc, arith, observed=observed)
 
 
@@ -310,8 +318,14 @@ def monotonic(kind: str, p: MonotonicParams, obs: Observations) -> CheckResult:
     steps = [(b - a) * sign for a, b in zip(means, means[1:])]
     total = (means[-1] - means[0]) * sign
     desc = f"{p.metric} {p.direction} along {group.axis} {[pt.axis_value for pt in group.points]}"
-    arith = ("means " + " -> ".join(fmt(m) for m in means)
-             + f"; worst step {fmt(min(steps) * sign)} (slack {fmt(p.slack)}); total change {fmt(total * sign)} (need > {fmt(p.min_change)})")
+    # Shown in the decision's direction (worst step against -slack, total against min_change),
+    # written back in the metric's own direction.
+    shown = show_arithmetic(means, lambda m: [min((y - x) * sign for x, y in zip(m, m[1:])), (m[-1] - m[0]) * sign],
+                            ((0, -p.slack), (1, p.min_change)))
+    worst, change = (x * sign for x in shown.result_values)
+    arith = ("means " + " -> ".join(shown.operands)
+             + f"; worst step {fixed(worst, shown.decimals)} (slack {fmt(p.slack)}); "
+             f"total change {fixed(change, shown.decimals)} (need > {fmt(p.min_change)})")
     a, b = (stats[-1], stats[0]) if sign > 0 else (stats[0], stats[-1])
     p_value = welch_greater(a, b)
     if p_value is not None:
@@ -330,10 +344,11 @@ def distribution(kind: str, p: DistributionParams, obs: Observations) -> CheckRe
     lo, hi = p.min, p.max
     bounds = " and ".join(x for x in (f">= {fmt(lo)}" if lo is not None else "", f"<= {fmt(hi)}" if hi is not None else "") if x)
     desc = f"{p.a.label} {bounds}"
-    arith = f"mean {fmt(a.mean)} (per seed {', '.join(fmt(v) for v in a.values)}); need {bounds}"
+    shown = show_arithmetic(list(a.values), lambda v: [sum(v) / len(v)], tuple((0, x) for x in (lo, hi) if x is not None))
+    arith = f"mean {shown.results[0]} (per seed {', '.join(shown.operands)}); need {bounds}"
     observed = _observed(obs, (p.a,), (a,))
     if not ((lo is None or a.mean >= lo) and (hi is None or a.mean <= hi)):
-        return _result(kind, NOT_REPRODUCED, desc, arith, f"{fmt(a.mean)} not {bounds}", observed)
+        return _result(kind, NOT_REPRODUCED, desc, arith, f"{shown.results[0]} not {bounds}", observed)
     return _result(kind, REPRODUCED, desc, arith, observed=observed)
 
 

@@ -24,6 +24,8 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 ERROR = "error"
 NOT_RUN = "not run"
+# The fewest seeds per side a significance test is made with (below it the margin alone decides).
+TEST_SEEDS = 3
 # Worst first: a claim's verdict is the worst of its checks'.
 SEVERITY = (ERROR, NOT_REPRODUCED, INCONCLUSIVE, REPRODUCED)
 
@@ -92,6 +94,63 @@ def fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1 else f"{x:.1f}"
 
 
+# --- arithmetic as a report shows it ----------------------------------------------------------
+# fmt rounds each number on its own, so "1.996 - 1.492 = 0.504" came out as "2.0 - 1.5 = 0.504".
+# A piece of arithmetic is shown at one number of decimals instead: the most that fmt would give
+# any of its numbers, more where needed to keep a result on the side of a bound it was decided
+# on, and its results are computed from the operands as shown, so the shown numbers add up.
+MAX_DECIMALS = 10
+
+
+def fmt_decimals(x: float) -> int:
+    """The decimals fmt shows ``x`` with, counted as fixed point (three significant digits for
+    numbers in scientific notation below 1e-3, none above 100)."""
+    if not math.isfinite(x) or x == 0:
+        return 0
+    if abs(x) < 1e-3:
+        return min(MAX_DECIMALS, 2 - math.floor(math.log10(abs(x))))
+    text = fmt(x)
+    return 0 if "e" in text or "." not in text else len(text.split(".", 1)[1])
+
+
+def fixed(x: float, decimals: int) -> str:
+    """``x`` with ``decimals`` decimals; an exact zero is "0", as fmt writes it."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One piece of arithmetic as shown: its operands and the results computed from them as
+    rounded, as text at one number of decimals."""
+
+    decimals: int
+    operands: tuple[str, ...]
+    results: tuple[str, ...]
+    result_values: tuple[float, ...]
+
+
+def show_arithmetic(operands: list[float], derive, bounds: tuple[tuple[int, float], ...] = ()) -> Shown:
+    """``derive(operands)`` -> results, shown so that a reader's arithmetic on the shown operands
+    gives the shown results, and each (result index, bound) pair is on the same side of the bound
+    as the unrounded result the check decided on (a 20.04 > 20 must not read 20.0 > 20)."""
+    exact = list(derive(list(operands)))
+    start = max([fmt_decimals(x) for x in (*operands, *exact)] or [0])
+
+    def side(x: float, bound: float) -> int:
+        return (x > bound) - (x < bound)
+
+    for d in range(start, MAX_DECIMALS + 1):
+        got = [round(v, d) for v in derive([round(x, d) for x in operands])]
+        if all(side(got[i], b) == side(exact[i], b) for i, b in bounds):
+            break
+    return Shown(d, tuple(fixed(x, d) for x in operands), tuple(fixed(x, d) for x in got), tuple(got))
+
+
 def _finite(x: float, what: str) -> float:
     if not math.isfinite(x):
         raise NonFinite(f"{what} is {x}")
@@ -102,7 +161,7 @@ def welch_greater(a: Stats, b: Stats) -> float | None:
     """One-sided Welch t-test p-value for mean(a) > mean(b); None when n < 3 on either side."""
     a.require_finite()
     b.require_finite()
-    if a.n < 3 or b.n < 3:
+    if a.n < TEST_SEEDS or b.n < TEST_SEEDS:
         return None
     if a.std == 0 and b.std == 0:
         return 0.0 if a.mean > b.mean else 1.0
@@ -114,7 +173,7 @@ def welch_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, 
     """Welch confidence interval of mean(a) - mean(b); None when n < 3 on either side."""
     a.require_finite()
     b.require_finite()
-    if a.n < 3 or b.n < 3:
+    if a.n < TEST_SEEDS or b.n < TEST_SEEDS:
         return None
     diff = a.mean - b.mean
     va, vb = a.std**2 / a.n, b.std**2 / b.n
@@ -131,7 +190,7 @@ def paired_greater(a: Stats, b: Stats) -> float | None:
     """One-sided paired t-test p-value for mean(a - b) > 0 over matching seeds; None when n < 3."""
     a.require_finite()
     b.require_finite()
-    if a.n != b.n or a.n < 3:
+    if a.n != b.n or a.n < TEST_SEEDS:
         return None
     diffs = np.subtract(a.values, b.values)
     what = f"paired p-value of {a.label or 'a'} > {b.label or 'b'}"
@@ -145,7 +204,7 @@ def paired_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float,
     """Confidence interval of the mean per-seed difference a - b; None when n < 3."""
     a.require_finite()
     b.require_finite()
-    if a.n != b.n or a.n < 3:
+    if a.n != b.n or a.n < TEST_SEEDS:
         return None
     diffs = np.subtract(a.values, b.values)
     mean, se = float(diffs.mean()), float(diffs.std(ddof=1)) / math.sqrt(len(diffs))
@@ -187,6 +246,20 @@ class Verdict:
                 break
         reasons = [c.reason for c in checks if c.status == status and c.reason]
         return cls(claim_id, tier, status, "; ".join(dict.fromkeys(reasons)), checks)
+
+    @property
+    def fewest_seeds(self) -> int | None:
+        """The fewest seeds any compared selection had (None when nothing was compared)."""
+        ns = [o["n"] for c in self.checks for o in c.observed.values() if isinstance(o.get("n"), int)]
+        return min(ns) if ns else None
+
+    def seeds_note(self) -> str:
+        """Says so when the verdict rests on fewer than TEST_SEEDS seeds somewhere: no
+        significance test was made there, the margin or tolerance alone decided."""
+        n = self.fewest_seeds
+        if n is None or n >= TEST_SEEDS or self.status in (ERROR, NOT_RUN):
+            return ""
+        return f"on {n} seed{'s' if n != 1 else ''} (fewer than {TEST_SEEDS}: no significance test)"
 
     def to_dict(self) -> dict:
         return {"claim_id": self.claim_id, "tier": self.tier, "status": self.status,
