@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from repro.spec.claims import ClaimSpec, claim_files, load_claims
+from repro.spec.claims import TIERS, ClaimSpec, claim_files, load_claims
 from repro.spec.paper import PAPER_FILE
 from repro.spec.select import select_by_keyword
 from repro.spec.source import SpecError, SpecProblem
@@ -33,7 +34,9 @@ def _claim_paths(args: argparse.Namespace) -> list[Path]:
             if not matches:
                 raise SpecError([_problem(item, "no such claim file or id")])
             paths += matches
-    if not paths:
+    # A folder of paper tables alone is something to validate, plan and report; an empty one is not.
+    only_tables = not getattr(args, "claims", None) and any((Path(args.claims_dir) / "tables").glob("*.yaml"))
+    if not paths and not only_tables:
         where = ", ".join(getattr(args, "claims", None) or [str(args.claims_dir)])
         raise SpecError([_problem(where, "no claim files (*.yaml) here; nothing to do")])
     return paths
@@ -72,20 +75,39 @@ def _problem(item: str, message: str) -> SpecProblem:
     return SpecProblem(item, None, "", message)
 
 
-def select_claims(args: argparse.Namespace) -> list[ClaimSpec]:
-    """The claims named on the command line, narrowed by ``-k`` as pytest narrows them. A
-    selection that matches nothing is an error (exit 2), so a typo never writes an empty report."""
-    specs = load_claims(_claim_paths(args))
+@dataclass(frozen=True)
+class Selection:
+    """What a command works on, read once: the claim files, their claims narrowed by ``-k``, and
+    the paper tables (only when no claim selection narrows the run)."""
+
+    paths: tuple[Path, ...]
+    specs: tuple[ClaimSpec, ...]
+    tables: tuple = ()
+
+
+def narrow(args: argparse.Namespace, specs: list[ClaimSpec]) -> list[ClaimSpec]:
+    """``specs`` narrowed by ``-k`` as pytest narrows them. A selection that matches nothing is
+    an error (exit 2), so a typo never writes an empty report."""
     expr = getattr(args, "k", None)
     if expr:
         specs = select_by_keyword(specs, expr, getattr(args, "tier", "smoke"))
         if not specs:
             raise SpecError([_problem("-k", f"no claim matches {expr!r}; nothing was written")])
-    return specs
+    return list(specs)
+
+
+def load_selection(args: argparse.Namespace) -> Selection:
+    paths = _claim_paths(args)
+    return Selection(tuple(paths), tuple(narrow(args, load_claims(paths))), tuple(select_tables(args)))
+
+
+def select_claims(args: argparse.Namespace) -> list[ClaimSpec]:
+    """The claims named on the command line, narrowed by ``-k``."""
+    return list(load_selection(args).specs)
 
 
 def select_tables(args: argparse.Namespace) -> list:
-    """Paper-table specs (claims/tables/*.yaml, issue 10), when no claim selection narrows the run."""
+    """Paper-table specs (claims/tables/*.yaml), when no claim selection narrows the run."""
     from repro.spec.tables import load_tables, table_files
 
     if getattr(args, "claims", None) or getattr(args, "k", None):
@@ -94,9 +116,16 @@ def select_tables(args: argparse.Namespace) -> list:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    return validate(args)[0]
+
+
+def validate(args: argparse.Namespace) -> tuple[int, Selection | None]:
+    """Read and check every claim and table file once, printing each problem; the status (0 or 2)
+    and, when valid, what was read (not yet narrowed by ``-k``)."""
     paths = _claim_paths(args)
     problems = []
     specs: list[ClaimSpec] = []
+    tables: list = []
     try:
         specs = load_claims(paths)  # every file's problems, then duplicated ids across files
     except SpecError as e:
@@ -106,12 +135,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     table_problems, n_tables = [], 0
     try:
-        n_tables = len(select_tables(args))  # paper tables (issue 10)
+        tables = select_tables(args)
+        n_tables = len(tables)
     except SpecError as e:
         table_problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
-    # A broken paper description (issue 14) invalidates every claim of its folder.
+    # A broken paper description invalidates every claim of its folder.
     bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
     for folder in sorted({p.parent for p in paths if not (p.parent / PAPER_FILE).is_file()}):
         print(f"note: {folder} has no {PAPER_FILE}: pytest collects its claims only when the files are named, "
@@ -122,14 +152,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if n_tables or table_problems:
         print(f"{n_tables} table files valid" if n_tables else f"table files invalid ({len(table_problems)} problems)")
     if problems or table_problems:
-        return 2
+        return 2, None
+    selection = Selection(tuple(paths), tuple(specs), tuple(tables))
     if getattr(args, "against_paper", False):
-        return _against_paper(specs)
-    return 0
+        return _against_paper(specs), selection
+    return 0, selection
 
 
 def source_warnings(specs: list[ClaimSpec]) -> list[str]:
-    """Issue 14: where a cited document's text copy is on this machine, what `where:` names that it lacks."""
+    """Where a cited document's text copy is on this machine, what `where:` names that it lacks."""
     from repro.spec.paper import find_paper
     from repro.spec.source import display_path
 
@@ -156,12 +187,16 @@ def _against_paper(specs: list[ClaimSpec]) -> int:
     return 2 if fatal else 0
 
 
-def _plan(args: argparse.Namespace):
+def _plan(args: argparse.Namespace, selection: Selection | None = None, device: str | None = None):
+    """The plan of the selection (read now when not given) and the store it was planned against.
+    ``device``: the device training will use (``machine.training_device``); without it the plan
+    takes the one asked for, else the one nvidia-smi sees (planning needs no torch)."""
     from repro.plan import plan_runs
 
+    selection = selection or load_selection(args)
     store = open_store(args)
-    device = None if args.device == "auto" else args.device
-    return plan_runs(select_claims(args), args.tier, store, device, tables=select_tables(args)), store
+    device = device or (None if args.device == "auto" else args.device)
+    return plan_runs(list(selection.specs), args.tier, store, device, tables=list(selection.tables)), store
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -211,12 +246,22 @@ def print_plan(plan, as_json: bool = False, group_size: int | None = None) -> No
           f"({total.source}, at each run's precision, one group at a time)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
+              selection: Selection | None = None) -> int:
+    """Train what the plan lacks and compute the simulations the claims name. ``planned``:
+    (plan, store) and ``selection`` when the caller has read and planned already."""
     from repro.execute import train_plan
+    from repro.machine import training_device
+    from repro.runs import ensure_simulations
 
-    plan, store = _plan(args)
+    device = device or training_device(args.device)
+    selection = selection or load_selection(args)
+    plan, store = planned or _plan(args, selection, device)
+    simulated = ensure_simulations(selection.specs, args.tier, store)
+    if simulated:
+        print(f"simulated {simulated} low-gradient configurations")
     data_root = Path(args.data_root) if args.data_root else None
-    summary = train_plan(plan, store, args.jobs, args.device, data_root, group_size=args.group_size,
+    summary = train_plan(plan, store, args.jobs, device, data_root, group_size=args.group_size,
                          executor=_executor(args))
     print(f"trained {len(summary.trained)}, cached {len(summary.reused)}, failed {len(summary.failed)}")
     if summary.blocked:
@@ -232,7 +277,7 @@ def _executor(args: argparse.Namespace):
     return RayExecutor(args.address) if args.executor == "ray" else LocalExecutor(args.jobs)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> int:
     from repro.report import render_reports
     from repro.report.output import OutputRefused
 
@@ -242,8 +287,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     store = open_store(args)
-    specs = select_claims(args)
-    verdicts = render_reports(specs, args.tier, store, out, tables=select_tables(args))
+    selection = selection or load_selection(args)
+    verdicts = render_reports(list(selection.specs), args.tier, store, out, tables=list(selection.tables))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
@@ -263,41 +308,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OutputRefused as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    requested_tier = args.tier
+    from repro.machine import training_device
+
+    device = training_device(args.device)  # a GPU torch cannot use stops here, before any work
+    if args.tier == "full" and device == "cpu" and not args.force and not args.dry_run:
+        print(NO_GPU_BANNER, file=sys.stderr)
+        args.tier = "smoke"
+    status, loaded = validate(args)
+    if status:
+        return status
+    # Read once: the same claims and tables are planned, trained, checked and reported.
+    selection = Selection(loaded.paths, tuple(narrow(args, list(loaded.specs))),
+                          () if getattr(args, "claims", None) or args.k else loaded.tables)
+    store = open_store(args)
     if args.dry_run:
         from repro.dry_run import dry_run
 
-        status = cmd_validate(args)
-        if status:
-            return status
-        return dry_run(select_claims(args), _claim_paths(args), args.tier, open_store(args), args.steps, _executor(args), args.device, Path(args.data_root) if args.data_root
-                       else None, args.group_size, args.k, Path(args.out) if args.out else None,
-                       tables=select_tables(args))
-    import torch
-
-    if args.tier == "full" and not torch.cuda.is_available() and not args.force:
-        print("=" * 78 + "\nNO CUDA GPU FOUND: the paper-scale tier would take CPU-months.\n"
-              "Running the SMOKE tier (small-scale analogs on embedded data) instead.\n"
-              "Use --force to run the full tier on this machine anyway.\n" + "=" * 78, file=sys.stderr)
-        args.tier = "smoke"
-    status = cmd_validate(args)
-    if status:
-        return status
-    select_claims(args)  # a -k that matches nothing stops here, before anything is trained or written
-    print_plan(_plan(args)[0])
-    train_status = cmd_train(args)
+        return dry_run(list(selection.specs), list(selection.paths), args.tier, store, args.steps, _executor(args),
+                       device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
+                       Path(args.out) if args.out else None, tables=list(selection.tables))
+    planned = _plan(args, selection, device)
+    print_plan(planned[0])
+    if args.tier != requested_tier:
+        print(f"note: running the SMOKE tier, not the {requested_tier} tier: no CUDA GPU on this machine "
+              "(see above; --force runs it anyway)", file=sys.stderr)
+    train_status = cmd_train(args, planned, device, selection)
     import pytest
 
     # `-p repro.pytest_plugin`: a no-op where the entry point loaded it, needed where plugin autoload is off.
-    pytest_args = [str(p) for p in _claim_paths(args)] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
-                                                       "-p", "no:cacheprovider", "-q",
-                                                       "--no-train", "-o", "addopts="]
+    pytest_args = [str(p) for p in selection.paths] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
+                                                      "-p", "no:cacheprovider", "-q",
+                                                      "--no-train", "-o", "addopts="]
     # The cache this command planned and trained into, whatever pytest's root folder is.
-    pytest_args += ["--repro-cache", str(open_store(args).root)]
+    pytest_args += ["--repro-cache", str(store.root)]
     if args.k:
         pytest_args += ["-k", args.k]
     test_status = pytest.main(pytest_args)
-    cmd_report(args)
+    cmd_report(args, selection)
     return int(test_status) or train_status
+
+
+NO_GPU_BANNER = ("=" * 78 + "\nNO CUDA GPU FOUND: the paper-scale tier would take CPU-months.\n"
+                 "Running the SMOKE tier (small-scale analogs on embedded data) instead.\n"
+                 "Use --force to run the full tier on this machine anyway.\n" + "=" * 78)
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -306,7 +360,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     sel.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="where claim files live (default: claims/)")
     sel.add_argument("-k", metavar="EXPR", help="select claims as pytest -k does (substrings of id, file name, tier; not/and/or/parentheses)")
     tier = argparse.ArgumentParser(add_help=False)
-    tier.add_argument("--tier", choices=("smoke", "full"), default="smoke")
+    tier.add_argument("--tier", choices=TIERS, default="smoke")
 
     p = sub.add_parser("validate", parents=[sel], help="check claim files without running anything (exit 2 if invalid)")
     p.add_argument("--against-paper", action="store_true",

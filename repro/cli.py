@@ -12,43 +12,27 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from repro.cache import CacheError, RunStore, ensure_run, run_key
+from repro.cache import CACHE_RULE, CacheError, RunStore, ensure_run, run_key
 from repro.config import ConfigError
 from repro.data.catalog import DatasetError
+from repro.machine import DeviceError, training_device
+from repro.spec.claims import TIERS
+from repro.spec.metrics import PRINTED_METRICS
 from repro.spec.source import SpecError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-# Scalar metrics shown by `repro run`, in the paper's order (Table 1, Table 2).
-SCALAR_METRICS = (
-    ("train_loss", "train loss"),
-    ("test_loss", "test loss"),
-    ("test_error", "test error %"),
-    ("test_error_top5", "test error top-5 %"),
-    ("sparsity_act", "sparsity by activation (<=1e-12) %"),
-    ("sparsity_act_1e-4", "sparsity by activation (<=1e-4) %"),
-    ("sparsity_gamma", "sparsity by |gamma| (<1e-3) %"),
-    ("sparsity_gamma_1e-2", "sparsity by |gamma| (<1e-2) %"),
-    ("pruned_test_error", "test error after zeroing |gamma|<1e-3 %"),
-    ("pruned_test_error_top5", "top-5 error after zeroing %"),
-    ("pruned_features", "features pruned"),
-    ("conv_params_pruned_pct", "conv parameters pruned %"),
-    ("dense_params", "parameters (dense)"),
-    ("slim_params", "parameters (slimmed)"),
-    ("dense_flops", "FLOPs/image (dense)"),
-    ("slim_flops", "FLOPs/image (slimmed)"),
-    ("slim_matches_zeroed", "slimmed net == zeroed net"),
-    ("steps", "training steps"),
-    ("diverged_at", "diverged at step"),
-)
-
 
 def _store(args: argparse.Namespace) -> RunStore:
-    return RunStore(Path(args.cache_dir) if args.cache_dir else None, _data_root(args), args.device)
+    from repro.claims_cli import open_store
+
+    return open_store(args)
 
 
 def _data_root(args: argparse.Namespace) -> Path | None:
@@ -58,7 +42,7 @@ def _data_root(args: argparse.Namespace) -> Path | None:
 def metrics_table(metrics: dict) -> str:
     from tabulate import tabulate
 
-    rows = [(label, metrics[k]) for k, label in SCALAR_METRICS if k in metrics and metrics[k] is not None]
+    rows = [(label, metrics[k]) for k, label in PRINTED_METRICS if k in metrics and metrics[k] is not None]
     table = tabulate(rows, headers=("metric", "value"), floatfmt=".4g")
     layers = metrics.get("layer_sparsity_gamma")
     if layers:
@@ -88,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.update(step - bar.n)
 
         try:
-            return run_and_measure(cfg, args.device, _data_root(args), on_step=on_step, checkpoint=checkpoint)
+            return run_and_measure(cfg, training_device(args.device), _data_root(args), on_step=on_step,
+                                   checkpoint=checkpoint)
         finally:
             bar.close()
 
@@ -132,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repro", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", default=os.environ.get("REPRO_CACHE"), help="cache root (env REPRO_CACHE)")
+    common.add_argument("--cache-dir", default=os.environ.get("REPRO_CACHE") or None,
+                        help=f"run cache root (default: {CACHE_RULE})")
     common.add_argument("--data-root", default=os.environ.get("REPRO_DATA"), help="dataset root (env REPRO_DATA)")
     common.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,7 +153,7 @@ def _selected_keys(args: argparse.Namespace, store: RunStore) -> list[str] | Non
 
     specs = select_claims(args)
     keys: list[str] = []
-    for tier in [args.tier] if args.tier else ["smoke", "full"]:
+    for tier in [args.tier] if args.tier else TIERS:
         keys += [r.key for r in plan_runs(specs, tier, store, "cpu").runs]
     return list(dict.fromkeys(keys))
 
@@ -281,8 +267,12 @@ def cmd_cache_import(args: argparse.Namespace) -> int:
 
 def cmd_cache_fingerprint(args: argparse.Namespace) -> int:
     from repro.cache import metrics_fingerprint, training_fingerprint
+    from repro.cache.keys import metrics_modules, training_modules
 
-    print(metrics_fingerprint() if args.metrics else training_fingerprint())
+    if args.modules:
+        print("\n".join(metrics_modules() if args.metrics else training_modules()))
+    else:
+        print(metrics_fingerprint() if args.metrics else training_fingerprint())
     return 0
 
 
@@ -305,7 +295,7 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("claims", nargs="*", help="claim files, directories or ids whose runs to export")
     c.add_argument("--claims-dir", default="claims", help="where claim files live (default: claims/)")
     c.add_argument("-k", metavar="EXPR", help="only the runs of claims matching EXPR")
-    c.add_argument("--tier", choices=("smoke", "full"), default=None,
+    c.add_argument("--tier", choices=TIERS, default=None,
                    help="only the runs of this tier (default with a selection: both)")
     c.add_argument("--no-weights", action="store_true",
                    help="leave the weights out (metrics then cannot be recomputed after import)")
@@ -317,13 +307,26 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
 
     c = cache.add_parser("fingerprint", help="print the training-code fingerprint (cache keys depend on it)")
     c.add_argument("--metrics", action="store_true", help="print the measurement-code fingerprint instead")
+    c.add_argument("--modules", action="store_true", help="list the modules the fingerprint covers (derived "
+                   "from the import graph of the training loop and the dataset loaders, or of the measurement code)")
     c.set_defaults(func=cmd_cache_fingerprint)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, `kill`): handled like Ctrl-C, so worker processes are
+    ended and finished runs kept, instead of the process vanishing and its workers training on."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         status = _run_command(args)
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
@@ -334,13 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
-
-
-def _is_cpu_oom(e: RuntimeError) -> bool:
-    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
-    # memory" / "not enough memory"); CUDA raises torch.OutOfMemoryError.
-    text = str(e)
-    return "DefaultCPUAllocator" in text or "can't allocate memory" in text or "not enough memory" in text
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -350,7 +349,7 @@ def _run_command(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ConfigError as e:
+    except (ConfigError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DatasetError as e:
@@ -359,24 +358,32 @@ def _run_command(args: argparse.Namespace) -> int:
     except CacheError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            print("terminated (SIGTERM); worker processes were ended; finished runs are kept in the cache and "
+                  "unfinished ones resume from their checkpoints when asked again", file=sys.stderr)
+            return 143  # 128 + SIGTERM, what a shell reports for a process ended by it
         print("interrupted; finished runs are kept in the cache and unfinished ones resume from their "
               "checkpoints when asked again", file=sys.stderr)
         return 130
-    except MemoryError as e:
-        print(f"error: out of memory ({e}); try a smaller --group-size or fewer --jobs", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:
+        from repro.execute import out_of_memory
+
+        where = out_of_memory(e)
+        if where is None:
+            raise  # anything else is a bug and keeps its traceback
+        print(f"error: {where} out of memory ({(str(e) or type(e).__name__).splitlines()[0]}); "
+              f"{_memory_advice(args)}; finished runs are kept", file=sys.stderr)
         return EXIT_FAILED
-    except RuntimeError as e:
-        # torch.OutOfMemoryError is a RuntimeError; anything else is a bug and keeps its traceback.
-        if type(e).__name__ == "OutOfMemoryError":
-            where = "device"
-        elif _is_cpu_oom(e):
-            where = "CPU"
-        else:
-            raise
-        print(f"error: {where} out of memory ({str(e).splitlines()[0]}); try a smaller --group-size, fewer "
-              "--jobs or a smaller batch; finished runs are kept", file=sys.stderr)
-        return EXIT_FAILED
+
+
+def _memory_advice(args: argparse.Namespace) -> str:
+    """What this command can change to need less memory: only options it has."""
+    if hasattr(args, "jobs"):
+        return "try a smaller --group-size, fewer --jobs or a smaller batch"
+    if args.command == "run":
+        return "try a smaller batch (--set train.batch_size=N) or a narrower model (--set model.width=W)"
+    return "try it on a machine with more memory"
 
 
 if __name__ == "__main__":

@@ -197,11 +197,25 @@ def environment_failure(error: BaseException) -> bool:
                                               rex.RaySystemError, rex.ObjectLostError, rex.TaskUnschedulableError,
                                               rex.RuntimeEnvSetupError, rex.ActorDiedError)):
         return True
-    if isinstance(error, (DatasetError, CacheError, OSError, MemoryError, BrokenProcessPool)):
+    if isinstance(error, (DatasetError, CacheError, OSError, BrokenProcessPool)):
         return True
-    # torch.OutOfMemoryError (CUDA), or the CPU allocator's RuntimeError.
-    return type(error).__name__ == "OutOfMemoryError" or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+    return out_of_memory(error) is not None
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """Where ``error`` ran out of memory ("device" or "CPU"), or None when it is something else.
+    The one place that knows how torch says so: CUDA raises ``torch.OutOfMemoryError`` (a
+    RuntimeError, matched by name so this module needs no torch); the CPU allocator raises a plain
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory", "not enough memory"); Python
+    raises MemoryError."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return "device"
+    if isinstance(error, MemoryError):
+        return "CPU"
+    text = str(error) if isinstance(error, RuntimeError) else ""
+    if "DefaultCPUAllocator" in text or "can't allocate memory" in text or "not enough memory" in text:
+        return "CPU"
+    return None
 
 
 # -- executors -----------------------------------------------------------------------------------

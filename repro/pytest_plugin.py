@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from repro.spec.claims import TIERS
 from repro.spec.paper import PAPER_FILE
 from repro.spec.source import SpecError
 
@@ -58,7 +59,7 @@ _STATE = pytest.StashKey[PluginState]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("repro", "paper-claim reproduction")
-    group.addoption("--tier", default=os.environ.get("REPRO_TIER", "smoke"), choices=("smoke", "full"),
+    group.addoption("--tier", default=os.environ.get("REPRO_TIER", "smoke"), choices=TIERS,
                     help="which tier of each claim to check (default: smoke, or $REPRO_TIER)")
     from repro.cache.location import CACHE_RULE
 
@@ -71,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     from repro.cache.location import default_cache_root
 
-    for tier in ("smoke", "full"):
+    for tier in TIERS:
         config.addinivalue_line("markers", f"{tier}: claim checked at the {tier} tier")
     cache = config.getoption("--repro-cache")
     config.stash[_STATE] = PluginState(
@@ -200,6 +201,9 @@ class ClaimItem(pytest.Item):
         # Several workers share the cores: unfused, like `repro train -j N` (see execute.py).
         summary = train_plan(plan, store, jobs=1, device=state.device, progress=False,
                              group_size=1 if workers > 1 else None, threads=threads)
+        from repro.runs import ensure_simulations
+
+        ensure_simulations([self.spec], state.tier, store)
         if summary.blocked:
             self.user_properties.append(("run_failed", summary.blocked))
         elif summary.failed:

@@ -1,6 +1,6 @@
 """Content-addressed store of finished runs, safe to share, to read-only mount and to ship.
 
-In:  a cache root (default ``$REPRO_CACHE`` or ``.cache/runs``), keys from ``keys.run_key`` and
+In:  a cache root (default: ``location.default_cache_root``), keys from ``keys.run_key`` and
      ``RunRecord`` values.
 Out: the same records back without training, for as long as neither the config nor the
      behaviour of the training code changes; metrics brought up to date with the measurement
@@ -59,7 +59,8 @@ from typing import Any, BinaryIO, Callable
 
 from filelock import FileLock, Timeout
 
-from repro.cache.keys import CACHE_FORMAT, PACKAGE_DIR, metrics_fingerprint, run_key, training_fingerprint
+from repro.cache.keys import CACHE_FORMAT, metrics_fingerprint, run_key, training_fingerprint
+from repro.cache.location import default_cache_root
 from repro.cache.record import RunRecord
 from repro.config import ConfigError, RunConfig, run_config_from_dict
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
@@ -92,11 +93,6 @@ class CacheError(RuntimeError):
 
 class EntryDamaged(CacheError):
     """An entry whose files do not match its manifest or its key."""
-
-
-def default_cache_root() -> Path:
-    env = os.environ.get("REPRO_CACHE")
-    return Path(env) if env else PACKAGE_DIR.parent / ".cache" / "runs"
 
 
 def sha256(data: bytes) -> str:

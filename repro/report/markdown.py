@@ -48,7 +48,7 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
             t = spec.tier(tier)
             plots = render_plots(spec, t, store, tmp) if not t.not_run else []
             (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots))
-        # Paper tables regenerated beside ours (issue 10, repro/report/tables.py), linked from the index.
+        # Paper tables regenerated beside ours (repro/report/tables.py), linked from the index.
         from repro.report.tables import render_tables, tables_index
 
         table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
@@ -61,7 +61,7 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
     return verdicts
 
 
-# --- issue 14: the paper description titles the index; the headline shows what the check is about.
+# --- the paper description titles the index; the headline shows what the check is about.
 def claims_paper(specs: list[ClaimSpec]) -> PaperSpec | None:
     """The paper description shared by the claims' folders; None if they have none or several."""
     papers = {folder: find_paper(folder) for folder in {s.path.parent.resolve() for s in specs}}
@@ -88,7 +88,6 @@ def headline(verdict: Verdict) -> tuple[str, str]:
         ours = sep.join(f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})" for label, o in items)
         return (paper if any(isinstance(x, (int, float)) for x in papers) else "-"), ours
     return "-", "-"
-# --- end issue 14
 
 
 def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None) -> str:
@@ -210,7 +209,8 @@ def runs_table(tier: TierSpec, store: RunStore) -> str:
     for g in tier.groups.values():
         for p in g.points:
             if g.simulate is not None:
-                per_seed = simulation_metrics(g.simulate)[p.axis_value]
+                computed = simulation_metrics(g.simulate, store)
+                per_seed = computed[p.axis_value] if computed is not None else [None]
                 summary = f"simulation {g.simulate.optimizer}+{g.simulate.regularizer} lam={p.axis_value:g}"
             else:
                 records = [store.get(run_key(c)) for c in p.configs]
