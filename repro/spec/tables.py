@@ -42,7 +42,10 @@ from repro.spec.parsing import TABLES_FOLDER, Problems, load_all, parse_seeds, r
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
-              "rows", "layout", "assume"}
+              "rows", "layout", "assume", "markers"}
+# A number the paper prints with a marker ("31.38*") is typed as text, the marker declared under
+# the table's `markers:` with its meaning; the number is read without it, the text kept as printed.
+_MARKED_RE = re.compile(r"^(-?\d+(?:\.\d+)?)(\S+)$")
 COLUMN_KEYS = {"set", "seeds", "assume", "label"}
 ROW_KEYS = {"group", "label", "set", "paper", "seeds", "assume", "not_run", "reference", "source", "smoke"}
 # A smoke analog: "claim-id:run" or "claim-id:run@axis-value" (a run group of that claim's smoke tier).
@@ -88,6 +91,7 @@ class TableSpec:
     layout: str = "rows"
     notes: str = ""
     assume: tuple[str, ...] = ()
+    markers: tuple[tuple[str, str], ...] = ()  # (marker as printed, what it means in the paper)
 
     def cell(self, row: str, column: str | None = None) -> TableCell:
         for c in self.cells:
@@ -277,6 +281,24 @@ def _assume(v: Any, fld: str, errs: Problems) -> tuple[str, ...]:
     return ()
 
 
+def _markers(v: Any, errs: Problems) -> dict[str, str]:
+    """``markers: {"*": "what the paper's * means"}``: marks printed after some numbers."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not v:
+        errs.add("markers", 'expected a mapping of marker to its meaning, e.g. {"*": "after fine-tuning"}')
+        return {}
+    out: dict[str, str] = {}
+    for k, meaning in v.items():
+        if not isinstance(k, str) or not k.strip() or any(ch.isdigit() or ch.isspace() or ch == "." for ch in k):
+            errs.add(f"markers.{k}", "a marker is printed after a number: no digits, dots or spaces")
+        elif not isinstance(meaning, str) or not meaning.strip():
+            errs.add(f"markers.{k}", "expected text: what the marker means in the paper")
+        else:
+            out[k] = " ".join(meaning.split())
+    return out
+
+
 def _set(v: Any, fld: str, errs: Problems) -> dict:
     if v is None:
         return {}
@@ -305,6 +327,8 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
     title = _text(raw, "title", errs)
     src = _source(raw.get("source"), "source", errs)
     notes = _text(raw, "notes", errs, required=False)
+    markers = _markers(raw.get("markers"), errs)
+    used_markers: set[str] = set()
     assume = _assume(raw.get("assume"), "assume", errs)
     layout = raw.get("layout", "rows")
     if layout not in LAYOUTS:
@@ -429,12 +453,18 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
             numbers: dict[str, float | None] = {}
             numbers_text: dict[str, str] = {}
             for j, (m, v) in enumerate(zip(metrics, values)):
+                printed = None
+                if isinstance(v, str) and (marked := _MARKED_RE.match(v)) and marked.group(2) in markers:
+                    printed, v = v, float(marked.group(1))
+                    used_markers.add(marked.group(2))
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}")
+                    hint = f" (a marker is declared under markers: first; declared: {', '.join(markers) or 'none'})" \
+                        if isinstance(v, str) else ""
+                    errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}{hint}")
                     v = None
                 numbers[m] = v
                 if v is not None:
-                    numbers_text[m] = source.texts.get(f"{pfld}[{j}]", repr(v))
+                    numbers_text[m] = printed or source.texts.get(f"{pfld}[{j}]", repr(v))
             if all(v is None for v in numbers.values()):
                 errs.add(pfld, "every value is null: write null for the whole cell instead")
             cell_id = f"{table_id}/{row_name}" + (f"/{col}" if col else "")
@@ -470,11 +500,14 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
                                    assume + col_assume + row_assume,
                                    str(not_run).strip() if isinstance(not_run, str) else None,
                                    str(reference).strip() if isinstance(reference, str) else None, smoke_of.get(col)))
+    for marker in markers:
+        if marker not in used_markers:
+            errs.add(f"markers.{marker}", f"marker {marker!r} is declared but no number of the table carries it")
     expected = raw.get("cells")
     if not isinstance(expected, int) or isinstance(expected, bool) or expected < 1:
         errs.add("cells", "required: the number of cells the paper prints (rows x column groups it fills)")
     elif rows_raw and expected != len(cells):
         errs.add("cells", f"the rows give {len(cells)} cells, the paper's table has {expected}")
     return TableSpec(table_id, number, title, src, source.path, tuple(metrics), headers, tuple(columns),
-                     tuple(rows), tuple(cells), layout, notes, assume)
+                     tuple(rows), tuple(cells), layout, notes, assume, tuple(markers.items()))
 
