@@ -42,15 +42,20 @@ def _claim_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def open_store(args: argparse.Namespace):
+def open_store(args: argparse.Namespace, measure: bool = False):
     """The run cache every command uses: ``--cache-dir`` (or ``$REPRO_CACHE``), else the default
     location for the claims folder in use (``repro.cache.location``), with the data root and the
-    device, so a re-measurement reads the same data a training would."""
+    device, so a re-measurement reads the same data a training would. ``measure``: the command
+    may measure (it trains or verifies), so stored metrics from other measurement code are
+    recomputed from their weights; a reading command (report, plan, show) only marks them stale."""
     from repro.cache import RunStore, default_cache_root
 
+    remeasure = None
+    if measure:
+        from repro.runs import remeasure
     root = Path(args.cache_dir) if args.cache_dir else default_cache_root(Path(getattr(args, "claims_dir", CLAIMS_DIR)))
     return RunStore(root, Path(args.data_root) if getattr(args, "data_root", None) else None,
-                    getattr(args, "device", "auto"))
+                    getattr(args, "device", "auto"), remeasure=remeasure)
 
 
 def positive_int(text: str) -> int:
@@ -187,14 +192,15 @@ def _against_paper(specs: list[ClaimSpec]) -> int:
     return 2 if fatal else 0
 
 
-def _plan(args: argparse.Namespace, selection: Selection | None = None, device: str | None = None):
+def _plan(args: argparse.Namespace, selection: Selection | None = None, device: str | None = None,
+          measure: bool = False):
     """The plan of the selection (read now when not given) and the store it was planned against.
     ``device``: the device training will use (``machine.training_device``); without it the plan
     takes the one asked for, else the one nvidia-smi sees (planning needs no torch)."""
     from repro.plan import plan_runs
 
     selection = selection or load_selection(args)
-    store = open_store(args)
+    store = open_store(args, measure)
     device = device or (None if args.device == "auto" else args.device)
     return plan_runs(list(selection.specs), args.tier, store, device, tables=list(selection.tables)), store
 
@@ -256,10 +262,13 @@ def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
 
     device = device or training_device(args.device)
     selection = selection or load_selection(args)
-    plan, store = planned or _plan(args, selection, device)
+    plan, store = planned or _plan(args, selection, device, measure=True)
     simulated = ensure_simulations(selection.specs, args.tier, store)
     if simulated:
         print(f"simulated {simulated} low-gradient configurations")
+    refreshed = refresh_metrics(store, [r.key for r in plan.runs if r.cached])
+    if refreshed:
+        print(f"recomputed the metrics of {refreshed} cached runs measured by older code (from their weights)")
     data_root = Path(args.data_root) if args.data_root else None
     summary = train_plan(plan, store, args.jobs, device, data_root, group_size=args.group_size,
                          executor=_executor(args))
@@ -269,6 +278,12 @@ def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
     for key, msg in summary.failed.items():
         print(f"error: run {key[:12]} failed: {msg}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def refresh_metrics(store, keys: list[str]) -> int:
+    """Bring the metrics of cached runs up to date with the measurement code (a store that may
+    measure does it on read); how many were recomputed."""
+    return sum(1 for key in keys if (record := store.get(key)) is not None and record.metrics_recomputed)
 
 
 def _executor(args: argparse.Namespace):
@@ -321,14 +336,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # Read once: the same claims and tables are planned, trained, checked and reported.
     selection = Selection(loaded.paths, tuple(narrow(args, list(loaded.specs))),
                           () if getattr(args, "claims", None) or args.k else loaded.tables)
-    store = open_store(args)
+    store = open_store(args, measure=True)
     if args.dry_run:
         from repro.dry_run import dry_run
 
         return dry_run(list(selection.specs), list(selection.paths), args.tier, store, args.steps, _executor(args),
                        device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
                        Path(args.out) if args.out else None, tables=list(selection.tables))
-    planned = _plan(args, selection, device)
+    planned = _plan(args, selection, device, measure=True)
     print_plan(planned[0])
     if args.tier != requested_tier:
         print(f"note: running the SMOKE tier, not the {requested_tier} tier: no CUDA GPU on this machine "

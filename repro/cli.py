@@ -29,10 +29,10 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
-def _store(args: argparse.Namespace) -> RunStore:
+def _store(args: argparse.Namespace, measure: bool = False) -> RunStore:
     from repro.claims_cli import open_store
 
-    return open_store(args)
+    return open_store(args, measure)
 
 
 def _data_root(args: argparse.Namespace) -> Path | None:
@@ -56,10 +56,10 @@ def metrics_table(metrics: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from repro.spec.runfile import load_run_config
-    from repro.train.run import run_and_measure
+    from repro.runs import run_and_measure
 
     config = load_run_config(Path(args.config) if args.config else None, args.set or [])
-    store = _store(args)
+    store = _store(args, measure=True)
     key = run_key(config)
 
     def train(cfg, checkpoint):
@@ -190,7 +190,7 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
 
 def _remeasure():
     """The measurement the cache commands hand to the store to prove imported numbers."""
-    from repro.train.run import remeasure
+    from repro.runs import remeasure
 
     return remeasure
 
@@ -198,8 +198,10 @@ def _remeasure():
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     from repro.cache.archive import verify_store
 
-    store = _store(args)
+    store = _store(args, measure=True)
     result = verify_store(store, _remeasure(), repair=args.repair)
+    for key in result.refreshed:
+        print(f"recomputed: {key[:12]}: metrics measured by older code, recomputed from its weights")
     for path in result.removed_temporaries:
         print(f"removed {path}: a temporary entry folder left by a writer that did not finish")
     for key, problem in sorted(result.damaged.items()):

@@ -128,7 +128,7 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
     """Train and measure one group in this process; with ``dry_run_steps``, time its steps."""
     import torch
 
-    from repro.train.run import run_and_measure_group
+    from repro.runs import run_and_measure_group
 
     if threads:
         torch.set_num_threads(threads)

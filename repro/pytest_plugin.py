@@ -49,9 +49,16 @@ class PluginState:
 
     @property
     def store(self) -> "RunStore":
+        """Where claims read their runs. A session that may train may also measure, so metrics
+        stored by older measurement code are recomputed from the weights; with --no-train they
+        are read as stored (and marked stale)."""
         from repro.cache import RunStore
 
-        return RunStore(self.cache)
+        if not self.train_missing:
+            return RunStore(self.cache)
+        from repro.runs import remeasure
+
+        return RunStore(self.cache, remeasure=remeasure)
 
 
 _STATE = pytest.StashKey[PluginState]()

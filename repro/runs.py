@@ -1,8 +1,14 @@
 """Produce what the cache stores: the orchestration above the pipeline's stages.
 
-In:  run configurations (a group that trains together) or the simulations claims name.
-Out: ``RunRecord``s (trained by ``repro.train``, measured by ``repro.measure``) for the cache to
-     store; simulation records stored in the cache (``ensure_simulations``).
+In:  run configurations (one, or a group that ``config.group_key`` says can train together),
+     device, dataset root; or the simulations claims name.
+Out: one ``RunRecord`` per config (``run_and_measure_group``): config, metrics (every quantity
+     the paper reports, see repro.measure), histories, the trained weights and provenance (torch
+     version, device, wall time, group size, and what training actually executed: float32
+     precision flags, cuDNN version and autotuning, torch threads, the run's optimizer kernel,
+     CUDA graphs per phase); ``remeasure`` (metrics of stored weights under the current
+     measurement code, which callers hand to the cache); simulation records stored in the cache
+     (``ensure_simulations``).
 
 The stages below only do their one thing: ``train`` trains, ``measure`` measures, ``cache``
 stores (it is handed ``remeasure`` when stored metrics must be brought up to date). Checks and
@@ -12,14 +18,86 @@ reports only read what is stored, so reading a report never trains, measures or 
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Iterable
 
-from repro.cache import RunStore
+import torch
+
+from repro.cache import RunRecord, RunStore
 from repro.cache.simulations import SimulationStore
+from repro.config import RunConfig
+from repro.data import load_dataset
+from repro.measure import measure_model
 from repro.spec.claims import ClaimSpec
 from repro.spec.simulation import DecayConfig
+from repro.train.loop import resolve_device, train_models
+from repro.train.models import build_model
 
 log = logging.getLogger(__name__)
+
+
+# -- runs: train, measure, record -------------------------------------------------------------
+def run_and_measure(config: RunConfig, device: str = "auto", data_root: Path | None = None,
+                    on_step: Callable[[int, int], None] | None = None, checkpoint: Path | None = None) -> RunRecord:
+    return run_and_measure_group([config], device, data_root, on_step, checkpoint)[0]
+
+
+def run_and_measure_group(
+    configs: list[RunConfig],
+    device: str = "auto",
+    data_root: Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    checkpoint: Path | None = None,
+) -> list[RunRecord]:
+    """``checkpoint``: resume from / save to this file (every $REPRO_CHECKPOINT_EVERY_S seconds,
+    default 300)."""
+    dev = resolve_device(device)
+    started = time.time()
+    data = load_dataset(configs[0].data, data_root).to(dev)
+    every = float(os.environ.get("REPRO_CHECKPOINT_EVERY_S", "300"))
+    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every)
+    records = []
+    for config, outcome in zip(configs, outcomes):
+        metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
+        metrics["diverged_at"] = outcome.diverged_at
+        metrics["steps"] = outcome.steps
+        provenance = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "group_size": len(configs),
+            "precision": config.train.precision,
+            # Read back from the training that ran, never from the settings asked for.
+            **outcome.execution.provenance(config.optim.name),
+            "train_wall_s": round(outcome.wall_s, 2),
+            "total_wall_s": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(),
+        }
+        state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+        records.append(RunRecord(config, metrics, outcome.history, provenance, state))
+    return records
+
+
+# -- re-measuring stored weights (handed to the cache, which calls it when the measurement code
+# changed, and to imports, which prove an archive's numbers with it) --------------------------
+def remeasure(record: RunRecord, device: str = "auto", data_root: Path | None = None) -> dict:
+    """Metrics of ``record``'s stored weights under the current measurement code, keeping what
+    training alone decides (steps, divergence). No training."""
+    dev = resolve_device(device)
+    data = load_dataset(record.config.data, data_root).to(dev)
+    c = record.config
+    model = build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset)
+    model.load_state_dict(record.state_dict)
+    metrics = measure_model(model.to(dev).eval(), data)
+    metrics["diverged_at"] = record.metrics.get("diverged_at")
+    metrics["steps"] = record.metrics.get("steps")
+    return metrics
+
+
+# -- simulations -------------------------------------------------------------------------------
 
 
 def simulations_of(specs: Iterable[ClaimSpec], tier: str) -> list[DecayConfig]:

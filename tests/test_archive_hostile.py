@@ -25,7 +25,7 @@ from repro.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_store
 from repro.cache.store import entry_files, with_manifest
 from repro.cli import main
 from repro.data.catalog import DatasetError
-from repro.train.run import remeasure, run_and_measure
+from repro.runs import remeasure, run_and_measure
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_ROOT = os.geteuid() == 0

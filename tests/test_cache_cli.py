@@ -69,7 +69,7 @@ def measured_record(config, provenance: dict) -> RunRecord:
     weights and refuses numbers they do not give, so a shipped entry must carry real ones."""
     from repro.data import load_dataset
     from repro.train.models import build_model
-    from repro.train.run import remeasure
+    from repro.runs import remeasure
 
     torch.manual_seed(config.train.seed)
     data = load_dataset(config.data)

@@ -25,7 +25,7 @@ from repro.check.verdict import (
     welch_greater,
 )
 from repro.spec.claims import CheckSpec, RunGroup, RunPoint, load_claim
-from repro.train.run import RunRecord
+from repro.cache import RunRecord
 
 
 class Runs:

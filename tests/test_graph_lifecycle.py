@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-import repro.train.run as run_module
+import repro.runs as run_module
 from repro.cache import RunStore, run_key
 from repro.config import run_config_from_dict
 from repro.train.loop import StepGraph, train_models

@@ -7,7 +7,7 @@ from repro.cache import RunStore, run_key
 from repro.plan import data_shape, plan_runs
 from repro.report import render_reports
 from repro.spec.claims import load_claims
-from repro.train.run import RunRecord
+from repro.cache import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import torch._dynamo  # noqa: F401
 
 from repro.cache import RunStore, run_key
 from repro.spec.claims import load_claim
-from repro.train.run import RunRecord
+from repro.cache import RunRecord
 
 pytest_plugins = ["pytester"]
 

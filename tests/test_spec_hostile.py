@@ -100,7 +100,7 @@ import resource, sys, time, yaml
 from repro import cli
 from repro.spec import source
 if sys.argv[2] == "run":
-    import repro.train.run  # torch: imported before the clock starts
+    import repro.runs  # torch: imported before the clock starts
 source.YAML_LOADER = source.safe_loader(getattr(yaml, sys.argv[1]))
 size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), size + (2 << 30)))

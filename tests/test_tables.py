@@ -13,7 +13,7 @@ from repro.report.tables import render_tables, smoke_analogs
 from repro.spec.claims import claim_files, load_claims
 from repro.spec.source import SpecError
 from repro.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
-from repro.train.run import RunRecord
+from repro.cache import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT / "claims" / "tables"

@@ -190,12 +190,14 @@ class VerifyResult:
     unverified: dict[str, str] = field(default_factory=dict)  # imported entries still unverified -> why
     moved: dict[str, Path] = field(default_factory=dict)  # damaged entries moved aside (--repair)
     removed_temporaries: list[Path] = field(default_factory=list)
+    refreshed: list[str] = field(default_factory=list)  # metrics from older code, recomputed from weights
 
 
 def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bool = False) -> VerifyResult:
     """Check every entry in full (every checksum, weights loaded). Imported entries not yet
     verified are re-measured from their weights (with ``remeasure``, where the data is here):
-    confirmed ones are marked verified, contradicted ones are damaged. ``repair`` moves damaged
+    confirmed ones are marked verified, contradicted ones are damaged; entries whose metrics came
+    from older measurement code are recomputed from their weights. ``repair`` moves damaged
     entries aside and removes temporary folders left by killed writers."""
     result = VerifyResult()
     if repair:
@@ -213,6 +215,12 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
                     result.verified_now.append(key)
                 else:
                     result.unverified[key] = why
+            elif remeasure is not None and manifest.get("metrics_fingerprint") != metrics_fingerprint() \
+                    and WEIGHTS in blobs and store.writable():
+                # Metrics from older measurement code: the one command that refreshes them.
+                record = RunStore(store.root, store.data_root, store.device, remeasure=remeasure).get(key)
+                if record is not None and record.metrics_recomputed:
+                    result.refreshed.append(key)
         except EntryDamaged as e:
             result.damaged[key] = str(e)
     if repair:

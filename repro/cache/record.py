@@ -29,6 +29,9 @@ class RunRecord:
     metrics_fingerprint: str | None = None
     # Set on read when the stored metrics came from other measurement code and were recomputed.
     metrics_recomputed: bool = field(default=False, compare=False)
+    # Set on read when they came from other measurement code and the reader may not measure
+    # (a report, a plan): the numbers are the older code's until `repro cache verify` runs.
+    metrics_stale: bool = field(default=False, compare=False)
     # "local" (trained into some cache by this project) or "imported" (added by `repro cache import`).
     origin: str = field(default="local", compare=False)
     # False only for an imported entry whose metrics were not re-measured from its weights here.

@@ -87,6 +87,11 @@ MAX_JSON_DEPTH = 32
 STALE_TEMPORARY_S = 600
 
 
+# The command that brings stored metrics up to date with the measurement code (it hands the store
+# a ``remeasure``); reports and plans only read, and name it where metrics are stale.
+REFRESH_COMMAND = "repro cache verify"
+
+
 class CacheError(RuntimeError):
     """A cache entry that cannot be trusted or a cache root that cannot be used."""
 
@@ -293,8 +298,10 @@ class RunStore:
     def __init__(self, root: Path | None = None, data_root: Path | None = None, device: str = "auto",
                  remeasure: Callable[[RunRecord, str, Path | None], dict] | None = None):
         """``data_root``/``device``: where metrics are recomputed when the measurement code changed;
-        ``remeasure(record_with_weights, device, data_root) -> metrics`` (default: the training
-        layer's ``remeasure``, imported only when needed)."""
+        ``remeasure(record_with_weights, device, data_root) -> metrics``, handed in by callers that
+        may measure (training, ``repro cache verify``; ``repro.runs.remeasure``). Without it the
+        store only reads: metrics from other measurement code are served marked stale
+        (``RunRecord.metrics_stale``), and the caller says which command refreshes them."""
         self.root = Path(root) if root is not None else default_cache_root()
         self.data_root, self.device, self._remeasure = data_root, device, remeasure
         self._warned: set[str] = set()
@@ -471,7 +478,13 @@ class RunStore:
         except FileNotFoundError:
             return None  # moved away between the look and the read
         if current_metrics and record.metrics_fingerprint != metrics_fingerprint() and not record.diverged:
-            record = self._refresh_metrics(entry, key, record, with_weights)
+            if self._remeasure is None:
+                record.metrics_stale = True
+                self._warn_once(key, f"metrics of run {key[:12]} were computed by other measurement code; "
+                                     f"they are shown as stored: {REFRESH_COMMAND} recomputes them from the "
+                                     "stored weights (no retraining)")
+            else:
+                record = self._refresh_metrics(entry, key, record, with_weights)
         return record
 
     def _read_file(self, entry: Path, name: str, size: int | None = None) -> bytes:
@@ -537,8 +550,6 @@ class RunStore:
         if full is None:
             return record  # damaged weights: moved aside by the read above
         remeasure = self._remeasure
-        if remeasure is None:
-            from repro.train.run import remeasure
         started = time.perf_counter()
         try:
             metrics = remeasure(full, self.device, self.data_root)

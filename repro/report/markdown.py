@@ -14,6 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from repro.cache import RunStore, run_key
+from repro.cache.store import REFRESH_COMMAND
 from repro.check.evaluate import evaluate_claim
 from repro.check.verdict import NOT_RUN, Verdict, fmt
 from repro.report.output import prepare_output, replace_output
@@ -219,6 +220,10 @@ def runs_table(tier: TierSpec, store: RunStore) -> str:
                 unverified = sum(1 for r in records if r is not None and not r.verified)
                 if unverified:  # numbers taken on an archive's word, not re-measured here
                     summary += f" ({unverified} of {len(records)} seeds imported, unverified)"
+                stale = sum(1 for r in records if r is not None and r.metrics_stale)
+                if stale:  # a report only reads: it names the command that recomputes them
+                    summary += (f" ({stale} of {len(records)} seeds measured by older code; "
+                                f"`{REFRESH_COMMAND}` recomputes them)")
             row = [g.name + (f"@{p.axis_value}" if p.axis_value is not None else ""), summary]
             for m in metrics:
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]

@@ -1,0 +1,47 @@
+"""The architecture as contracts (.importlinter): the pipeline's layers and "torch only below the
+line" hold, and a deliberately inverted import breaks them with a message naming it."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT), str(root / ".importlinter"), "--no-cache"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_contracts_hold():
+    out = lint(REPO)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken" in out.stdout
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    shutil.copytree(REPO / "repro", root / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".importlinter", root / ".importlinter")
+    return root
+
+
+def test_an_inverted_import_breaks_the_layers_and_is_named(tmp_path):
+    root = _copy(tmp_path)
+    keys = root / "repro" / "cache" / "keys.py"
+    keys.write_text(keys.read_text() + "\n\ndef _inverted():\n    from repro.report import markdown\n    return markdown\n")
+    out = lint(root)
+    assert out.returncode != 0
+    assert "BROKEN" in out.stdout and "repro.cache.keys -> repro.report.markdown" in out.stdout
+
+
+def test_torch_in_a_reading_stage_breaks_the_torch_line(tmp_path):
+    root = _copy(tmp_path)
+    verdict = root / "repro" / "check" / "verdict.py"
+    verdict.write_text(verdict.read_text() + "\n\ndef _inverted():\n    import torch\n    return torch\n")
+    out = lint(root)
+    assert out.returncode != 0 and "repro.check.verdict -> torch" in out.stdout
