@@ -189,12 +189,15 @@ class ClaimItem(pytest.Item):
         unverified = unverified_runs(self.spec, state.tier, store)
         if unverified:
             self.user_properties.append((UNVERIFIED, unverified))
+        if verdict.seeds_note():  # pytest's line says when no significance test could be made
+            self.user_properties.append((FEW_SEEDS, verdict.seeds_note()))
         if verdict.status == REPRODUCED:
             return
         # Outside the gate a claim may fail to reproduce, but a broken run (error) still fails.
         if not tier.gate and verdict.status != ERROR:
             pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})"
-                         + (f"; {unverified} runs imported, unverified" if unverified else ""))
+                         + (f"; {unverified} runs imported, unverified" if unverified else "")
+                         + (f"; {verdict.seeds_note()}" if verdict.seeds_note() else ""))
         raise ClaimNotReproduced(verdict)
 
     def _train_missing(self, state: PluginState, store: "RunStore") -> None:
@@ -229,6 +232,8 @@ class ClaimItem(pytest.Item):
 
 # The user property naming how many of a claim's runs were imported and not re-measured here.
 UNVERIFIED = "unverified_runs"
+# The user property saying the verdict was decided on fewer seeds than a significance test needs.
+FEW_SEEDS = "few_seeds"
 
 
 def unverified_runs(spec: "ClaimSpec", tier: str, store: "RunStore") -> int:
@@ -241,9 +246,12 @@ def unverified_runs(spec: "ClaimSpec", tier: str, store: "RunStore") -> int:
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     # A claim that passes on imported, unverified runs says so on its own line (-v).
-    unverified = dict(getattr(report, "user_properties", ())).get(UNVERIFIED)
-    if report.when == "call" and report.passed and unverified:
-        return "passed", ".", (f"PASSED ({unverified} runs imported, unverified)", {"yellow": True})
+    # So does one decided on fewer seeds than a significance test needs.
+    props = dict(getattr(report, "user_properties", ()))
+    notes = ([f"{props[UNVERIFIED]} runs imported, unverified"] if props.get(UNVERIFIED) else []) \
+        + ([props[FEW_SEEDS]] if props.get(FEW_SEEDS) else [])
+    if report.when == "call" and report.passed and notes:
+        return "passed", ".", (f"PASSED ({'; '.join(notes)})", {"yellow": True})
     return None
 
 
@@ -254,6 +262,8 @@ def format_verdict(spec: "ClaimSpec", verdict: "Verdict", unverified: int = 0) -
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
     if unverified:
         lines.append(f"  runs: {unverified} imported, unverified (their numbers were not re-measured here)")
+    if verdict.seeds_note():
+        lines.append(f"  seeds: {verdict.seeds_note()}")
     if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
         lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:

@@ -89,7 +89,7 @@ def test_report_is_titled_from_the_folders_paper_description(outside, verified):
     assert "| [tiny-trains](tiny-trains.md) |" in index and "fixture2019: Table 1" in index
     assert "Mehta" not in index
     page = (outside / "report" / "tiny-trains.md").read_text()
-    assert "**Verdict (smoke tier): ✅ reproduced**" in page
+    assert "**Verdict (smoke tier): ✅ reproduced (decided on 1 seed: fewer than 3, so no significance test)**" in page
     # Reports point at nothing outside the folder they describe.
     for path in (outside / "report").glob("*.md"):
         assert str(outside) not in path.read_text() and str(REPO) not in path.read_text()

@@ -9,7 +9,7 @@ import pytest
 from repro import cli
 from repro.cache import RunStore, run_key
 from repro.plan import plan_runs
-from repro.report.tables import render_tables, smoke_analogs
+from repro.report.tables import printed, render_tables, smoke_analogs
 from repro.spec.claims import claim_files, load_claims
 from repro.spec.source import SpecError
 from repro.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
@@ -181,8 +181,14 @@ def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path, repo_tables):
     render_tables([t1], "smoke", store, tmp_path / "out", claim)
     text = (tmp_path / "out" / "tables" / "table01.md").read_text()
     assert "## Smoke analogs" in text and "`adam-l2-vs-wd`" in text
-    row = next(ln for ln in text.splitlines() if "| Adam" in ln and "L2 1e-04" in ln)
-    assert f"33.0 ± 0 (n={len(analog.configs)}) / 70" in row
+    # The paper's cell keeps the paper's number alone; the analog has a row of its own, beside
+    # the setting it was trained at and the cell it stands for.
+    row = next(ln for ln in text.splitlines() if "| Adam" in ln and "| L2 1e-04" in ln)
+    assert "33.0" not in row and "| 70 " in row
+    analog_row = next(ln for ln in text.splitlines() if "33.0 ± 0" in ln)
+    assert "digits" in analog_row and "Adam L2 1e-04 (CIFAR10)" in analog_row
+    assert f"(n={len(analog.configs)})" in analog_row
+    assert not (tmp_path / "out" / "tables" / "table01.png").exists()  # no analog on the paper's axis
 
 
 # --- plan union -----------------------------------------------------------------------------
@@ -223,7 +229,7 @@ def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
         assert f"](tables/{t.id}.md)" in index
         for c in t.cells:
             for m, text in c.paper_text.items():
-                assert f" / {text}" in page, (t.id, c.id, m)
+                assert f" / {printed(text)}" in page, (t.id, c.id, m)
         assert not re.search(r"± .* / ", page)  # nothing of ours on an empty cache
     capsys.readouterr()
     assert cli.main(["plan", *common, "--json"]) == 0

@@ -259,7 +259,7 @@ class Verdict:
         n = self.fewest_seeds
         if n is None or n >= TEST_SEEDS or self.status in (ERROR, NOT_RUN):
             return ""
-        return f"on {n} seed{'s' if n != 1 else ''} (fewer than {TEST_SEEDS}: no significance test)"
+        return f"decided on {n} seed{'s' if n != 1 else ''}: fewer than {TEST_SEEDS}, so no significance test"
 
     def to_dict(self) -> dict:
         return {"claim_id": self.claim_id, "tier": self.tier, "status": self.status,

@@ -10,15 +10,17 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
 from repro.cache import RunStore, run_key
 from repro.cache.store import REFRESH_COMMAND
 from repro.check.evaluate import evaluate_claim
-from repro.check.verdict import NOT_RUN, Verdict, fmt
+from repro.check.verdict import NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt
 from repro.report.output import prepare_output, replace_output
 from repro.report.plots import render_plots
+from repro.report.tables import printed
 from repro.spec.claims import ClaimSpec, TierSpec
 from repro.spec.paper import PaperSpec, find_paper
 
@@ -70,12 +72,95 @@ def claims_paper(specs: list[ClaimSpec]) -> PaperSpec | None:
     return found.popitem()[1] if len(found) == 1 else None
 
 
-def headline(verdict: Verdict) -> tuple[str, str]:
+def number_text(value: Any) -> str:
+    """A paper number a claim types itself, as typed (a YAML reader keeps all but trailing zeros):
+    70 stays 70, 10.5 stays 10.5, a per-layer list stays a list."""
+    if isinstance(value, list):
+        return "[" + ", ".join(number_text(v) for v in value) + "]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def point_paper_texts(spec: ClaimSpec, point: Any) -> dict[str, str]:
+    """Metric -> the paper's number at a run point as printed: a table cell's text for a run that
+    names a cell (30.50 stays 30.50, 31.38* keeps its marker), else as the claim types it."""
+    cell = None
+    if getattr(point, "cell", None):
+        from repro.spec.tables import folder_tables
+
+        tables = folder_tables(spec.path.parent)
+        cell = tables.find_cell(point.cell)[0] if tables is not None else None
+    out = {}
+    for metric, value in point.paper.items():
+        if cell is not None and metric in cell.paper_text:
+            out[metric] = cell.paper_text[metric]
+        elif cell is not None and isinstance(value, list) and f"{metric}[1]" in cell.paper_text:
+            out[metric] = "[" + ", ".join(cell.paper_text.get(f"{metric}[{i}]", number_text(v))
+                                          for i, v in enumerate(value, 1)) + "]"
+        else:
+            out[metric] = number_text(value)
+    return out
+
+
+def _point(tier: TierSpec, sel: Any) -> Any:
+    from repro.spec.checks import same_value
+
+    group = tier.groups.get(sel.run)
+    if group is None:
+        return None
+    return next((p for p in group.points if sel.at is None or same_value(p.axis_value, sel.at)), None)
+
+
+def selection_paper_text(spec: ClaimSpec, tier: TierSpec, sel: Any) -> str | None:
+    """The paper's number for what a selection reads, as printed; None where the paper gives
+    none. A mean over several layers is computed, so it is shown as fmt writes numbers."""
+    from repro.check.kinds import paper_value
+
+    point = _point(tier, sel)
+    if point is None or sel.metric not in point.paper:
+        return None
+    ref = point.paper[sel.metric]
+    text = point_paper_texts(spec, point).get(sel.metric)
+    if sel.stat is not None:
+        return None  # a statistic of per-seed lists the paper does not print
+    if isinstance(ref, list):
+        if sel.layer is not None and not sel.layers:
+            items = text.strip("[]").split(", ") if text else []
+            return items[sel.layer - 1] if sel.layer <= len(items) else None
+        value = paper_value(ref, sel)
+        return fmt(value) if isinstance(value, (int, float)) else None
+    return text
+
+
+def check_selections(check: Any, tier: TierSpec) -> list:
+    """The selections a check reads, in order (for monotonic: one per point of its axis)."""
+    params = check.params
+    if check.kind == "monotonic":
+        group = tier.groups.get(params.run)
+        return [params.point(group, p.axis_value) for p in group.points] if group is not None else []
+    return list(params.selections().values())
+
+
+def printed_by_label(spec: ClaimSpec, tier: TierSpec) -> dict[str, str]:
+    """Selection label -> the paper's number for it as printed, over every check of the tier."""
+    out: dict[str, str] = {}
+    for check in tier.checks:
+        for sel in check_selections(check, tier):
+            text = selection_paper_text(spec, tier, sel)
+            if text is not None:
+                out.setdefault(sel.label, text)
+    return out
+
+
+def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[str, str]:
     """(paper values, reproduced values) of the check that decided the verdict (else the first).
 
     Both sides of a comparison (``a vs b``), the two ends of an axis (``first → last``), or the
-    one selection of a value/distribution check: mean ± std (n) each.
+    one selection of a value/distribution check: mean ± std (n) each. ``printed``: selection
+    label -> the paper's number as printed, shown instead of the number re-formatted.
     """
+    printed = printed or {}
     deciding = [c for c in verdict.checks if c.status == verdict.status] or verdict.checks
     for check in deciding:
         items = list(check.observed.items())
@@ -85,10 +170,67 @@ def headline(verdict: Verdict) -> tuple[str, str]:
         if len(items) > 2:  # an axis: its two ends
             items = [items[0], items[-1]]
         papers = [o.get("paper") for _, o in items]
-        paper = sep.join(fmt(x) if isinstance(x, (int, float)) else "-" for x in papers)
+        paper = sep.join(printed.get(label) or (fmt(x) if isinstance(x, (int, float)) else "-")
+                         for (label, _), x in zip(items, papers))
         ours = sep.join(f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})" for label, o in items)
         return (paper if any(isinstance(x, (int, float)) for x in papers) else "-"), ours
     return "-", "-"
+
+
+def verdict_text(verdict: Verdict) -> str:
+    """The verdict and its reason as a reader sees it, once: "➖ not run: 6 of 6 runs missing"
+    (the reason of a claim not run starts with the words of its status, which are not doubled),
+    and whether it rests on fewer seeds than a significance test needs."""
+    status = VERDICT_MARK.get(verdict.status, verdict.status)
+    reason = verdict.reason
+    if reason.startswith(f"{verdict.status}: "):
+        reason = reason[len(verdict.status) + 2:]
+    if verdict.status != REPRODUCED and reason:
+        status += f": {reason}"
+    note = verdict.seeds_note()
+    return status + (f" ({note})" if note else "")
+
+
+def short_reason(text: str) -> str:
+    """The first clause of a not-run reason, for the index's summary."""
+    words = " ".join(text.split())
+    for stop in (": ", "; ", ". "):
+        words = words.split(stop, 1)[0]
+    return words.rstrip(".")
+
+
+def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
+    """One paragraph: how many findings, how many reproduced at this tier (and on how few seeds),
+    how many did not, and what could not be run and why."""
+    by_id = {s.id: s for s in specs}
+    n = len(verdicts)
+    status = {v.claim_id: v.status for v in verdicts}
+    count = lambda st: sum(1 for x in status.values() if x == st)  # noqa: E731
+    scale = ("the paper's own settings" if tier == "full" else
+             "scaled analogs of the paper's settings (smaller data, networks and schedules), so they speak to "
+             "directions and orders, not to the paper's digits")
+    text = [f"This report checks {n} finding{'s' if n != 1 else ''} of the paper, each written as a claim whose "
+            f"checks compare our runs with the paper's words and numbers. At the `{tier}` tier the runs are {scale}."]
+    reproduced = [v for v in verdicts if v.status == REPRODUCED]
+    few = sum(1 for v in reproduced if v.seeds_note())
+    decided = [f"{len(reproduced)} reproduced at the `{tier}` tier"
+               + (f" ({few} of them decided on fewer than {TEST_SEEDS} seeds, with no significance test)" if few else "")]
+    decided += [f"{count(st)} {st}" for st in ("not reproduced", "inconclusive", "error") if count(st)]
+    text.append(", ".join(decided) + ".")
+    by_design = [v for v in verdicts if v.status == NOT_RUN and by_id[v.claim_id].tier(tier).not_run]
+    waiting = [v for v in verdicts if v.status == NOT_RUN and not by_id[v.claim_id].tier(tier).not_run]
+    if by_design:
+        reasons: dict[str, list[str]] = {}
+        for v in by_design:
+            reasons.setdefault(short_reason(by_id[v.claim_id].tier(tier).not_run), []).append(v.claim_id)
+        text.append(f"{len(by_design)} cannot be run at this tier: "
+                    + "; ".join(f"{why} ({', '.join(ids)})" for why, ids in reasons.items()) + ".")
+    if waiting:
+        cost = (", GPU work on the paper's datasets and schedules (`repro plan --tier full` prices it)"
+                if tier == "full" else "")
+        text.append(f"{len(waiting)} {'are' if len(waiting) != 1 else 'is'} not run yet because {'their' if len(waiting) != 1 else 'its'} "
+                    f"runs are not in this cache: `repro train --tier {tier}` trains them{cost}.")
+    return " ".join(text)
 
 
 def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None) -> str:
@@ -96,34 +238,112 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
     rows = []
     for v in sorted(verdicts, key=lambda v: v.claim_id):
         s = by_id[v.claim_id]
-        paper, ours = headline(v)
-        status = VERDICT_MARK.get(v.status, v.status)
-        if v.status != "reproduced" and v.reason:
-            status += f": {v.reason}"
-        if not s.tier(tier).gate and v.status != NOT_RUN:
+        t = s.tier(tier)
+        paper, ours = headline(v, printed_by_label(s, t) if not t.not_run else {})
+        if not v.checks and not t.not_run and t.checks:  # not run yet: what the first check will compare
+            paper = check_paper_numbers(s, t, t.checks[0])
+        status = verdict_text(v)
+        if not t.gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
-        rows.append((f"[{s.id}]({s.id}.md)", s.finding or "", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
+        rows.append((f"[{s.id}]({s.id}.md)", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours, scope_summary(s)))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
+    scale_note = ("" if tier == "full" else
+                  "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
+                  "so compare directions and orders, not digits.\n\n")
     return (f"# {title}, tier `{tier}`\n\n"
-            f"{len(verdicts)} claims: {summary}.\n\n"
-            "Paper values are at the paper's scale; at the smoke tier the runs are scaled analogs (see each page), "
-            "so compare directions and orders, not digits.\n\n"
-            + tabulate(rows, headers=("claim", "finding", "source", "verdict", "paper", "reproduced (mean ± std, n)",
+            + summary_paragraph(specs, verdicts, tier) + "\n\n"
+            f"## Claims\n\n{len(verdicts)} claims: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says so: "
+            "there the margin or tolerance alone decided, without a significance test.\n\n"
+            + scale_note
+            + tabulate(rows, headers=("claim", "source", "verdict", "paper", "reproduced (mean ± std, n)",
                                       "paper rows against it"),
-                       tablefmt="github") + "\n\n*Paper rows against it*: of the rows of the paper's tables the claim's "
-            "words cover (its scope), how many the paper's own numbers contradict; each is a stated exception on "
-            "the claim's page.\n\nAll runs: [runs.md](runs.md)\n")
+                       tablefmt="github", disable_numparse=True) + "\n\n*Paper rows against it*: of the rows of the "
+            "paper's tables the claim's words cover (its scope), how many the paper's own numbers contradict; each is "
+            "a stated exception on the claim's page.\n\nAll runs: [runs.md](runs.md)\n")
+
+
+def check_rule(check: Any, paper: str | None = None) -> str:
+    """What a check decides, in the words of its kind's rule (the same rule repro.check.kinds
+    applies), without any measured number. ``paper``: the paper's number a value check compares
+    with when it gives no ``expected``."""
+    p, kind = check.params, check.kind
+    sels = p.selections() if kind != "monotonic" else {}
+    a, b = (sels.get("a"), sels.get("b"))
+    test = f"; with {TEST_SEEDS}+ seeds a side, also a one-sided test at alpha {getattr(p, 'alpha', 0.05)}"
+    if kind in ("greater", "layer_pattern"):
+        return f"mean {a.label} - mean {b.label} > {fmt(p.margin)}{test}"
+    if kind == "less":
+        return f"mean {b.label} - mean {a.label} > {fmt(p.margin)}{test}"
+    if kind == "at_most":
+        return f"mean {a.label} <= mean {b.label} + {fmt(p.margin)}{test}"
+    if kind == "equal":
+        return f"|mean {a.label} - mean {b.label}| <= {fmt(p.tolerance)}; with {TEST_SEEDS}+ seeds a side, also its 95% CI"
+    if kind == "value":
+        expected = fmt(p.expected) if p.expected is not None else (paper or "the paper's number")
+        return f"|mean {a.label} - {expected}| <= {fmt(p.tolerance)}"
+    if kind == "monotonic":
+        return (f"{p.metric} {p.direction} along {p.run}'s axis: no step against it by more than {fmt(p.slack)}, "
+                f"last - first beyond {fmt(p.min_change)}")
+    if kind == "distribution":
+        bounds = " and ".join(x for x in (f">= {fmt(p.min)}" if p.min is not None else "",
+                                          f"<= {fmt(p.max)}" if p.max is not None else "") if x)
+        return f"mean {a.label} {bounds}"
+    return kind
+
+
+def check_paper_line(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
+    """"paper: a = 70, b = 40" (or the axis' values in order) for what a check reads."""
+    sels = check_selections(check, tier)
+    texts = [(s.label, selection_paper_text(spec, tier, s)) for s in sels]
+    if not any(t for _, t in texts):
+        return "the paper prints no number for what this check reads"
+    if check.kind == "monotonic":
+        return "the paper's numbers along the axis: " + " → ".join(t or "-" for _, t in texts)
+    return "the paper's numbers: " + ", ".join(f"{label} = {t or '-'}" for label, t in texts)
+
+
+def check_paper_numbers(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
+    """The paper's numbers a check reads, as the index's paper column shows them ("70 vs 40",
+    or the two ends of an axis, "0 → 70"); "-" where the paper prints none."""
+    texts = [selection_paper_text(spec, tier, s) for s in check_selections(check, tier)]
+    if not any(texts):
+        return "-"
+    if check.kind == "monotonic":
+        return f"{texts[0] or '-'} → {texts[-1] or '-'}"
+    return " vs ".join(t or "-" for t in texts)
+
+
+def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: str = "not run yet") -> list[str]:
+    """Each check: what was decided and the arithmetic; for a tier not run yet, what it would
+    check, with the paper's numbers, so a reader sees the test before any run exists (each
+    marked ``pending``)."""
+    if not verdict.checks:
+        parts = ["## Checks (what will be checked once the runs exist)\n"]
+        for check in tier.checks:
+            sels = check_selections(check, tier)
+            rule = check_rule(check, selection_paper_text(spec, tier, sels[0]) if sels else None)
+            desc = check.params.description
+            parts.append(f"- **{pending}** — {desc + '  ' + chr(10) + '  rule: ' if desc else ''}`{rule}`  \n  "
+                         f"{check_paper_line(spec, tier, check)}")
+        return parts
+    parts = ["## Checks\n"]
+    for c, check in zip(verdict.checks, tier.checks):
+        parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+                     + f"  \n  {check_paper_line(spec, tier, check)}")
+    note = verdict.seeds_note()
+    if note:
+        parts.append(f"\nThis verdict was {note}: where a side had fewer seeds, the margin or tolerance alone decided.")
+    return parts
 
 
 def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str]) -> str:
     parts = [f"# {spec.id}: {spec.title}\n",
-             f"**Verdict ({verdict.tier} tier): {VERDICT_MARK.get(verdict.status, verdict.status)}**"
-             + (f" — {verdict.reason}" if verdict.reason else "") + "\n",
+             f"**Verdict ({verdict.tier} tier): {verdict_text(verdict)}**\n",
              "> " + spec.claim.replace("\n", "\n> ") + "\n",
              f"Source: `{spec.source.get('paper', '')}`, {spec.source.get('where', '')}. Claim file: `{spec.path.name}`.\n"]
     if spec.notes:
@@ -131,16 +351,21 @@ def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStor
     parts += scope_section(spec) + assumptions_section(spec)
     if tier.not_run:
         parts.append(f"**Not run at this tier:** {tier.not_run}\n")
-        return "\n".join(parts)
+        for other in spec.tiers.values():
+            if other.name != tier.name and not other.not_run and other.checks:
+                parts.append(f"## What the `{other.name}` tier checks instead\n")
+                if other.why:
+                    parts.append(f"{' '.join(other.why.split())}\n")
+                parts += checks_section(spec, other, Verdict(spec.id, other.name, NOT_RUN), "checks")[1:]
+                parts.append("")
+        return "\n".join(parts) + "\n"
     if tier.why:
         parts.append(f"## How this tier is scaled\n\n{tier.why}\n")
     if not tier.gate:
         parts.append(f"**Outside the CI gate:** {tier.gate_reason}\n")
-    parts.append("## Checks\n")
-    for c in verdict.checks:
-        parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else ""))
+    parts += checks_section(spec, tier, verdict)
     parts.append("\n## Runs (paper value beside ours; ours are mean ± std over seeds)\n")
-    parts.append(runs_table(tier, store))
+    parts.append(runs_table(tier, store, spec))
     for p in plots:
         parts.append(f"\n![{p}]({p})\n")
     return "\n".join(parts) + "\n"
@@ -198,7 +423,9 @@ def assumptions_section(spec: ClaimSpec) -> list[str]:
     return parts + [""]
 
 
-def runs_table(tier: TierSpec, store: RunStore) -> str:
+def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -> str:
+    """One row per run point: ours (mean ± std, n) beside the paper's number as printed (as the
+    claim or the table cell it names types it; ``spec`` finds the cell)."""
     from repro.check.evaluate import simulation_metrics
     from repro.check.verdict import Stats
 
@@ -225,11 +452,12 @@ def runs_table(tier: TierSpec, store: RunStore) -> str:
                     summary += (f" ({stale} of {len(records)} seeds measured by older code; "
                                 f"`{REFRESH_COMMAND}` recomputes them)")
             row = [g.name + (f"@{p.axis_value}" if p.axis_value is not None else ""), summary]
+            texts = point_paper_texts(spec, p) if spec is not None else {m: number_text(v) for m, v in p.paper.items()}
             for m in metrics:
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
                 ours = str(Stats(tuple(vals))) if vals else ("missing" if any(x is None for x in per_seed) else "-")
                 ref = p.paper.get(m)
-                row.append(f"{ours}" + (f" / paper {fmt(ref) if not isinstance(ref, list) else ref}" if ref is not None else ""))
+                row.append(f"{ours}" + (f" / paper {printed(texts[m])}" if ref is not None else ""))
             rows.append(row)
     return tabulate(rows, headers=["run", "config", *metrics], tablefmt="github")
 

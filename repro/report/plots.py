@@ -33,6 +33,20 @@ def _named_records(tier: TierSpec, name: str, store: RunStore):
     return _records(tier.groups[group_name], store, float(at) if at else None)
 
 
+def _trained_on(records) -> str:
+    """" (runs on digits)": what the drawn runs were trained on, so a scaled analog's plot is
+    never read as the paper's data set."""
+    datasets = sorted({r.config.data.dataset for r in records})
+    return f" (runs on {', '.join(datasets)})" if datasets else ""
+
+
+def _std(values, axis=None):
+    """The seed std every report shows (ddof=1, as mean ± std in the tables); 0 for one seed."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[0] if axis == 0 else values.size
+    return np.std(values, axis=axis, ddof=1) if n > 1 else np.zeros(values.shape[1:] if axis == 0 else ())
+
+
 def _plt():
     import matplotlib
 
@@ -75,20 +89,23 @@ def plot_layers(entry, tier, store, path, title) -> bool:
     runs = entry["runs"]
     width = 0.8 / len(runs)
     drawn = False
+    drawn_recs = []
     for j, name in enumerate(runs):
         recs = _named_records(tier, name, store)
         if not recs:
             continue
         vals = np.array([r.metrics[metric] for r in recs], dtype=float)
         x = np.arange(vals.shape[1])
-        ax.bar(x + j * width, vals.mean(0), width, yerr=vals.std(0) if len(recs) > 1 else None, label=f"{name} (n={len(recs)})")
+        ax.bar(x + j * width, vals.mean(0), width, yerr=_std(vals, 0) if len(recs) > 1 else None,
+               label=f"{name} (mean ± std, n={len(recs)})")
         drawn = True
+        drawn_recs += recs
     if not drawn:
         plt.close(fig)
         return False
     ax.set_xticks(np.arange(vals.shape[1]) + 0.4 - width / 2, [f"C{i + 1}" for i in range(vals.shape[1])])
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(title)
+    ax.set_title(title + _trained_on(drawn_recs), fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -98,6 +115,7 @@ def plot_axis(entry, tier, store, path, title) -> bool:
     metric = entry.get("metric", "sparsity_gamma")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     drawn = False
+    drawn_recs = []
     for name in entry.get("runs", [entry.get("run")]):
         group = tier.groups[name]
         xs, ms, ss = [], [], []
@@ -107,7 +125,8 @@ def plot_axis(entry, tier, store, path, title) -> bool:
                 vals = [r.metrics[metric] for r in recs]
                 xs.append(p.axis_value)
                 ms.append(np.mean(vals))
-                ss.append(np.std(vals))
+                ss.append(float(_std(vals)))
+                drawn_recs += recs
         if xs:
             positions = np.arange(len(xs))
             ax.errorbar(positions, ms, yerr=ss, marker="o", capsize=3, label=name)
@@ -117,8 +136,8 @@ def plot_axis(entry, tier, store, path, title) -> bool:
     if not drawn:
         plt.close(fig)
         return False
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title + _trained_on(drawn_recs), fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -3,10 +3,14 @@
 In:  TableSpecs (repro.spec.tables), the tier, the RunStore (nothing is trained), and at the smoke
      tier the ClaimSpecs, whose smoke analogs stand in for the cells their full-tier runs fill.
 Out: one markdown page per table laid out like the paper's (rows x column groups x metrics, or
-     metrics down the side for ``layout: transposed``), each cell "ours / paper" where ours is
-     "mean ± std (n=k)" over the cell's seeds and "-" where nothing is trained; the settings the
-     paper does not state; and ``<table>.png``, ours against the paper with the identity line.
-     ``render_tables`` returns (table, page name) pairs for the index.
+     metrics down the side for ``layout: transposed``), every header cell named and every paper
+     number as printed (markers kept, their meaning stated); the settings the paper does not state.
+     At the full tier each cell is "ours / paper", ours "mean ± std (n=k)" over the cell's seeds
+     and "-" where nothing is trained, and ``<table>.png`` plots ours against the paper with the
+     identity line. At other tiers the runs are scaled analogs of other settings (other data,
+     widths, lengths): their numbers go in a table of their own, one row per analog naming its
+     setting and the paper cells it stands for, never into the paper's cells or onto the paper's
+     axis (no plot). ``render_tables`` returns (table, page name) pairs for the index.
 """
 
 from __future__ import annotations
@@ -112,8 +116,16 @@ def cell_stats(cell: TableCell, metric: str, records: list[dict]) -> Stats | Non
     return Stats(tuple(values)) if values else None
 
 
-def cell_text(cell: TableCell, metric: str, stats: Stats | None) -> str:
-    paper_txt = cell.paper_text.get(metric, "(not printed)")
+def printed(text: str) -> str:
+    """A number as the paper prints it, for a markdown page: a marker such as ``*`` escaped so
+    that it shows as printed instead of starting emphasis."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
+
+
+def cell_text(cell: TableCell, metric: str, stats: Stats | None, tier: str = "full") -> str:
+    paper_txt = printed(cell.paper_text[metric]) if metric in cell.paper_text else "(not printed)"
+    if tier != "full":  # the analogs' numbers are of other settings: the paper's cell shows the paper's
+        return f"ref. {paper_txt}" if cell.reference else paper_txt
     if cell.reference:
         return f"ref. / {paper_txt}"
     if cell.not_run:
@@ -126,30 +138,28 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     """``assumed``: cell id -> (claim id, Assumption) pairs, the settings claims assume for it."""
     records = {c.id: cell_records(c, tier, store, analogs) for c in table.cells}
     marks, marked = assumption_marks(table, assumed or {})
-    texts = {(c.id, m): cell_text(c, m, cell_stats(c, m, records[c.id][0])) for c in table.cells for m in table.metrics}
+    texts = {(c.id, m): cell_text(c, m, cell_stats(c, m, records[c.id][0]), tier) for c in table.cells for m in table.metrics}
     where = f"`{table.source.get('paper', '')}`, {table.source.get('where', '')}"
     parts = [f"# Table {table.number}: {table.title}\n",
-             f"Read from {where}. Spec: `claims/tables/{table.path.name}`. Tier `{tier}`.\n",
-             "Each cell: **ours / paper**; ours is mean ± std over seeds (n = seeds trained), "
-             f"`{NOT_TRAINED}` where the cell is not trained at this tier, `ref.` where the paper quotes another "
-             "method (nothing to train).\n"]
+             f"Read from {where}. Spec: `claims/tables/{table.path.name}`. Tier `{tier}`.\n"]
+    if tier == "full":
+        parts.append("Each cell: **ours / paper**; ours is mean ± std over seeds (n = seeds trained), "
+                     f"`{NOT_TRAINED}` where the cell is not trained at this tier, `ref.` where the paper quotes another "
+                     "method (nothing to train). The paper's numbers are as printed.\n")
+    else:
+        parts.append(f"Each cell: **the paper's number as printed** (`ref.`: another method's). The `{tier}` tier trains "
+                     "none of these settings: its runs are scaled analogs on other data, widths and lengths, so their "
+                     "numbers are in a table of their own below, each beside the setting it was trained at, and "
+                     "never in the paper's cells.\n")
     if table.notes:
         parts.append(table.notes + "\n")
-    used = sorted({a for _, a in records.values() if a is not None}, key=lambda a: (a.claim, a.group))
-    if tier != "full":
-        if used:
-            parts.append("## Smoke analogs\n\nAt this tier a cell shows the smoke-tier run of the claim whose full-tier "
-                         "run is the cell's configuration; the analog is scaled as its claim states, so compare "
-                         "directions and orders, not digits:\n")
-            for claim in sorted({a.claim for a in used}):
-                a = next(x for x in used if x.claim == claim)
-                groups = ", ".join(sorted({x.group for x in used if x.claim == claim}))
-                parts.append(f"- `{claim}` ({groups}): {' '.join(a.why.split())}")
-            parts.append("")
-        else:
-            parts.append(f"No smoke analog fills a cell of this table; every cell is `{NOT_TRAINED}` at this tier.\n")
     rows_out, headers = _layout(table, texts, marks)
     parts.append(tabulate(rows_out, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
+    if table.markers:
+        parts.append("Markers as the paper prints them: "
+                     + "; ".join(f"`{m}` = {meaning}" for m, meaning in table.markers) + ".\n")
+    if tier != "full":
+        parts += analog_section(table, tier, records)
     if marked:
         parts.append("## Settings assumed by the claims (marked beside the rows they apply to)\n")
         parts += marked
@@ -165,7 +175,56 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
         parts.append(f"Read from `{paper}`, {w} instead: {rows}.\n")
     if plot:
         parts.append(f"![ours against the paper]({plot})\n")
+    elif tier != "full":
+        parts.append("No plot of ours against the paper at this tier: an analog's numbers are of another setting, "
+                     "not points on the paper's axis.\n")
     return "\n".join(parts) + "\n"
+
+
+def analog_setting(configs: tuple) -> str:
+    """The setting a smoke analog is trained at, in a reader's words ("digits, BasicNet width
+    0.375, adam l2=0.01, batch 40, 3000 steps, seeds 0, 1, 2")."""
+    cfg = configs[0]
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    reg = "no regularizer" if o.regularizer == "none" or o.lam == 0 else f"{o.regularizer}={o.lam:g}"
+    parts = [cfg.data.dataset, f"{m.arch} width {m.width:g}", f"{o.name} {reg}", f"batch {t.batch_size}",
+             f"{sum(t.phases)} {t.unit}"]
+    rest = cfg.summary().split()[4:-2]  # activation, beta init, BN learning-rate scales, precision
+    seeds = ", ".join(str(c.train.seed) for c in configs)
+    return ", ".join(parts + rest) + f"; seed{'s' if len(configs) != 1 else ''} {seeds}"
+
+
+def analog_section(table: TableSpec, tier: str, records: dict) -> list[str]:
+    """The scaled analogs standing in for the table's cells at this tier: one row per analog,
+    its own setting, the paper cells it stands for, and its numbers (mean ± std over seeds)."""
+    # Keyed by the runs themselves: one smoke run several claims name is one row.
+    by_runs: dict[tuple, list[tuple[TableCell, list[dict], Analog]]] = {}
+    for cell in table.cells:
+        recs, analog = records[cell.id]
+        if analog is not None:
+            by_runs.setdefault(analog.configs, []).append((cell, recs, analog))
+    by_analog = {a: None for entries in by_runs.values() for _, _, a in entries}
+    if not by_runs:
+        return [f"No `{tier}`-tier analog stands for a cell of this table.\n"]
+    parts = [f"## Smoke analogs: scaled runs of other settings, not the paper's\n",
+             "Each row is a run of a claim's smoke tier, trained at the setting it names, standing for the paper cells "
+             "listed (the paper's numbers for them are in the table above). It is scaled as its claim says, so compare "
+             "directions across rows with the paper's across the cells they stand for, not digits.\n"]
+    rows = []
+    for configs, entries in sorted(by_runs.items(), key=lambda kv: min((a.claim, a.group) for _, _, a in kv[1])):
+        names = ", ".join(dict.fromkeys(f"`{a.claim}`: {a.group}" for _, _, a in entries))
+        stands = "; ".join(dict.fromkeys(c.row + (f" ({c.column})" if c.column else "") for c, _, _ in entries))
+        recs = entries[0][1]
+        values = [str(st) if (st := cell_stats(entries[0][0], m, recs)) is not None else NOT_TRAINED for m in table.metrics]
+        rows.append([names, analog_setting(configs), stands, *values])
+    headers = ["smoke analog (claim: run)", "its setting (smoke analog, not the paper's)", "stands for (paper cells)",
+               *[f"{h}: analog" for h in table.headers]]
+    parts.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
+    parts.append("How each claim scales its analogs:\n")
+    for claim in sorted({a.claim for a in by_analog}):
+        a = next(x for x in by_analog if x.claim == claim)
+        parts.append(f"- `{claim}`: {' '.join(a.why.split())}")
+    return parts + [""]
 
 
 def assumption_marks(table: TableSpec, assumed: dict[str, list]) -> tuple[dict[str, str], list[str]]:
@@ -200,21 +259,24 @@ def _mark(text: str, cells: list, marks: dict[str, str]) -> str:
 
 
 def _layout(table: TableSpec, texts: dict, marks: dict[str, str] | None = None) -> tuple[list[list[str]], list[str]]:
+    """Rows and headers as the paper lays the table out; every header cell is named, and the
+    row-group column is there only when the paper groups its rows."""
     marks = marks or {}
     if table.layout == "transposed":
         cells = list(table.cells)
-        headers = ["", *[_mark(c.row, [c], marks) for c in cells]]
+        headers = ["metric", *[_mark(c.row, [c], marks) for c in cells]]
         rows = [[h, *[texts[(c.id, m)] for c in cells]] for m, h in zip(table.metrics, table.headers)]
         return rows, headers
     cols = list(table.columns) or [None]
-    headers = ["", ""] + [f"{col} {h}" if col else h for col in cols for h in table.headers]
+    grouped = any(group for group, _ in table.rows)
+    headers = (["group"] if grouped else []) + ["row"] + [f"{col} {h}" if col else h for col in cols for h in table.headers]
     rows = []
     for group, label in table.rows:
         name = f"{group} {label}".strip()
         row_cells = [next((c for c in table.cells if c.row == name and c.column == col), None) for col in cols]
-        row = [group, _mark(label, row_cells, marks)]
+        row = ([group] if grouped else []) + [_mark(label, row_cells, marks)]
         for cell in row_cells:
-            row += [texts[(cell.id, m)] if cell else "" for m in table.metrics]
+            row += [texts[(cell.id, m)] if cell else "(no cell)" for m in table.metrics]
         rows.append(row)
     return rows, headers
 
@@ -288,9 +350,12 @@ def render_tables(tables: list[TableSpec], tier: str, store: RunStore, out: Path
     assumed = claim_assumptions(list(claims))
     pages = []
     for table in sorted(tables, key=lambda t: t.id):
-        plot = f"{table.id}.png"
+        # Only the full tier trains the paper's settings; an analog's numbers on the paper's axis
+        # would put digits error against CIFAR error.
+        plot = f"{table.id}.png" if tier == "full" else None
         try:
-            plot_table(table, scatter_points(table, tier, store, analogs), folder / plot, tier)
+            if plot:
+                plot_table(table, scatter_points(table, tier, store, analogs), folder / plot, tier)
         except (ValueError, RuntimeError) as e:  # a plot failure must not lose the table
             log.warning("table %s: plot failed: %s", table.id, e)
             plot = None
