@@ -66,3 +66,28 @@ def test_a_foreign_checkpoint_is_refused_named_and_moved_aside(tmp_path, monkeyp
     moved = list(tmp_path.glob("partial.pt.bad-*"))
     assert len(moved) == 1
     assert str(path) in caplog.text and str(moved[0]) in caplog.text
+
+
+def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    """ENOSPC halfway through a checkpoint: no partial file is left, the message says what
+    happened, and the run still ends as an uninterrupted one (the checkpoint is insurance)."""
+    import errno
+
+    import repro.train.loop as loop
+
+    data, device = tiny_data(), torch.device("cpu")
+    reference = train_models(RUNS, data, device)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)  # some bytes reach the file first
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", full_disk)
+    path = tmp_path / "partial" / "group.pt"
+    with caplog.at_level(logging.WARNING, logger="repro.train.loop"):
+        outcomes = train_models(RUNS, data, device, checkpoint=path, checkpoint_every_s=0.0)
+    assert not path.exists() and list(path.parent.iterdir()) == []
+    assert "No space left on device" in caplog.text and "partial file was removed" in caplog.text
+    for got, ref in zip(outcomes, reference):
+        assert states_equal(got, ref)

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL resumes from its checkpoint and ends bit-identical (CPU)."""
+"""A run killed with SIGKILL resumes from its checkpoint (the step it resumed at, the steps trained
+after it) and ends bit-identical (CPU)."""
 
 import json
 import os
@@ -64,3 +65,9 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert got_rec.history == ref_rec.history
     assert "test_error" in ref_rec.metrics and got_rec.metrics == ref_rec.metrics
     assert got_rec.provenance["precision"] == "fp32"
+    # It resumed (a silent restart from step 0 ends the same on a deterministic CPU): the second
+    # process started at the checkpoint's step and trained only the steps after it.
+    phases = got_rec.provenance["cuda_graph_phases"]
+    assert any(p["first_step"] == step_at_kill for p in phases), phases
+    assert sum(p["steps"] for p in phases if p["first_step"] >= step_at_kill) == 600 - step_at_kill, phases
+    assert [p["first_step"] for p in ref_rec.provenance["cuda_graph_phases"]] == [0, 500]

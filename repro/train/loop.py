@@ -609,15 +609,34 @@ def restore_state(state: TrainState, saved: dict) -> None:
         set_lr(state.optimizers, state.factor)
 
 
-def save_checkpoint(path: Path, saved: dict) -> None:
-    """Atomic: a reader (or a resumed run) sees the previous checkpoint or this one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(path: Path, saved: dict) -> bool:
+    """Atomic: a reader (or a resumed run) sees the previous checkpoint or this one, whole.
+
+    A checkpoint is insurance, not a result: when it cannot be written (a full disk, a lost
+    mount) the partial file is removed, the previous checkpoint stays, one warning says so and
+    training goes on; False then."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(saved, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(saved, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not save the checkpoint %s (%s); the partial file was removed, %s, and training goes on",
+                    path, e.strerror or e, "the previous checkpoint is kept" if path.exists() else "there is none yet")
+        return False
+    except RuntimeError as e:
+        # torch.save reports a failed write (PytorchStreamWriter) as a RuntimeError: the same case.
+        if "write" not in str(e).lower() and "file" not in str(e).lower():
+            raise
+        tmp.unlink(missing_ok=True)
+        log.warning("could not save the checkpoint %s (%s); the partial file was removed and training goes on",
+                    path, str(e).splitlines()[0])
+        return False
+    return True
 
 
 def read_checkpoint(path: Path, configs: list[RunConfig]) -> dict:
