@@ -26,10 +26,9 @@ from repro.cache.store import entry_files, with_manifest
 from repro.cli import main
 from repro.data.catalog import DatasetError
 from repro.runs import remeasure, run_and_measure
+from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]
-AS_ROOT = os.geteuid() == 0
-OTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 CONFIG_YAML = """\
 model: {arch: basicnet, width: 0.125}
@@ -363,14 +362,12 @@ def unreadable_cache():
 @pytest.mark.parametrize("argv", [["cache", "ls"], ["cache", "verify"], ["cache", "export", "{base}/out.tar"],
                                   ["plan", "--tier", "smoke"]])
 def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadable_cache):
-    if AS_ROOT and shutil.which("setpriv") is None:
-        pytest.skip("running as root, where permissions do not bind, and setpriv is missing to drop them")
     base, cache = unreadable_cache
     env = {**os.environ, "REPRO_CACHE": str(cache), "HOME": str(base), "MPLCONFIGDIR": str(base / ".mpl"),
            "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "repro.cli", *[a.format(base=base) for a in argv]]
     # As root permissions do not bind: run as nobody, for whom the folder is unreadable.
-    out = subprocess.run((OTHER_USER if AS_ROOT else []) + cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert f"cannot read the cache {cache}" in out.stderr and "Traceback" not in out.stderr

@@ -20,10 +20,9 @@ from repro.cli import main
 from repro.config import run_config_from_dict
 from repro.report import render_reports
 from repro.spec.claims import load_claims
+from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]
-AS_ROOT = os.geteuid() == 0
-OTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 CONFIG_YAML = """\
 model: {arch: basicnet, width: 0.125}
@@ -52,7 +51,7 @@ def cli(args: list[str], cache: Path, home: Path, other_user: bool = False, shel
            "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "repro.cli", *args]
     if other_user:
-        cmd = OTHER_USER + cmd
+        cmd = as_other_user(cmd)
     if shell_suffix:
         cmd = " ".join(map(str, cmd)) + shell_suffix
     return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=ROOT,
