@@ -18,7 +18,6 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-import torch
 
 from repro.cache import RunRecord, RunStore, run_key
 from repro.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_store

@@ -58,7 +58,10 @@ def write_claim(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
     for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new, 1)
-    path = claims_dir(tmp_path) / CLAIM
+    folder = claims_dir(tmp_path)
+    if "scope:" in text:  # the claim's scope names the paper's tables
+        shutil.copytree(CLAIMS / "tables", folder / "tables")
+    path = folder / CLAIM
     path.write_text(text)
     return path
 
@@ -256,7 +259,9 @@ def write_table(tmp_path: Path, text: str) -> Path:
     """tables/table01.yaml of a claims folder (with a valid claim: `repro validate` reads the
     tables of a folder of claims)."""
     folder = write_claim(tmp_path).parent / "tables"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
+    for other in folder.glob("*.yaml"):
+        other.unlink()  # only the table under test (the claim's scope then names no table of it)
     path = folder / "table01.yaml"
     path.write_text(text)
     return path
