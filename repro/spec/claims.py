@@ -35,14 +35,12 @@ from repro.config import (
     RunConfig,
     deep_merge,
     dotted_to_nested,
-    has_path,
     parse_number,
-    parse_run_config,
     unknown_name_message,
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers, unrecorded
-from repro.spec.parsing import Problems, load_all, parse_seeds, resolve_base
+from repro.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
 from repro.spec.scope import Assumption, ScopeRegion, parse_assume, parse_no_scope, parse_scope
 from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
@@ -335,7 +333,7 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
         raw_cfg = deep_merge(base, nested_set)
         if axis is not None:
             raw_cfg = deep_merge(raw_cfg, dotted_to_nested({axis: value}))
-        configs = _expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
+        configs = expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
         if configs is None:
             return _broken_group(name, axis, values, errs.source.line(fld))
         _paper_recorded(paper_at[i], configs[0], f"{fld}.paper", errs)
@@ -390,7 +388,7 @@ def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, p
         if tuple(cfg.train.seed for cfg in cell.configs) == tuple(seeds):
             configs = list(cell.configs)
         else:
-            configs = _expand_seeds(cell.configs[0].to_dict(), seeds, lambda path: f"{fld}.seeds", errs)
+            configs = expand_seeds(cell.configs[0].to_dict(), seeds, lambda path: f"{fld}.seeds", errs)
             if configs is None:
                 return _broken_group(name, axis, values, line)
         _paper_recorded(own[i], configs[0], f"{fld}.paper", errs)
@@ -400,7 +398,7 @@ def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, p
 
 def _cells_along_axis(cells: list, axis: str, values: list, fld: str, errs: Problems) -> bool:
     """Cells named along an axis: each has its axis value there, and they differ in nothing else."""
-    flat = [_flatten(c.configs[0].to_dict()) for c in cells]
+    flat = [flatten(c.configs[0].to_dict()) for c in cells]
     if axis not in flat[0]:
         errs.add(f"{fld.rsplit('.', 1)[0]}.axis.{axis}",
                  unknown_name_message("run-config field", axis, [k for k in flat[0] if k != "train.seed"]))
@@ -416,17 +414,6 @@ def _cells_along_axis(cells: list, axis: str, values: list, fld: str, errs: Prob
                                     f"in the axis {axis}: name cells that vary along the axis alone")
             ok = False
     return ok
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def _parse_overrides(raw: Any, fld: str, errs: Problems) -> dict[str, Any]:
@@ -515,26 +502,11 @@ def _as_layer_list(value: Any) -> list:
     return value
 
 
-def _expand_seeds(raw_cfg: dict, seeds: list[int], where, errs: Problems) -> list[RunConfig] | None:
-    """One RunConfig per seed; config problems are reported where they were written."""
-    configs = []
-    for seed in seeds:
-        cfg, cerrs = parse_run_config(deep_merge(raw_cfg, {"train": {"seed": seed}}))
-        for e in cerrs:
-            errs.add(where(e.path), e.message)
-        if cerrs:
-            return None
-        configs.append(cfg)
-    return configs
-
-
 def _config_error_field(path: str, fld: str, axis: str | None, nested_set: dict, base_fld: str) -> str:
     """The claim-file field a run-config error comes from: the axis, a `set` override, or the base."""
     if axis and (path == axis or path.startswith(axis + ".") or path.startswith(axis + "[")):
         return f"{fld}.axis.{axis}"
-    if has_path(nested_set, path):
-        return f"{fld}.set.{path}"
-    return f"{base_fld}.{path}" if path else base_fld
+    return config_error_field(path, [(f"{fld}.set", nested_set)], base_fld)
 
 
 def _broken_group(name: str, axis: str | None, values: list, line: int | None) -> RunGroup:

@@ -3,8 +3,10 @@
 In:  a parsed YAML ``Source`` and raw values from it.
 Out: ``Problems`` (the per-file problem collector: every problem names file, line and field,
      unknown keys come with a did-you-mean), ``resolve_base`` (a run-config mapping with its
-     ``include:`` files merged under it), ``parse_seeds`` and ``load_all`` (every file of a
-     folder, with one error listing the problems of all of them). One definition each, so that claims
+     ``include:`` files merged under it), ``parse_seeds``, ``expand_seeds`` (a run config once
+     per seed, its problems reported where they were written: ``config_error_field``),
+     ``flatten`` and ``load_all`` (every file of a folder, with one error listing the problems of
+     all of them). One definition each, so that claims
      and tables read bases and seeds the same way and report problems the same way.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from repro.config import SEED_LIMIT, deep_merge, seed_problem, unknown_keys
+from repro.config import SEED_LIMIT, RunConfig, deep_merge, has_path, parse_run_config, seed_problem, unknown_keys
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 MAX_INCLUDE_DEPTH = 5
@@ -111,6 +113,42 @@ def parse_seeds(seeds: Any, fld: str, errs: Problems) -> list[int] | None:
     if len(set(seeds)) != len(seeds):
         errs.add(fld, f"duplicated seeds {seeds}")
     return seeds
+
+
+def expand_seeds(raw_cfg: dict, seeds: Iterable[int], where: Callable[[str], str],
+                 errs: Problems) -> list[RunConfig] | None:
+    """One RunConfig per seed; each config problem is reported at ``where(path)``, the field the
+    user wrote it in. None when the config is invalid (reported once, not per seed)."""
+    configs = []
+    for seed in seeds:
+        cfg, cerrs = parse_run_config(deep_merge(raw_cfg, {"train": {"seed": seed}}))
+        for e in cerrs:
+            errs.add(where(e.path), e.message)
+        if cerrs:
+            return None
+        configs.append(cfg)
+    return configs
+
+
+def config_error_field(path: str, overrides: Iterable[tuple[str, dict]], base_fld: str) -> str:
+    """The field a run-config problem at ``path`` was written in: the first override (field
+    prefix, nested mapping) that sets it, else the base."""
+    for prefix, nested in overrides:
+        if has_path(nested, path):
+            return f"{prefix}.{path}"
+    return f"{base_fld}.{path}" if path else base_fld
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys: {"optim": {"lam": 1}} -> {"optim.lam": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
 
 
 def load_all(paths: Iterable[Path], load: Callable[[Path], T], ident: Callable[[T], str],

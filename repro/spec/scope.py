@@ -32,7 +32,7 @@ from typing import Any
 
 from repro.config import ConfigError, dotted_to_nested, parse_number, unknown_name_message
 from repro.spec.checks import same_value
-from repro.spec.parsing import Problems
+from repro.spec.parsing import Problems, flatten
 from repro.spec.tables import FolderTables, TableCell, TableSpec, cell_paper
 
 REGION_KEYS = ("table", "rows", "columns", "metrics", "statement", "exceptions")
@@ -438,17 +438,6 @@ def _partner(raw: Any, fld: str, table: TableSpec, errs: Problems) -> Partner | 
 # --- units: the rows a statement is judged on ------------------------------------------------
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flat(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 # Flattened configurations by config object: a region pairs every cell with every other, and the
 # tables (so their config objects) are loaded once per folder state (repro.spec.tables).
 _FLAT_CACHE: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -460,7 +449,7 @@ def _config(cell: TableCell) -> dict[str, Any]:
     cfg = cell.configs[0]
     cached = _FLAT_CACHE.get(id(cfg))
     if cached is None or cached[0] is not cfg:
-        flat = _flat(cfg.to_dict())
+        flat = flatten(cfg.to_dict())
         flat.pop("train.seed", None)
         cached = _FLAT_CACHE[id(cfg)] = (cfg, flat)
     return dict(cached[1])
@@ -500,7 +489,7 @@ def _find_partner(cell: TableCell, table: TableSpec, b: Partner, fld: str, errs:
         errs.add(f"{fld}.set.{e.path}", e.message)
         return None
     want = _config(cell)
-    for k, v in _flat(changed).items():
+    for k, v in flatten(changed).items():
         if k not in want:
             errs.add(f"{fld}.set.{k}", unknown_name_message("run-config field", k, sorted(want)))
             return None

@@ -35,10 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.config import (ConfigError, RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config,
-                          unknown_name_message)
+from repro.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, unknown_name_message
 from repro.spec.metrics import RUN_METRICS, TABLE_LAYER_METRICS, TABLE_SCALAR_METRICS, missing_layers, unrecorded
-from repro.spec.parsing import TABLES_FOLDER, Problems, load_all, parse_seeds, resolve_base
+from repro.spec.parsing import (
+    TABLES_FOLDER,
+    Problems,
+    config_error_field,
+    expand_seeds,
+    load_all,
+    parse_seeds,
+    resolve_base,
+)
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
@@ -312,195 +319,75 @@ def _set(v: Any, fld: str, errs: Problems) -> dict:
         return {}
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """What every row of a table shares: read once from the table's top-level keys."""
+
+    table_id: str
+    source: Source
+    metrics: tuple[str, ...]
+    markers: dict[str, str]
+    base: dict
+    seeds: list[int]
+    columns: dict[str, tuple[dict, list[int] | None, tuple[str, ...]]]
+    src: dict[str, str]
+    assume: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One row's own settings (``rows[i]``), before it is cut into cells."""
+
+    fld: str
+    name: str
+    set: dict
+    seeds: list[int] | None
+    assume: tuple[str, ...]
+    source: dict[str, str]
+    not_run: str | None
+    reference: str | None
+    smoke_of: dict
+
+
 def _parse(source: Source, errs: Problems) -> TableSpec | None:
+    """A table file -> TableSpec: its header keys, its column groups, then its rows, each cut into
+    one cell per column group the paper fills."""
     raw = source.data
     if not isinstance(raw, dict):
         errs.add("", "a table spec must be a mapping with table, title, source, metrics, cells, rows")
         return None
     errs.unknown_keys(raw, TABLE_KEYS, "")
-    number = raw.get("table")
-    if isinstance(number, int) and not isinstance(number, bool):
-        number = str(number)
-    if not isinstance(number, str) or not re.fullmatch(r"S?\d+", number):
-        errs.add("table", "required: the paper's table number, e.g. \"1\", or \"S1\" for the supplement's")
-        number = ""
+    number = _table_number(raw, errs)
     title = _text(raw, "title", errs)
-    src = _source(raw.get("source"), "source", errs)
     notes = _text(raw, "notes", errs, required=False)
-    markers = _markers(raw.get("markers"), errs)
-    used_markers: set[str] = set()
-    assume = _assume(raw.get("assume"), "assume", errs)
     layout = raw.get("layout", "rows")
     if layout not in LAYOUTS:
         errs.add("layout", unknown_name_message("layout", layout, LAYOUTS))
         layout = "rows"
-    metrics_raw = raw.get("metrics")
-    metrics: list[str] = []
-    if not isinstance(metrics_raw, list) or not metrics_raw:
-        errs.add("metrics", "required: the list of metrics each cell reports, in the paper's column order")
-    else:
-        for i, m in enumerate(metrics_raw):
-            problem = metric_problem(m)
-            if problem:
-                errs.add(f"metrics[{i}]", problem)
-            metrics.append(str(m))
-        if len(set(metrics)) != len(metrics):
-            errs.add("metrics", "a metric is listed twice")
-    headers_raw = raw.get("headers")
-    headers = tuple(metrics)
-    if headers_raw is not None:
-        if not isinstance(headers_raw, list) or len(headers_raw) != len(metrics) or not all(isinstance(h, str) for h in headers_raw):
-            errs.add("headers", f"expected a list of {len(metrics)} strings, one per metric")
-        else:
-            headers = tuple(headers_raw)
-    base = resolve_base(raw.get("base"), "base", errs)
+    metrics = _metric_columns(raw.get("metrics"), errs)
+    headers = _headers(raw.get("headers"), metrics, errs)
     seeds = _seeds(raw.get("seeds"), "seeds", errs)
     if seeds is None:
         if "seeds" not in raw:
             errs.add("seeds", "required: the paper's seeds for this table (3 CIFAR, 2 TinyImageNet, 1 ImageNet)")
         seeds = [0]
-
-    columns_raw = raw.get("columns")
-    columns: dict[str, tuple[dict, list[int] | None, tuple[str, ...]]] = {}
-    if columns_raw is not None:
-        if not isinstance(columns_raw, dict) or not columns_raw:
-            errs.add("columns", "expected a mapping of column group names to {set, seeds, assume}")
-        else:
-            for name, craw in columns_raw.items():
-                fld = f"columns.{name}"
-                craw = craw or {}
-                if not isinstance(craw, dict):
-                    errs.add(fld, "expected a mapping with optional set, seeds, assume")
-                    continue
-                errs.unknown_keys(craw, COLUMN_KEYS, fld)
-                columns[str(name)] = (_set(craw.get("set"), f"{fld}.set", errs), _seeds(craw.get("seeds"), f"{fld}.seeds", errs),
-                                      _assume(craw.get("assume"), f"{fld}.assume", errs))
+    frame = _Frame(source.path.stem, source, metrics, _markers(raw.get("markers"), errs),
+                   resolve_base(raw.get("base"), "base", errs), seeds, _columns(raw.get("columns"), errs),
+                   _source(raw.get("source"), "source", errs), _assume(raw.get("assume"), "assume", errs))
 
     rows_raw = raw.get("rows")
-    cells: list[TableCell] = []
-    rows: list[tuple[str, str]] = []
     if not isinstance(rows_raw, list) or not rows_raw:
         errs.add("rows", "required: a non-empty list of rows, each {label, set, paper}")
         rows_raw = []
-    table_id = source.path.stem
-    keys_seen: dict[str, str] = {}
+    rows: list[tuple[str, str]] = []
+    cells: list[TableCell] = []
+    used_markers: set[str] = set()
+    configs_seen: dict[str, str] = {}  # canonical config -> the cell that has it
     for i, rraw in enumerate(rows_raw):
-        fld = f"rows[{i}]"
-        if not isinstance(rraw, dict):
-            errs.add(fld, "expected a mapping with label, set, paper")
-            continue
-        errs.unknown_keys(rraw, ROW_KEYS, fld)
-        label = rraw.get("label")
-        if not isinstance(label, str) or not label.strip():
-            errs.add(f"{fld}.label", "required: the row's label as the paper prints it")
-            label = f"row {i + 1}"
-        group = rraw.get("group", "")
-        if not isinstance(group, str):
-            errs.add(f"{fld}.group", "expected text")
-            group = ""
-        if (group, label) in rows:
-            errs.add(f"{fld}.label", f"duplicate row {group + ' ' if group else ''}{label!r}")
-        rows.append((group, label))
-        row_name = f"{group} {label}".strip()
-        row_set = _set(rraw.get("set"), f"{fld}.set", errs)
-        row_seeds = _seeds(rraw.get("seeds"), f"{fld}.seeds", errs)
-        row_assume = _assume(rraw.get("assume"), f"{fld}.assume", errs)
-        row_source = _source(rraw["source"], f"{fld}.source", errs) if "source" in rraw else src
-        not_run = rraw.get("not_run")
-        reference = rraw.get("reference")
-        for k, v in (("not_run", not_run), ("reference", reference)):
-            if v is not None and (not isinstance(v, str) or not v.strip()):
-                errs.add(f"{fld}.{k}", "expected text: " + ("why this configuration cannot be run" if k == "not_run"
-                                                            else "whose number this is (another method)"))
-        if not_run is not None and reference is not None:
-            errs.add(f"{fld}.reference", "a row is either not_run or a reference, not both")
-        if reference is not None and "set" in rraw:
-            errs.add(f"{fld}.set", "a reference row (another method's number) has no run config")
-        smoke_raw = rraw.get("smoke")
-        smoke_of: dict = {}
-        if smoke_raw is not None:
-            items = smoke_raw.items() if isinstance(smoke_raw, dict) and columns else [(None, smoke_raw)]
-            for col, ref in items:
-                sfld = f"{fld}.smoke" + (f".{col}" if col else "")
-                if col is not None and col not in columns:
-                    errs.add(sfld, unknown_name_message("column", col, columns))
-                elif not isinstance(ref, str) or not _SMOKE_RE.match(ref):
-                    errs.add(sfld, "expected \"claim-id:run\" or \"claim-id:run@value\" (a claim's smoke-tier run group)"
-                             + ("; with columns, a mapping column -> analog" if columns else ""))
-                else:
-                    smoke_of[col] = ref
-        paper = rraw.get("paper")
-        if columns:
-            if not isinstance(paper, dict):
-                errs.add(f"{fld}.paper", f"expected a mapping with one list per column: {', '.join(columns)}")
-                continue
-            for col in paper:
-                if col not in columns:
-                    errs.add(f"{fld}.paper.{col}", unknown_name_message("column", col, columns))
-            per_col = [(col, paper.get(col), f"{fld}.paper.{col}") for col in columns]
-            for col, _v, pfld in per_col:
-                if col not in paper:
-                    errs.add(pfld, "missing: give the paper's values, or null where the paper has no such cell")
-        else:
-            per_col = [(None, paper, f"{fld}.paper")]
-        for col, values, pfld in per_col:
-            if values is None or not metrics:
-                continue  # the paper prints no cell here (or `metrics` is broken, reported above)
-            if not isinstance(values, list) or len(values) != len(metrics):
-                errs.add(pfld, f"expected a list of {len(metrics)} values, one per metric ({', '.join(metrics)}); "
-                               "null for a number the paper does not print")
-                continue
-            numbers: dict[str, float | None] = {}
-            numbers_text: dict[str, str] = {}
-            for j, (m, v) in enumerate(zip(metrics, values)):
-                printed = None
-                if isinstance(v, str) and (marked := _MARKED_RE.match(v)) and marked.group(2) in markers:
-                    printed, v = v, float(marked.group(1))
-                    used_markers.add(marked.group(2))
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    hint = f" (a marker is declared under markers: first; declared: {', '.join(markers) or 'none'})" \
-                        if isinstance(v, str) else ""
-                    errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}{hint}")
-                    v = None
-                numbers[m] = v
-                if v is not None:
-                    numbers_text[m] = printed or source.texts.get(f"{pfld}[{j}]", repr(v))
-            if all(v is None for v in numbers.values()):
-                errs.add(pfld, "every value is null: write null for the whole cell instead")
-            cell_id = f"{table_id}/{row_name}" + (f"/{col}" if col else "")
-            col_set, col_seeds, col_assume = columns.get(col, ({}, None, ())) if col else ({}, None, ())
-            configs: list[RunConfig] = []
-            if not_run is None and reference is None:
-                cell_seeds = row_seeds or col_seeds or seeds
-                merged = deep_merge(deep_merge(base, col_set), row_set)
-                for seed in cell_seeds:
-                    cfg, cerrs = parse_run_config(deep_merge(merged, {"train": {"seed": seed}}))
-                    for e in cerrs:
-                        if has_path(row_set, e.path):
-                            where = f"{fld}.set.{e.path}"
-                        elif col and has_path(col_set, e.path):
-                            where = f"columns.{col}.set.{e.path}"
-                        else:
-                            where = f"base.{e.path}" if e.path else "base"
-                        errs.add(where, e.message)
-                    if cerrs:
-                        configs = []
-                        break
-                    configs.append(cfg)
-                if configs:
-                    for j, m in enumerate(metrics):
-                        why = None if numbers.get(m) is None else _unrecorded(m, configs[0])
-                        if why:
-                            errs.add(f"{pfld}[{j}]", why)
-                    key = configs[0].canonical_json()
-                    if key in keys_seen:
-                        errs.add(pfld, f"same run configuration as cell {keys_seen[key]!r}: a typo in set?")
-                    keys_seen[key] = cell_id
-            cells.append(TableCell(cell_id, row_name, col, numbers, numbers_text, tuple(configs), source.line(pfld), row_source,
-                                   assume + col_assume + row_assume,
-                                   str(not_run).strip() if isinstance(not_run, str) else None,
-                                   str(reference).strip() if isinstance(reference, str) else None, smoke_of.get(col)))
-    for marker in markers:
+        row = _row(i, rraw, frame, rows, errs)
+        if row is not None:
+            cells += _row_cells(row, rraw, frame, used_markers, configs_seen, errs)
+    for marker in frame.markers:
         if marker not in used_markers:
             errs.add(f"markers.{marker}", f"marker {marker!r} is declared but no number of the table carries it")
     expected = raw.get("cells")
@@ -508,6 +395,204 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
         errs.add("cells", "required: the number of cells the paper prints (rows x column groups it fills)")
     elif rows_raw and expected != len(cells):
         errs.add("cells", f"the rows give {len(cells)} cells, the paper's table has {expected}")
-    return TableSpec(table_id, number, title, src, source.path, tuple(metrics), headers, tuple(columns),
-                     tuple(rows), tuple(cells), layout, notes, assume, tuple(markers.items()))
+    return TableSpec(frame.table_id, number, title, frame.src, source.path, metrics, headers, tuple(frame.columns),
+                     tuple(rows), tuple(cells), layout, notes, frame.assume, tuple(frame.markers.items()))
+
+
+# --- the table's header keys -------------------------------------------------------------------
+
+def _table_number(raw: dict, errs: Problems) -> str:
+    number = raw.get("table")
+    if isinstance(number, int) and not isinstance(number, bool):
+        number = str(number)
+    if not isinstance(number, str) or not re.fullmatch(r"S?\d+", number):
+        errs.add("table", "required: the paper's table number, e.g. \"1\", or \"S1\" for the supplement's")
+        return ""
+    return number
+
+
+def _metric_columns(metrics_raw: Any, errs: Problems) -> tuple[str, ...]:
+    """The metrics each cell reports, in the paper's column order."""
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        errs.add("metrics", "required: the list of metrics each cell reports, in the paper's column order")
+        return ()
+    metrics = []
+    for i, m in enumerate(metrics_raw):
+        problem = metric_problem(m)
+        if problem:
+            errs.add(f"metrics[{i}]", problem)
+        metrics.append(str(m))
+    if len(set(metrics)) != len(metrics):
+        errs.add("metrics", "a metric is listed twice")
+    return tuple(metrics)
+
+
+def _headers(headers_raw: Any, metrics: tuple[str, ...], errs: Problems) -> tuple[str, ...]:
+    if headers_raw is None:
+        return metrics
+    if not isinstance(headers_raw, list) or len(headers_raw) != len(metrics) or not all(isinstance(h, str) for h in headers_raw):
+        errs.add("headers", f"expected a list of {len(metrics)} strings, one per metric")
+        return metrics
+    return tuple(headers_raw)
+
+
+def _columns(columns_raw: Any, errs: Problems) -> dict[str, tuple[dict, list[int] | None, tuple[str, ...]]]:
+    """Column groups (e.g. CIFAR10 / CIFAR100): each its own overrides, seeds and assumptions."""
+    columns: dict[str, tuple[dict, list[int] | None, tuple[str, ...]]] = {}
+    if columns_raw is None:
+        return columns
+    if not isinstance(columns_raw, dict) or not columns_raw:
+        errs.add("columns", "expected a mapping of column group names to {set, seeds, assume}")
+        return columns
+    for name, craw in columns_raw.items():
+        fld = f"columns.{name}"
+        craw = craw or {}
+        if not isinstance(craw, dict):
+            errs.add(fld, "expected a mapping with optional set, seeds, assume")
+            continue
+        errs.unknown_keys(craw, COLUMN_KEYS, fld)
+        columns[str(name)] = (_set(craw.get("set"), f"{fld}.set", errs), _seeds(craw.get("seeds"), f"{fld}.seeds", errs),
+                              _assume(craw.get("assume"), f"{fld}.assume", errs))
+    return columns
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+def _row(i: int, rraw: Any, frame: _Frame, rows: list[tuple[str, str]], errs: Problems) -> _Row | None:
+    """``rows[i]``'s own settings; its (group, label) is appended to ``rows``."""
+    fld = f"rows[{i}]"
+    if not isinstance(rraw, dict):
+        errs.add(fld, "expected a mapping with label, set, paper")
+        return None
+    errs.unknown_keys(rraw, ROW_KEYS, fld)
+    label = rraw.get("label")
+    if not isinstance(label, str) or not label.strip():
+        errs.add(f"{fld}.label", "required: the row's label as the paper prints it")
+        label = f"row {i + 1}"
+    group = rraw.get("group", "")
+    if not isinstance(group, str):
+        errs.add(f"{fld}.group", "expected text")
+        group = ""
+    if (group, label) in rows:
+        errs.add(f"{fld}.label", f"duplicate row {group + ' ' if group else ''}{label!r}")
+    rows.append((group, label))
+    not_run, reference = rraw.get("not_run"), rraw.get("reference")
+    for k, v in (("not_run", not_run), ("reference", reference)):
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            errs.add(f"{fld}.{k}", "expected text: " + ("why this configuration cannot be run" if k == "not_run"
+                                                        else "whose number this is (another method)"))
+    if not_run is not None and reference is not None:
+        errs.add(f"{fld}.reference", "a row is either not_run or a reference, not both")
+    if reference is not None and "set" in rraw:
+        errs.add(f"{fld}.set", "a reference row (another method's number) has no run config")
+    return _Row(fld, f"{group} {label}".strip(), _set(rraw.get("set"), f"{fld}.set", errs),
+                _seeds(rraw.get("seeds"), f"{fld}.seeds", errs), _assume(rraw.get("assume"), f"{fld}.assume", errs),
+                _source(rraw["source"], f"{fld}.source", errs) if "source" in rraw else frame.src,
+                str(not_run).strip() if isinstance(not_run, str) else None,
+                str(reference).strip() if isinstance(reference, str) else None,
+                _smoke_analogs(rraw.get("smoke"), fld, frame.columns, errs))
+
+
+def _smoke_analogs(smoke_raw: Any, fld: str, columns: dict, errs: Problems) -> dict:
+    """Column (None without columns) -> the claim's smoke-tier run group standing in for the cell."""
+    smoke_of: dict = {}
+    if smoke_raw is None:
+        return smoke_of
+    items = smoke_raw.items() if isinstance(smoke_raw, dict) and columns else [(None, smoke_raw)]
+    for col, ref in items:
+        sfld = f"{fld}.smoke" + (f".{col}" if col else "")
+        if col is not None and col not in columns:
+            errs.add(sfld, unknown_name_message("column", col, columns))
+        elif not isinstance(ref, str) or not _SMOKE_RE.match(ref):
+            errs.add(sfld, "expected \"claim-id:run\" or \"claim-id:run@value\" (a claim's smoke-tier run group)"
+                     + ("; with columns, a mapping column -> analog" if columns else ""))
+        else:
+            smoke_of[col] = ref
+    return smoke_of
+
+
+def _row_paper(paper: Any, row: _Row, frame: _Frame, errs: Problems) -> list[tuple[str | None, Any, str]]:
+    """(column, the paper's values for it, their field) for each column group of the row."""
+    if not frame.columns:
+        return [(None, paper, f"{row.fld}.paper")]
+    if not isinstance(paper, dict):
+        errs.add(f"{row.fld}.paper", f"expected a mapping with one list per column: {', '.join(frame.columns)}")
+        return []
+    for col in paper:
+        if col not in frame.columns:
+            errs.add(f"{row.fld}.paper.{col}", unknown_name_message("column", col, frame.columns))
+    per_col = [(col, paper.get(col), f"{row.fld}.paper.{col}") for col in frame.columns]
+    for col, _v, pfld in per_col:
+        if col not in paper:
+            errs.add(pfld, "missing: give the paper's values, or null where the paper has no such cell")
+    return per_col
+
+
+def _row_cells(row: _Row, rraw: dict, frame: _Frame, used_markers: set[str], configs_seen: dict[str, str],
+               errs: Problems) -> list[TableCell]:
+    cells = []
+    for col, values, pfld in _row_paper(rraw.get("paper"), row, frame, errs):
+        if values is None or not frame.metrics:
+            continue  # the paper prints no cell here (or `metrics` is broken, reported above)
+        printed = _cell_numbers(values, pfld, frame, used_markers, errs)
+        if printed is None:
+            continue
+        numbers, numbers_text = printed
+        cell_id = f"{frame.table_id}/{row.name}" + (f"/{col}" if col else "")
+        col_set, col_seeds, col_assume = frame.columns.get(col, ({}, None, ())) if col else ({}, None, ())
+        configs: list[RunConfig] = []
+        if row.not_run is None and row.reference is None:
+            configs = _cell_configs(row, col, col_set, row.seeds or col_seeds or frame.seeds, frame, errs)
+            if configs:
+                for j, m in enumerate(frame.metrics):
+                    why = None if numbers.get(m) is None else _unrecorded(m, configs[0])
+                    if why:
+                        errs.add(f"{pfld}[{j}]", why)
+                key = configs[0].canonical_json()
+                if key in configs_seen:
+                    errs.add(pfld, f"same run configuration as cell {configs_seen[key]!r}: a typo in set?")
+                configs_seen[key] = cell_id
+        cells.append(TableCell(cell_id, row.name, col, numbers, numbers_text, tuple(configs),
+                               frame.source.line(pfld), row.source, frame.assume + col_assume + row.assume,
+                               row.not_run, row.reference, row.smoke_of.get(col)))
+    return cells
+
+
+# --- cells ---------------------------------------------------------------------------------------
+
+def _cell_numbers(values: Any, pfld: str, frame: _Frame, used_markers: set[str],
+                  errs: Problems) -> tuple[dict[str, float | None], dict[str, str]] | None:
+    """The paper's numbers of one cell, and each as printed ("30.50", "31.38*")."""
+    metrics = frame.metrics
+    if not isinstance(values, list) or len(values) != len(metrics):
+        errs.add(pfld, f"expected a list of {len(metrics)} values, one per metric ({', '.join(metrics)}); "
+                       "null for a number the paper does not print")
+        return None
+    numbers: dict[str, float | None] = {}
+    numbers_text: dict[str, str] = {}
+    for j, (m, v) in enumerate(zip(metrics, values)):
+        printed = None
+        if isinstance(v, str) and (marked := _MARKED_RE.match(v)) and marked.group(2) in frame.markers:
+            printed, v = v, float(marked.group(1))
+            used_markers.add(marked.group(2))
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            hint = f" (a marker is declared under markers: first; declared: {', '.join(frame.markers) or 'none'})" \
+                if isinstance(v, str) else ""
+            errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}{hint}")
+            v = None
+        numbers[m] = v
+        if v is not None:
+            numbers_text[m] = printed or frame.source.texts.get(f"{pfld}[{j}]", repr(v))
+    if all(v is None for v in numbers.values()):
+        errs.add(pfld, "every value is null: write null for the whole cell instead")
+    return numbers, numbers_text
+
+
+def _cell_configs(row: _Row, col: str | None, col_set: dict, seeds: list[int], frame: _Frame,
+                  errs: Problems) -> list[RunConfig]:
+    """The cell's run, once per seed: the table's base, the column's overrides, the row's."""
+    overrides = [(f"{row.fld}.set", row.set)] + ([(f"columns.{col}.set", col_set)] if col else [])
+    configs = expand_seeds(deep_merge(deep_merge(frame.base, col_set), row.set), seeds,
+                           lambda path: config_error_field(path, overrides, "base"), errs)
+    return configs or []
 
