@@ -73,3 +73,32 @@ def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
     assert SimulationStore(store.root).get(sim) is None
     assert ensure_simulations([spec], "smoke", store) == 1
     assert SimulationStore(store.root).get(sim) is not None
+
+
+def test_a_plot_whose_inputs_did_not_change_is_copied_not_drawn(tmp_path, monkeypatch):
+    import repro.report.plots as plots
+    from repro.report import render_reports
+    from repro.runs import ensure_simulations
+
+    specs = load_claims([CLAIM])
+    store = RunStore(tmp_path / "c")
+    ensure_simulations(specs, "smoke", store)
+    drawn = []
+    real = plots.PLOTTERS["decay"]
+
+    def counting(entry, tier, store, path, title):
+        drawn.append(path.name)
+        return real(entry, tier, store, path, title)
+
+    monkeypatch.setitem(plots.PLOTTERS, "decay", counting)
+    out = tmp_path / "report"
+    render_reports(specs, "smoke", store, out)
+    first = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert first and len(drawn) == len(first)
+    render_reports(specs, "smoke", store, out)
+    assert len(drawn) == len(first), "an unchanged plot was drawn again"
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == first
+    # Other plotting code (or other stored inputs) draws it again.
+    monkeypatch.setattr(plots, "_plot_code", lambda: "other plotting code")
+    render_reports(specs, "smoke", store, out)
+    assert len(drawn) == 2 * len(first)

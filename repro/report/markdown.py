@@ -18,8 +18,8 @@ from repro.cache import RunStore, run_key
 from repro.cache.store import REFRESH_COMMAND
 from repro.check.evaluate import evaluate_claim
 from repro.check.verdict import NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt
-from repro.report.output import prepare_output, replace_output
-from repro.report.plots import render_plots
+from repro.report.output import is_repro_output, prepare_output, replace_output
+from repro.report.plots import render_plots, write_plot_digests
 from repro.report.tables import printed
 from repro.spec.claims import ClaimSpec, TierSpec
 from repro.spec.paper import PaperSpec, find_paper
@@ -43,14 +43,17 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         raise ValueError("no claim matches: nothing to report")
     out = prepare_output(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    previous = out if is_repro_output(out) else None  # its unchanged plots are reused
     try:
         verdicts = []
+        digests: dict[str, str] = {}
         for spec in sorted(specs, key=lambda s: s.id):
             verdict = evaluate_claim(spec, tier, store)
             verdicts.append(verdict)
             t = spec.tier(tier)
-            plots = render_plots(spec, t, store, tmp) if not t.not_run else []
+            plots = render_plots(spec, t, store, tmp, previous, digests) if not t.not_run else []
             (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots))
+        write_plot_digests(tmp, digests)
         # Paper tables regenerated beside ours (repro/report/tables.py), linked from the index.
         from repro.report.tables import render_tables, tables_index
 

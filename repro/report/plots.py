@@ -1,7 +1,8 @@
 """matplotlib figures for claim pages, declared in a claim tier's ``plots:`` list.
 
 In:  ClaimSpec tier, RunStore; each plot entry names a kind and the run groups it draws.
-Out: PNG files next to the claim page; their file names.
+Out: PNG files next to the claim page; their file names. A plot whose inputs (entry, stored runs,
+     plotting code) are those of the report being replaced is copied from it, not drawn again.
 
 Kinds: ``layers`` (per-layer sparsity bars, paper Table 2), ``axis`` (a metric along a run's axis:
 sparsity vs lambda / batch size), ``bn_evolution`` (gamma and beta distributions of one layer over
@@ -11,12 +12,17 @@ low-gradient simulation, paper Fig. 4 / supplement Fig. 3).
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from repro.cache import RunStore, run_key
+from repro.cache.keys import fingerprint, import_closure
 from repro.spec.claims import ClaimSpec, RunGroup, TierSpec
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,59 @@ def _plt():
     return plt
 
 
-def render_plots(spec: ClaimSpec, tier: TierSpec, store: RunStore, out: Path) -> list[str]:
+# Beside the PNGs of a report: the digest of each plot's inputs, so that the next report copies a
+# plot whose inputs did not change instead of drawing it again.
+DIGESTS_FILE = ".plot-inputs.json"
+
+
+def read_plot_digests(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / DIGESTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def write_plot_digests(folder: Path, digests: dict[str, str]) -> None:
+    (folder / DIGESTS_FILE).write_text(json.dumps(digests, indent=1, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1)
+def _plot_code() -> str:
+    """The behaviour of the code that draws (this module and what it imports)."""
+    return fingerprint(import_closure((__name__,)))
+
+
+def plot_digest(spec: ClaimSpec, tier: TierSpec, entry: dict, store: RunStore, title: str) -> str:
+    """What a plot is drawn from: its entry, its title, the stored runs and simulations of the tier
+    (each entry's manifest, which holds the checksums of its metrics and histories) and the
+    plotting code. Equal digests draw equal plots."""
+    from repro.cache.keys import simulation_key
+    from repro.cache.simulations import SimulationStore
+
+    sims = SimulationStore(store.root)
+    parts = [json.dumps(entry, sort_keys=True, default=str), title, tier.name, _plot_code()]
+    for group in tier.groups.values():
+        if group.simulate is not None:
+            parts.append(f"sim {simulation_key(group.simulate)} {sims.path(group.simulate).is_file()}")
+            continue
+        for point in group.points:
+            for config in point.configs:
+                key = run_key(config)
+                try:
+                    manifest = (store.entry_dir(key) / "manifest.json").read_bytes()
+                except OSError:
+                    manifest = b"absent"
+                parts.append(key + " " + hashlib.sha256(manifest).hexdigest())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def render_plots(spec: ClaimSpec, tier: TierSpec, store: RunStore, out: Path,
+                 previous: Path | None = None, digests: dict[str, str] | None = None) -> list[str]:
+    """Draw the tier's plots into ``out``; the PNG names. A plot of ``previous`` (the report being
+    replaced) whose inputs are unchanged is copied instead of drawn again; ``digests`` collects
+    each plot's input digest for the next report."""
+    old = read_plot_digests(previous) if previous is not None else {}
     names = []
     for i, entry in enumerate(tier.plots):
         kind = entry.get("kind")
@@ -65,13 +123,21 @@ def render_plots(spec: ClaimSpec, tier: TierSpec, store: RunStore, out: Path) ->
             log.warning("%s: unknown plot kind %r", spec.id, kind)
             continue
         name = f"{spec.id}-{i + 1}-{kind}.png"
-        try:
-            drawn = fn(entry, tier, store, out / name, f"{spec.id} ({tier.name} tier)")
-        except (KeyError, IndexError, ValueError) as e:
-            log.warning("%s: plot %s failed: %s", spec.id, kind, e)
-            drawn = False
+        title = f"{spec.id} ({tier.name} tier)"
+        digest = plot_digest(spec, tier, entry, store, title)
+        if previous is not None and old.get(name) == digest and (previous / name).is_file():
+            shutil.copyfile(previous / name, out / name)
+            drawn = True
+        else:
+            try:
+                drawn = fn(entry, tier, store, out / name, title)
+            except (KeyError, IndexError, ValueError) as e:
+                log.warning("%s: plot %s failed: %s", spec.id, kind, e)
+                drawn = False
         if drawn:
             names.append(name)
+            if digests is not None:
+                digests[name] = digest
     return names
 
 
