@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 import json
 import math
 import types
@@ -144,6 +145,10 @@ class ModelConfig:
     # None: the paper's head for the dataset (CIFAR [256][C], TinyImageNet [512][256][200],
     # ImageNet avgpool(5,4) + [4096][2048][1000]; VGG-11/16 CIFAR [512][C]).
     fc_hidden: tuple[int, ...] | None = None
+    # A plug-in architecture's own settings (``model.params``): an instance of the frozen
+    # dataclass the plug-in declares (repro.plugins.ModelPlugin.fields). None for the built-ins,
+    # and left out of the canonical JSON while None, so that no built-in run's key changes.
+    params: Any = field(default=None, metadata={"omitted_when_default": True})
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,8 @@ def phase_steps(train: TrainConfig, train_size: int) -> list[int]:
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omitted_when_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, tuple):
         return [_to_plain(x) for x in obj]
     return obj
@@ -264,14 +270,73 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
         return None, [ConfigError("", f"expected a mapping, got {type(raw).__name__}")]
     errors += [ConfigError(key, message) for key, message in unknown_keys(raw, _SECTIONS, "section")]
     sections = {}
+    params = None
     for name, cls in _SECTIONS.items():
         value = raw.get(name) or {}
+        if name == "model" and isinstance(value, Mapping) and "params" in value:
+            # Typed by the plug-in the arch names: parsed once the arch is known.
+            params = value["params"]
+            value = {k: v for k, v in value.items() if k != "params"}
         sections[name] = _parse_dataclass(cls, value, name, errors)
+    if errors:
+        return None, errors
+    sections["model"] = _with_params(sections["model"], params, errors)
     if errors:
         return None, errors
     config = RunConfig(**sections)
     errors.extend(_validate(config))
     return (None, errors) if errors else (config, [])
+
+
+# --- plug-ins: names that are not built in -------------------------------------------------
+
+
+def plugin_registry() -> types.ModuleType:
+    """``repro.plugins``, imported by name when a config names an architecture or dataset that is not
+    built in. Built-in runs never run it, so it is not in their training key; the key of a plug-in
+    run covers it and the plug-in's own code (repro.cache.keys: plugin_fingerprint)."""
+    return importlib.import_module("repro.plugins")
+
+
+def _plugin(kind: str, name: str, path: str, errors: list[ConfigError]) -> Any:
+    """The plug-in declaration named ``name``, or None with the problem added to ``errors``."""
+    registry = plugin_registry()
+    try:
+        resolved = registry.model_plugin(name) if kind == "model" else registry.dataset_plugin(name)
+    except registry.UnknownPlugin as e:
+        errors.append(ConfigError(path, unknown_name_message(e.kind, name, e.known)))
+        return None
+    except registry.PluginError as e:
+        errors.append(ConfigError(path, str(e)))
+        return None
+    return resolved.plugin
+
+
+def _with_params(model: ModelConfig, params: Any, errors: list[ConfigError]) -> ModelConfig:
+    """``model`` with its plug-in fields parsed from ``params`` (the raw ``model.params``)."""
+    if model.arch in ARCHS:
+        if params is not None:
+            errors.append(ConfigError("model.params", f"applies to plug-in architectures only; {model.arch} is "
+                                                      f"built in and takes the fields of the model section"))
+        return model
+    plugin = _plugin("model", model.arch, "model.arch", errors)
+    if plugin is None:
+        return model
+    if plugin.fields is None:
+        if params:
+            errors.append(ConfigError("model.params", f"the plug-in architecture {model.arch} declares no fields"))
+        return model
+    parsed = _parse_dataclass(plugin.fields, {} if params is None else params, "model.params", errors)
+    return dataclasses.replace(model, params=parsed)
+
+
+def dataset_shape(name: str) -> tuple[int, int, int, int]:
+    """(train images, image side, channels, classes) of a built-in (``DATASET_SHAPES``) or plug-in
+    dataset, without loading it."""
+    if name in DATASET_SHAPES:
+        return DATASET_SHAPES[name]
+    p = plugin_registry().dataset_plugin(name).plugin
+    return p.train_size, p.image_size, p.channels, p.classes
 
 
 @functools.cache
@@ -339,9 +404,11 @@ def _validate(c: RunConfig) -> list[ConfigError]:
         if value not in known:  # the did-you-mean search only for a name that is wrong
             errors.append(ConfigError(path, unknown_name_message(kind, value, known)))
 
-    name_in(c.model.arch, ARCHS, "model.arch", "architecture")
+    # A name that is not built in was looked up as a plug-in architecture when the params were
+    # parsed (a problem there stops before this); a dataset is looked up here.
     name_in(c.model.activation, ACTIVATIONS, "model.activation", "activation")
-    name_in(c.data.dataset, DATASETS, "data.dataset", "dataset")
+    if c.data.dataset not in DATASETS:
+        _plugin("dataset", c.data.dataset, "data.dataset", errors)
     name_in(c.optim.name, OPTIMIZERS, "optim.name", "optimizer")
     name_in(c.optim.regularizer, REGULARIZERS, "optim.regularizer", "regularizer")
     name_in(c.train.unit, SCHEDULE_UNITS, "train.unit", "schedule unit")
@@ -367,6 +434,13 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
     for path, seed in (("train.seed", c.train.seed), ("data.data_seed", c.data.data_seed)):
         check(0 <= seed < SEED_LIMIT, path, seed_problem(seed))
+    if c.model.arch not in ARCHS:
+        # The built-in layout's fields mean nothing to a plug-in: a value there would be ignored.
+        defaults = ModelConfig()
+        for f in dataclasses.fields(ModelConfig):
+            if f.name not in ("arch", "params") and getattr(c.model, f.name) != getattr(defaults, f.name):
+                errors.append(ConfigError(f"model.{f.name}", f"applies to the built-in architectures; the plug-in "
+                                                             f"{c.model.arch} takes its fields in model.params"))
     if not errors:
         errors.extend(_feasibility(c))
     return errors
@@ -375,7 +449,10 @@ def _validate(c: RunConfig) -> list[ConfigError]:
 def _feasibility(c: RunConfig) -> list[ConfigError]:
     """Values each valid alone that cannot work together (a torch error hours later otherwise)."""
     errors = []
-    native_train, native_side, _, _ = DATASET_SHAPES[c.data.dataset]
+    native_train, native_side, _, _ = dataset_shape(c.data.dataset)
+    if c.data.dataset not in DATASETS and c.data.image_size is not None:
+        errors.append(ConfigError("data.image_size", f"the plug-in dataset {c.data.dataset} has a fixed image size "
+                                                     f"({native_side}); repro does not resize it"))
     if not c.data.dataset.startswith("shapes"):
         for name in ("num_classes", "train_size", "test_size"):
             if getattr(c.data, name) is not None:
@@ -385,7 +462,9 @@ def _feasibility(c: RunConfig) -> list[ConfigError]:
         errors.append(ConfigError("data.num_classes", f"the synthetic shapes have {SHAPES_MAX_CLASSES} classes at most, "
                                                       f"got {c.data.num_classes}"))
     side = c.data.image_size or native_side
-    if c.model.arch == "basicnet":
+    if c.model.arch not in ARCHS:
+        pools = 0  # a plug-in's layout is its own: nothing here knows what image size it needs
+    elif c.model.arch == "basicnet":
         beyond = sorted(p for p in set(c.model.pool_after) if p > BASICNET_CONVS)
         if beyond:
             errors.append(ConfigError("model.pool_after", f"BasicNet has {BASICNET_CONVS} conv layers; no C{beyond[0]}"))

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from repro.config import RunConfig, phase_steps
+from repro.config import ARCHS, RunConfig, phase_steps, plugin_registry
 from repro.data.catalog import data_shape as dataset_shape
 from repro.devices import ACHIEVABLE_FRACTION, DEFAULT_GPU, PRECISIONS, DevicePeak, match_gpu, parse_peak_tflops
 from repro.netshape import flops_per_image, net_spec
@@ -57,6 +57,14 @@ def run_cost(config: RunConfig) -> tuple[int, float]:
     """(training steps, training FLOPs); backward counted as 2x forward."""
     n, side, ch, k = data_shape(config)
     steps = sum(phase_steps(config.train, n))
+    if config.model.arch not in ARCHS:
+        # A plug-in prices itself if it says how (``flops_per_image``); else its arithmetic is
+        # not known here and only the per-step cost of the CPU model counts.
+        plugin = plugin_registry().model_plugin(config.model.arch).plugin
+        if plugin.flops_per_image is None:
+            return steps, 0.0
+        per_image = float(plugin.flops_per_image(ch, side, k, config.model.params))
+        return steps, 3.0 * per_image * config.train.batch_size * steps
     spec = net_spec(config.model, ch, side, k, config.data.dataset)
     return steps, 3.0 * flops_per_image(spec, side) * config.train.batch_size * steps
 
@@ -210,8 +218,10 @@ def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun
     """Runs that can train together (``loop.group_key``), in chunks of at most group_size,
     largest work first so that parallel jobs finish together."""
     by_key: dict[str, list[PlannedRun]] = {}
-    for r in runs:
-        by_key.setdefault(group_id(r.config), []).append(r)
+    for i, r in enumerate(runs):
+        # A plug-in network is never stacked (repro.plugins.ModelPlugin.stackable): its own group.
+        alone = r.config.model.arch not in ARCHS
+        by_key.setdefault(f"{group_id(r.config)} {i}" if alone else group_id(r.config), []).append(r)
     size = max(1, group_size)
     groups = [members[i : i + size] for members in by_key.values() for i in range(0, len(members), size)]
     return sorted(groups, key=lambda g: -sum(r.flops for r in g))

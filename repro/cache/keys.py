@@ -28,6 +28,13 @@ The measurement code (the closure of ``METRICS_ENTRY`` less the training modules
 training key: a stored entry records the metrics fingerprint it was measured with, and an entry
 measured by other code has its metrics recomputed from its stored weights without retraining.
 
+A run that uses a plug-in model or dataset (``repro.plugins``) runs code outside this package:
+its key also covers, per plug-in, the import closure of the module its entry point names within
+that module's own top-level package (found and normalised the same way), the distribution's name
+and version, and the registry (``repro.plugins``, which built-in runs never run, so it is not in
+``training_modules``). Editing the plug-in's model retrains exactly the runs that use it; its
+README, or another package's code, retrains nothing. Built-in runs' keys are as before.
+
 No torch here: planning and reporting compute keys without loading it.
 """
 
@@ -52,6 +59,8 @@ PACKAGE = PACKAGE_DIR.name
 TRAINING_ENTRY = ("repro.train.loop", "repro.data")
 # What turns trained weights into metrics.
 METRICS_ENTRY = ("repro.measure",)
+# What a plug-in run runs of repro beyond the training closure: the registry that loads it.
+PLUGIN_ENTRY = ("repro.plugins",)
 # What computes a low-gradient simulation (it uses the training loop's optimizers).
 SIMULATION_ENTRY = ("repro.simulate.low_gradient",)
 # Calls whose arguments are messages for people: logging methods.
@@ -244,8 +253,52 @@ def simulation_key(config: DecayConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def source_fingerprint(module: str, source: Path) -> str:
+    """The fingerprint of ``module`` and every module of its own top-level package it imports
+    (``source``: that package's folder, or the file of a top-level module)."""
+    if source.is_file():
+        digest = hashlib.sha256(source.name.encode() + b"\0")
+        digest.update(normalised_source(source.read_text(encoding="utf-8"), str(source)).encode())
+        return digest.hexdigest()[:16]
+    return fingerprint(import_closure((module,), source), source)
+
+
+@functools.lru_cache(maxsize=1)
+def registry_fingerprint() -> str:
+    """Fingerprint of the plug-in registry's code that training does not already cover."""
+    training = set(training_modules())
+    return fingerprint(tuple(m for m in import_closure(PLUGIN_ENTRY) if m not in training))
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_part(kind: str, name: str) -> str:
+    from repro import plugins
+
+    r = plugins.model_plugin(name) if kind == "model" else plugins.dataset_plugin(name)
+    return f"{kind} {name} {r.entry_point} {r.distribution}=={r.version} {source_fingerprint(r.module, r.source)}"
+
+
+def plugin_fingerprint(config: RunConfig) -> str:
+    """What a run's key adds for the plug-ins it uses (empty for a built-in run): the registry's
+    code and, per plug-in, its entry point, distribution version and code."""
+    from repro import plugins
+
+    parts = []
+    if plugins.is_plugin_model(config.model.arch):
+        parts.append(_plugin_part("model", config.model.arch))
+    if plugins.is_plugin_dataset(config.data.dataset):
+        parts.append(_plugin_part("dataset", config.data.dataset))
+    if not parts:
+        return ""
+    return "\n".join([f"registry {registry_fingerprint()}", *parts])
+
+
 def run_key(config: RunConfig, fingerprint: str | None = None) -> str:
-    """The cache key of ``config`` under the given (default: this code's) training fingerprint."""
+    """The cache key of ``config`` under the given (default: this code's) training fingerprint and,
+    for a run that uses plug-ins, their code (``plugin_fingerprint``)."""
     fp = training_fingerprint() if fingerprint is None else fingerprint
     payload = f"repro-cache-v{CACHE_FORMAT}\n{fp}\n{config.canonical_json()}"
+    extra = plugin_fingerprint(config)
+    if extra:
+        payload += f"\nplug-ins\n{extra}"
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from repro.config import DATASETS, DataConfig
+from repro.config import DATASETS, DataConfig, plugin_registry
 
 if TYPE_CHECKING:
     from repro.data.base import DatasetError, ImageData
@@ -68,4 +68,44 @@ def load_dataset(cfg: DataConfig, root: Path | None = None, download: bool = Tru
         return load_imagenet(cfg, root)  # type: ignore[return-value]  # duck-typed ImageData
     from repro.data.base import DatasetError
 
-    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    registry = plugin_registry()
+    try:
+        plugin = registry.dataset_plugin(name).plugin
+    except registry.PluginError as e:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} ({e})") from None
+    return load_plugin_data(plugin, cfg, root)
+
+
+def load_plugin_data(plugin, cfg: DataConfig, root: Path) -> ImageData:  # noqa: ANN001  (a DatasetPlugin)
+    """A plug-in dataset (``repro.plugins.DatasetPlugin``) as ``ImageData``: its loader's four
+    arrays, checked against the shape facts it declares (validation and planning used those), with
+    the images normalised as every dataset's are. A loader that returns something else is a
+    ``DatasetError`` naming the plug-in and what differs."""
+    import torch
+
+    from repro.data.base import DatasetError, ImageData, normalise
+
+    where = f"plug-in dataset {plugin.name}"
+    loaded = plugin.load(root, cfg.data_seed)
+    arrays = {}
+    for part in ("train_x", "train_y", "test_x", "test_y"):
+        value = loaded.get(part) if isinstance(loaded, dict) else getattr(loaded, part, None)
+        if value is None:
+            raise DatasetError(f"{where}: load returned no {part}")
+        arrays[part] = torch.as_tensor(value)
+    shape = (plugin.channels, plugin.image_size, plugin.image_size)
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape or not x.is_floating_point():
+            raise DatasetError(f"{where}: {split}_x is {x.dtype} {tuple(x.shape)}, expected float images "
+                               f"(N, {', '.join(map(str, shape))}) as declared")
+        if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
+            raise DatasetError(f"{where}: {split}_y is {y.dtype} {tuple(y.shape)}, expected {x.shape[0]} integer labels")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= plugin.classes):
+            raise DatasetError(f"{where}: {split}_y has labels outside 0..{plugin.classes - 1} ({plugin.classes} "
+                               f"classes declared)")
+    if arrays["train_x"].shape[0] != plugin.train_size:
+        raise DatasetError(f"{where}: {arrays['train_x'].shape[0]} training images, {plugin.train_size} declared")
+    train_x, test_x = normalise(arrays["train_x"], arrays["test_x"])
+    return ImageData(plugin.name, train_x.contiguous(), arrays["train_y"].long(), test_x.contiguous(),
+                     arrays["test_y"].long(), plugin.classes)

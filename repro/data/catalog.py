@@ -9,7 +9,7 @@ The loaders read their defaults from here, so a plan and a loaded dataset agree
 
 from __future__ import annotations
 
-from repro.config import DATASET_SHAPES, DataConfig
+from repro.config import DATASET_SHAPES, DataConfig, dataset_shape
 
 
 class DatasetError(RuntimeError):
@@ -24,7 +24,7 @@ SHAPES_DEFAULT_TEST = 1000
 
 def data_shape(cfg: DataConfig) -> tuple[int, int, int, int]:
     """(train images, image side after resizing, channels, classes) of ``cfg``."""
-    n, side, ch, k = DATASET_SHAPES[cfg.dataset]
+    n, side, ch, k = dataset_shape(cfg.dataset)  # a plug-in's from its declaration
     if cfg.dataset.startswith("shapes"):
         n, k = cfg.train_size or n, cfg.num_classes or k
     return n, cfg.image_size or side, ch, k

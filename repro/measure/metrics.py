@@ -81,6 +81,19 @@ def measure_model(model: ConvNet, data: ImageData, batch_size: int = 500) -> dic
     out["universality"] = [[round(float(v), 2) for v in layer.tolist()] for layer in universality(pooled)]
     del pooled, store
 
+    if model.spec is None:
+        # A plug-in network (repro.train.models.PluginNet): its layout is not repro's, so it is
+        # not slimmed and its conv weights are not counted; its zeroed features are measured.
+        pruned = evaluate(zero_pruned(model, GAMMA_THRESHOLD), data, "test", batch_size)
+        out["pruned_features"] = sum(g.inactive)
+        out["pruned_test_error"] = pruned.error
+        if top5:
+            out["pruned_test_error_top5"] = pruned.error_top5
+        out["dense_params"] = count_params(model)
+        out["gamma"] = [_sig(block.bn.weight) for block in model.blocks]
+        out["beta"] = [_sig(block.bn.bias) for block in model.blocks]
+        return out
+
     zeroed = zero_pruned(model, GAMMA_THRESHOLD)
     slim = slim_model(model, GAMMA_THRESHOLD)
     folded = fold_batchnorm(slim)

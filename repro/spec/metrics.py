@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from repro.config import DATASET_SHAPES, RunConfig
+from repro.config import ARCHS, RunConfig, dataset_shape
 from repro.netshape import net_spec
 
 SCALAR, PER_LAYER, PER_FEATURE = "scalar", "per_layer", "per_feature"
@@ -119,13 +119,13 @@ def metric_catalogue(simulation: bool) -> dict[str, Metric]:
 def num_classes(cfg: RunConfig) -> int:
     """Classes of the run's data: the dataset's (repro.config.DATASET_SHAPES), or for the
     synthetic shapes ``data.num_classes`` where given."""
-    classes = DATASET_SHAPES[cfg.data.dataset][3]
+    classes = dataset_shape(cfg.data.dataset)[3]
     return (cfg.data.num_classes or classes) if cfg.data.dataset.startswith("shapes") else classes
 
 
 def conv_layers(cfg: RunConfig) -> int:
     """Conv layers of the run's network, from its layout (repro.netshape)."""
-    _, side, channels, _ = DATASET_SHAPES[cfg.data.dataset]
+    _, side, channels, _ = dataset_shape(cfg.data.dataset)
     spec = net_spec(cfg.model, channels, cfg.data.image_size or side, num_classes(cfg), cfg.data.dataset)
     return len(spec.convs)
 
@@ -140,6 +140,12 @@ def unrecorded(metric: Metric, cfg: RunConfig) -> str | None:
 
 def missing_layers(layers: Iterable[int], cfg: RunConfig) -> str | None:
     """Why conv ``layers`` (1-based) are not all in the run's network (None: they are)."""
+    layers = tuple(layers)
+    if not layers:
+        return None
+    if cfg.model.arch not in ARCHS:
+        # A plug-in's BatchNorm layers are known only once it is built: refuse what cannot be judged.
+        return f"the layers of the plug-in architecture {cfg.model.arch} are not known before training"
     n = conv_layers(cfg)
     beyond = sorted({layer for layer in layers if layer > n})
     if beyond:

@@ -21,10 +21,12 @@ The pooling positions are a configurable assumption (ModelConfig.pool_after).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from repro.config import ModelConfig
+from repro.config import ARCHS, ModelConfig, plugin_registry
 
 # The layout of every network (widths, pooling, head, FLOPs) is pure arithmetic in
 # ``repro.netshape``, torch-free so that plans can price runs; the modules here build from it.
@@ -112,9 +114,66 @@ def run_view(t: torch.Tensor, runs: int, k: int) -> torch.Tensor:
     return t[k * n : (k + 1) * n]
 
 
+class FeatureLayer:
+    """One BatchNorm2d of a plug-in network and the activation module after it: what measurement
+    reads from a ``ConvNet`` block (``.bn``, and a forward hook that sees the activations)."""
+
+    def __init__(self, bn: nn.BatchNorm2d, act: nn.Module):
+        self.bn, self.act = bn, act
+
+    def register_forward_hook(self, hook):  # noqa: ANN001, ANN201  (nn.Module's signature)
+        return self.act.register_forward_hook(hook)
+
+
+class PluginNet(nn.Module):
+    """A plug-in's network (``repro.plugins.ModelPlugin.build``) as the loop and the measurements
+    see a network: one run (``runs=1``; plug-ins are not stacked), no ``spec`` (its layout is not
+    repro's, so nothing slims or counts its conv weights), and ``blocks``: its features, one
+    ``FeatureLayer`` per BatchNorm2d, each measured after the ReLU/LeakyReLU module registered
+    right after it. Its weights are the plug-in module's under the prefix ``net.``."""
+
+    spec = None
+
+    def __init__(self, name: str, net: nn.Module):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"the plug-in architecture {name}: build returned a {type(net).__name__}, "
+                            f"not a torch.nn.Module")
+        self.name, self.net, self.runs = name, net, 1
+        self.blocks  # noqa: B018  (checks the features now, before any training)
+
+    @property
+    def blocks(self) -> list[FeatureLayer]:
+        modules = list(self.net.modules())
+        layers, acts = [], set()
+        for i, m in enumerate(modules):
+            if not isinstance(m, nn.BatchNorm2d):
+                continue
+            act = modules[i + 1] if i + 1 < len(modules) else None
+            if not isinstance(act, (nn.ReLU, nn.LeakyReLU)) or id(act) in acts:
+                raise ValueError(f"the plug-in architecture {self.name}: BatchNorm2d number {len(layers) + 1} is not "
+                                 f"followed by its own nn.ReLU or nn.LeakyReLU module (registered right after it), "
+                                 f"so its features' activations cannot be measured")
+            acts.add(id(act))
+            layers.append(FeatureLayer(m, act))
+        if not layers:
+            raise ValueError(f"the plug-in architecture {self.name} has no BatchNorm2d layer: repro's features "
+                             f"are BatchNorm channels, so it has nothing to measure")
+        return layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 @torch.no_grad()
 def stack_models(models: list[ConvNet]) -> ConvNet:
-    """One ``ConvNet(spec, runs=len(models))`` holding copies of the single-run models."""
+    """One ``ConvNet(spec, runs=len(models))`` holding copies of the single-run models. A plug-in
+    network is never stacked: a group of one is that network."""
+    if isinstance(models[0], PluginNet):
+        if len(models) != 1:
+            raise ValueError(f"plug-in architecture {models[0].name}: its runs train one at a time, "
+                             f"not in a group of {len(models)}")
+        return models[0]
     with torch.device("meta"):  # no initialisation work: every value is copied in below
         net = ConvNet(models[0].spec, runs=len(models))
     net = net.to_empty(device=next(models[0].parameters()).device)
@@ -130,6 +189,9 @@ def stack_models(models: list[ConvNet]) -> ConvNet:
 @torch.no_grad()
 def unstack_model(net: ConvNet, k: int, device: torch.device | str | None = None) -> ConvNet:
     """Run k of a stacked network as a single-run ``ConvNet`` (a copy, on ``device``)."""
+    if isinstance(net, PluginNet):
+        single = copy.deepcopy(net)
+        return single.to(device) if device is not None else single
     single = ConvNet(net.spec)
     single.load_state_dict({name: run_view(t, net.runs, k).clone() for name, t in net.state_dict().items()})
     return single.to(device) if device is not None else single
@@ -142,7 +204,13 @@ def unstack_model(net: ConvNet, k: int, device: torch.device | str | None = None
 
 
 def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int, dataset: str) -> ConvNet:
-    """Build and initialise: Xavier with the ReLU gain, BN gamma=1 and beta=cfg.bn_beta_init."""
+    """Build and initialise: Xavier with the ReLU gain, BN gamma=1 and beta=cfg.bn_beta_init. A
+    plug-in architecture builds and initialises itself (``PluginNet``)."""
+    if cfg.arch not in ARCHS:
+        registry = plugin_registry()
+        plugin = registry.model_plugin(cfg.arch).plugin
+        return PluginNet(cfg.arch, plugin.build(in_channels, image_size, num_classes,  # type: ignore[return-value]
+                                                **registry.field_values(cfg.params)))
     model = ConvNet(net_spec(cfg, in_channels, image_size, num_classes, dataset))
     init_weights(model, cfg.bn_beta_init)
     return model

@@ -1,0 +1,257 @@
+"""Models and datasets that are not part of repro: the plug-in registry.
+
+In:  the name a run config gives (``model.arch: mlp``, ``data.dataset: skdigits``) that is not a
+     built-in, and the Python entry points installed packages declare in the groups
+     ``repro.models`` and ``repro.datasets`` (``[project.entry-points."repro.models"]`` in a
+     pyproject.toml: ``mlp = "mypkg.declare:mlp"``).
+Out: ``model_plugin(name)`` / ``dataset_plugin(name)``: a ``Resolved`` plug-in, i.e. its
+     declaration (``ModelPlugin`` / ``DatasetPlugin``) with where it came from (module,
+     distribution, version), which the cache key needs; ``model_names()`` / ``dataset_names()``.
+
+Only a name a config uses is loaded (``EntryPoint.load``), so an installed plug-in that no config
+names costs nothing and cannot break anything. Entry point *names* are read for every lookup, so
+a plug-in that takes a built-in's name, or a name two distributions both declare, is an error
+naming both whenever a plug-in is looked up; built-in names never reach this module.
+
+No torch here: a declaration module should import torch only inside ``build`` (the example in
+examples/plugin-example/ does), so validating and planning a plug-in run loads no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from repro.config import ARCHS, DATASETS
+
+MODEL_GROUP = "repro.models"
+DATASET_GROUP = "repro.datasets"
+
+
+class PluginError(ValueError):
+    """A plug-in that cannot be used: not installed, badly declared, or clashing with another."""
+
+
+@dataclass(frozen=True)
+class ModelPlugin:
+    """A network architecture from outside repro.
+
+    ``build(in_channels, image_size, num_classes, **fields) -> torch.nn.Module``: the network for
+    images (N, in_channels, image_size, image_size) and ``num_classes`` logits; it initialises its
+    own weights (the run's seed is set just before). Its features, for every sparsity metric, are
+    its ``nn.BatchNorm2d`` channels, each BatchNorm registered right before its ``nn.ReLU`` or
+    ``nn.LeakyReLU`` module (``repro.train.models.PluginNet`` checks that when it builds).
+    ``fields``: a frozen dataclass of the plug-in's typed settings, every one with a default,
+    given in a config as ``model.params`` and validated as strictly as repro's own fields.
+    ``stackable``: whether runs may be fused into one network; only False (one run at a time)
+    is supported. ``flops_per_image(in_channels, image_size, num_classes, fields)``: forward
+    FLOPs of one image, for ``repro plan``'s estimate (without it the plan counts steps only)."""
+
+    name: str
+    build: Callable[..., Any]
+    fields: type | None = None
+    stackable: bool = False
+    flops_per_image: Callable[..., float] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetPlugin:
+    """A dataset from outside repro. ``load(root, seed)`` returns an object or mapping with
+    ``train_x``, ``test_x`` (float images (N, channels, image_size, image_size)) and ``train_y``,
+    ``test_y`` (integer labels in 0..classes-1), as tensors or numpy arrays; repro normalises the
+    images per channel with the training split's statistics, as it does its own data. ``root`` is
+    the data root (``$REPRO_DATA``), ``seed`` the run's ``data.data_seed``. The shape facts are
+    what validation and planning use without loading it; the loaded data must match them."""
+
+    name: str
+    load: Callable[..., Any]
+    train_size: int
+    image_size: int
+    channels: int
+    classes: int
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A loaded plug-in and where it came from: the module its entry point names, the folder of
+    that module's top-level package (a module that is no package: its file), and the distribution
+    that declared it."""
+
+    kind: str  # "model" or "dataset"
+    name: str
+    plugin: Any  # ModelPlugin | DatasetPlugin
+    entry_point: str  # "mypkg.declare:mlp"
+    module: str
+    source: Path
+    distribution: str
+    version: str
+
+
+_KINDS = {"model": (MODEL_GROUP, ARCHS, "architecture", ModelPlugin),
+          "dataset": (DATASET_GROUP, DATASETS, "dataset", DatasetPlugin)}
+
+
+def _entry_points(kind: str) -> dict[str, importlib.metadata.EntryPoint]:
+    """The group's entry points by name, refusing names of built-ins and names declared twice."""
+    group, builtins, what, _ = _KINDS[kind]
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=group):
+        if ep.name in builtins:
+            raise PluginError(f"the plug-in {what} {ep.name!r} ({ep.value}, {_dist_label(ep)}, entry point group "
+                              f"{group}) has the name of repro's built-in {what} {ep.name!r}: rename the plug-in")
+        other = found.get(ep.name)
+        if other is not None and other.value != ep.value:
+            raise PluginError(f"two plug-in {what}s are named {ep.name!r}: {other.value} ({_dist_label(other)}) "
+                              f"and {ep.value} ({_dist_label(ep)}); uninstall or rename one")
+        found[ep.name] = ep
+    return found
+
+
+def _dist_label(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"distribution {dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
+
+
+def model_names() -> tuple[str, ...]:
+    return tuple(sorted(_entry_points("model")))
+
+
+def dataset_names() -> tuple[str, ...]:
+    return tuple(sorted(_entry_points("dataset")))
+
+
+def names(kind: str) -> tuple[str, ...]:
+    return model_names() if kind == "model" else dataset_names()
+
+
+def model_plugin(name: str) -> Resolved:
+    return _resolve("model", name)
+
+
+def dataset_plugin(name: str) -> Resolved:
+    return _resolve("dataset", name)
+
+
+def is_plugin_model(arch: str) -> bool:
+    return arch not in ARCHS
+
+
+def is_plugin_dataset(dataset: str) -> bool:
+    return dataset not in DATASETS
+
+
+class UnknownPlugin(PluginError):
+    """No built-in and no installed plug-in has the name; ``known`` lists both."""
+
+    def __init__(self, kind: str, name: str, known: tuple[str, ...]):
+        super().__init__(f"no {kind} {name!r}")
+        self.kind, self.name, self.known = kind, name, known
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(kind: str, name: str) -> Resolved:
+    group, builtins, what, cls = _KINDS[kind]
+    eps = _entry_points(kind)
+    ep = eps.get(name)
+    if ep is None:
+        raise UnknownPlugin(what, name, tuple(builtins) + tuple(sorted(eps)))
+    where = f"plug-in {what} {name!r} ({ep.value}, {_dist_label(ep)})"
+    try:
+        obj = ep.load()
+    except Exception as e:  # noqa: BLE001  (any error of the user's module is reported, named)
+        raise PluginError(f"{where}: loading it failed: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, cls):
+        raise PluginError(f"{where}: the entry point names a {type(obj).__name__}, expected a repro.plugins.{cls.__name__}")
+    if obj.name != name:
+        raise PluginError(f"{where}: the declaration is named {obj.name!r}; the entry point and the declaration "
+                          f"must have one name")
+    problems = _model_problems(obj) if kind == "model" else _dataset_problems(obj)
+    if problems:
+        raise PluginError(f"{where}: " + "; ".join(problems))
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        raise PluginError(f"{where}: the entry point has no distribution, so the run's cache key could not name "
+                          f"its version")
+    return Resolved(kind, name, obj, ep.value, ep.module, _source(ep.module), dist.metadata["Name"], dist.version)
+
+
+def _source(module: str) -> Path:
+    """The folder of ``module``'s top-level package, or the file of a top-level module."""
+    top = sys.modules.get(module.split(".")[0])
+    file = getattr(top, "__file__", None)
+    if file is None:
+        raise PluginError(f"module {module}: its source file is unknown (a namespace package?), so its code "
+                          f"cannot be part of the cache key")
+    path = Path(file).resolve()
+    return path.parent if path.name == "__init__.py" else path
+
+
+def _model_problems(p: ModelPlugin) -> list[str]:
+    problems = []
+    if not callable(p.build):
+        problems.append("build is not callable")
+    if p.stackable:
+        problems.append("stackable=True: fused groups of plug-in models are not supported yet; declare "
+                        "stackable=False (each run trains on its own)")
+    if p.flops_per_image is not None and not callable(p.flops_per_image):
+        problems.append("flops_per_image is not callable")
+    if p.fields is not None:
+        problems += fields_problems(p.fields)
+    return problems
+
+
+def _dataset_problems(p: DatasetPlugin) -> list[str]:
+    problems = [] if callable(p.load) else ["load is not callable"]
+    for name, least in (("train_size", 2), ("image_size", 1), ("channels", 1), ("classes", 2)):
+        value = getattr(p, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            problems.append(f"{name} must be an integer >= {least}, got {value!r}")
+    return problems
+
+
+# The field types a config can hold (those ``repro.config`` parses): what a plug-in's fields use.
+_SCALARS = (int, float, str, bool)
+
+
+def _supported(hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return len(inner) == 1 and type(None) in args and _supported(inner[0])
+    if origin is tuple:
+        return len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS
+    return hint in _SCALARS
+
+
+def fields_problems(cls: Any) -> list[str]:
+    """Why ``cls`` cannot be a plug-in's typed fields (empty: it can)."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return [f"fields must be a dataclass, got {cls!r}"]
+    if not cls.__dataclass_params__.frozen:
+        return [f"fields {cls.__name__} must be a frozen dataclass (@dataclass(frozen=True))"]
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as e:  # noqa: BLE001
+        return [f"fields {cls.__name__}: its type hints cannot be read ({e})"]
+    problems = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"field {f.name} of {cls.__name__} has no default (every field needs one)")
+        if not _supported(hints[f.name]):
+            problems.append(f"field {f.name} of {cls.__name__} has the type {hints[f.name]}; a config field is "
+                            f"int, float, str, bool, tuple[T, ...] of those, or T | None")
+    return problems
+
+
+def field_values(params: Any) -> dict[str, Any]:
+    """A plug-in's fields as the keyword arguments of its ``build`` (``{}`` for None)."""
+    if params is None:
+        return {}
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
