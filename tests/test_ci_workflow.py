@@ -42,10 +42,25 @@ def test_workflow_runs_make_test_with_the_run_cache_keyed_by_the_fingerprint(cap
     assert "make test" in runs
     fingerprint = next(s for s in steps if s.get("id") == "fingerprint")
     assert "repro cache fingerprint" in fingerprint["run"]
-    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
-    assert cache["with"]["path"] == ".cache/runs"
-    assert "steps.fingerprint.outputs.training" in cache["with"]["key"]
-    # The cache is restored before the tests run.
-    assert steps.index(cache) < runs.index("make test")
+    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@"))
+    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@"))
+    for step in (restore, save):
+        assert step["with"]["path"] == ".cache/runs"
+        assert "steps.fingerprint.outputs.training" in step["with"]["key"]
+    # Restored before the tests run; saved after them even when they failed.
+    assert steps.index(restore) < runs.index("make test") < steps.index(save)
+    assert save["if"].startswith("always()")
     assert main(["cache", "fingerprint"]) == 0
     assert re.fullmatch(r"[0-9a-f]{16}\n", capsys.readouterr().out)
+
+
+def test_workflow_uploads_the_reports_even_when_the_tests_fail():
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    steps = flow["jobs"]["test"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    report = next(i for i, r in enumerate(runs) if "repro report --tier smoke" in r)
+    upload = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert runs.index("make test") < report < upload
+    assert steps[report]["if"] == "always()" and steps[upload]["if"] == "always()"
+    out = steps[report]["run"].split("--out", 1)[1].split()[0]
+    assert steps[upload]["with"]["path"].rstrip("/") in out
