@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -39,12 +38,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from repro.cache import CacheError, RunStore, ensure_runs
 from repro.config import RunConfig
 from repro.plan import (Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now,
                         steady_step_time)
+from repro.progress import Progress, QueueReader
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class GroupJob:
     device: str
     threads: int  # torch threads on CPU (0: leave torch's default)
     dry_run_steps: int | None = None
+    index: int = 0  # the group's place in the plan (progress updates name it)
+    # Where step updates go: a callable in this process, a queue from a worker process, or None.
+    progress: Any = field(default=None, compare=False)
 
 
 # -- dry runs ------------------------------------------------------------------------------------
@@ -124,8 +127,10 @@ def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
 
 
 def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, data_root: str | None,
-                threads: int, dry_run_steps: int | None = None) -> list:
-    """Train and measure one group in this process; with ``dry_run_steps``, time its steps."""
+                threads: int, dry_run_steps: int | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> list:
+    """Train and measure one group in this process; with ``dry_run_steps``, time its steps;
+    ``on_progress(step, total)`` as training goes."""
     import torch
 
     from repro.runs import run_and_measure_group
@@ -133,7 +138,13 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
     if threads:
         torch.set_num_threads(threads)
     stamps: list[tuple[int, float]] = []
-    on_step = (lambda step, total: stamps.append((step, time.perf_counter()))) if dry_run_steps else None
+
+    def on_step(step: int, total: int) -> None:
+        if dry_run_steps:
+            stamps.append((step, time.perf_counter()))
+        if on_progress is not None:
+            on_progress(step, total)
+
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
     records = run_and_measure_group(trained, device, Path(data_root) if data_root else None,
                                     on_step=on_step, checkpoint=checkpoint)
@@ -160,8 +171,11 @@ def ensure_group(job: GroupJob, train_many: Callable[[list[RunConfig], Path], li
 
 def _local_group(job: GroupJob) -> list[tuple[str, bool]]:
     """One group, locks and training in this process (the local executor's unit of work)."""
+    report = job.progress
+    if report is not None and hasattr(report, "put"):  # a queue from the process that plans
+        queue, report = report, (lambda step, total: queue.put((job.index, step, total)))
     return ensure_group(job, lambda cs, ckpt: train_group(cs, ckpt, job.device, job.data_root, job.threads,
-                                                          job.dry_run_steps))
+                                                          job.dry_run_steps, report))
 
 
 def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root: str | None,
@@ -229,6 +243,7 @@ class LocalExecutor:
 
     def __init__(self, jobs: int = 1, threads: int | None = None):
         self.jobs, self.threads = max(1, jobs), threads
+        self._manager = None
 
     def group_size(self, device: str) -> int:
         return default_group_size(device, self.jobs)
@@ -238,9 +253,28 @@ class LocalExecutor:
             return 0
         return self.threads or max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, groups)))
 
+    def processes(self, n_jobs: int) -> bool:
+        """Whether ``n_jobs`` groups train in worker processes (else in this one)."""
+        return not (self.jobs == 1 or n_jobs == 1)
+
+    def progress_queue(self):
+        """A queue worker processes can put step updates on (a manager's, shared by pickling).
+        The manager's process ends with this one, like the workers."""
+        if self._manager is None:
+            from multiprocessing.managers import SyncManager
+
+            self._manager = SyncManager(ctx=get_context("spawn"))
+            self._manager.start(initializer=end_with_parent, initargs=(os.getpid(),))
+        return self._manager.Queue()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+
     def run(self, jobs: list[GroupJob]) -> Iterable[tuple[int, Callable[[], list[tuple[str, bool]]]]]:
         """Yields (job index, a call that returns its results or raises its error) as jobs end."""
-        if self.jobs == 1 or len(jobs) == 1:
+        if not self.processes(len(jobs)):
             for i, job in enumerate(jobs):
                 yield i, (lambda job=job: _local_group(job))
             return
@@ -350,13 +384,13 @@ def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
                data_root: Path | None = None, progress: bool = True, group_size: int | None = None,
                threads: int | None = None, executor: LocalExecutor | RayExecutor | None = None,
-               dry_run_steps: int | None = None) -> TrainSummary:
+               dry_run_steps: int | None = None, progress_stream=None, progress_label: str = "") -> TrainSummary:
     """Train what ``plan`` lacks in ``store`` on ``executor`` (default: ``LocalExecutor(jobs,
     threads)``). ``threads``: torch threads per job on CPU; a caller that is itself one of several
     processes (a pytest-xdist worker) passes its share, or the cores are oversubscribed. With
-    ``dry_run_steps``, ``store`` should be a ``dry_run_store``."""
-    from tqdm import tqdm
-
+    ``dry_run_steps``, ``store`` should be a ``dry_run_store``. ``progress``: show the run-steps of
+    all runs with an ETA (``repro.progress``) on ``progress_stream`` (default stderr), each line
+    starting with ``progress_label``."""
     executor = executor or LocalExecutor(jobs, threads)
     summary, todo = _start(plan, store)
     if not todo:
@@ -372,17 +406,31 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     n_threads = executor.thread_count(plan.device, len(groups))
     jobs_ = [GroupJob(tuple(r.config for r in g),
                       tuple(r.key for r in g), str(store.root), str(data_root) if data_root else None,
-                      worker_device, n_threads, dry_run_steps) for g in groups]
+                      worker_device, n_threads, dry_run_steps, index=i) for i, g in enumerate(groups)]
     what = f"dry-running ({dry_run_steps} steps)" if dry_run_steps else "training"
-    bar = tqdm(total=len(todo), desc=f"{what} {len(todo)} runs in {len(groups)} groups on {executor.name}",
-               unit="run", disable=not progress, file=sys.stderr)
+    steps = [dry_run_steps or g[0].steps for g in groups]  # the runs of a group share their schedule
+    shown = Progress(sum(n * len(g) for n, g in zip(steps, groups)),
+                     f"{progress_label}{what} {len(todo)} runs in {len(groups)} groups on {executor.name}",
+                     enabled=progress, stream=progress_stream)
+    names = [(len(g), f"group {i + 1}/{len(groups)} ({group_label(g)})") for i, g in enumerate(groups)]
+    reader = None
+    if isinstance(executor, LocalExecutor) and executor.processes(len(jobs_)):
+        # Worker processes report steps through a queue; a thread here turns them into progress.
+        queue = executor.progress_queue()
+        reader = QueueReader(queue, shown, names)
+        jobs_ = [replace(j, progress=queue) for j in jobs_]
+    elif isinstance(executor, LocalExecutor):
+        jobs_ = [replace(j, progress=(lambda step, total, i=i: shown.update(i, names[i][0], step, total, names[i][1])))
+                 for i, j in enumerate(jobs_)]
     try:
         for i, call in executor.run(jobs_):
             _collect(summary, groups[i], call)
-            bar.set_postfix_str(group_label(groups[i]))
-            bar.update(len(groups[i]))
+            shown.update(i, len(groups[i]), steps[i], steps[i], names[i][1])
     finally:
-        bar.close()
+        if reader is not None:
+            reader.stop()
+            executor.close()
+        shown.close()
     return summary
 
 

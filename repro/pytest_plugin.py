@@ -192,6 +192,8 @@ class ClaimItem(pytest.Item):
         if verdict.seeds_note():  # pytest's line says when no significance test could be made
             self.user_properties.append((FEW_SEEDS, verdict.seeds_note()))
         if verdict.status == REPRODUCED:
+            # `pytest -v` shows the numbers that decided it, not only that it passed.
+            self.user_properties.append((NUMBERS, "; ".join(c.arithmetic for c in verdict.checks if c.arithmetic)))
             return
         # Outside the gate a claim may fail to reproduce, but a broken run (error) still fails.
         if not tier.gate and verdict.status != ERROR:
@@ -209,8 +211,9 @@ class ClaimItem(pytest.Item):
         threads = max(1, (os.cpu_count() or 1) // workers)
         plan = plan_runs([self.spec], state.tier, store)
         # Several workers share the cores: unfused, like `repro train -j N` (see execute.py).
-        summary = train_plan(plan, store, jobs=1, device=state.device, progress=False,
-                             group_size=1 if workers > 1 else None, threads=threads)
+        summary = train_plan(plan, store, jobs=1, device=state.device, progress=True,
+                             group_size=1 if workers > 1 else None, threads=threads,
+                             progress_stream=_Uncaptured(self.config), progress_label=f"[{self.spec.id}] ")
         from repro.runs import ensure_simulations
 
         ensure_simulations([self.spec], state.tier, store)
@@ -230,6 +233,30 @@ class ClaimItem(pytest.Item):
         return self.path, self.spec.line - 1, f"claim {self.spec.id} [{self.config.stash[_STATE].tier}]"
 
 
+class _Uncaptured:
+    """Progress lines past pytest's output capture, so a user sees which claim is training and how
+    far along (lines, not a bar: a bar would fight pytest's own output)."""
+
+    def __init__(self, config: pytest.Config):
+        self.capture = config.pluginmanager.getplugin("capturemanager")
+
+    def write(self, text: str) -> None:
+        import sys
+
+        if self.capture is None:
+            sys.stderr.write(text)
+            return
+        with self.capture.global_and_fixture_disabled():
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 # The user property naming how many of a claim's runs were imported and not re-measured here.
 UNVERIFIED = "unverified_runs"
 # The user property saying the verdict was decided on fewer seeds than a significance test needs.
@@ -244,6 +271,10 @@ def unverified_runs(spec: "ClaimSpec", tier: str, store: "RunStore") -> int:
     return sum(1 for k in keys if (r := store.get(k)) is not None and not r.verified)
 
 
+# The user property holding the arithmetic of a passing claim's checks (shown with -v).
+NUMBERS = "numbers"
+
+
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     # A claim that passes on imported, unverified runs says so on its own line (-v).
     # So does one decided on fewer seeds than a significance test needs.
@@ -252,6 +283,8 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
         + ([props[FEW_SEEDS]] if props.get(FEW_SEEDS) else [])
     if report.when == "call" and report.passed and notes:
         return "passed", ".", (f"PASSED ({'; '.join(notes)})", {"yellow": True})
+    if report.when == "call" and report.passed and props.get(NUMBERS) and config.option.verbose > 0:
+        return "passed", ".", (f"PASSED ({props[NUMBERS]})", {"green": True})
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
 import pytest
 # Imported here, before any in-process pytester run: the first training of a process imports
 # torch._dynamo, and an inner pytest run that did so would drop it from sys.modules when pytester
@@ -145,6 +146,9 @@ def test_reproduced_claim_passes(pytester, cache):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["claims/good.yaml::claim-good PASSED*"])
     result.stdout.fnmatch_lines(["repro: tier=smoke cache=*"])
+    # -v shows the numbers that decided it, as the report prints them.
+    line = next(line for line in result.stdout.lines if "claim-good PASSED" in line)
+    assert re.search(r"PASSED \(.*\d.*\)", line), line
 
 
 def test_keyword_selects_claims(pytester, cache):
