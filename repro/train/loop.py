@@ -55,6 +55,7 @@ from repro.data.base import ImageData
 from repro.train.models import ConvNet, build_model, run_view, stack_models, unstack_model
 from repro.train.optim import (
     GRAPH_SAFE,
+    CapturableAdagrad,
     KernelUsed,
     Regularizer,
     StepSchedule,
@@ -74,6 +75,11 @@ LOSS_POINTS = 200
 CHECKPOINT_FORMAT = 2
 # "0" turns CUDA graphs off (they are on by default on CUDA).
 CUDA_GRAPHS_ENV = "REPRO_CUDA_GRAPHS"
+# "plain" steps every optimizer one parameter at a time (foreach=False, fused=False) instead of
+# the fastest kernels the installed torch has ("fastest", the default): the reference a machine's
+# fast kernels are checked against (``repro gpu-check``), and the way to train without them.
+OPTIMIZER_KERNELS_ENV = "REPRO_OPTIMIZER_KERNELS"
+OPTIMIZER_KERNELS = ("fastest", "plain")
 
 
 @dataclass(frozen=True)
@@ -330,6 +336,18 @@ def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, 
         histories=histories,
         diverged=[None] * k,
     )
+
+
+def use_plain_kernels(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Step each optimizer one parameter at a time. Set before the first step (torch places each
+    step counter by these flags when it creates the state) and kept on resume
+    (``load_keeping_kernels``). The capturable Adagrad has only its own foreach step: left as is,
+    and provenance says so."""
+    for opt in optimizers:
+        if isinstance(opt, CapturableAdagrad):
+            continue
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = False, False
 
 
 # --- the step -------------------------------------------------------------------------------
@@ -712,6 +730,7 @@ def train_models(
     cuda_graphs: bool | None = None,
     cudnn_benchmark: bool | None = None,
     graph_backend: GraphBackend | None = None,
+    kernels: str | None = None,
 ) -> list[TrainOutcome]:
     """Train runs together. ``on_step(step, total)`` is called at every recorded loss point
     (~0.5% of the run).
@@ -722,13 +741,20 @@ def train_models(
     to an uninterrupted run. ``cuda_graphs`` / ``cudnn_benchmark``: None = on for CUDA
     (``$REPRO_CUDA_GRAPHS=0`` turns graphs off). ``graph_backend``: how graphs are made; None =
     ``CudaGraphBackend`` on CUDA, no graphs elsewhere (tests pass a fake to run the graph path on
-    the CPU). Each outcome's ``execution`` says what ran.
+    the CPU). ``kernels``: "fastest" or "plain" optimizer kernels (None: ``$REPRO_OPTIMIZER_KERNELS``,
+    default fastest). Each outcome's ``execution`` says what ran.
     """
+    kernels = kernels or os.environ.get(OPTIMIZER_KERNELS_ENV) or "fastest"
+    if kernels not in OPTIMIZER_KERNELS:
+        raise ValueError(f"optimizer kernels {kernels!r} (from the kernels argument or ${OPTIMIZER_KERNELS_ENV}): "
+                         f"expected one of {', '.join(OPTIMIZER_KERNELS)}")
     set_precision(configs[0].train.precision, device, cudnn_benchmark)
     if graph_backend is None and device.type == "cuda":
         graph_backend = CudaGraphBackend()
     graphs = graph_backend is not None and graphs_wanted(configs, cuda_graphs, data)
     state = init_state(configs, data, device, capturable=graphs and graph_backend.capturable)
+    if kernels == "plain":
+        use_plain_kernels(state.optimizers)
     resumed = load_checkpoint(checkpoint, configs)
     if resumed is not None:
         restore_state(state, resumed)
