@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import importlib
 import json
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from repro.names import ARCHS, DATASETS  # re-exported: one list of the built-in names
 
 OPTIMIZERS = ("sgd", "adam", "amsgrad", "adamax", "rmsprop", "adagrad", "adadelta")
 # Paper section 2.1 and supplement Fig. 3: method-specific base learning rates.
@@ -34,17 +35,7 @@ BASE_LR = {
     "adadelta": 1.0,
 }
 REGULARIZERS = ("none", "l2", "wd")
-ARCHS = ("basicnet", "vgg11", "vgg16", "vgg19")
 ACTIVATIONS = ("relu", "leaky_relu")
-DATASETS = (
-    "digits",
-    "shapes_clean",
-    "shapes_cluttered",
-    "cifar10",
-    "cifar100",
-    "tinyimagenet",
-    "imagenet",
-)
 SCHEDULE_UNITS = ("steps", "epochs")
 # fp32: strict IEEE float32 everywhere (the paper's). tf32: convolutions and matmuls may use
 # TensorFloat-32 on GPUs that have it (faster, ~1e-3 relative error per product): a different run.
@@ -292,10 +283,12 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
 
 
 def plugin_registry() -> types.ModuleType:
-    """``repro.plugins``, imported by name when a config names an architecture or dataset that is not
-    built in. Built-in runs never run it, so it is not in their training key; the key of a plug-in
-    run covers it and the plug-in's own code (repro.cache.keys: plugin_fingerprint)."""
-    return importlib.import_module("repro.plugins")
+    """``repro.plugins``, imported when a config names an architecture or dataset that is not
+    built in (it is in every run's training key, being imported by this module; a plug-in run's key
+    also covers the plug-in's own code: repro.cache.keys.plugin_fingerprint)."""
+    from repro import plugins
+
+    return plugins
 
 
 def _plugin(kind: str, name: str, path: str, errors: list[ConfigError]) -> Any:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from repro.config import ARCHS, DATASETS
+from repro.names import ARCHS, DATASETS
 
 MODEL_GROUP = "repro.models"
 DATASET_GROUP = "repro.datasets"

@@ -100,8 +100,8 @@ def test_golden_fingerprints_follow_behaviour_not_text(source_copy):
 # them today. A change here is a decision: every user's cached runs follow this set.
 GOLDEN_TRAINING_MODULES = (
     "repro", "repro.config", "repro.data", "repro.data.base", "repro.data.catalog", "repro.data.cifar",
-    "repro.data.embedded", "repro.data.folder", "repro.netshape", "repro.train", "repro.train.loop",
-    "repro.train.models", "repro.train.optim",
+    "repro.data.embedded", "repro.data.folder", "repro.names", "repro.netshape", "repro.plugins", "repro.train",
+    "repro.train.loop", "repro.train.models", "repro.train.optim",
 )
 
 
