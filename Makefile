@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 JOBS ?= 2
 BIN = $(VENV)/bin
 
-.PHONY: setup test smoke verify plan benchmark clean-cache
+.PHONY: setup test smoke verify plan benchmark clean-cache gpu-check
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ smoke: setup
 # The paper-scale tier (needs a CUDA GPU; without one it runs the smoke tier and says so).
 verify: setup
 	$(BIN)/repro verify --tier full -j 1
+
+# Minutes: the fast training path (stacked groups, fused kernels, CUDA graphs, resume) against
+# the plain loop for every kind of full-tier group on this machine -> reports/gpu-check.md.
+gpu-check: setup
+	$(BIN)/repro gpu-check
 
 plan: setup
 	$(BIN)/repro plan --tier full

@@ -343,6 +343,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return dry_run(list(selection.specs), list(selection.paths), args.tier, store, args.steps, _executor(args),
                        device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
                        Path(args.out) if args.out else None, tables=list(selection.tables))
+    if args.tier == "full" and not gpu_check_first(args, device, store.root):
+        return 1
     planned = _plan(args, selection, device, measure=True)
     print_plan(planned[0])
     if args.tier != requested_tier:
@@ -362,6 +364,43 @@ def cmd_verify(args: argparse.Namespace) -> int:
     test_status = pytest.main(pytest_args)
     cmd_report(args, selection)
     return int(test_status) or train_status
+
+
+def cmd_gpu_check(args: argparse.Namespace, device: str | None = None) -> int:
+    """Train every kind of group the tier plans a few dozen steps, fast path against plain loop,
+    switch off what disagrees on this machine, write the report (``repro.gpu_check``)."""
+    from repro.gpu_check import run_gpu_check
+    from repro.machine import training_device
+
+    device = device or training_device(args.device)
+    # Every kind of the whole tier (claims and tables), whatever -k narrows elsewhere.
+    whole = argparse.Namespace(**{**vars(args), "k": None, "claims": None, "tier": args.tier})
+    plan, store = _plan(whole, device=device)
+    quick = None if args.size == "auto" else args.size == "quick"
+    run_gpu_check([r.config for r in plan.runs], store.root, device=device, steps=args.steps,
+                  max_kinds=args.max_kinds, quick=quick, out=Path(args.out), tier=args.tier)
+    return 0
+
+
+def gpu_check_first(args: argparse.Namespace, device: str, cache_root: Path) -> bool:
+    """Before the full tier: run ``repro gpu-check`` unless it passed on this machine, driver,
+    torch and code (its record under the cache root); False (say why) when it could not run."""
+    from repro.gpu_check import RECORD_FILE, passed_here
+
+    if passed_here(cache_root, device):
+        print(f"gpu-check: already done on this machine, driver, torch and code ({cache_root / RECORD_FILE}); "
+              "not run again")
+        return True
+    print("gpu-check: not yet done on this machine, driver, torch and code: running it first (minutes)")
+    check = argparse.Namespace(**{**vars(args), "tier": "full", "steps": None, "max_kinds": None, "size": "auto",
+                                  "out": "reports/gpu-check.md"})
+    try:
+        cmd_gpu_check(check, device)
+    except Exception as e:  # noqa: BLE001  (the long run does not start on a check that broke)
+        print(f"error: gpu-check failed ({type(e).__name__}: {e}); the full tier was not started. "
+              "Run `repro gpu-check` to see it.", file=sys.stderr)
+        return False
+    return True
 
 
 NO_GPU_BANNER = ("=" * 78 + "\nNO CUDA GPU FOUND: the paper-scale tier would take CPU-months.\n"
@@ -416,3 +455,16 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("gpu-check", parents=[common],
+                       help="minutes: prove the fast training path (stacked groups, fused kernels, CUDA graphs, "
+                            "resume) against the plain loop on this machine; switch off what disagrees")
+    p.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="where claim files live (default: claims/)")
+    p.add_argument("--tier", choices=TIERS, default="full", help="whose kinds of group to check (default full)")
+    p.add_argument("--max-kinds", type=positive_int, default=None,
+                   help="check at most N kinds of group, one of each data family first (default: all)")
+    p.add_argument("--steps", type=positive_int, default=None, help="steps per path (default 32 on a GPU, 10 on a CPU)")
+    p.add_argument("--size", choices=("auto", "quick", "real"), default="auto",
+                   help="quick: shrunk networks (the CPU default); real: the groups' real size (the GPU default)")
+    p.add_argument("--out", default="reports/gpu-check.md", help="report file (default reports/gpu-check.md)")
+    p.set_defaults(func=cmd_gpu_check)

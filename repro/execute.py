@@ -74,6 +74,8 @@ class GroupJob:
     index: int = 0  # the group's place in the plan (progress updates name it)
     # Where step updates go: a callable in this process, a queue from a worker process, or None.
     progress: Any = field(default=None, compare=False)
+    # Fast features `repro gpu-check` switched off for this kind of group on this machine.
+    switched_off: tuple[str, ...] = ()
 
 
 # -- dry runs ------------------------------------------------------------------------------------
@@ -128,10 +130,13 @@ def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
 
 def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, data_root: str | None,
                 threads: int, dry_run_steps: int | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> list:
+                on_progress: Callable[[int, int], None] | None = None, switched_off: tuple[str, ...] = ()) -> list:
     """Train and measure one group in this process; with ``dry_run_steps``, time its steps;
-    ``on_progress(step, total)`` as training goes."""
+    ``on_progress(step, total)`` as training goes. ``switched_off``: fast features given up
+    (``repro.gpu_check.feature_switches``; "resume": no checkpoint)."""
     import torch
+
+    from repro.gpu_check import feature_switches
 
     from repro.runs import run_and_measure_group
 
@@ -146,8 +151,9 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
             on_progress(step, total)
 
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
-    records = run_and_measure_group(trained, device, Path(data_root) if data_root else None,
-                                    on_step=on_step, checkpoint=checkpoint)
+    with feature_switches(switched_off):
+        records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
+                                        checkpoint=None if "resume" in switched_off else checkpoint)
     if dry_run_steps:
         # Stored under the real run's key (in the dry-run store only): the record carries the real
         # config, which its key was computed from, and says in provenance what was trained instead.
@@ -175,11 +181,11 @@ def _local_group(job: GroupJob) -> list[tuple[str, bool]]:
     if report is not None and hasattr(report, "put"):  # a queue from the process that plans
         queue, report = report, (lambda step, total: queue.put((job.index, step, total)))
     return ensure_group(job, lambda cs, ckpt: train_group(cs, ckpt, job.device, job.data_root, job.threads,
-                                                          job.dry_run_steps, report))
+                                                          job.dry_run_steps, report, job.switched_off))
 
 
 def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root: str | None,
-               dry_run_steps: int | None) -> list:
+               dry_run_steps: int | None, switched_off: tuple[str, ...] = ()) -> list:
     """Runs on a Ray worker. The checkpoint path is the driver's: used where this worker can
     write there (a local instance, a shared filesystem), so a retried task resumes."""
     if device.startswith("cuda"):
@@ -189,7 +195,7 @@ def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         path = None
-    return train_group(configs, path, device, data_root, 0, dry_run_steps)
+    return train_group(configs, path, device, data_root, 0, dry_run_steps, switched_off=switched_off)
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -325,7 +331,8 @@ class RayExecutor:
 
         def one(job: GroupJob) -> list[tuple[str, bool]]:
             def train_many(configs, ckpt):
-                return ray.get(task.remote(configs, str(ckpt), job.device, job.data_root, job.dry_run_steps))
+                return ray.get(task.remote(configs, str(ckpt), job.device, job.data_root, job.dry_run_steps,
+                                           job.switched_off))
 
             return ensure_group(job, train_many)
 
@@ -403,10 +410,12 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
         return summary
     groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device
+    groups, switched = honour_gpu_check(groups, store.root, worker_device)
     n_threads = executor.thread_count(plan.device, len(groups))
     jobs_ = [GroupJob(tuple(r.config for r in g),
                       tuple(r.key for r in g), str(store.root), str(data_root) if data_root else None,
-                      worker_device, n_threads, dry_run_steps, index=i) for i, g in enumerate(groups)]
+                      worker_device, n_threads, dry_run_steps, index=i, switched_off=switched[i])
+             for i, g in enumerate(groups)]
     what = f"dry-running ({dry_run_steps} steps)" if dry_run_steps else "training"
     steps = [dry_run_steps or g[0].steps for g in groups]  # the runs of a group share their schedule
     shown = Progress(sum(n * len(g) for n, g in zip(steps, groups)),
@@ -432,6 +441,29 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
             executor.close()
         shown.close()
     return summary
+
+
+def honour_gpu_check(groups: list[list[PlannedRun]], cache_root: Path,
+                     device: str) -> tuple[list[list[PlannedRun]], list[tuple[str, ...]]]:
+    """The groups as this machine's ``repro gpu-check`` record allows them (a kind whose stacking
+    failed trains its runs one by one) and the features each gives up, with one warning per
+    feature and kind saying what and why. No record for this machine: nothing is switched off."""
+    from repro.gpu_check import SwitchedOff, announce, kind_of
+
+    record = SwitchedOff.load(cache_root, device)
+    out: list[list[PlannedRun]] = []
+    switched: list[tuple[str, ...]] = []
+    said: set[str] = set()
+    for g in groups:
+        off = record.for_group([r.config for r in g])
+        for line in announce(kind_of([r.config for r in g]).id, off, record.path):
+            if line not in said:
+                said.add(line)
+                log.warning("%s", line)
+        parts = [[r] for r in g] if "stacked" in off else [g]
+        out += parts
+        switched += [tuple(sorted(off))] * len(parts)
+    return out, switched
 
 
 def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, device: str = "auto",

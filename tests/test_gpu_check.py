@@ -1,0 +1,206 @@
+"""repro gpu-check on the CPU: the command runs every feature but graphs and writes its report; a
+feature that disagrees (a graph backend whose replay steps twice) is caught, switched off for its
+kind, recorded, announced and honoured by the training path; the record makes a second
+``verify --tier full`` skip the check; the tolerance is derived per precision."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import repro.claims_cli as claims_cli
+import repro.gpu_check as gc
+from repro.cli import main
+from repro.config import run_config_from_dict
+
+CPU = torch.device("cpu")
+
+
+def run_cli(*argv: str) -> int:
+    try:
+        return main(list(argv))
+    except SystemExit as e:  # argparse
+        return int(e.code or 0)
+
+
+def group(n: int = 2, dataset: str = "cifar10", names=("adam", "sgd")) -> list:
+    return [run_config_from_dict({
+        "model": {"width": 0.0625}, "data": {"dataset": dataset},
+        "optim": {"name": names[i % len(names)], "lam": 1e-4},
+        "train": {"unit": "steps", "phases": [4, 6], "batch_size": 8, "seed": i, "snapshots": 1},
+    }) for i in range(n)]
+
+
+def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_applicable(tmp_path, capsys):
+    out = tmp_path / "gpu-check.md"
+    # One kind of each data family of the full tier (CIFAR 32x32, TinyImageNet 64x64, folder data).
+    assert run_cli("gpu-check", "--cache-dir", str(tmp_path / "cache"), "--max-kinds", "3", "--out", str(out)) == 0
+    text = out.read_text()
+    assert "**CPU run**" in text and "graphs: not applicable" in text
+    kinds = [line.split("|")[1].strip() for line in text.split("## Features per kind of group")[1].split("## ")[0]
+             .splitlines() if line.startswith("| ") and not line.startswith("| kind")]
+    assert len(kinds) == 3
+    assert any(k.startswith(("cifar10 ", "cifar100 ")) for k in kinds)
+    assert any(k.startswith("tinyimagenet ") for k in kinds)
+    assert any(" folder data " in k for k in kinds)
+    assert text.count("not applicable: no CUDA device here (CPU run)") == 2  # the folder kind: never graphed
+    assert "check took" in text and "## The tier's estimate" in text
+    assert "took" in capsys.readouterr().out
+    # The digits-like family comes from the smoke tier.
+    small = tmp_path / "small.md"
+    assert run_cli("gpu-check", "--tier", "smoke", "--cache-dir", str(tmp_path / "cache"), "--max-kinds", "1",
+                   "--out", str(small)) == 0
+    assert "digits" in small.read_text() or "shapes" in small.read_text()
+
+
+class ReplayTwice:
+    """A graph backend for the CPU with a fault: every replay runs the step twice."""
+
+    capturable = False
+
+    def warmup(self, step) -> None:
+        step()
+
+    def new_pool(self) -> object:
+        return object()
+
+    def capture(self, step, pool):
+        return step  # a capture records, it does not run
+
+    def replay(self, graph) -> None:
+        graph()
+        graph()
+
+    def release(self, graph) -> None:
+        pass
+
+
+class ReplayOnce(ReplayTwice):
+    def replay(self, graph) -> None:
+        graph()
+
+
+def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_honoured(tmp_path, monkeypatch):
+    configs = group(2)
+    cache = tmp_path / "cache"
+    said: list[str] = []
+    result = gc.run_gpu_check(configs, cache, device="cpu", out=tmp_path / "r.md", graph_backend=ReplayTwice(),
+                              say=said.append)
+    (r,) = result.results
+    status = {f.feature: f.status for f in r.features}
+    assert status == {"stacked": "passed", "kernels": "passed", "graphs": "failed", "resume": "passed"}
+    assert "tolerance" in r.switched_off["graphs"]
+    assert any(line.startswith("gpu-check switched off graphs") and "REPRO_CUDA_GRAPHS=0" in line for line in said)
+    record = json.loads((cache / gc.RECORD_FILE).read_text())
+    (entry,) = record.values()
+    assert entry["kinds"][r.kind.id]["switched_off"].keys() == {"graphs"} and entry["complete"]
+    assert "graphs (" in (tmp_path / "r.md").read_text().split("## Switched off")[1]
+
+    # The training path consults the record: this kind trains without graphs, and says so.
+    from repro.execute import honour_gpu_check
+    from repro.plan import PlannedRun
+
+    planned = [[PlannedRun(str(i), c) for i, c in enumerate(configs)]]
+    groups, switched = honour_gpu_check(planned, cache, "cpu")
+    assert groups == planned and switched == [("graphs",)]
+    with gc.feature_switches(switched[0]):
+        import os
+
+        assert os.environ["REPRO_CUDA_GRAPHS"] == "0"
+    # Another mix of optimizers of the same dataset and architecture inherits the finding.
+    assert gc.SwitchedOff.load(cache, "cpu").for_group(group(2, names=("rmsprop",))).keys() == {"graphs"}
+
+    # The same check with a sound backend: graphs pass (the fault is what was caught).
+    ok = gc.run_gpu_check(configs, tmp_path / "cache2", device="cpu", out=None, graph_backend=ReplayOnce(),
+                          say=lambda line: None)
+    assert {f.feature: f.status for f in ok.results[0].features}["graphs"] == "passed"
+    assert ok.results[0].worst < 1
+
+
+def test_a_stacked_group_that_loses_a_run_is_caught(tmp_path, monkeypatch):
+    # A fault in stacking: the fast path's second run comes back as the first run's copy.
+    real = gc.train_fast
+
+    def faulty(configs, data, device, off, backend, workdir, stop):
+        out = real(configs, data, device, off, backend, workdir, stop)
+        if "stacked" not in off and len(out.outcomes) > 1:
+            out.outcomes[1] = out.outcomes[0]
+        return out
+
+    monkeypatch.setattr(gc, "train_fast", faulty)
+    result = gc.run_gpu_check(group(2, names=("adam",)), tmp_path / "cache", device="cpu", out=None,
+                              say=lambda line: None)
+    assert {f.feature: f.status for f in result.results[0].features}["stacked"] == "failed"
+    assert result.switched_off[result.results[0].kind.id].keys() == {"stacked"}
+
+
+def test_a_second_full_verify_skips_the_check_by_its_stamp(tmp_path, monkeypatch, capsys):
+    ran: list[str] = []
+
+    def fake_check(args, device=None):
+        ran.append(device)
+        gc.write_record(Path(args.cache_dir), gc.MachineKey.here(device), [], complete=True)
+        return 0
+
+    monkeypatch.setattr(claims_cli, "cmd_gpu_check", fake_check)
+    monkeypatch.setattr(claims_cli, "cmd_train", lambda *a, **k: 0)
+    monkeypatch.setattr(claims_cli, "cmd_report", lambda *a, **k: 0)
+    import pytest as pytest_module
+
+    monkeypatch.setattr(pytest_module, "main", lambda *a, **k: 0)
+    argv = ["verify", "--tier", "full", "--force", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out"), "-k", "amsgrad"]
+    assert run_cli(*argv) == 0
+    assert ran == ["cpu"] and "running it first" in capsys.readouterr().out
+    assert run_cli(*argv) == 0
+    assert ran == ["cpu"] and "not run again" in capsys.readouterr().out
+
+
+def test_a_check_that_breaks_stops_the_full_tier_before_training(tmp_path, monkeypatch, capsys):
+    def broken(args, device=None):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    trained: list = []
+    monkeypatch.setattr(claims_cli, "cmd_gpu_check", broken)
+    monkeypatch.setattr(claims_cli, "cmd_train", lambda *a, **k: trained.append(1) or 0)
+    assert run_cli("verify", "--tier", "full", "--force", "--device", "cpu", "--cache-dir", str(tmp_path / "c"),
+                   "--out", str(tmp_path / "out"), "-k", "amsgrad") == 1
+    assert not trained and "full tier was not started" in capsys.readouterr().err
+
+
+def test_the_tolerance_is_derived_per_precision_from_a_measured_spread():
+    (c,) = group(1)
+    data = gc.fabricated_data(c, CPU)
+    (plain,) = gc.train_plain([c], data, CPU).outcomes
+    tol = {p: gc.measure_spread(c, plain, gc.perturbed(data, p), CPU, p) for p in ("fp32", "tf32")}
+    weight = "blocks.0.conv.weight"
+    # One ulp (2^-24) against a TF32 rounding (2^-11): the measured spreads and the floors differ.
+    assert tol["fp32"].floor == 64 * 2.0 ** -24 and tol["tf32"].floor == 64 * 2.0 ** -11
+    assert 0 < tol["fp32"].spread[weight] < tol["tf32"].spread[weight]
+    assert tol["tf32"].of(weight) > 100 * tol["fp32"].of(weight)
+    assert tol["fp32"].of(weight) == max(tol["fp32"].floor, gc.SAFETY * tol["fp32"].spread[weight])
+    # Integer tensors must be equal; a rounding-sized spread is no licence for a lost step.
+    (again,) = gc.train_plain([c], data, CPU).outcomes
+    assert tol["fp32"].worst(gc.distances(again, plain))[0] == 0  # the plain loop repeats bit for bit
+    moved = gc.distances(again, plain)
+    moved["blocks.0.bn.num_batches_tracked"] = math.inf
+    assert math.isinf(tol["fp32"].worst(moved)[0])
+
+
+def test_plain_kernels_are_asked_for_and_provenance_says_so(monkeypatch):
+    from repro.train.loop import train_models
+
+    (c,) = group(1)
+    data = gc.fabricated_data(c, CPU)
+    fast = train_models([c], data, CPU)[0].execution.kernel("adam")
+    assert fast.kernel in ("fused", "foreach")
+    assert train_models([c], data, CPU, kernels="plain")[0].execution.kernel("adam").kernel == "plain"
+    monkeypatch.setenv("REPRO_OPTIMIZER_KERNELS", "plain")
+    assert train_models([c], data, CPU)[0].execution.kernel("adam").kernel == "plain"
+    monkeypatch.setenv("REPRO_OPTIMIZER_KERNELS", "fused-please")
+    with pytest.raises(ValueError, match="REPRO_OPTIMIZER_KERNELS"):
+        train_models([c], data, CPU)
