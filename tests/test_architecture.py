@@ -45,3 +45,14 @@ def test_torch_in_a_reading_stage_breaks_the_torch_line(tmp_path):
     verdict.write_text(verdict.read_text() + "\n\ndef _inverted():\n    import torch\n    return torch\n")
     out = lint(root)
     assert out.returncode != 0 and "repro.check.verdict -> torch" in out.stdout
+
+
+def test_every_module_of_the_package_has_a_layer():
+    """A new top-level module outside the contract would be unconstrained: every one is placed."""
+    text = (REPO / ".importlinter").read_text()
+    layers = text.split("layers =", 1)[1].split("[importlinter:", 1)[0]
+    placed = {name.strip() for line in layers.splitlines() for name in line.split("|") if name.strip()}
+    package = REPO / "repro"
+    found = {f"repro.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"} | \
+        {f"repro.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert found - placed == set(), "modules without a layer in .importlinter"
