@@ -141,6 +141,17 @@ def render_plots(spec: ClaimSpec, tier: TierSpec, store: RunStore, out: Path,
     return names
 
 
+def _finish(fig, ax, drawn: bool, ylabel: str, title: str, path: Path) -> bool:
+    """Label and save a one-axes figure; close it unsaved when nothing was drawn (False)."""
+    if not drawn:
+        _plt().close(fig)
+        return False
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
@@ -166,14 +177,9 @@ def plot_layers(entry, tier, store, path, title) -> bool:
                label=f"{name} (mean ± std, n={len(recs)})")
         drawn = True
         drawn_recs += recs
-    if not drawn:
-        plt.close(fig)
-        return False
-    ax.set_xticks(np.arange(vals.shape[1]) + 0.4 - width / 2, [f"C{i + 1}" for i in range(vals.shape[1])])
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(title + _trained_on(drawn_recs), fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    if drawn:
+        ax.set_xticks(np.arange(vals.shape[1]) + 0.4 - width / 2, [f"C{i + 1}" for i in range(vals.shape[1])])
+    return _finish(fig, ax, drawn, f"{metric} (%)", title + _trained_on(drawn_recs), path)
 
 
 def plot_axis(entry, tier, store, path, title) -> bool:
@@ -199,13 +205,7 @@ def plot_axis(entry, tier, store, path, title) -> bool:
             ax.set_xticks(positions, [f"{x:g}" if isinstance(x, (int, float)) else str(x) for x in xs])
             ax.set_xlabel(group.axis)
             drawn = True
-    if not drawn:
-        plt.close(fig)
-        return False
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.set_title(title + _trained_on(drawn_recs), fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, drawn, f"{metric} (mean ± std over seeds)", title + _trained_on(drawn_recs), path)
 
 
 def plot_bn_evolution(entry, tier, store, path, title) -> bool:

@@ -152,12 +152,18 @@ def parse_no_scope(raw: Any, errs: Problems) -> str | None:
     return " ".join(raw.split())
 
 
-def parse_assume(raw: Any, tables: FolderTables | None, errs: Problems) -> tuple[Assumption, ...]:
+def _entries(raw: Any, fld: str, expected: str, errs: Problems) -> list:
+    """A non-empty list at ``fld`` (absent: empty), else the problem and an empty list."""
     if raw is None:
-        return ()
+        return []
     if not isinstance(raw, list) or not raw:
-        errs.add("assume", "expected a list of {text, reason, cells} entries: settings the paper does not state")
-        return ()
+        errs.add(fld, f"expected {expected}")
+        return []
+    return raw
+
+
+def parse_assume(raw: Any, tables: FolderTables | None, errs: Problems) -> tuple[Assumption, ...]:
+    raw = _entries(raw, "assume", "a list of {text, reason, cells} entries: settings the paper does not state", errs)
     out = []
     for i, entry in enumerate(raw):
         fld = f"assume[{i}]"
@@ -190,10 +196,8 @@ def _cell_problem(ref: str, tables: FolderTables | None) -> str | None:
 
 
 def parse_scope(raw: Any, tables: FolderTables | None, errs: Problems) -> tuple[ScopeRegion, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        errs.add("scope", "expected a list of regions, each {table, rows, columns, metrics, statement, exceptions}")
+    raw = _entries(raw, "scope", "a list of regions, each {table, rows, columns, metrics, statement, exceptions}", errs)
+    if not raw:
         return ()
     if tables is None:
         errs.add("scope", "there is no tables/ folder beside this claim file, so no table to scope")
