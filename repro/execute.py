@@ -419,7 +419,8 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
     what = f"dry-running ({dry_run_steps} steps)" if dry_run_steps else "training"
     steps = [dry_run_steps or g[0].steps for g in groups]  # the runs of a group share their schedule
     shown = Progress(sum(n * len(g) for n, g in zip(steps, groups)),
-                     f"{progress_label}{what} {len(todo)} runs in {len(groups)} groups on {executor.name}",
+                     f"{progress_label}{what} {_count(len(todo), 'run')} in {_count(len(groups), 'group')} "
+                     f"on {executor.name}",
                      enabled=progress, stream=progress_stream)
     names = [(len(g), f"group {i + 1}/{len(groups)} ({group_label(g)})") for i, g in enumerate(groups)]
     reader = None
@@ -487,6 +488,10 @@ def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], 
         return
     for key, trained in results:
         (summary.trained if trained else summary.reused).append(key)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _message(error: BaseException) -> str:
