@@ -384,3 +384,35 @@ def test_index_leads_with_a_summary(full_report, smoke_report):
     assert "24 are not run yet" in first
     for text in (smoke, full):
         assert text.index("This report checks") < text.index("## Claims") < text.index("## The paper's tables")
+
+
+OWN_CLAIM = """\
+id: own-net-trains
+title: My network trains
+claim: "a network trained on digits is better than chance"
+source: {paper: lab-notebook, where: "2026-12, page 3"}
+tiers:
+  smoke:
+    why: one short run; my own experiment, no paper behind it
+    base: {model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},
+           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}
+    seeds: [0]
+    runs:
+      mine: {}
+    checks:
+      - {kind: distribution, a: {run: mine, metric: test_error}, min: 0, max: 90}
+"""
+
+
+def test_a_folder_without_paper_numbers_gets_pages_without_a_paper(tmp_path):
+    """Claims about one's own experiment: no paper column, no paper-scale wording, right plurals."""
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "own.yaml").write_text(OWN_CLAIM)
+    specs = load_claims([folder / "own.yaml"])
+    render_reports(specs, "smoke", RunStore(tmp_path / "cache"), tmp_path / "report")
+    index = (tmp_path / "report" / "index.md").read_text()
+    header = next(line for line in index.splitlines() if line.startswith("| claim"))
+    assert cells(header) == ["claim", "source", "verdict", "reproduced (mean ± std, n)"]
+    assert "paper" not in index.lower().replace("paper rows", "")
+    assert "1 claim:" in index and "1 of 1 run missing" in index and "1 claims" not in index

@@ -39,8 +39,8 @@ def missing_work(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
     runs = sum(1 for k in keys if store.get(k) is None)
     sims = {g.simulate for g in t.groups.values() if g.simulate is not None}
     absent = sum(1 for sim in sims if simulation_metrics(sim, store) is None)
-    parts = ([f"{runs} of {len(keys)} runs missing"] if runs else []) + \
-        ([f"{absent} of {len(sims)} simulations not computed"] if absent else [])
+    parts = ([f"{runs} of {len(keys)} run{'s' if len(keys) != 1 else ''} missing"] if runs else []) + \
+        ([f"{absent} of {len(sims)} simulation{'s' if len(sims) != 1 else ''} not computed"] if absent else [])
     return "; ".join(parts) if parts else None
 
 

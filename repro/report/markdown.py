@@ -202,6 +202,13 @@ def short_reason(text: str) -> str:
     return words.rstrip(".")
 
 
+def paper_numbers_given(specs: list[ClaimSpec], tier: str) -> bool:
+    """Whether any claim gives a paper's number for a run of this tier: a folder of claims about
+    one's own experiment has none, and its pages then have no paper column or paper wording."""
+    return any(point.paper for s in specs if not s.tier(tier).not_run
+               for group in s.tier(tier).groups.values() for point in group.points)
+
+
 def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
     """One paragraph: how many findings, how many reproduced at this tier (and on how few seeds),
     how many did not, and what could not be run and why."""
@@ -209,11 +216,15 @@ def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str
     n = len(verdicts)
     status = {v.claim_id: v.status for v in verdicts}
     count = lambda st: sum(1 for x in status.values() if x == st)  # noqa: E731
-    scale = ("the paper's own settings" if tier == "full" else
-             "scaled analogs of the paper's settings (smaller data, networks and schedules), so they speak to "
-             "directions and orders, not to the paper's digits")
-    text = [f"This report checks {n} finding{'s' if n != 1 else ''} of the paper, each written as a claim whose "
-            f"checks compare our runs with the paper's words and numbers. At the `{tier}` tier the runs are {scale}."]
+    if paper_numbers_given(specs, tier):
+        scale = ("the paper's own settings" if tier == "full" else
+                 "scaled analogs of the paper's settings (smaller data, networks and schedules), so they speak to "
+                 "directions and orders, not to the paper's digits")
+        text = [f"This report checks {n} finding{'s' if n != 1 else ''} of the paper, each written as a claim whose "
+                f"checks compare our runs with the paper's words and numbers. At the `{tier}` tier the runs are {scale}."]
+    else:
+        text = [f"This report checks {n} claim{'s' if n != 1 else ''}, each decided by checks on the runs it names "
+                f"(tier `{tier}`)."]
     reproduced = [v for v in verdicts if v.status == REPRODUCED]
     few = sum(1 for v in reproduced if v.seeds_note())
     decided = [f"{len(reproduced)} reproduced at the `{tier}` tier"
@@ -250,24 +261,31 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
             status += " (outside CI gate)"
         rows.append((f"[{s.id}]({s.id}.md)", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours, scope_summary(s)))
+    # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
+    with_paper, with_scopes = paper_numbers_given(specs, tier), any(s.scope for s in specs)
+    keep = [True, True, True, with_paper, True, with_scopes]
+    headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "reproduced (mean ± std, n)",
+                                  "paper rows against it"), keep) if k]
+    rows = [tuple(x for x, k in zip(row, keep) if k) for row in rows]
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
-    scale_note = ("" if tier == "full" else
+    scale_note = ("" if tier == "full" or not with_paper else
                   "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
                   "so compare directions and orders, not digits.\n\n")
+    scope_note = ("\n\n*Paper rows against it*: of the rows of the paper's tables the claim's words cover (its scope), "
+                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page."
+                  if with_scopes else "")
+    n = len(verdicts)
     return (f"# {title}, tier `{tier}`\n\n"
             + summary_paragraph(specs, verdicts, tier) + "\n\n"
-            f"## Claims\n\n{len(verdicts)} claims: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says so: "
-            "there the margin or tolerance alone decided, without a significance test.\n\n"
+            f"## Claims\n\n{n} claim{'s' if n != 1 else ''}: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says "
+            "so: there the margin or tolerance alone decided, without a significance test.\n\n"
             + scale_note
-            + tabulate(rows, headers=("claim", "source", "verdict", "paper", "reproduced (mean ± std, n)",
-                                      "paper rows against it"),
-                       tablefmt="github", disable_numparse=True) + "\n\n*Paper rows against it*: of the rows of the "
-            "paper's tables the claim's words cover (its scope), how many the paper's own numbers contradict; each is "
-            "a stated exception on the claim's page.\n\nAll runs: [runs.md](runs.md)\n")
+            + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + scope_note
+            + "\n\nAll runs: [runs.md](runs.md)\n")
 
 
 def check_rule(check: Any, paper: str | None = None) -> str:
