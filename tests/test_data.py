@@ -432,3 +432,27 @@ def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_not
     for (k, a), (_, b) in zip(ahead.model.state_dict().items(), plain.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert ahead.history["loss"] == plain.history["loss"]
+
+
+def test_an_imagenet_batch_reaches_the_device_in_two_copies_and_builds_nothing_from_host_data(tmp_path):
+    """Traced on the meta device: the crops and the labels are the only host-device copies of a
+    batch (pinned and not waited for on CUDA); the flips are applied on the host and the
+    normalisation constants are made once, so no step builds a tensor from host data."""
+    from repro.train.profile import StepTrace, _FactoryRecorder, _Recorder
+
+    _imagenet_tree(tmp_path)
+    host = load_dataset(DataConfig(dataset="imagenet"), tmp_path)
+    index, flip = torch.tensor([[5, 1, 3], [0, 2, 4]]), torch.tensor([[False, True, False], [True, True, False]])
+    want_x, want_y = host.to("cpu").train_batch(index, flip)
+    # The flips mirror the width, as on the device before: the same batch as a flip there.
+    plain_x, _ = host.to("cpu").train_batch(index, None)
+    assert torch.equal(want_x, torch.where(flip[..., None, None, None], plain_x.flip(-1), plain_x))
+    assert want_x.shape[:2] == index.shape and torch.equal(want_y, host.train_y[index])
+    data = host.to("meta")
+    data.train_batch(index, flip)  # the first batch makes the constants
+    trace = StepTrace(runs=2)
+    with _FactoryRecorder(trace), _Recorder(trace):
+        data.train_batch(index, flip)
+    assert len(trace.copies) == 2, trace.copies
+    assert not [c for c in trace.blocking_copies if "from host data" in c], trace.blocking_copies
+    assert trace.syncs == []

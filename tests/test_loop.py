@@ -6,8 +6,13 @@ import torch
 
 from repro.config import run_config_from_dict
 from repro.data.base import ImageData
-from repro.train.loop import BatchStream, train_model
+from repro.train.loop import BatchStream, train_models
 
+
+
+def train_model(config, data, device):
+    """One run: a group of one."""
+    return train_models([config], data, device)[0]
 
 def tiny_data(n=48, classes=3, side=8, seed=0) -> ImageData:
     g = torch.Generator().manual_seed(seed)

@@ -262,20 +262,29 @@ class FolderImageData:
 
     def to(self, device: torch.device | str) -> "FolderImageData":
         device = torch.device(device)
-        return replace(self, device=device, train_y=self.train_y.to(device), test_y=self.test_y.to(device))
+        # The labels stay on the host too: each batch's are gathered there (see train_batch).
+        host_y = self._state.get("host_y", self.train_y.cpu())
+        moved = replace(self, device=device, train_y=self.train_y.to(device), test_y=self.test_y.to(device))
+        moved._state["host_y"] = host_y
+        return moved
 
     def train_batch(self, index: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops of the images at ``index``; the same index tensor gives the same crops.
         A batch announced with ``prefetch`` was decoded in the background and is taken from there."""
         # ``index`` may be (K, B) for K stacked runs: decode the flat batch, then restore the shape.
+        # Everything per batch happens on the host and reaches the device in two copies from pinned
+        # memory that the host does not wait for (the images, the labels): the flips are applied
+        # to the uint8 crops and the labels gathered before the copy, the normalisation constants
+        # live on the device from the first batch on. (The loop hands folder data host indices.)
         idx = index.detach().to("cpu", torch.int64).reshape(-1)
         pending = self._ahead.pop(idx.numpy().tobytes(), None)
         host = pending.result() if pending is not None else self._decode_host(*self._train_crops(idx))
+        if flip is not None:
+            flips = flip.detach().to("cpu").reshape(-1)
+            host[flips] = host[flips].flip(-2)  # (B, H, W, C): mirror the width
         x = self._on_device(host)
         x = x.reshape(*index.shape, *x.shape[1:])
-        if flip is not None:
-            x = torch.where(flip.to(x.device)[..., None, None, None], x.flip(-1), x)
-        return x, self.train_y[index.to(self.train_y.device)]
+        return x, self._labels(idx).reshape(index.shape)
 
     def prefetch(self, index: torch.Tensor, flip: torch.Tensor | None = None) -> None:
         """Start decoding the batch at ``index`` in a background thread, so that it overlaps the
@@ -338,9 +347,24 @@ class FolderImageData:
         host = torch.from_numpy(out)
         return host.pin_memory() if self.device.type == "cuda" else host
 
+    def _labels(self, idx: torch.Tensor) -> torch.Tensor:
+        """The labels at host indices ``idx``, gathered on the host and copied without waiting."""
+        if "host_y" not in self._state:
+            self._state["host_y"] = self.train_y.cpu()
+        y = self._state["host_y"][idx]
+        if self.device.type == "cuda":
+            y = y.pin_memory()
+        return y.to(self.device, non_blocking=True)
+
+    def _constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet's per-channel mean and std on the device, made once (not per batch)."""
+        if "norm" not in self._state:
+            self._state["norm"] = (torch.tensor(IMAGENET_MEAN, device=self.device)[:, None, None],
+                                   torch.tensor(IMAGENET_STD, device=self.device)[:, None, None])
+        return self._state["norm"]
+
     def _on_device(self, host: torch.Tensor) -> torch.Tensor:
         """Normalised float32 (B, 3, crop, crop) on the device (the arithmetic runs there)."""
         x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device)[:, None, None]
-        std = torch.tensor(IMAGENET_STD, device=self.device)[:, None, None]
+        mean, std = self._constants()
         return ((x - mean) / std).contiguous()

@@ -715,11 +715,6 @@ def interrupt_at_step_end() -> Iterator[dict]:
 # --- the loop -------------------------------------------------------------------------------
 
 
-def train_model(config: RunConfig, data: ImageData, device: torch.device,
-                on_step: Callable[[int, int], None] | None = None) -> TrainOutcome:
-    return train_models([config], data, device, on_step)[0]
-
-
 def train_models(
     configs: list[RunConfig],
     data: ImageData,
