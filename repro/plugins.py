@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.metadata
+import os
 import sys
 import types
 import typing
@@ -98,11 +99,45 @@ _KINDS = {"model": (MODEL_GROUP, ARCHS, "architecture", ModelPlugin),
           "dataset": (DATASET_GROUP, DATASETS, "dataset", DatasetPlugin)}
 
 
+# Plug-ins named as "module:attribute" rather than installed with entry points: a claims folder's
+# repro.yaml adds its own here (repro.spec.folder), and worker processes inherit the variable.
+NAMED_ENV = "REPRO_PLUGINS"
+
+
+def add_named(values: tuple[str, ...] | list[str]) -> None:
+    """Make the plug-ins named "module:attribute" known to this process and to those it starts."""
+    current = [v for v in os.environ.get(NAMED_ENV, "").split(",") if v]
+    os.environ[NAMED_ENV] = ",".join(dict.fromkeys([*current, *values]))
+
+
+def _named(kind: str) -> list[importlib.metadata.EntryPoint]:
+    """The "module:attribute" plug-ins of ``kind``, as entry points (without a distribution)."""
+    group, _builtins, _what, cls = _KINDS[kind]
+    found = []
+    for value in (v.strip() for v in os.environ.get(NAMED_ENV, "").split(",")):
+        if not value:
+            continue
+        module, _, attribute = value.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attribute)
+        except Exception as e:  # noqa: BLE001  (any error of the user's module is reported, named)
+            raise PluginError(f"plug-in {value} (named in ${NAMED_ENV} or a claims folder's repro.yaml): loading it "
+                              f"failed: {type(e).__name__}: {e}") from e
+        if isinstance(obj, (ModelPlugin, DatasetPlugin)) and not isinstance(obj, cls):
+            continue  # a plug-in of the other kind
+        if not isinstance(obj, cls):
+            raise PluginError(f"plug-in {value}: names a {type(obj).__name__}, expected a repro.plugins.ModelPlugin "
+                              "or DatasetPlugin")
+        found.append(importlib.metadata.EntryPoint(obj.name, value, group))
+    return found
+
+
 def _entry_points(kind: str) -> dict[str, importlib.metadata.EntryPoint]:
-    """The group's entry points by name, refusing names of built-ins and names declared twice."""
+    """The group's entry points by name (installed ones, then those named "module:attribute"),
+    refusing names of built-ins and names declared twice."""
     group, builtins, what, _ = _KINDS[kind]
     found: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in importlib.metadata.entry_points(group=group):
+    for ep in [*importlib.metadata.entry_points(group=group), *_named(kind)]:
         if ep.name in builtins:
             raise PluginError(f"the plug-in {what} {ep.name!r} ({ep.value}, {_dist_label(ep)}, entry point group "
                               f"{group}) has the name of repro's built-in {what} {ep.name!r}: rename the plug-in")
@@ -155,8 +190,13 @@ class UnknownPlugin(PluginError):
         self.kind, self.name, self.known = kind, name, known
 
 
-@functools.lru_cache(maxsize=None)
 def _resolve(kind: str, name: str) -> Resolved:
+    return _resolve_with(kind, name, os.environ.get(NAMED_ENV, ""))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_with(kind: str, name: str, named: str) -> Resolved:
+    """``_resolve`` for one value of the named plug-ins (a folder that adds some resolves anew)."""
     group, builtins, what, cls = _KINDS[kind]
     eps = _entry_points(kind)
     ep = eps.get(name)
@@ -176,9 +216,13 @@ def _resolve(kind: str, name: str) -> Resolved:
     if problems:
         raise PluginError(f"{where}: " + "; ".join(problems))
     dist = getattr(ep, "dist", None)
-    if dist is None:
-        raise PluginError(f"{where}: the entry point has no distribution, so the run's cache key could not name "
-                          f"its version")
+    if dist is None:  # named "module:attribute": its package's version where it has one
+        top = ep.module.split(".")[0]
+        try:
+            version = importlib.metadata.version(top)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unversioned"
+        return Resolved(kind, name, obj, ep.value, ep.module, _source(ep.module), top, version)
     return Resolved(kind, name, obj, ep.value, ep.module, _source(ep.module), dist.metadata["Name"], dist.version)
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from repro.spec.claims import TIERS
+from repro.spec.folder import FOLDER_FILE
 from repro.spec.paper import PAPER_FILE
 from repro.spec.source import SpecError
 
@@ -115,7 +116,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def is_claim_file(file_path: Path, session: pytest.Session) -> bool:
     """A claims folder's *.yaml (not a base/draft, not the paper description), or one named explicitly."""
-    if file_path.suffix != ".yaml" or file_path.name.startswith("_") or file_path.name == PAPER_FILE:
+    if file_path.suffix != ".yaml" or file_path.name.startswith("_") or file_path.name in (PAPER_FILE, FOLDER_FILE):
         return False
     return (file_path.parent / PAPER_FILE).is_file() or session.isinitpath(file_path)
 

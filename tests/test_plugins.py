@@ -140,9 +140,9 @@ def registry(monkeypatch, tmp_path):
     from repro import plugins
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    plugins._resolve.cache_clear()
+    plugins._resolve_with.cache_clear()
     yield tmp_path
-    plugins._resolve.cache_clear()
+    plugins._resolve_with.cache_clear()
 
 
 def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(registry):
@@ -187,3 +187,35 @@ def test_builtin_canonical_json_has_no_plugin_fields():
 
     assert "params" not in RunConfig().canonical_json()
     assert run_key(RunConfig(), fingerprint="0" * 16) == GOLDEN_KEY
+
+
+def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):
+    """The same plug-ins, not installed (no entry points): the claims folder names them in
+    repro.yaml as "module:attribute" and the package is importable from PYTHONPATH. The folder
+    validates, its BasicNet claim trains and verifies, and a bad name is a file:line error."""
+    root = tmp_path
+    shutil.copytree(EXAMPLE, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    claims = root / "src" / "claims"
+    (claims / "repro.yaml").write_text("plugins:\n  - repro_plugin_example.models:mlp\n"
+                                       "  - repro_plugin_example.datasets:skdigits\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS")}
+    env.update(PYTHONPATH=str(root / "src"), REPRO_CACHE=str(root / "cache"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "repro"), *args], cwd=root / "src", env=env, capture_output=True, text=True,
+                              timeout=900)
+
+    validated = run("validate", "--claims-dir", "claims")
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "2 of 2 claim files valid" in validated.stdout
+    verified = run("verify", "--tier", "smoke", "--claims-dir", "claims", "-k", "basicnet", "--out",
+                   str(root / "report"), "--device", "cpu")
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
+    assert "1 passed" in verified.stdout
+    # Without repro.yaml the names are unknown again; a name that is not module:attribute is refused.
+    (claims / "repro.yaml").write_text("plugins:\n  - repro_plugin_example.models\n")
+    bad = run("validate", "--claims-dir", "claims")
+    assert bad.returncode == 2 and "repro.yaml:2: plugins[0]: expected \"module:attribute\"" in bad.stderr
+    (claims / "repro.yaml").unlink()
+    unknown = run("validate", "--claims-dir", "claims")
+    assert unknown.returncode == 2 and "unknown architecture 'mlp'" in unknown.stderr

@@ -40,6 +40,7 @@ from repro.config import (
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers, unrecorded
+from repro.spec.folder import FOLDER_FILE, use_folder_plugins
 from repro.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
 from repro.spec.scope import Assumption, ScopeRegion, parse_assume, parse_no_scope, parse_scope
 from repro.spec.simulation import DecayConfig, parse_simulation
@@ -136,6 +137,8 @@ class ClaimSpec:
 
 
 def load_claim(path: Path) -> ClaimSpec:
+    # Plug-ins the folder names as "module:attribute" are known before its configs are validated.
+    use_folder_plugins(Path(path).parent)
     source = load_source(path)
     errs = Problems(source)
     spec = _parse_claim(source, errs)
@@ -163,8 +166,10 @@ def load_claims(paths: list[Path]) -> list[ClaimSpec]:
 
 
 def claim_files(root: Path) -> list[Path]:
-    """claims/*.yaml, skipping shared bases (files or folders starting with '_') and the paper description."""
-    return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_") and p.name != PAPER_FILE)
+    """claims/*.yaml, skipping shared bases (files or folders starting with '_'), the paper
+    description and the folder's settings (repro.yaml)."""
+    return sorted(p for p in Path(root).glob("*.yaml")
+                  if not p.name.startswith("_") and p.name not in (PAPER_FILE, FOLDER_FILE))
 
 
 def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
