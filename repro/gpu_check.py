@@ -632,7 +632,7 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
     tol = tolerances[0]
     summary = (f"{SAFETY:g} x measured spread, floor {tol.floor:.2g} ({precision}); e.g. "
                f"{configs[0].optim.name} conv1 {tol.of(_first_weight(tol)):.2g}, loss {tol.of('loss'):.2g}")
-    scale = (f"{len(configs)} runs, width {configs[0].model.width:g}, batch {configs[0].train.batch_size}"
+    scale = (f"{len(configs)} run{'s' if len(configs) != 1 else ''}, width {configs[0].model.width:g}, batch {configs[0].train.batch_size}"
              + (" (shrunk for the CPU)" if quick else ""))
     return KindResult(kind, len(case.configs), case.groups, case.configs[0].train.batch_size,
                       f"{scale}, {steps} steps in phases {list(configs[0].train.phases)}, resumed after {stop}",
@@ -856,7 +856,7 @@ def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "
     results = []
     with tempfile.TemporaryDirectory(prefix="repro-gpu-check-") as tmp:
         for i, case in enumerate(chosen, 1):
-            say(f"[{i}/{len(chosen)}] {case.kind.id} ({len(case.configs)} runs) ...")
+            say(f"[{i}/{len(chosen)}] {case.kind.id} ({len(case.configs)} run{'s' if len(case.configs) != 1 else ''}) ...")
             r = check_kind(case, dev, steps=steps, quick=quick, backend=graph_backend, workdir=Path(tmp),
                            say=say)
             for line in announce(r.kind.id, r.switched_off, Path(cache_root) / RECORD_FILE):
