@@ -54,6 +54,7 @@ the loss curve by the median of |a - b| / |b| over its points (every step's loss
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -666,6 +667,7 @@ def _torch_version() -> str:
         return "none"
 
 
+@functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """The training code's fingerprint and this check's own (both by syntax, as cache keys are)."""
     from repro.cache.keys import fingerprint, training_modules

@@ -44,6 +44,7 @@ import ast
 import functools
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 from repro.config import RunConfig
@@ -65,6 +66,17 @@ PLUGIN_ENTRY = ("repro.plugins",)
 SIMULATION_ENTRY = ("repro.simulate.low_gradient",)
 # Calls whose arguments are messages for people: logging methods.
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
+
+
+# CPython 3.11 can fail ast.parse run in two threads at once ("AST constructor recursion depth
+# mismatch"); keys are computed from executor threads (a Ray driver's, the pytest plugin's), so
+# parsing is one thread at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str, filename: str) -> ast.AST:
+    with _PARSE_LOCK:
+        return ast.parse(source, filename)
 
 
 class FingerprintError(RuntimeError):
@@ -96,7 +108,7 @@ def _imports(path: Path, module: str, package_dir: Path) -> set[str]:
     """Modules of the package that ``module``'s source imports anywhere (functions included)."""
     is_package = path.name == "__init__.py"
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        tree = _parse(path.read_text(encoding="utf-8"), str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
         raise FingerprintError(f"{path}: cannot read it to fingerprint the code: {e}") from e
     found: set[str] = set()
@@ -186,7 +198,7 @@ def _dump(node: object, out: list[str]) -> None:
 def normalised_source(source: str, filename: str = "<source>") -> str:
     """The behaviour of a Python source file as text: its syntax tree without docstrings and
     without the words of its error and log messages."""
-    tree = ast.parse(source, filename)
+    tree = _parse(source, filename)
     _strip_docstrings(tree)
     _strip_messages(tree)
     out: list[str] = []
