@@ -132,11 +132,11 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
                 threads: int, dry_run_steps: int | None = None,
                 on_progress: Callable[[int, int], None] | None = None, switched_off: tuple[str, ...] = ()) -> list:
     """Train and measure one group in this process; with ``dry_run_steps``, time its steps;
-    ``on_progress(step, total)`` as training goes. ``switched_off``: fast features given up
-    (``repro.gpu_check.feature_switches``; "resume": no checkpoint)."""
+    ``on_progress(step, total)`` as training goes. ``switched_off``: fast features this group's
+    kind gave up in ``repro gpu-check`` ("graphs": eager steps, "kernels": plain optimizer
+    kernels, "resume": no checkpoint), handed to the loop as arguments, never through the
+    process environment that other groups' threads share."""
     import torch
-
-    from repro.gpu_check import feature_switches
 
     from repro.runs import run_and_measure_group
 
@@ -151,9 +151,10 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
             on_progress(step, total)
 
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
-    with feature_switches(switched_off):
-        records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
-                                        checkpoint=None if "resume" in switched_off else checkpoint)
+    records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
+                                    checkpoint=None if "resume" in switched_off else checkpoint,
+                                    cuda_graphs=False if "graphs" in switched_off else None,
+                                    kernels="plain" if "kernels" in switched_off else None)
     if dry_run_steps:
         # Stored under the real run's key (in the dry-run store only): the record carries the real
         # config, which its key was computed from, and says in provenance what was trained instead.

@@ -53,7 +53,6 @@ the loss curve by the median of |a - b| / |b| over its points (every step's loss
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -71,7 +70,7 @@ from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from repro.config import DATASET_SHAPES, RunConfig
 from repro.plan import PARTS, form_groups, gpu_model_seconds, machine_name, part_of, run_cost, unsteady_steps
@@ -87,11 +86,11 @@ FEATURE_TEXT = {
     "graphs": "CUDA graphs (capture, replay, capture again per learning-rate phase)",
     "resume": "checkpoint save and resume",
 }
-# How the training path gives each feature up (``feature_switches``), for messages.
+# How the training path gives each feature up (``repro.execute.train_group``), for messages.
 FEATURE_OFF = {
     "stacked": "groups of one run (--group-size 1 for every kind)",
-    "kernels": "REPRO_OPTIMIZER_KERNELS=plain",
-    "graphs": "REPRO_CUDA_GRAPHS=0",
+    "kernels": "plain (for-loop) optimizer kernels",
+    "graphs": "eager steps (no CUDA graph)",
     "resume": "no checkpoint: an interrupted group starts over",
 }
 # Datasets decoded from image folders for every batch (repro.data.folder.FolderImageData): their
@@ -766,27 +765,6 @@ class SwitchedOff:
                 for f, why in off.items():
                     out.setdefault(f, f"{why} (checked on {kid})")
         return out
-
-
-@contextlib.contextmanager
-def feature_switches(off: tuple[str, ...] | list[str]) -> Iterator[None]:
-    """The environment that switches ``graphs`` and ``kernels`` off in the training loop for the
-    duration (a group trains in one process at a time: restored after)."""
-    env = {}
-    if "graphs" in off:
-        env["REPRO_CUDA_GRAPHS"] = "0"
-    if "kernels" in off:
-        env["REPRO_OPTIMIZER_KERNELS"] = "plain"
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def announce(kind_id: str, off: dict[str, str], path: Path) -> list[str]:

@@ -51,14 +51,18 @@ def run_and_measure_group(
     data_root: Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
     checkpoint: Path | None = None,
+    cuda_graphs: bool | None = None,
+    kernels: str | None = None,
 ) -> list[RunRecord]:
     """``checkpoint``: resume from / save to this file (every $REPRO_CHECKPOINT_EVERY_S seconds,
-    default 300)."""
+    default 300). ``cuda_graphs`` / ``kernels``: as ``train_models`` takes them (None: its
+    defaults); a group whose kind gave a fast feature up passes it here."""
     dev = resolve_device(device)
     started = time.time()
     data = load_dataset(configs[0].data, data_root).to(dev)
     every = float(os.environ.get("REPRO_CHECKPOINT_EVERY_S", "300"))
-    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every)
+    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every,
+                            cuda_graphs=cuda_graphs, kernels=kernels)
     records = []
     for config, outcome in zip(configs, outcomes):
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}

@@ -94,7 +94,7 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
     status = {f.feature: f.status for f in r.features}
     assert status == {"stacked": "passed", "kernels": "passed", "graphs": "failed", "resume": "passed"}
     assert "tolerance" in r.switched_off["graphs"]
-    assert any(line.startswith("gpu-check switched off graphs") and "REPRO_CUDA_GRAPHS=0" in line for line in said)
+    assert any(line.startswith("gpu-check switched off graphs") and "eager steps" in line for line in said)
     record = json.loads((cache / gc.RECORD_FILE).read_text())
     (entry,) = record.values()
     assert entry["kinds"][r.kind.id]["switched_off"].keys() == {"graphs"} and entry["complete"]
@@ -107,10 +107,6 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
     planned = [[PlannedRun(str(i), c) for i, c in enumerate(configs)]]
     groups, switched = honour_gpu_check(planned, cache, "cpu")
     assert groups == planned and switched == [("graphs",)]
-    with gc.feature_switches(switched[0]):
-        import os
-
-        assert os.environ["REPRO_CUDA_GRAPHS"] == "0"
     # Another mix of optimizers of the same dataset and architecture inherits the finding.
     assert gc.SwitchedOff.load(cache, "cpu").for_group(group(2, names=("rmsprop",))).keys() == {"graphs"}
 
@@ -204,3 +200,32 @@ def test_plain_kernels_are_asked_for_and_provenance_says_so(monkeypatch):
     monkeypatch.setenv("REPRO_OPTIMIZER_KERNELS", "fused-please")
     with pytest.raises(ValueError, match="REPRO_OPTIMIZER_KERNELS"):
         train_models([c], data, CPU)
+
+
+class Reached(Exception):
+    pass
+
+
+def test_switched_off_features_reach_the_loop_as_arguments_not_through_the_environment(tmp_path, monkeypatch):
+    """What a kind gave up is handed to ``train_models`` by the group that trains (the environment
+    is shared by every thread of the process: a Ray driver's or another group's)."""
+    import os
+
+    import repro.runs
+    from repro.execute import train_group
+
+    seen: list[dict] = []
+
+    def recorder(configs, data, device, **kw):
+        seen.append(kw)
+        raise Reached
+
+    monkeypatch.setattr(repro.runs, "train_models", recorder)
+    configs = group(1, dataset="digits")
+    env = {k: v for k, v in os.environ.items() if k.startswith("REPRO_")}
+    for off, graphs, kernels, checkpoint in ((("graphs", "kernels", "resume"), False, "plain", None),
+                                             ((), None, None, tmp_path / "c.pt")):
+        with pytest.raises(Reached):
+            train_group(configs, tmp_path / "c.pt", "cpu", None, 0, switched_off=off)
+        assert (seen[-1]["cuda_graphs"], seen[-1]["kernels"], seen[-1]["checkpoint"]) == (graphs, kernels, checkpoint)
+    assert {k: v for k, v in os.environ.items() if k.startswith("REPRO_")} == env
