@@ -39,10 +39,12 @@ def _data_root(args: argparse.Namespace) -> Path | None:
     return Path(args.data_root) if args.data_root else None
 
 
-def metrics_table(metrics: dict) -> str:
+def metrics_table(metrics: dict, trainer_metrics: list[str] | tuple[str, ...] = ()) -> str:
+    """repro's printed metrics, then those a registered trainer reported (``trainer_metrics``)."""
     from tabulate import tabulate
 
     rows = [(label, metrics[k]) for k, label in PRINTED_METRICS if k in metrics and metrics[k] is not None]
+    rows += [(f"{k} (trainer)", metrics[k]) for k in trainer_metrics if metrics.get(k) is not None]
     table = tabulate(rows, headers=("metric", "value"), floatfmt=".4g")
     layers = metrics.get("layer_sparsity_gamma")
     if layers:
@@ -86,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         how = "trained now" if trained else "from cache" + (
             ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "")
         print(f"run {key[:12]}  {config.summary()}  ({how})")
-        print(metrics_table(record.metrics))
+        print(metrics_table(record.metrics, record.trainer_metric_names))
     return EXIT_FAILED if record.diverged else 0
 
 
@@ -108,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"run {matches[0]}\n{record.config.summary()}\n")
         print(json.dumps(record.config.to_dict(), indent=1, sort_keys=True))
-        print(metrics_table(record.metrics))
+        print(metrics_table(record.metrics, record.trainer_metric_names))
         print("\nprovenance: " + ", ".join(f"{k}={v}" for k, v in sorted(record.provenance.items())))
     return 0
 

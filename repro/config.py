@@ -185,6 +185,12 @@ class TrainConfig:
     snapshots: int = 20
     # Float32 arithmetic of convolutions and matmuls (PRECISIONS); only GPUs differ.
     precision: str = "fp32"
+    # A registered trainer (repro.plugins.TrainerPlugin) that trains the run instead of repro's
+    # loop, and its own settings (``train.params``: an instance of the frozen dataclass the
+    # trainer declares). None: repro's loop. Both are left out of the canonical JSON while None,
+    # so that no other run's key changes.
+    trainer: str | None = field(default=None, metadata={"omitted_when_default": True})
+    params: Any = field(default=None, metadata={"omitted_when_default": True})
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,8 @@ class RunConfig:
             parts.append(f"lr_beta x{o.beta_lr_scale:g}")
         if t.precision != "fp32":
             parts.append(t.precision)
+        if t.trainer is not None:
+            parts.append(f"trainer={t.trainer}")
         parts += [f"b{t.batch_size}", f"s{t.seed}"]
         return " ".join(parts)
 
@@ -261,17 +269,18 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
         return None, [ConfigError("", f"expected a mapping, got {type(raw).__name__}")]
     errors += [ConfigError(key, message) for key, message in unknown_keys(raw, _SECTIONS, "section")]
     sections = {}
-    params = None
+    params: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         value = raw.get(name) or {}
-        if name == "model" and isinstance(value, Mapping) and "params" in value:
-            # Typed by the plug-in the arch names: parsed once the arch is known.
-            params = value["params"]
+        if name in ("model", "train") and isinstance(value, Mapping) and "params" in value:
+            # Typed by the plug-in the section names (model.arch, train.trainer): parsed once it is known.
+            params[name] = value["params"]
             value = {k: v for k, v in value.items() if k != "params"}
         sections[name] = _parse_dataclass(cls, value, name, errors)
     if errors:
         return None, errors
-    sections["model"] = _with_params(sections["model"], params, errors)
+    sections["model"] = _with_params(sections["model"], params.get("model"), errors)
+    sections["train"] = _with_trainer_params(sections["train"], params.get("train"), errors)
     if errors:
         return None, errors
     config = RunConfig(**sections)
@@ -284,8 +293,8 @@ def parse_run_config(raw: Any) -> tuple[RunConfig | None, list[ConfigError]]:
 
 def plugin_registry() -> types.ModuleType:
     """``repro.plugins``, imported when a config names an architecture or dataset that is not
-    built in (it is in every run's training key, being imported by this module; a plug-in run's key
-    also covers the plug-in's own code: repro.cache.keys.plugin_fingerprint)."""
+    built in, or a trainer (it is in every run's training key, being imported by this module; a
+    plug-in run's key also covers the plug-in's own code: repro.cache.keys.plugin_fingerprint)."""
     from repro import plugins
 
     return plugins
@@ -295,7 +304,7 @@ def _plugin(kind: str, name: str, path: str, errors: list[ConfigError]) -> Any:
     """The plug-in declaration named ``name``, or None with the problem added to ``errors``."""
     registry = plugin_registry()
     try:
-        resolved = registry.model_plugin(name) if kind == "model" else registry.dataset_plugin(name)
+        resolved = registry.resolve(kind, name)
     except registry.UnknownPlugin as e:
         errors.append(ConfigError(path, unknown_name_message(e.kind, name, e.known)))
         return None
@@ -321,6 +330,47 @@ def _with_params(model: ModelConfig, params: Any, errors: list[ConfigError]) -> 
         return model
     parsed = _parse_dataclass(plugin.fields, {} if params is None else params, "model.params", errors)
     return dataclasses.replace(model, params=parsed)
+
+
+def _with_trainer_params(train: TrainConfig, params: Any, errors: list[ConfigError]) -> TrainConfig:
+    """``train`` with its trainer's fields parsed from ``params`` (the raw ``train.params``)."""
+    if train.trainer is None:
+        if params is not None:
+            errors.append(ConfigError("train.params", "applies to a registered trainer only; name one in train.trainer"))
+        return train
+    plugin = _plugin("trainer", train.trainer, "train.trainer", errors)
+    if plugin is None:
+        return train
+    if plugin.fields is None:
+        if params:
+            errors.append(ConfigError("train.params", f"the trainer {train.trainer} declares no fields"))
+        return train
+    parsed = _parse_dataclass(plugin.fields, {} if params is None else params, "train.params", errors)
+    return dataclasses.replace(train, params=parsed)
+
+
+def plugins_used(config: RunConfig) -> tuple[tuple[str, str], ...]:
+    """The plug-ins a run of ``config`` runs, as (kind, name): its architecture, dataset and trainer
+    where they are not repro's own. The cache key covers exactly these (repro.cache.keys)."""
+    used = []
+    if config.model.arch not in ARCHS:
+        used.append(("model", config.model.arch))
+    if config.data.dataset not in DATASETS:
+        used.append(("dataset", config.data.dataset))
+    if config.train.trainer is not None:
+        used.append(("trainer", config.train.trainer))
+    return tuple(used)
+
+
+def stackable(config: RunConfig) -> bool:
+    """Whether runs of ``config`` may train stacked with the others of their ``group_key``: a
+    built-in architecture, or a plug-in that declares ``stackable``, trained by repro's loop (a
+    trainer's runs train one at a time)."""
+    if config.train.trainer is not None:
+        return False
+    if config.model.arch in ARCHS:
+        return True
+    return bool(plugin_registry().model_plugin(config.model.arch).plugin.stackable)
 
 
 def dataset_shape(name: str) -> tuple[int, int, int, int]:

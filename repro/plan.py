@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from repro.config import ARCHS, RunConfig, phase_steps, plugin_registry
+from repro.config import ARCHS, RunConfig, phase_steps, plugin_registry, stackable
 from repro.data.catalog import data_shape as dataset_shape
 from repro.devices import ACHIEVABLE_FRACTION, DEFAULT_GPU, PRECISIONS, DevicePeak, match_gpu, parse_peak_tflops
 from repro.netshape import flops_per_image, net_spec
@@ -219,8 +219,9 @@ def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun
     largest work first so that parallel jobs finish together."""
     by_key: dict[str, list[PlannedRun]] = {}
     for i, r in enumerate(runs):
-        # A plug-in network is never stacked (repro.plugins.ModelPlugin.stackable): its own group.
-        alone = r.config.model.arch not in ARCHS
+        # A plug-in network that is not stackable (repro.plugins.ModelPlugin.stackable), and a
+        # trainer's run, trains in a group of its own.
+        alone = not stackable(r.config)
         by_key.setdefault(f"{group_id(r.config)} {i}" if alone else group_id(r.config), []).append(r)
     size = max(1, group_size)
     groups = [members[i : i + size] for members in by_key.values() for i in range(0, len(members), size)]

@@ -1,12 +1,14 @@
-"""Models and datasets that are not part of repro: the plug-in registry.
+"""Models, datasets and trainers that are not part of repro: the plug-in registry.
 
-In:  the name a run config gives (``model.arch: mlp``, ``data.dataset: skdigits``) that is not a
-     built-in, and the Python entry points installed packages declare in the groups
-     ``repro.models`` and ``repro.datasets`` (``[project.entry-points."repro.models"]`` in a
-     pyproject.toml: ``mlp = "mypkg.declare:mlp"``).
-Out: ``model_plugin(name)`` / ``dataset_plugin(name)``: a ``Resolved`` plug-in, i.e. its
-     declaration (``ModelPlugin`` / ``DatasetPlugin``) with where it came from (module,
-     distribution, version), which the cache key needs; ``model_names()`` / ``dataset_names()``.
+In:  the name a run config gives (``model.arch: mlp``, ``data.dataset: skdigits``,
+     ``train.trainer: smoothsgd``) that is not a built-in, and the Python entry points installed
+     packages declare in the groups ``repro.models``, ``repro.datasets`` and ``repro.trainers``
+     (``[project.entry-points."repro.models"]`` in a pyproject.toml: ``mlp = "mypkg.declare:mlp"``).
+Out: ``model_plugin(name)`` / ``dataset_plugin(name)`` / ``trainer_plugin(name)``: a ``Resolved``
+     plug-in, i.e. its declaration (``ModelPlugin`` / ``DatasetPlugin`` / ``TrainerPlugin``) with
+     where it came from (module, distribution, version), which the cache key needs;
+     ``model_names()`` / ``dataset_names()`` / ``trainer_names()``; ``TrainerRun`` and
+     ``TrainerResult``, what a trainer is handed and returns.
 
 Only a name a config uses is loaded (``EntryPoint.load``), so an installed plug-in that no config
 names costs nothing and cannot break anything. Entry point *names* are read for every lookup, so
@@ -23,17 +25,21 @@ import dataclasses
 import functools
 import importlib.metadata
 import os
+import re
 import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from repro.names import ARCHS, DATASETS
 
 MODEL_GROUP = "repro.models"
 DATASET_GROUP = "repro.datasets"
+TRAINER_GROUP = "repro.trainers"
+# A trainer's metric name: what a claim writes after ``metric:`` (no spaces, no brackets).
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 class PluginError(ValueError):
@@ -51,9 +57,21 @@ class ModelPlugin:
     ``nn.LeakyReLU`` module (``repro.train.models.PluginNet`` checks that when it builds).
     ``fields``: a frozen dataclass of the plug-in's typed settings, every one with a default,
     given in a config as ``model.params`` and validated as strictly as repro's own fields.
-    ``stackable``: whether runs may be fused into one network; only False (one run at a time)
-    is supported. ``flops_per_image(in_channels, image_size, num_classes, fields)``: forward
-    FLOPs of one image, for ``repro plan``'s estimate (without it the plan counts steps only)."""
+    ``flops_per_image(in_channels, image_size, num_classes, fields)``: forward FLOPs of one
+    image, for ``repro plan``'s estimate (without it the plan counts steps only).
+
+    ``stackable``: whether runs may train fused into one network, as repro's own
+    ``ConvNet(spec, runs=K)`` (``repro.train.models``). False: each run trains alone and
+    ``build`` is called without ``runs``. True: ``build(..., runs=K, **fields)`` must return K
+    independent networks in one: every parameter and buffer has K times the leading dimension of
+    the single network's (run k's part being rows k*n..(k+1)*n, ``run_view``), 0-dim buffers
+    shared; input (B, K * in_channels, H, W), run k's images in channels k*C..(k+1)*C; output
+    (B, K * num_classes), run k's logits in columns k*classes..(k+1)*classes; nothing mixes
+    between runs (no BatchNorm over runs: per-channel BatchNorm is per run). ``runs=1`` is the
+    plain network, with the same state_dict keys. repro checks the shapes when it stacks (an
+    error naming the plug-in otherwise); a stacked run ends as it would alone, within float
+    rounding, if its forward draws no random numbers (dropout would draw them for all runs
+    at once)."""
 
     name: str
     build: Callable[..., Any]
@@ -80,14 +98,81 @@ class DatasetPlugin:
 
 
 @dataclass(frozen=True)
+class TrainerPlugin:
+    """A whole training function from outside repro, for runs whose config names it
+    (``train.trainer``). repro still plans, seeds, caches, measures, checks and reports the run;
+    the trainer replaces only repro's loop.
+
+    ``train(run: TrainerRun) -> TrainerResult``. The network is the config's (``model``: a
+    built-in or plug-in architecture), built and initialised by repro under the run's seed and
+    handed over as ``run.model``; the trainer trains it as it likes and returns its weights, which
+    repro loads into a fresh build of that network and measures like any run (every metric of
+    repro's catalogue), so the trainer cannot return another network. ``fields``: a frozen
+    dataclass of the trainer's typed settings (``train.params``), validated as strictly as
+    ``model.params``. ``metrics``: the names of the numbers the trainer reports beyond repro's
+    (claims may name them; a name of repro's own metrics is refused); it must report exactly
+    these, each a finite real number, or the run fails (nothing is stored). The config's other
+    sections (``optim``, ``train.batch_size``, ``train.phases``...) are the trainer's to read; all
+    of them are part of the run's cache key, read or not.
+
+    ``resumable``: the trainer saves its state to ``run.checkpoint`` (a file path) as it goes and
+    resumes from that file when it exists at the start. A trainer that is not resumable gets
+    ``run.checkpoint = None``, and an interrupted run starts over. A trainer's runs never stack:
+    each trains alone."""
+
+    name: str
+    train: Callable[..., Any]
+    fields: type | None = None
+    metrics: tuple[str, ...] = ()
+    resumable: bool = False
+
+
+@dataclass(frozen=True)
+class TrainerRun:
+    """What a trainer is handed for one run. repro has seeded torch, ``random`` and numpy's global
+    generator with ``train.seed`` and then built ``model``, so a trainer that draws from them is
+    repeatable; on a CPU the same config gives the same weights.
+
+    ``config``: the ``repro.config.RunConfig``; ``fields``: the trainer's ``train.params`` (an
+    instance of its ``fields`` dataclass, None without fields); ``data``: a
+    ``repro.data.base.ImageData`` on ``device`` (``train_x``, ``train_y``, ``test_x``, ``test_y``,
+    images normalised per channel); ``device``: a ``torch.device``; ``model``: the network, on
+    ``device``, in training mode; ``total_steps``: the steps ``train.phases`` plan for, which
+    ``repro plan`` prices; ``checkpoint``: where a resumable trainer keeps its state (None for
+    the others); ``report(step)``: call it now and then with the steps done, for progress."""
+
+    config: Any
+    fields: Any
+    data: Any
+    device: Any
+    model: Any
+    total_steps: int
+    checkpoint: Path | None
+    report: Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TrainerResult:
+    """What a trainer returns. ``state_dict``: the trained network's weights (the keys of
+    ``run.model.state_dict()``); ``metrics``: name -> finite number, exactly the trainer's
+    declared ``metrics``; ``history``: anything JSON can hold (numbers finite), stored with the
+    run; ``steps``: the steps taken (None: ``run.total_steps``)."""
+
+    state_dict: Mapping[str, Any]
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    history: Mapping[str, Any] | None = None
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
 class Resolved:
     """A loaded plug-in and where it came from: the module its entry point names, the folder of
     that module's top-level package (a module that is no package: its file), and the distribution
     that declared it."""
 
-    kind: str  # "model" or "dataset"
+    kind: str  # "model", "dataset" or "trainer"
     name: str
-    plugin: Any  # ModelPlugin | DatasetPlugin
+    plugin: Any  # ModelPlugin | DatasetPlugin | TrainerPlugin
     entry_point: str  # "mypkg.declare:mlp"
     module: str
     source: Path
@@ -95,8 +180,12 @@ class Resolved:
     version: str
 
 
+# kind -> (entry point group, built-in names, what it is called in messages, declaration class).
+# repro has no trainer of its own but its loop, which no name selects.
 _KINDS = {"model": (MODEL_GROUP, ARCHS, "architecture", ModelPlugin),
-          "dataset": (DATASET_GROUP, DATASETS, "dataset", DatasetPlugin)}
+          "dataset": (DATASET_GROUP, DATASETS, "dataset", DatasetPlugin),
+          "trainer": (TRAINER_GROUP, (), "trainer", TrainerPlugin)}
+_DECLARATIONS = tuple(cls for _group, _builtins, _what, cls in _KINDS.values())
 
 
 # Plug-ins named as "module:attribute" rather than installed with entry points: a claims folder's
@@ -123,11 +212,11 @@ def _named(kind: str) -> list[importlib.metadata.EntryPoint]:
         except Exception as e:  # noqa: BLE001  (any error of the user's module is reported, named)
             raise PluginError(f"plug-in {value} (named in ${NAMED_ENV} or a claims folder's repro.yaml): loading it "
                               f"failed: {type(e).__name__}: {e}") from e
-        if isinstance(obj, (ModelPlugin, DatasetPlugin)) and not isinstance(obj, cls):
-            continue  # a plug-in of the other kind
+        if isinstance(obj, _DECLARATIONS) and not isinstance(obj, cls):
+            continue  # a plug-in of another kind
         if not isinstance(obj, cls):
-            raise PluginError(f"plug-in {value}: names a {type(obj).__name__}, expected a repro.plugins.ModelPlugin "
-                              "or DatasetPlugin")
+            raise PluginError(f"plug-in {value}: names a {type(obj).__name__}, expected a repro.plugins.ModelPlugin, "
+                              "DatasetPlugin or TrainerPlugin")
         found.append(importlib.metadata.EntryPoint(obj.name, value, group))
     return found
 
@@ -162,8 +251,12 @@ def dataset_names() -> tuple[str, ...]:
     return tuple(sorted(_entry_points("dataset")))
 
 
+def trainer_names() -> tuple[str, ...]:
+    return tuple(sorted(_entry_points("trainer")))
+
+
 def names(kind: str) -> tuple[str, ...]:
-    return model_names() if kind == "model" else dataset_names()
+    return tuple(sorted(_entry_points(kind)))
 
 
 def model_plugin(name: str) -> Resolved:
@@ -174,12 +267,15 @@ def dataset_plugin(name: str) -> Resolved:
     return _resolve("dataset", name)
 
 
-def is_plugin_model(arch: str) -> bool:
-    return arch not in ARCHS
+def trainer_plugin(name: str) -> Resolved:
+    return _resolve("trainer", name)
 
 
-def is_plugin_dataset(dataset: str) -> bool:
-    return dataset not in DATASETS
+def resolve(kind: str, name: str) -> Resolved:
+    """The plug-in of ``kind`` ("model", "dataset" or "trainer") named ``name``."""
+    if kind not in _KINDS:
+        raise ValueError(f"no plug-in kind {kind!r}; the kinds are {', '.join(_KINDS)}")
+    return _resolve(kind, name)
 
 
 class UnknownPlugin(PluginError):
@@ -212,7 +308,7 @@ def _resolve_with(kind: str, name: str, named: str) -> Resolved:
     if obj.name != name:
         raise PluginError(f"{where}: the declaration is named {obj.name!r}; the entry point and the declaration "
                           f"must have one name")
-    problems = _model_problems(obj) if kind == "model" else _dataset_problems(obj)
+    problems = {"model": _model_problems, "dataset": _dataset_problems, "trainer": _trainer_problems}[kind](obj)
     if problems:
         raise PluginError(f"{where}: " + "; ".join(problems))
     dist = getattr(ep, "dist", None)
@@ -241,11 +337,29 @@ def _model_problems(p: ModelPlugin) -> list[str]:
     problems = []
     if not callable(p.build):
         problems.append("build is not callable")
-    if p.stackable:
-        problems.append("stackable=True: fused groups of plug-in models are not supported yet; declare "
-                        "stackable=False (each run trains on its own)")
+    if not isinstance(p.stackable, bool):
+        problems.append(f"stackable must be True or False, got {p.stackable!r}")
     if p.flops_per_image is not None and not callable(p.flops_per_image):
         problems.append("flops_per_image is not callable")
+    if p.fields is not None:
+        problems += fields_problems(p.fields)
+    return problems
+
+
+def _trainer_problems(p: TrainerPlugin) -> list[str]:
+    problems = [] if callable(p.train) else ["train is not callable"]
+    if not isinstance(p.resumable, bool):
+        problems.append(f"resumable must be True or False, got {p.resumable!r}")
+    if not isinstance(p.metrics, tuple):
+        problems.append(f"metrics must be a tuple of names, got {p.metrics!r}")
+    else:
+        for m in p.metrics:
+            if not isinstance(m, str) or not _METRIC_NAME.match(m):
+                problems.append(f"metric name {m!r} is not a name a claim can write (a letter, then letters, "
+                                f"digits, '_', '.' or '-')")
+        seen = [m for i, m in enumerate(p.metrics) if m in p.metrics[:i]]
+        if seen:
+            problems.append(f"metrics names {sorted(set(map(str, seen)))} twice")
     if p.fields is not None:
         problems += fields_problems(p.fields)
     return problems
@@ -295,7 +409,7 @@ def fields_problems(cls: Any) -> list[str]:
 
 
 def field_values(params: Any) -> dict[str, Any]:
-    """A plug-in's fields as the keyword arguments of its ``build`` (``{}`` for None)."""
+    """A plug-in's fields as keyword arguments (of a model's ``build``; ``{}`` for None)."""
     if params is None:
         return {}
     return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}

@@ -3,12 +3,13 @@
 In:  run configurations (one, or a group that ``config.group_key`` says can train together),
      device, dataset root; or the simulations claims name.
 Out: one ``RunRecord`` per config (``run_and_measure_group``): config, metrics (every quantity
-     the paper reports, see repro.measure), histories, the trained weights and provenance (torch
-     version, device, wall time, group size, and what training actually executed: float32
-     precision flags, cuDNN version and autotuning, torch threads, the run's optimizer kernel,
-     CUDA graphs per phase); ``remeasure`` (metrics of stored weights under the current
-     measurement code, which callers hand to the cache); simulation records stored in the cache
-     (``ensure_simulations``).
+     the paper reports, see repro.measure, and for a run of a registered trainer the metrics it
+     reported), histories, the trained weights and provenance (torch version, device, wall time,
+     group size, and what training actually executed: float32 precision flags, cuDNN version and
+     autotuning, torch threads, the run's optimizer kernel, CUDA graphs per phase; or which
+     trainer, of which distribution and version, trained it); ``remeasure`` (metrics of stored
+     weights under the current measurement code, which callers hand to the cache); simulation
+     records stored in the cache (``ensure_simulations``).
 
 The stages below only do their one thing: ``train`` trains, ``measure`` measures, ``cache``
 stores (it is handed ``remeasure`` when stored metrics must be brought up to date). Checks and
@@ -35,6 +36,7 @@ from repro.spec.claims import ClaimSpec
 from repro.spec.simulation import DecayConfig
 from repro.train.loop import resolve_device, train_models
 from repro.train.models import build_model
+from repro.train.trainer import TrainerError
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,20 @@ def run_and_measure_group(
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
         metrics["diverged_at"] = outcome.diverged_at
         metrics["steps"] = outcome.steps
+        clash = sorted(set(outcome.trainer_metrics) & set(metrics))
+        if clash:
+            raise TrainerError(f"trainer {config.train.trainer}: reports {', '.join(clash)}, which repro measures "
+                               f"itself; rename the trainer's metrics")
+        metrics.update(outcome.trainer_metrics)
         provenance = {
             "torch": torch.__version__,
             "python": platform.python_version(),
             "group_size": len(configs),
             "precision": config.train.precision,
-            # Read back from the training that ran, never from the settings asked for.
-            **outcome.execution.provenance(config.optim.name),
+            # Read back from the training that ran, never from the settings asked for: repro's loop
+            # (execution) or a registered trainer.
+            **(outcome.execution.provenance(config.optim.name) if outcome.execution is not None
+               else {"trainer": outcome.trainer}),
             "train_wall_s": round(outcome.wall_s, 2),
             "total_wall_s": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -98,6 +107,10 @@ def remeasure(record: RunRecord, device: str = "auto", data_root: Path | None = 
     metrics = measure_model(model.to(dev).eval(), data)
     metrics["diverged_at"] = record.metrics.get("diverged_at")
     metrics["steps"] = record.metrics.get("steps")
+    # A trainer's own metrics are facts of its training, like the steps: kept as it reported them.
+    for name in record.trainer_metric_names:
+        if name in record.metrics and name not in metrics:
+            metrics[name] = record.metrics[name]
     return metrics
 
 

@@ -28,12 +28,13 @@ The measurement code (the closure of ``METRICS_ENTRY`` less the training modules
 training key: a stored entry records the metrics fingerprint it was measured with, and an entry
 measured by other code has its metrics recomputed from its stored weights without retraining.
 
-A run that uses a plug-in model or dataset (``repro.plugins``) runs code outside this package:
-its key also covers, per plug-in, the import closure of the module its entry point names within
-that module's own top-level package (found and normalised the same way), the distribution's name
-and version, and the registry (``repro.plugins``, which built-in runs never run, so it is not in
-``training_modules``). Editing the plug-in's model retrains exactly the runs that use it; its
-README, or another package's code, retrains nothing. Built-in runs' keys are as before.
+A run that uses a plug-in model, dataset or trainer (``repro.plugins``) runs code outside this
+package: its key also covers, per plug-in it uses (``repro.config.plugins_used``), the import
+closure of the module its entry point names within that module's own top-level package (found
+and normalised the same way), the distribution's name and version, and the registry's code that
+training does not already cover. Editing the plug-in's model retrains exactly the runs that use
+it, editing a trainer exactly the runs it trains; its README, or another package's code,
+retrains nothing. Built-in runs' keys do not depend on what is installed.
 
 No torch here: planning and reporting compute keys without loading it.
 """
@@ -47,7 +48,7 @@ import json
 import threading
 from pathlib import Path
 
-from repro.config import RunConfig
+from repro.config import RunConfig, plugins_used
 from repro.spec.simulation import DecayConfig
 
 # Version of the entry layout (files, manifest fields). Part of every key: a new layout never
@@ -286,20 +287,14 @@ def registry_fingerprint() -> str:
 def _plugin_part(kind: str, name: str) -> str:
     from repro import plugins
 
-    r = plugins.model_plugin(name) if kind == "model" else plugins.dataset_plugin(name)
+    r = plugins.resolve(kind, name)
     return f"{kind} {name} {r.entry_point} {r.distribution}=={r.version} {source_fingerprint(r.module, r.source)}"
 
 
 def plugin_fingerprint(config: RunConfig) -> str:
     """What a run's key adds for the plug-ins it uses (empty for a built-in run): the registry's
     code and, per plug-in, its entry point, distribution version and code."""
-    from repro import plugins
-
-    parts = []
-    if plugins.is_plugin_model(config.model.arch):
-        parts.append(_plugin_part("model", config.model.arch))
-    if plugins.is_plugin_dataset(config.data.dataset):
-        parts.append(_plugin_part("dataset", config.data.dataset))
+    parts = [_plugin_part(kind, name) for kind, name in plugins_used(config)]
     if not parts:
         return ""
     return "\n".join([f"registry {registry_fingerprint()}", *parts])

@@ -42,6 +42,15 @@ class RunRecord:
         return self.metrics.get("diverged_at") is not None
 
     @property
+    def trainer_metric_names(self) -> list[str]:
+        """The metrics a registered trainer reported for this run, as its provenance records them
+        (none for a run of repro's loop): facts of training, kept when the weights are measured
+        again."""
+        trainer = self.provenance.get("trainer") if isinstance(self.provenance, dict) else None
+        names = trainer.get("metrics") if isinstance(trainer, dict) else None
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+    @property
     def provenance_label(self) -> str:
         """What reports print beside the run's numbers: "" for a run trained or re-measured here."""
         return "imported, unverified" if not self.verified else ""

@@ -140,7 +140,11 @@ def validate_selection(sel: Selection, groups: dict) -> list[tuple[str, str]]:
                                     f"its values: {[p.axis_value for p in group.points]}"))
     elif group.axis is not None and len(group.points) > 1:
         problems.append(("run", f"run {sel.run!r} has an axis ({group.axis}); select a point with '{sel.run}@<value>'"))
-    catalogue = metric_catalogue(group.simulate is not None)
+    catalogue = group_catalogue(group)
+    if sel.metric not in catalogue and group.broken:
+        # A group whose configs are broken (reported already) may name a trainer, whose metrics
+        # are then unknown: the metric is not judged rather than called unknown.
+        return problems
     if sel.metric not in catalogue:
         producer = "a simulation" if group.simulate is not None else "a training run"
         problems.append(("metric", unknown_name_message(f"metric of {producer}", sel.metric, catalogue)))
@@ -148,6 +152,12 @@ def validate_selection(sel: Selection, groups: dict) -> list[tuple[str, str]]:
     problems += _shape_problems(catalogue[sel.metric], sel)
     problems += [p for p in _config_problems(catalogue[sel.metric], sel, group) if p not in problems]
     return problems
+
+
+def group_catalogue(group) -> dict[str, Metric]:  # noqa: ANN001  (a repro.spec.claims.RunGroup)
+    """The metrics a run group's runs or simulation may record: repro's, and those of the
+    trainers its runs name (judged per point by ``_config_problems``)."""
+    return metric_catalogue(group.simulate is not None, (p.configs[0] for p in group.points if p.configs))
 
 
 def _config_problems(metric: Metric, sel: Selection, group) -> list[tuple[str, str]]:
@@ -184,7 +194,7 @@ def _shape_problems(metric: Metric, sel: Selection) -> list[tuple[str, str]]:
 
 def selection_range(sel: Selection, groups: dict) -> tuple[float | None, float | None]:
     """Every value the selection can take (for finding checks that cannot fail)."""
-    metric = metric_catalogue(groups[sel.run].simulate is not None)[sel.metric]
+    metric = group_catalogue(groups[sel.run])[sel.metric]
     if sel.stat and sel.stat.startswith("fraction"):
         return 0.0, 100.0
     return metric.lo, metric.hi
@@ -392,7 +402,7 @@ class LayerPatternParams(CheckParams):
         problems = validate_selection(self.selections()["a"], groups)
         problems += [("than" if f == "layers" else f, m) for f, m in validate_selection(self.selections()["b"], groups)
                      if f in ("layers", "layer")]
-        if not problems and metric_catalogue(groups[split_run(self.run)[0]].simulate is not None)[self.metric].shape != PER_LAYER:
+        if not problems and group_catalogue(groups[split_run(self.run)[0]])[self.metric].shape != PER_LAYER:
             problems.append(("metric", f"{self.metric} is not a per-layer metric"))
         if set(self.layers) & set(self.than):
             problems.append(("than", f"layers {sorted(set(self.layers) & set(self.than))} are on both sides"))

@@ -39,7 +39,8 @@ from repro.config import (
     unknown_name_message,
 )
 from repro.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
-from repro.spec.metrics import PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers, unrecorded
+from repro.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers,
+                                trainer_metric_clash, unrecorded)
 from repro.spec.folder import FOLDER_FILE, use_folder_plugins
 from repro.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
 from repro.spec.scope import Assumption, ScopeRegion, parse_assume, parse_no_scope, parse_scope
@@ -82,6 +83,7 @@ class RunGroup:
     line: int | None
     simulate: DecayConfig | None = None  # the low-gradient simulation instead of training
     seeds: tuple[int, ...] = ()
+    broken: bool = False  # its configs are invalid (reported already): it has none
 
     def point(self, axis_value: Any = None) -> RunPoint:
         for p in self.points:
@@ -341,6 +343,9 @@ def _parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int
         configs = expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
         if configs is None:
             return _broken_group(name, axis, values, errs.source.line(fld))
+        clash = trainer_metric_clash(configs[0])
+        if clash:
+            errs.add(_config_error_field("train.trainer", fld, axis, nested_set, base_fld), clash)
         _paper_recorded(paper_at[i], configs[0], f"{fld}.paper", errs)
         points.append(RunPoint(name, value, tuple(configs), paper_at[i]))
     return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
@@ -517,7 +522,7 @@ def _config_error_field(path: str, fld: str, axis: str | None, nested_set: dict,
 def _broken_group(name: str, axis: str | None, values: list, line: int | None) -> RunGroup:
     """A group whose configs are invalid (already reported): kept without configs, so that checks
     naming it are not also reported as naming an unknown run."""
-    return RunGroup(name, axis, tuple(RunPoint(name, v, (), {}) for v in values), line)
+    return RunGroup(name, axis, tuple(RunPoint(name, v, (), {}) for v in values), line, broken=True)
 
 
 def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int], paper: dict,

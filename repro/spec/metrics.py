@@ -3,7 +3,8 @@
 In:  nothing (declarations only; no torch).
 Out: ``RUN_METRICS`` (what ``repro.measure.measure_model`` plus the training loop record
 for a run) and ``SIMULATION_METRICS`` (what ``repro.simulate.low_gradient.simulation_record`` computes
-for a low-gradient simulation), each a name -> ``Metric`` mapping.
+for a low-gradient simulation), each a name -> ``Metric`` mapping; ``metric_catalogue`` adds,
+for runs of registered trainers (``train.trainer``), the metrics those trainers declare.
 
 This is the one list the claim schema validates against. The producers are pinned to it by
 tests (``tests/test_spec.py`` measures a tiny network and runs a tiny simulation and compares
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from repro.config import ARCHS, RunConfig, dataset_shape
+from repro.config import ARCHS, RunConfig, dataset_shape, plugin_registry
 from repro.netshape import net_spec
 
 SCALAR, PER_LAYER, PER_FEATURE = "scalar", "per_layer", "per_feature"
@@ -40,6 +41,7 @@ class Metric:
     more_classes_than: int | None = None  # recorded only for data with more classes than this
     label: str | None = None  # short name `repro run` prints it under (None: not printed there)
     table: bool = False  # a paper table reports it, so a table cell may name it
+    trainer: str | None = None  # reported by this registered trainer, not measured by repro
 
 
 def _catalogue(*metrics: Metric) -> dict[str, Metric]:
@@ -107,8 +109,34 @@ SIMULATION_METRICS: dict[str, Metric] = _catalogue(
 )
 
 
-def metric_catalogue(simulation: bool) -> dict[str, Metric]:
-    return SIMULATION_METRICS if simulation else RUN_METRICS
+def metric_catalogue(simulation: bool, configs: Iterable[RunConfig] = ()) -> dict[str, Metric]:
+    """What a simulation records, or what runs of ``configs`` may record: repro's metrics and the
+    metrics their trainers declare (``unrecorded`` says which run does not report one)."""
+    if simulation:
+        return SIMULATION_METRICS
+    extra: dict[str, Metric] = {}
+    for cfg in configs:
+        extra.update(trainer_metrics(cfg))
+    return {**extra, **RUN_METRICS} if extra else RUN_METRICS
+
+
+def trainer_metrics(cfg: RunConfig) -> dict[str, Metric]:
+    """The metrics the run's registered trainer declares (none for repro's loop): scalars whose
+    range repro does not know."""
+    name = cfg.train.trainer
+    if name is None:
+        return {}
+    declared = plugin_registry().trainer_plugin(name).plugin.metrics
+    return {m: Metric(m, SCALAR, None, None, f"reported by the trainer {name}", trainer=name) for m in declared}
+
+
+def trainer_metric_clash(cfg: RunConfig) -> str | None:
+    """Why the run's trainer's metrics cannot be told from repro's (None: they can)."""
+    clash = sorted(set(trainer_metrics(cfg)) & set(RUN_METRICS))
+    if not clash:
+        return None
+    return (f"the trainer {cfg.train.trainer} declares the metrics {', '.join(clash)}, which repro measures itself; "
+            f"the trainer must name its own metrics otherwise")
 
 
 # --- what one configuration records --------------------------------------------------------
@@ -132,6 +160,9 @@ def conv_layers(cfg: RunConfig) -> int:
 
 def unrecorded(metric: Metric, cfg: RunConfig) -> str | None:
     """Why a run of ``cfg`` records no ``metric`` (None: it records it)."""
+    if metric.trainer is not None and metric.name not in trainer_metrics(cfg):
+        trained_by = "repro's loop" if cfg.train.trainer is None else f"the trainer {cfg.train.trainer}"
+        return f"{metric.name} is reported by the trainer {metric.trainer}; this run is trained by {trained_by}"
     if metric.more_classes_than is not None and num_classes(cfg) <= metric.more_classes_than:
         return (f"{metric.name} is recorded only for more than {metric.more_classes_than} classes; "
                 f"{cfg.data.dataset} has {num_classes(cfg)}")

@@ -148,7 +148,11 @@ class TrainOutcome:
     wall_s: float
     history: dict = field(default_factory=dict)
     diverged_at: int | None = None
-    execution: Execution | None = None
+    execution: Execution | None = None  # None: a registered trainer trained the run, not this loop
+    # A registered trainer's run (repro.train.trainer): the metrics it reported, and which
+    # trainer it was and what it ran on, for provenance.
+    trainer_metrics: dict = field(default_factory=dict)
+    trainer: dict | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -738,7 +742,17 @@ def train_models(
     ``CudaGraphBackend`` on CUDA, no graphs elsewhere (tests pass a fake to run the graph path on
     the CPU). ``kernels``: "fastest" or "plain" optimizer kernels (None: ``$REPRO_OPTIMIZER_KERNELS``,
     default fastest). Each outcome's ``execution`` says what ran.
+
+    A run whose config names a registered trainer (``train.trainer``) is trained by it instead
+    (``repro.train.trainer``), alone; graphs and kernels are then the trainer's business.
     """
+    if any(c.train.trainer is not None for c in configs):
+        from repro.train.trainer import train_with_trainer
+
+        if len(configs) != 1:
+            raise ValueError(f"a trainer's runs train one at a time, not in a group of {len(configs)}")
+        set_precision(configs[0].train.precision, device, cudnn_benchmark)
+        return [train_with_trainer(configs[0], data, device, on_step, checkpoint)]
     kernels = kernels or os.environ.get(OPTIMIZER_KERNELS_ENV) or "fastest"
     if kernels not in OPTIMIZER_KERNELS:
         raise ValueError(f"optimizer kernels {kernels!r} (from the kernels argument or ${OPTIMIZER_KERNELS_ENV}): "

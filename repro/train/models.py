@@ -22,6 +22,7 @@ The pooling positions are a configurable assumption (ModelConfig.pool_after).
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -127,19 +128,22 @@ class FeatureLayer:
 
 class PluginNet(nn.Module):
     """A plug-in's network (``repro.plugins.ModelPlugin.build``) as the loop and the measurements
-    see a network: one run (``runs=1``; plug-ins are not stacked), no ``spec`` (its layout is not
-    repro's, so nothing slims or counts its conv weights), and ``blocks``: its features, one
-    ``FeatureLayer`` per BatchNorm2d, each measured after the ReLU/LeakyReLU module registered
-    right after it. Its weights are the plug-in module's under the prefix ``net.``."""
+    see a network: ``runs`` networks in one (1 unless a stackable plug-in was stacked, see
+    ``stack_models``), no ``spec`` (its layout is not repro's, so nothing slims or counts its conv
+    weights), and ``blocks``: its features, one ``FeatureLayer`` per BatchNorm2d, each measured
+    after the ReLU/LeakyReLU module registered right after it. Its weights are the plug-in
+    module's under the prefix ``net.``. ``make(runs)`` builds the plug-in's network for ``runs``
+    runs again (None: the plug-in is not stackable)."""
 
     spec = None
 
-    def __init__(self, name: str, net: nn.Module):
+    def __init__(self, name: str, net: nn.Module, runs: int = 1,
+                 make: Callable[[int], nn.Module] | None = None):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"the plug-in architecture {name}: build returned a {type(net).__name__}, "
                             f"not a torch.nn.Module")
-        self.name, self.net, self.runs = name, net, 1
+        self.name, self.net, self.runs, self.make = name, net, runs, make
         self.blocks  # noqa: B018  (checks the features now, before any training)
 
     @property
@@ -167,13 +171,10 @@ class PluginNet(nn.Module):
 
 @torch.no_grad()
 def stack_models(models: list[ConvNet]) -> ConvNet:
-    """One ``ConvNet(spec, runs=len(models))`` holding copies of the single-run models. A plug-in
-    network is never stacked: a group of one is that network."""
+    """One ``ConvNet(spec, runs=len(models))`` holding copies of the single-run models; for a
+    stackable plug-in, its ``build(..., runs=K)`` holding them. A group of one is that network."""
     if isinstance(models[0], PluginNet):
-        if len(models) != 1:
-            raise ValueError(f"plug-in architecture {models[0].name}: its runs train one at a time, "
-                             f"not in a group of {len(models)}")
-        return models[0]
+        return _stack_plugin(models)
     with torch.device("meta"):  # no initialisation work: every value is copied in below
         net = ConvNet(models[0].spec, runs=len(models))
     net = net.to_empty(device=next(models[0].parameters()).device)
@@ -186,21 +187,64 @@ def stack_models(models: list[ConvNet]) -> ConvNet:
     return net
 
 
+def _stack_plugin(models: list[PluginNet]) -> PluginNet:
+    first, k = models[0], len(models)
+    if k == 1:
+        return first
+    if first.make is None:
+        raise ValueError(f"plug-in architecture {first.name}: not stackable, so its runs train one at a time, "
+                         f"not in a group of {k}")
+    # Building draws initial weights that are overwritten below: the global generator is put back
+    # so that building a group leaves it as building its runs did.
+    with torch.random.fork_rng(devices=[]):
+        net = PluginNet(first.name, first.make(k), runs=k, make=first.make)
+    states = [m.state_dict() for m in models]
+    stacked = net.state_dict()
+    problems = _stack_problems(states[0], stacked, k)
+    if problems:
+        raise ValueError(f"plug-in architecture {first.name} (stackable=True): build(..., runs={k}) is not {k} "
+                         f"networks of build(..., runs=1) stacked along the first dimension: "
+                         + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
+    net = net.to(next(first.parameters()).device)
+    for name, t in net.state_dict().items():
+        if t.dim() == 0:
+            t.copy_(states[0][name])
+        else:
+            torch.cat([s[name] for s in states], out=t)
+    return net
+
+
+def _stack_problems(single: dict, stacked: dict, k: int) -> list[str]:
+    """How a stacked state_dict differs from K single ones stacked (empty: it does not)."""
+    problems = []
+    missing, extra = sorted(single.keys() - stacked.keys()), sorted(stacked.keys() - single.keys())
+    if missing:
+        problems.append(f"runs={k} lacks {', '.join(missing)}")
+    if extra:
+        problems.append(f"runs={k} has {', '.join(extra)}, which runs=1 lacks")
+    for name in single.keys() & stacked.keys():
+        one, many = tuple(single[name].shape), tuple(stacked[name].shape)
+        want = one if not one else (k * one[0], *one[1:])
+        if many != want:
+            problems.append(f"{name} is {list(many)} for {k} runs, expected {list(want)} (runs=1: {list(one)})")
+    return sorted(problems)
+
+
 @torch.no_grad()
 def unstack_model(net: ConvNet, k: int, device: torch.device | str | None = None) -> ConvNet:
-    """Run k of a stacked network as a single-run ``ConvNet`` (a copy, on ``device``)."""
+    """Run k of a stacked network as a single-run ``ConvNet`` (a copy, on ``device``); for a
+    plug-in, as its ``build(..., runs=1)``."""
     if isinstance(net, PluginNet):
-        single = copy.deepcopy(net)
+        if net.runs == 1:
+            single = copy.deepcopy(net)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                single = PluginNet(net.name, net.make(1), make=net.make)
+            single.load_state_dict({name: run_view(t, net.runs, k).clone() for name, t in net.state_dict().items()})
         return single.to(device) if device is not None else single
     single = ConvNet(net.spec)
     single.load_state_dict({name: run_view(t, net.runs, k).clone() for name, t in net.state_dict().items()})
     return single.to(device) if device is not None else single
-
-
-
-
-
-
 
 
 def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int, dataset: str) -> ConvNet:
@@ -209,8 +253,15 @@ def build_model(cfg: ModelConfig, in_channels: int, image_size: int, num_classes
     if cfg.arch not in ARCHS:
         registry = plugin_registry()
         plugin = registry.model_plugin(cfg.arch).plugin
-        return PluginNet(cfg.arch, plugin.build(in_channels, image_size, num_classes,  # type: ignore[return-value]
-                                                **registry.field_values(cfg.params)))
+        fields = registry.field_values(cfg.params)
+        if not plugin.stackable:
+            return PluginNet(cfg.arch, plugin.build(in_channels, image_size, num_classes,  # type: ignore[return-value]
+                                                    **fields))
+
+        def make(runs: int) -> nn.Module:
+            return plugin.build(in_channels, image_size, num_classes, runs=runs, **fields)
+
+        return PluginNet(cfg.arch, make(1), make=make)  # type: ignore[return-value]
     model = ConvNet(net_spec(cfg, in_channels, image_size, num_classes, dataset))
     init_weights(model, cfg.bn_beta_init)
     return model

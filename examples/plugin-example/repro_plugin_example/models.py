@@ -20,10 +20,12 @@ class MLPFields:
     hidden: tuple[int, ...] = (128, 128)
 
 
-def build(in_channels: int, image_size: int, num_classes: int, hidden: tuple[int, ...] = (128, 128)):
+def build(in_channels: int, image_size: int, num_classes: int, runs: int = 1, hidden: tuple[int, ...] = (128, 128)):
+    """``runs`` MLPs stacked into one (``stackable=True`` below): repro trains runs that differ
+    only in seed, optimizer or regularizer together, as it does its own networks."""
     from repro_plugin_example.mlp import MLP
 
-    return MLP(in_channels * image_size * image_size, hidden, num_classes)
+    return MLP(in_channels * image_size * image_size, hidden, num_classes, runs)
 
 
 def flops_per_image(in_channels: int, image_size: int, num_classes: int, fields: MLPFields | None) -> float:
@@ -31,4 +33,4 @@ def flops_per_image(in_channels: int, image_size: int, num_classes: int, fields:
     return float(sum(2 * a * b for a, b in zip(widths, widths[1:])))
 
 
-mlp = ModelPlugin(name="mlp", build=build, fields=MLPFields, flops_per_image=flops_per_image)
+mlp = ModelPlugin(name="mlp", build=build, fields=MLPFields, stackable=True, flops_per_image=flops_per_image)
