@@ -2,8 +2,8 @@
 
 In:  a claims folder.
 Out: ``folder_plugins(folder)``: the plug-ins its configs may name, written "module:attribute"
-     (a ``repro.plugins.ModelPlugin`` or ``DatasetPlugin`` in a module Python can import: an
-     installed package, or one on ``PYTHONPATH``); ``use_folder_plugins(folder)`` makes them known
+     (a ``repro.plugins.ModelPlugin``, ``DatasetPlugin`` or ``TrainerPlugin`` in a module Python
+     can import: an installed package, or one on ``PYTHONPATH``); ``use_folder_plugins(folder)`` makes them known
      to this process and the ones it starts, before the folder's configs are validated.
 
 For plug-ins not installed as a package with entry points (a module beside one's experiment,
