@@ -569,3 +569,32 @@ def test_a_stackable_plugin_whose_stack_is_not_its_runs_is_refused_by_name(monke
     finally:
         sys.modules.pop("flat_plugin", None)
         plugins._resolve_with.cache_clear()
+
+
+def test_an_entry_whose_plugin_is_not_installed_here_is_left_in_place(fake_trainers, tmp_path, monkeypatch):
+    """A run of a plug-in read where the plug-in is not installed (another virtualenv, the
+    package uninstalled) is not damage: it is not used, said once, and stays where it is."""
+    from repro import plugins
+    from repro.cache import RunStore
+    from repro.cache.archive import entry_infos, verify_store
+    from repro.cache.keys import run_key
+    from repro.runs import run_and_measure
+
+    config = fake_config()
+    store = RunStore(tmp_path / "cache")
+    key = run_key(config)
+    store.put(key, run_and_measure(config, device="cpu"))
+    assert store.get(key) is not None
+
+    monkeypatch.delenv("REPRO_PLUGINS")
+    plugins._resolve_with.cache_clear()
+    elsewhere = RunStore(tmp_path / "cache")
+    assert elsewhere.get(key) is None
+    assert store.entry_dir(key).is_dir() and not (tmp_path / "cache" / "corrupt").exists()
+    (info,) = entry_infos(elsewhere)
+    assert "not readable here" in info.problem and "train.trainer" in info.problem
+    assert not verify_store(elsewhere, repair=True).moved and store.entry_dir(key).is_dir()
+
+    monkeypatch.setenv("REPRO_PLUGINS", "fake_trainers:fake")
+    plugins._resolve_with.cache_clear()
+    assert RunStore(tmp_path / "cache").get(key).config == config

@@ -61,6 +61,7 @@ from repro.cache.store import (
     WEIGHTS,
     CacheError,
     EntryDamaged,
+    EntryNeedsPlugin,
     RunStore,
     check_manifest,
     load_weights,
@@ -176,6 +177,8 @@ def entry_infos(store: RunStore) -> list[EntryInfo]:
             info.finished_at = str(record.provenance.get("finished_at", ""))
         except EntryDamaged as e:
             info.problem = str(e)
+        except EntryNeedsPlugin as e:
+            info.problem = f"not readable here, left in place: {e}"
         infos.append(info)
     return infos
 
@@ -223,6 +226,8 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
                     result.refreshed.append(key)
         except EntryDamaged as e:
             result.damaged[key] = str(e)
+        except EntryNeedsPlugin as e:
+            result.unverified[key] = f"not re-measured here ({e})"
     if repair:
         for key, problem in result.damaged.items():
             target = store._move_aside(store.entry_dir(key), "corrupt")

@@ -100,6 +100,19 @@ class EntryDamaged(CacheError):
     """An entry whose files do not match its manifest or its key."""
 
 
+class EntryNeedsPlugin(CacheError):
+    """An entry whose config names an architecture, dataset or trainer that no plug-in installed
+    here provides, or fields the installed version of it does not have: sound, perhaps, but
+    unreadable in this environment. It stays where it is (an
+    uninstalled package must not cost a user their runs)."""
+
+
+# The config fields that name a plug-in when they name no built-in.
+PLUGIN_FIELDS = ("model.arch", "data.dataset", "train.trainer")
+# A plug-in's own fields: another version of it may have renamed them.
+PLUGIN_PARAMS = ("model.params", "train.params")
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -282,7 +295,11 @@ def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
         raise EntryDamaged(problem)
     try:
         stored = run_config_from_dict(parsed["config.json"])
-    except (ValueError, ConfigError, TypeError, AttributeError) as e:
+    except ConfigError as e:
+        if e.path in PLUGIN_FIELDS or e.path.startswith(PLUGIN_PARAMS):
+            raise EntryNeedsPlugin(f"its config.json's {e.path}: {e.message}") from e
+        raise EntryDamaged(f"unreadable config.json: {e}") from e
+    except (ValueError, TypeError, AttributeError) as e:
         raise EntryDamaged(f"unreadable config.json: {e}") from e
     if run_key(stored, manifest["training_fingerprint"]) != key:
         raise EntryDamaged("config.json does not belong to this key")
@@ -477,6 +494,10 @@ class RunStore:
                 return None
         except FileNotFoundError:
             return None  # moved away between the look and the read
+        except EntryNeedsPlugin as e:
+            self._warn_once(key, f"cache entry {key[:12]} cannot be read here ({e}); it stays where it is and is "
+                                 "not used (install the plug-in to use it)")
+            return None
         if current_metrics and record.metrics_fingerprint != metrics_fingerprint() and not record.diverged:
             if self._remeasure is None:
                 record.metrics_stale = True
