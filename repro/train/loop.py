@@ -298,8 +298,12 @@ class TrainState:
         return len(self.configs)
 
 
-def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, capturable: bool = False) -> TrainState:
-    """Build the group: each run initialised from its own seed, stacked into one network."""
+def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, capturable: bool = False,
+               dtype: torch.dtype | None = None) -> TrainState:
+    """Build the group: each run initialised from its own seed, stacked into one network.
+    ``dtype``: what the network computes in after its float32 initialisation (None: float32);
+    float64 is the exact-arithmetic reference of ``repro gpu-check``, started from the very
+    weights a float32 run starts from (torch draws float64 initial values from another stream)."""
     if len({group_key(c) for c in configs}) != 1:
         raise ValueError("runs trained together must share architecture, data, batch size, schedule and precision")
     first = configs[0]
@@ -308,7 +312,7 @@ def init_state(configs: list[RunConfig], data: ImageData, device: torch.device, 
         torch.manual_seed(c.train.seed)
         models.append(build_model(c.model, data.in_channels, data.image_size, data.num_classes, c.data.dataset))
     k = len(configs)
-    net = stack_models(models).to(device).train()
+    net = stack_models(models).to(device=device, dtype=dtype).train()
     grads = []
     for p in net.parameters():
         p.grad = torch.zeros_like(p)
@@ -730,6 +734,7 @@ def train_models(
     cudnn_benchmark: bool | None = None,
     graph_backend: GraphBackend | None = None,
     kernels: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> list[TrainOutcome]:
     """Train runs together. ``on_step(step, total)`` is called at every recorded loss point
     (~0.5% of the run).
@@ -741,7 +746,8 @@ def train_models(
     (``$REPRO_CUDA_GRAPHS=0`` turns graphs off). ``graph_backend``: how graphs are made; None =
     ``CudaGraphBackend`` on CUDA, no graphs elsewhere (tests pass a fake to run the graph path on
     the CPU). ``kernels``: "fastest" or "plain" optimizer kernels (None: ``$REPRO_OPTIMIZER_KERNELS``,
-    default fastest). Each outcome's ``execution`` says what ran.
+    default fastest). Each outcome's ``execution`` says what ran. ``dtype``: see ``init_state``
+    (the data must be of it too).
 
     A run whose config names a registered trainer (``train.trainer``) is trained by it instead
     (``repro.train.trainer``), alone; graphs and kernels are then the trainer's business.
@@ -761,7 +767,7 @@ def train_models(
     if graph_backend is None and device.type == "cuda":
         graph_backend = CudaGraphBackend()
     graphs = graph_backend is not None and graphs_wanted(configs, cuda_graphs, data)
-    state = init_state(configs, data, device, capturable=graphs and graph_backend.capturable)
+    state = init_state(configs, data, device, capturable=graphs and graph_backend.capturable, dtype=dtype)
     if kernels == "plain":
         use_plain_kernels(state.optimizers)
     resumed = load_checkpoint(checkpoint, configs)
