@@ -64,3 +64,15 @@ def test_workflow_uploads_the_reports_even_when_the_tests_fail():
     assert steps[report]["if"] == "always()" and steps[upload]["if"] == "always()"
     out = steps[report]["run"].split("--out", 1)[1].split()[0]
     assert steps[upload]["with"]["path"].rstrip("/") in out
+
+
+def test_a_job_lints_the_workflows_with_actionlint_at_a_pinned_release():
+    """GitHub's runners can download actionlint (this machine cannot: no registry ships it); the
+    job pins one release, the same in the script's address and its version argument."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["actionlint"]["steps"]
+    download = next(s for s in steps if "download-actionlint.bash" in s.get("run", ""))
+    tag, version = re.search(r"/actionlint/v(\d+\.\d+\.\d+)/scripts/download-actionlint\.bash\) (\S+)$",
+                             download["run"]).groups()
+    assert tag == version
+    lint_step = steps[steps.index(download) + 1]
+    assert lint_step["run"].startswith(f"${{{{ steps.{download['id']}.outputs.executable }}}}")
