@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from scipy import stats as sps
@@ -544,3 +545,16 @@ def test_equal_on_two_metrics_of_the_same_runs_is_paired():
                   b={"run": "adam_l2", "metric": "test_error"}, tolerance=0.5)
     assert r.status == REPRODUCED
     assert "95% CI of per-seed (paired) difference [0, 0]" in r.arithmetic
+
+
+def test_the_seed_note_counts_the_checks_that_decided_the_verdict():
+    """A claim that fails a check decided on three seeds is not a two-seed verdict because a
+    check it passed compared a side of two seeds; a reproduced claim counts every check."""
+    from repro.check.verdict import NOT_REPRODUCED, REPRODUCED, CheckResult, Verdict
+
+    three = CheckResult("at_least", NOT_REPRODUCED, "a", "", observed={"adam": {"n": 3}})
+    two = CheckResult("greater", REPRODUCED, "b", "", observed={"adam": {"n": 3}, "sgd": {"n": 2}})
+    failed = Verdict.from_checks("c", "smoke", [three, two])
+    assert failed.status == NOT_REPRODUCED and failed.fewest_seeds == 3 and failed.seeds_note() == ""
+    passed = Verdict.from_checks("c", "smoke", [replace(three, status=REPRODUCED), two])
+    assert passed.fewest_seeds == 2 and "decided on 2 seeds" in passed.seeds_note()

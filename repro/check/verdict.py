@@ -249,8 +249,12 @@ class Verdict:
 
     @property
     def fewest_seeds(self) -> int | None:
-        """The fewest seeds any compared selection had (None when nothing was compared)."""
-        ns = [o["n"] for c in self.checks for o in c.observed.values() if isinstance(o.get("n"), int)]
+        """The fewest seeds a selection had in the checks that decided the verdict (those with the
+        verdict's status: every check of a reproduced claim, the failing ones of a claim that is
+        not), None when nothing was compared. A passing check on two seeds does not make a
+        failure decided on three read as a two-seed verdict."""
+        deciding = [c for c in self.checks if c.status == self.status] or self.checks
+        ns = [o["n"] for c in deciding for o in c.observed.values() if isinstance(o.get("n"), int)]
         return min(ns) if ns else None
 
     def seeds_note(self) -> str:
