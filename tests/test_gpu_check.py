@@ -192,9 +192,13 @@ def test_the_tolerance_is_derived_per_precision_from_the_distance_to_exact_arith
     assert math.isinf(tol["fp32"].worst(moved)[0])
 
 
+REAL_TRAIN_FAST = gc.train_fast
+
+
 def moving(which_runs, when):
-    """A fast path whose runs ``which_runs(outcomes)`` come back 1% off wherever ``when(off, dtype)``."""
-    real = gc.train_fast
+    """A fast path whose runs ``which_runs(outcomes)`` come back 1% off wherever ``when(off, dtype)``
+    (over the real fast path, never over another test's fault)."""
+    real = REAL_TRAIN_FAST
 
     def fast(configs, data, device, off, backend, workdir, stop, dtype=None):
         out = real(configs, data, device, off, backend, workdir, stop, dtype)
