@@ -298,3 +298,10 @@ def test_stats_still_hold_non_finite_values_for_reports():
         s.require_finite()
     with pytest.raises(NonFinite, match=r"^values: no values \(n=0\)$"):
         Stats(()).require_finite()
+
+
+def test_welch_interval_of_huge_finite_values_does_not_overflow():
+    """Found by the property test above: squaring variances of 1e77-sized values overflowed
+    (OverflowError, neither an interval nor a refusal)."""
+    low, high = welch_diff_ci(Stats((0.0, 0.0, 0.0)), Stats((0.0, 0.0, 3.4737626771194864e77)))
+    assert math.isfinite(low) and math.isfinite(high) and low < 0 < high

@@ -180,7 +180,10 @@ def welch_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, 
     se = math.sqrt(va + vb)
     if se == 0:
         return (diff, diff)
-    dof = (va + vb) ** 2 / ((va**2 / (a.n - 1)) + (vb**2 / (b.n - 1)))
+    # Welch-Satterthwaite degrees of freedom, (va + vb)^2 / (va^2/(na-1) + vb^2/(nb-1)), with the
+    # variances taken as shares of their sum: squaring 1e77-sized variances would overflow.
+    ra, rb = va / (va + vb), vb / (va + vb)
+    dof = 1.0 / (ra**2 / (a.n - 1) + rb**2 / (b.n - 1))
     t = float(sps.t.ppf(0.5 + confidence / 2, dof))
     what = f"Welch CI of {a.label or 'a'} - {b.label or 'b'}"
     return (_finite(diff - t * se, what), _finite(diff + t * se, what))
