@@ -321,15 +321,8 @@ def _with_params(model: ModelConfig, params: Any, errors: list[ConfigError]) -> 
             errors.append(ConfigError("model.params", f"applies to plug-in architectures only; {model.arch} is "
                                                       f"built in and takes the fields of the model section"))
         return model
-    plugin = _plugin("model", model.arch, "model.arch", errors)
-    if plugin is None:
-        return model
-    if plugin.fields is None:
-        if params:
-            errors.append(ConfigError("model.params", f"the plug-in architecture {model.arch} declares no fields"))
-        return model
-    parsed = _parse_dataclass(plugin.fields, {} if params is None else params, "model.params", errors)
-    return dataclasses.replace(model, params=parsed)
+    return _plugin_fields(model, "model", model.arch, "model.arch", params, "model.params",
+                          f"the plug-in architecture {model.arch}", errors)
 
 
 def _with_trainer_params(train: TrainConfig, params: Any, errors: list[ConfigError]) -> TrainConfig:
@@ -338,15 +331,22 @@ def _with_trainer_params(train: TrainConfig, params: Any, errors: list[ConfigErr
         if params is not None:
             errors.append(ConfigError("train.params", "applies to a registered trainer only; name one in train.trainer"))
         return train
-    plugin = _plugin("trainer", train.trainer, "train.trainer", errors)
+    return _plugin_fields(train, "trainer", train.trainer, "train.trainer", params, "train.params",
+                          f"the trainer {train.trainer}", errors)
+
+
+def _plugin_fields(section: Any, kind: str, name: str, name_path: str, params: Any, params_path: str, what: str,
+                   errors: list[ConfigError]) -> Any:
+    """``section`` with ``params`` parsed as the typed fields the plug-in ``name`` declares."""
+    plugin = _plugin(kind, name, name_path, errors)
     if plugin is None:
-        return train
+        return section
     if plugin.fields is None:
         if params:
-            errors.append(ConfigError("train.params", f"the trainer {train.trainer} declares no fields"))
-        return train
-    parsed = _parse_dataclass(plugin.fields, {} if params is None else params, "train.params", errors)
-    return dataclasses.replace(train, params=parsed)
+            errors.append(ConfigError(params_path, f"{what} declares no fields"))
+        return section
+    parsed = _parse_dataclass(plugin.fields, {} if params is None else params, params_path, errors)
+    return dataclasses.replace(section, params=parsed)
 
 
 def plugins_used(config: RunConfig) -> tuple[tuple[str, str], ...]:

@@ -178,7 +178,12 @@ def stack_models(models: list[ConvNet]) -> ConvNet:
     with torch.device("meta"):  # no initialisation work: every value is copied in below
         net = ConvNet(models[0].spec, runs=len(models))
     net = net.to_empty(device=next(models[0].parameters()).device)
-    states = [m.state_dict() for m in models]
+    return _copy_stacked(net, [m.state_dict() for m in models])
+
+
+def _copy_stacked(net: nn.Module, states: list[dict]) -> nn.Module:
+    """``net`` holding the runs' states one after another along each tensor's first dimension
+    (0-dim tensors, BatchNorm's batch counter, are shared: the first run's)."""
     for name, t in net.state_dict().items():
         if t.dim() == 0:
             t.copy_(states[0][name])
@@ -205,13 +210,7 @@ def _stack_plugin(models: list[PluginNet]) -> PluginNet:
         raise ValueError(f"plug-in architecture {first.name} (stackable=True): build(..., runs={k}) is not {k} "
                          f"networks of build(..., runs=1) stacked along the first dimension: "
                          + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
-    net = net.to(next(first.parameters()).device)
-    for name, t in net.state_dict().items():
-        if t.dim() == 0:
-            t.copy_(states[0][name])
-        else:
-            torch.cat([s[name] for s in states], out=t)
-    return net
+    return _copy_stacked(net.to(next(first.parameters()).device), states)
 
 
 def _stack_problems(single: dict, stacked: dict, k: int) -> list[str]:
