@@ -305,3 +305,11 @@ def test_welch_interval_of_huge_finite_values_does_not_overflow():
     (OverflowError, neither an interval nor a refusal)."""
     low, high = welch_diff_ci(Stats((0.0, 0.0, 0.0)), Stats((0.0, 0.0, 3.4737626771194864e77)))
     assert math.isfinite(low) and math.isfinite(high) and low < 0 < high
+
+
+def test_a_p_value_scipy_calls_unreliable_is_refused():
+    """Nearly identical values of large magnitude: scipy warns that its moments lost their
+    precision; that p-value decides nothing."""
+    nearly = Stats((1e10, 1e10 + 1e-5, 1e10), "a")
+    with pytest.raises(NonFinite, match="cannot be computed reliably"):
+        welch_greater(nearly, Stats((1.0, 2.0, 3.0), "b"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -157,6 +158,18 @@ def _finite(x: float, what: str) -> float:
     return x
 
 
+def _scipy_test(test, what: str) -> float:
+    """``test()``'s p-value, refused when scipy says it lost the precision to compute it (nearly
+    identical values of large magnitude: "catastrophic cancellation"), as when it is not finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            p = float(test().pvalue)
+        except RuntimeWarning as w:
+            raise NonFinite(f"{what} cannot be computed reliably: {w}") from None
+    return _finite(p, what)
+
+
 def welch_greater(a: Stats, b: Stats) -> float | None:
     """One-sided Welch t-test p-value for mean(a) > mean(b); None when n < 3 on either side."""
     a.require_finite()
@@ -165,8 +178,8 @@ def welch_greater(a: Stats, b: Stats) -> float | None:
         return None
     if a.std == 0 and b.std == 0:
         return 0.0 if a.mean > b.mean else 1.0
-    p = float(sps.ttest_ind(a.values, b.values, equal_var=False, alternative="greater").pvalue)
-    return _finite(p, f"Welch p-value of {a.label or 'a'} > {b.label or 'b'}")
+    return _scipy_test(lambda: sps.ttest_ind(a.values, b.values, equal_var=False, alternative="greater"),
+                       f"Welch p-value of {a.label or 'a'} > {b.label or 'b'}")
 
 
 def welch_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -200,7 +213,7 @@ def paired_greater(a: Stats, b: Stats) -> float | None:
     _finite(float(np.abs(diffs).max()), f"largest per-seed difference in the {what}")
     if np.ptp(diffs) <= 1e-9 * max(1.0, float(np.abs(diffs).max())):  # identical up to rounding: no spread to test
         return 0.0 if diffs.mean() > 0 else 1.0
-    return _finite(float(sps.ttest_rel(a.values, b.values, alternative="greater").pvalue), what)
+    return _scipy_test(lambda: sps.ttest_rel(a.values, b.values, alternative="greater"), what)
 
 
 def paired_diff_ci(a: Stats, b: Stats, confidence: float = 0.95) -> tuple[float, float] | None:
