@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Unit tests + every claim's smoke tier (trains what the cache lacks; CPU, minutes).
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal tests claims --tier smoke --durations=25
+	$(BIN)/python -m pytest -n $(JOBS) tests claims --tier smoke --durations=25
 
 # The smoke tier end to end: validate, plan, train, pytest, reports/smoke/.
 smoke: setup
