@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from repro.cache import CACHE_RULE, CacheError, RunStore, ensure_run, run_key
+from repro.cache import CACHE_RULE, CacheError, RunStore, ensure_run, run_key, training_identity
 from repro.config import ConfigError
 from repro.data.catalog import DatasetError
 from repro.machine import DeviceError, training_device
@@ -177,16 +177,45 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
     from repro.cache import metrics_fingerprint
 
     rows = [(i.key[:12], i.summary, "yes" if i.weights else "no", f"{i.bytes / 1e6:,.2f}",
-             ("this" if i.current else "other: " + i.training_fingerprint[:8]) + " / "
-             + ("this" if i.metrics_fingerprint == metrics_fingerprint() else "other"),
+             _training_label(i) + " / " + ("this" if i.metrics_fingerprint == metrics_fingerprint() else "other"),
              _origin_label(i.origin, i.verified), i.finished_at, i.problem or "") for i in infos]
-    print(tabulate(rows, headers=("key", "run", "weights", "MB", "training / metrics code", "trained", "finished",
+    print(tabulate(rows, headers=("key", "run", "weights", "MB", "training / metrics", "trained", "finished",
                                   "problem")))
-    other = sum(not i.current for i in infos)
+    other = sum(not i.current for i in infos if i.problem is None)
+    other_code = sum(i.current and not i.same_code for i in infos)
     unverified = sum(not i.verified for i in infos)
-    print(f"\n{len(infos)} entries in {store.root}" + (f"; {other} trained by other training code (not served)"
-                                                        if other else "")
+    print(f"\n{len(infos)} entries in {store.root}"
+          + (f"; {other} trained under an older training identity (kept, never served: repro cache prune "
+             "removes them)" if other else "")
+          + (f"; {other_code} trained by other code with this training's semantics (served)" if other_code else "")
           + (f"; {unverified} imported and unverified (their numbers are the archive's word)" if unverified else ""))
+    return 0
+
+
+def _training_label(info) -> str:  # noqa: ANN001  (an archive.EntryInfo)
+    if not info.current:
+        return "older identity: " + info.training_fingerprint[:16]
+    return "this" if info.same_code else "same semantics, other code"
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from repro.cache.archive import entry_infos, prunable, prune_entries
+
+    store = _store(args)
+    doomed = prunable(entry_infos(store))
+    for info in doomed:
+        print(f"{'removing' if args.yes else 'would remove'}: {info.key[:12]} {info.summary} (trained under "
+              f"{info.training_fingerprint[:16]}, this repro: {training_identity()})")
+    if not doomed:
+        print(f"nothing to prune in {store.root}: every readable entry is of this repro's training identity")
+        return 0
+    if not args.yes:
+        print(f"{len(doomed)} entries would be removed; run again with --yes to remove them")
+        return 0
+    if not store.writable():
+        raise store.read_only_error("pruning")
+    removed = prune_entries(store, doomed)
+    print(f"removed {len(removed)} entries from {store.root}")
     return 0
 
 
@@ -243,7 +272,6 @@ def cmd_cache_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_import(args: argparse.Namespace) -> int:
-    from repro.cache import training_fingerprint
     from repro.cache.archive import import_archive, shown
 
     store = _store(args)
@@ -261,7 +289,7 @@ def cmd_cache_import(args: argparse.Namespace) -> int:
         print(f"unverified: {key[:12]}: {why}")
     if result.other_code:
         print(f"warning: {len(result.other_code)} runs were trained by other training code (fingerprint "
-              f"{shown(str(result.archive_fingerprint))}, this code: {training_fingerprint()}); they are stored but "
+              f"{shown(str(result.archive_fingerprint))}, this code: {training_identity()}); they are stored but "
               "runs keyed under this code will not use them", file=sys.stderr)
     print(f"imported {len(result.added)} runs into {store.root} ({len(result.verified)} re-measured from their "
           f"weights and confirmed, {len(result.unverified)} unverified; {len(result.present)} already there, "
@@ -270,13 +298,15 @@ def cmd_cache_import(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_fingerprint(args: argparse.Namespace) -> int:
-    from repro.cache import metrics_fingerprint, training_fingerprint
+    from repro.cache import metrics_fingerprint, training_code_fingerprint
     from repro.cache.keys import metrics_modules, training_modules
 
     if args.modules:
         print("\n".join(metrics_modules() if args.metrics else training_modules()))
+    elif args.metrics:
+        print(metrics_fingerprint())
     else:
-        print(metrics_fingerprint() if args.metrics else training_fingerprint())
+        print(training_code_fingerprint() if args.code else training_identity())
     return 0
 
 
@@ -294,6 +324,11 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
                    "left by writers that were killed")
     c.set_defaults(func=cmd_cache_verify)
 
+    c = cache.add_parser("prune", parents=[common], help="remove entries trained under an older training "
+                         "identity (never served); lists them first")
+    c.add_argument("--yes", action="store_true", help="remove them (without it: only list what would go)")
+    c.set_defaults(func=cmd_cache_prune)
+
     c = cache.add_parser("export", parents=[common], help="write cached runs into one archive (.tar or .tar.gz)")
     c.add_argument("file", help="archive to write; compressed when it ends in .gz or .tgz")
     c.add_argument("claims", nargs="*", help="claim files, directories or ids whose runs to export")
@@ -309,7 +344,9 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("file")
     c.set_defaults(func=cmd_cache_import)
 
-    c = cache.add_parser("fingerprint", help="print the training-code fingerprint (cache keys depend on it)")
+    c = cache.add_parser("fingerprint", help="print the training identity (repro's part of every cache key)")
+    c.add_argument("--code", action="store_true", help="print the fingerprint of the training code's text instead "
+                   "(provenance: not in keys)")
     c.add_argument("--metrics", action="store_true", help="print the measurement-code fingerprint instead")
     c.add_argument("--modules", action="store_true", help="list the modules the fingerprint covers (derived "
                    "from the import graph of the training loop and the dataset loaders, or of the measurement code)")

@@ -197,10 +197,12 @@ def test_malformed_entries_are_rejected_with_a_message(case, trained, tmp_path, 
                           dict(state), metrics_fingerprint="older-measurement-code")
         files = entry_files(stale, key)
         expected = "its weights do not fit its config (RuntimeError"
-        # The same entry already in a cache (stale metrics: recomputed on read) is moved aside.
+        # The same entry already in a cache (stale metrics: recomputed on read) is not served,
+        # and left where it is (only cache verify --repair moves it).
         local = RunStore(tmp_path / "local", device="cpu", remeasure=remeasure)
         local.put_files(key, files)
-        assert local.get(key) is None and any((tmp_path / "local" / "corrupt").iterdir())
+        assert local.get(key) is None and local.entry_dir(key).is_dir()
+        assert not (tmp_path / "local" / "corrupt").exists()
     rc, out, err = import_cli(archive_of(tmp_path / "a.tar", {key: files}), tmp_path / "cache", capsys)
     assert rc == 1 and expected in err and "Traceback" not in err, err
     assert RunStore(tmp_path / "cache").keys() == []

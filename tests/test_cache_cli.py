@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cache import RunRecord, RunStore, run_key
+from repro.cache import RunRecord, RunStore, run_key, training_identity
 from repro.cli import main
 from repro.config import run_config_from_dict
 from repro.report import render_reports
@@ -113,7 +113,7 @@ def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir
 
     shown = cli(["show", run_key(damaged_cfg)[:12]], cache, shared_dir, other_user=AS_ROOT)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr
-    assert "damaged" in shown.stderr and "read-only" in shown.stderr and "9.0" not in shown.stdout
+    assert "damaged" in shown.stderr and "stays where it is" in shown.stderr and "9.0" not in shown.stdout
     assert damaged.is_dir() and not (cache / "corrupt").exists()
 
 
@@ -187,12 +187,14 @@ def test_ls_and_verify(tmp_path, capsys):
     assert good[:12] in out and "2 entries" in out
     assert main(["cache", "ls", "--json", *args]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {e["key"] for e in listed} == {good, run_key(other)} and all(e["current_training_code"] for e in listed)
+    assert {e["key"] for e in listed} == {good, run_key(other)} and all(e["current_training_identity"] for e in listed)
     assert main(["cache", "verify", *args]) == 1
     captured = capsys.readouterr()
     assert f"damaged: {run_key(other)[:12]}: checksum mismatch in model.pt" in captured.err
     assert "1 of 2 entries" in captured.out
     assert main(["cache", "fingerprint"]) == 0
+    assert capsys.readouterr().out.strip() == training_identity()
+    assert main(["cache", "fingerprint", "--code"]) == 0
     assert len(capsys.readouterr().out.strip()) == 16
 
 

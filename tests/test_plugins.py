@@ -232,7 +232,7 @@ def test_builtin_canonical_json_has_no_plugin_fields():
     from tests.test_cache import GOLDEN_KEY
 
     assert "params" not in RunConfig().canonical_json()
-    assert run_key(RunConfig(), fingerprint="0" * 16) == GOLDEN_KEY
+    assert run_key(RunConfig(), "0" * 16) == GOLDEN_KEY
 
 
 def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):

@@ -13,7 +13,8 @@ from repro.cache.keys import (
     CACHE_FORMAT,
     metrics_fingerprint,
     run_key,
-    training_fingerprint,
+    training_code_fingerprint,
+    training_identity,
 )
 from repro.cache.location import CACHE_RULE, default_cache_root
 from repro.cache.record import RunRecord
@@ -39,5 +40,6 @@ __all__ = [
     "ensure_runs",
     "metrics_fingerprint",
     "run_key",
-    "training_fingerprint",
+    "training_code_fingerprint",
+    "training_identity",
 ]

@@ -44,6 +44,7 @@ import logging
 import lzma
 import math
 import re
+import shutil
 import tarfile
 import tempfile
 import time
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from repro.cache.keys import CACHE_FORMAT, metrics_fingerprint, training_fingerprint
+from repro.cache.keys import CACHE_FORMAT, metrics_fingerprint, training_code_fingerprint, training_identity
 from repro.cache.record import RunRecord
 from repro.cache.store import (
     ENTRY_FILES,
@@ -61,13 +62,14 @@ from repro.cache.store import (
     WEIGHTS,
     CacheError,
     EntryDamaged,
-    EntryNeedsPlugin,
+    EntryNotReadableHere,
     RunStore,
     check_manifest,
     load_weights,
     parse_json,
     record_from_files,
     sha256,
+    manifest_identities,
     with_manifest,
 )
 
@@ -112,16 +114,23 @@ class EntryInfo:
     problem: str | None = None
     origin: str = "local"
     verified: bool = True
+    training_code: str | None = None  # fingerprint of the training code's text (None: not recorded)
 
     @property
     def current(self) -> bool:
-        """Trained by this training code (so servable), metrics from this measurement code."""
-        return self.training_fingerprint == training_fingerprint()
+        """Trained under this repro's training identity (so servable when its config is asked for)."""
+        return self.training_fingerprint == training_identity()
+
+    @property
+    def same_code(self) -> bool:
+        """Trained by the very text of this training code (not only the same semantics)."""
+        return self.training_code == training_code_fingerprint()
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "summary": self.summary, "training_fingerprint": self.training_fingerprint,
+        return {"key": self.key, "summary": self.summary, "training_identity": self.training_fingerprint,
+                "training_code": self.training_code, "same_training_code": self.same_code,
                 "metrics_fingerprint": self.metrics_fingerprint, "weights": self.weights, "bytes": self.bytes,
-                "finished_at": self.finished_at, "current_training_code": self.current,
+                "finished_at": self.finished_at, "current_training_identity": self.current,
                 "current_metrics_code": self.metrics_fingerprint == metrics_fingerprint(),
                 "origin": self.origin, "verified": self.verified, "problem": self.problem}
 
@@ -170,17 +179,36 @@ def entry_infos(store: RunStore) -> list[EntryInfo]:
         origin = manifest.get("origin") or {}
         info = EntryInfo(key, "?", manifest["training_fingerprint"], str(manifest.get("metrics_fingerprint")),
                          WEIGHTS in manifest["files"], sum(manifest["sizes"].values()),
-                         origin=origin.get("source", "local"), verified=origin.get("verified", True))
+                         origin=origin.get("source", "local"), verified=origin.get("verified", True),
+                         training_code=manifest.get("training_code"))
         try:
             record = store._read(store.entry_dir(key), key, with_weights=False, config=None)
             info.summary = record.config.summary()
             info.finished_at = str(record.provenance.get("finished_at", ""))
         except EntryDamaged as e:
             info.problem = str(e)
-        except EntryNeedsPlugin as e:
+        except EntryNotReadableHere as e:
             info.problem = f"not readable here, left in place: {e}"
         infos.append(info)
     return infos
+
+
+def prunable(infos: list[EntryInfo]) -> list[EntryInfo]:
+    """Entries trained under another training identity than this repro's: never served, kept
+    until the user prunes them (a damaged or unreadable entry is not decided here)."""
+    return [i for i in infos if not i.current and i.problem is None and i.training_fingerprint != "?"]
+
+
+def prune_entries(store: RunStore, infos: list[EntryInfo]) -> list[str]:
+    """Remove the entries ``infos`` names (each under its key's lock); the keys removed."""
+    removed = []
+    for info in infos:
+        with store.lock(info.key):
+            target = store._move_aside(store.entry_dir(info.key), "pruned")
+            if target is not None:
+                shutil.rmtree(target, ignore_errors=True)
+                removed.append(info.key)
+    return removed
 
 
 # -- verify ------------------------------------------------------------------------------------
@@ -226,7 +254,7 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
                     result.refreshed.append(key)
         except EntryDamaged as e:
             result.damaged[key] = str(e)
-        except EntryNeedsPlugin as e:
+        except EntryNotReadableHere as e:
             result.unverified[key] = f"not re-measured here ({e})"
     if repair:
         for key, problem in result.damaged.items():
@@ -248,8 +276,8 @@ def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest:
     if not store.writable():
         return "confirmed by re-measuring, but the cache is read-only so it stays marked unverified"
     files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | _metrics_file(metrics, record),
-                          key, metrics_fingerprint(), manifest["training_fingerprint"],
-                          origin={**manifest["origin"], "verified": True, "verified_at": _now()})
+                          key, metrics_fingerprint(), origin={**manifest["origin"], "verified": True, "verified_at": _now()},
+                          **manifest_identities(manifest))
     store.put_files(key, files)
     return None
 
@@ -281,7 +309,7 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
         present = [k for k in wanted if store.contains(k)]
         result.missing = [k for k in wanted if not store.contains(k)]
         header = {"format": ARCHIVE_FORMAT, "cache_format": CACHE_FORMAT,
-                  "training_fingerprint": training_fingerprint(), "weights": weights,
+                  "training_fingerprint": training_identity(), "weights": weights,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         entries: dict[str, dict[str, bytes]] = {}
         for key in present:
@@ -291,7 +319,7 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
                 result.damaged[key] = str(e)
                 continue
             if not weights and WEIGHTS in manifest["files"]:
-                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], manifest["training_fingerprint"])
+                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], **manifest_identities(manifest))
             else:
                 blobs["manifest.json"] = (store.entry_dir(key) / "manifest.json").read_bytes()
             entries[key] = blobs
@@ -512,7 +540,7 @@ def _remeasured(store: RunStore, key: str, record: RunRecord, state: dict | None
                 remeasure: Remeasure | None) -> tuple[dict, str | None]:
     """(metrics to store, why they are not verified: None when re-measured here). EntryDamaged
     when the weights do not fit the config or contradict the stored metrics."""
-    if manifest["training_fingerprint"] != training_fingerprint():
+    if manifest["training_fingerprint"] != training_identity():
         return record.metrics, "trained by other training code: this code cannot re-measure its weights"
     if state is None:
         return record.metrics, "the archive holds no weights to re-measure it from"
@@ -585,7 +613,7 @@ def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, m
         origin["unverified_because"] = why
     files = with_manifest(blobs | _metrics_file(metrics, record), key,
                           metrics_fingerprint() if metrics is not record.metrics else manifest["metrics_fingerprint"],
-                          manifest["training_fingerprint"], origin=origin)
+                          origin=origin, **manifest_identities(manifest))
     if store.put_files(key, files, replace=False) is None:
         result.present.append(key)  # stored by someone else meanwhile
         return
@@ -594,7 +622,7 @@ def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, m
         result.verified.append(key)
     else:
         result.unverified[key] = why
-    if manifest["training_fingerprint"] != training_fingerprint():
+    if manifest["training_fingerprint"] != training_identity():
         result.other_code.append(key)
 
 

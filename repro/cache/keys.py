@@ -1,40 +1,26 @@
-"""Cache keys and code fingerprints: which code a stored result depends on.
+"""Cache keys: what decides whether a stored run can be served for a config.
 
-In:  a ``RunConfig``; the package's own source files.
-Out: ``run_key(config)`` (sha256 hex, the entry's name), ``training_fingerprint()`` and
-     ``metrics_fingerprint()`` (16 hex digits each), ``training_modules()`` (the modules the
-     training key covers), ``simulation_key(decay_config)`` (a stored simulation's name).
+In:  a ``RunConfig``; the package's own source files (for provenance).
+Out: ``run_key(config)`` (sha256 hex, the entry's name); ``training_identity()`` (repro's share
+     of the key); ``plugin_identity(config)`` (a plug-in run's share); ``training_code_fingerprint()``
+     and ``metrics_fingerprint()`` (16 hex digits over the code's behaviour);
+     ``simulation_key(decay_config)`` (a stored simulation's name).
 
-Which code retrains is derived, not listed: the training key covers exactly the modules that
-the training entry points (``TRAINING_ENTRY``: the loop and the dataset loaders) import, directly
-or through other modules, found by reading every ``import`` statement of the package's source
-(those inside functions too) together with the packages each import runs (``__init__``). A new
-module the loop comes to import is covered the moment it is imported; a module nothing in
-training imports (the CLI, claims, plans, checks, reports, the cache itself, the tracer in
-``train/profile.py``) may change freely without retraining anything. ``tests/test_cache.py``
-pins the closure: it edits every module in turn and checks which keys move.
+A run's key is the cache format, the config's canonical JSON, the training semantics
+(``repro.train.semantics``: a version pinned by the behaviour suite in ``tests/golden/``, raised
+when training computes different numbers) and, for a run that uses plug-ins, what their code is
+(``repro.cache.plugin_code``: installed distributions by name and version, local modules by
+their code, found the same way whichever way the plug-in was named). So a refactor, a moved
+function or a reworded message of repro keeps every user's cache, and an edit of a plug-in or of
+a helper it imports retrains exactly the runs that use it.
 
-Behaviour, not bytes: each file is parsed and its syntax tree, without docstrings, is serialised
-field by field, so comments, docstrings, blank lines and formatting do not change the
-fingerprint while any change to what the code does (a constant, an operator, a call) does. The
-text of messages is not behaviour either: the arguments of a ``raise`` and of logging calls
-(``log.info(...)`` and the like) are left out, so rewording an error or a log line retrains
-nothing, while raising a different exception type, or raising where nothing was raised, does.
-Messages therefore live where they are raised or logged, as literal text. The serialisation
-leaves out empty and absent fields, so the fields newer Pythons add with empty defaults
-(``type_params``) do not split caches between Python versions.
-
-The measurement code (the closure of ``METRICS_ENTRY`` less the training modules) is not in the
-training key: a stored entry records the metrics fingerprint it was measured with, and an entry
-measured by other code has its metrics recomputed from its stored weights without retraining.
-
-A run that uses a plug-in model, dataset or trainer (``repro.plugins``) runs code outside this
-package: its key also covers, per plug-in it uses (``repro.config.plugins_used``), the import
-closure of the module its entry point names within that module's own top-level package (found
-and normalised the same way), the distribution's name and version, and the registry's code that
-training does not already cover. Editing the plug-in's model retrains exactly the runs that use
-it, editing a trainer exactly the runs it trains; its README, or another package's code,
-retrains nothing. Built-in runs' keys do not depend on what is installed.
+The text of repro's training code still has a fingerprint (``training_code_fingerprint``: the
+normalised syntax of the modules the loop and the loaders import, ``training_modules``), kept in
+every entry's manifest and provenance so ``repro cache ls`` can say which runs another version of
+the code trained under the same semantics. The measurement code (the closure of ``METRICS_ENTRY``
+less the training modules) is not in the key either: an entry records the metrics fingerprint it
+was measured with, and an entry measured by other code has its metrics recomputed from its stored
+weights without retraining.
 
 No torch here: planning and reporting compute keys without loading it.
 """
@@ -45,11 +31,13 @@ import ast
 import functools
 import hashlib
 import json
-import threading
 from pathlib import Path
 
 from repro.config import RunConfig, plugins_used
+from repro.cache.plugin_code import code_identity
+from repro.cache.source import normalised_source, parse_source
 from repro.spec.simulation import DecayConfig
+from repro.train.semantics import training_identity  # noqa: F401  (re-exported: the key's training part)
 
 # Version of the entry layout (files, manifest fields). Part of every key: a new layout never
 # reads an old one.
@@ -61,23 +49,8 @@ PACKAGE = PACKAGE_DIR.name
 TRAINING_ENTRY = ("repro.train.loop", "repro.data")
 # What turns trained weights into metrics.
 METRICS_ENTRY = ("repro.measure",)
-# What a plug-in run runs of repro beyond the training closure: the registry that loads it.
-PLUGIN_ENTRY = ("repro.plugins",)
 # What computes a low-gradient simulation (it uses the training loop's optimizers).
 SIMULATION_ENTRY = ("repro.simulate.low_gradient",)
-# Calls whose arguments are messages for people: logging methods.
-_LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
-
-
-# CPython 3.11 can fail ast.parse run in two threads at once ("AST constructor recursion depth
-# mismatch"); keys are computed from executor threads (a Ray driver's, the pytest plugin's), so
-# parsing is one thread at a time.
-_PARSE_LOCK = threading.Lock()
-
-
-def _parse(source: str, filename: str) -> ast.AST:
-    with _PARSE_LOCK:
-        return ast.parse(source, filename)
 
 
 class FingerprintError(RuntimeError):
@@ -109,7 +82,7 @@ def _imports(path: Path, module: str, package_dir: Path) -> set[str]:
     """Modules of the package that ``module``'s source imports anywhere (functions included)."""
     is_package = path.name == "__init__.py"
     try:
-        tree = _parse(path.read_text(encoding="utf-8"), str(path))
+        tree = parse_source(path.read_text(encoding="utf-8"), str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
         raise FingerprintError(f"{path}: cannot read it to fingerprint the code: {e}") from e
     found: set[str] = set()
@@ -149,64 +122,6 @@ def import_closure(entries: tuple[str, ...], package_dir: Path = PACKAGE_DIR) ->
     return tuple(sorted(seen))
 
 
-# -- behaviour of the source ------------------------------------------------------------------
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-
-
-def _is_log_call(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-        and node.func.attr in _LOG_METHODS and isinstance(node.func.value, ast.Name) \
-        and node.func.value.id in ("log", "logger", "logging")
-
-
-def _strip_messages(tree: ast.AST) -> None:
-    """Drop the words of raised exceptions and log calls; keep which exception is raised."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
-            node.exc.args, node.exc.keywords = [], []
-        elif isinstance(node, ast.Expr) and _is_log_call(node.value):
-            node.value.args, node.value.keywords = [], []
-
-
-def _dump(node: object, out: list[str]) -> None:
-    if isinstance(node, ast.AST):
-        out.append(type(node).__name__ + "(")
-        for name in node._fields:
-            value = getattr(node, name, None)
-            # 'kind' is the u'' prefix of a string, 'type_comment' a comment: neither is behaviour.
-            if value is None or (isinstance(value, list) and not value) or name in ("kind", "type_comment"):
-                continue
-            out.append(name + "=")
-            _dump(value, out)
-            out.append(",")
-        out.append(")")
-    elif isinstance(node, list):
-        out.append("[")
-        for item in node:
-            _dump(item, out)
-            out.append(",")
-        out.append("]")
-    else:
-        out.append(f"{type(node).__name__}:{node!r}")
-
-
-def normalised_source(source: str, filename: str = "<source>") -> str:
-    """The behaviour of a Python source file as text: its syntax tree without docstrings and
-    without the words of its error and log messages."""
-    tree = _parse(source, filename)
-    _strip_docstrings(tree)
-    _strip_messages(tree)
-    out: list[str] = []
-    _dump(tree, out)
-    return "".join(out)
-
-
 def fingerprint(modules: tuple[str, ...], package_dir: Path = PACKAGE_DIR) -> str:
     """16 hex digits over the normalised syntax of ``modules`` (names of the package's modules)."""
     digest = hashlib.sha256()
@@ -240,8 +155,8 @@ def metrics_fingerprint_of(package_dir: Path = PACKAGE_DIR) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def training_fingerprint() -> str:
-    """Fingerprint of the code whose behaviour changes a trained network."""
+def training_code_fingerprint() -> str:
+    """Fingerprint of the text of the training code (provenance: which code trained a run)."""
     return training_fingerprint_of()
 
 
@@ -266,46 +181,28 @@ def simulation_key(config: DecayConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def source_fingerprint(module: str, source: Path) -> str:
-    """The fingerprint of ``module`` and every module of its own top-level package it imports
-    (``source``: that package's folder, or the file of a top-level module)."""
-    if source.is_file():
-        digest = hashlib.sha256(source.name.encode() + b"\0")
-        digest.update(normalised_source(source.read_text(encoding="utf-8"), str(source)).encode())
-        return digest.hexdigest()[:16]
-    return fingerprint(import_closure((module,), source), source)
-
-
-@functools.lru_cache(maxsize=1)
-def registry_fingerprint() -> str:
-    """Fingerprint of the plug-in registry's code that training does not already cover."""
-    training = set(training_modules())
-    return fingerprint(tuple(m for m in import_closure(PLUGIN_ENTRY) if m not in training))
-
-
 @functools.lru_cache(maxsize=None)
 def _plugin_part(kind: str, name: str) -> str:
     from repro import plugins
 
     r = plugins.resolve(kind, name)
-    return f"{kind} {name} {r.entry_point} {r.distribution}=={r.version} {source_fingerprint(r.module, r.source)}"
+    return "\n".join([f"{kind} {name} {r.entry_point}", *code_identity(r.module)])
 
 
-def plugin_fingerprint(config: RunConfig) -> str:
-    """What a run's key adds for the plug-ins it uses (empty for a built-in run): the registry's
-    code and, per plug-in, its entry point, distribution version and code."""
-    parts = [_plugin_part(kind, name) for kind, name in plugins_used(config)]
-    if not parts:
-        return ""
-    return "\n".join([f"registry {registry_fingerprint()}", *parts])
+def plugin_identity(config: RunConfig) -> str:
+    """What a run's key adds for the plug-ins it uses (empty for a built-in run): per plug-in,
+    its name, its entry point and what its code is (``plugin_code.code_identity``)."""
+    return "\n".join(_plugin_part(kind, name) for kind, name in plugins_used(config))
 
 
-def run_key(config: RunConfig, fingerprint: str | None = None) -> str:
-    """The cache key of ``config`` under the given (default: this code's) training fingerprint and,
-    for a run that uses plug-ins, their code (``plugin_fingerprint``)."""
-    fp = training_fingerprint() if fingerprint is None else fingerprint
-    payload = f"repro-cache-v{CACHE_FORMAT}\n{fp}\n{config.canonical_json()}"
-    extra = plugin_fingerprint(config)
+def run_key(config: RunConfig, identity: str | None = None, plugins: str | None = None) -> str:
+    """The cache key of ``config`` under the given (default: this repro's) training identity and,
+    for a run that uses plug-ins, the given (default: the installed) plug-ins' identity. A stored
+    entry's key is checked against the identities its manifest records, so whether it is sound
+    never depends on what is installed here."""
+    identity = training_identity() if identity is None else identity
+    payload = f"repro-cache-v{CACHE_FORMAT}\n{identity}\n{config.canonical_json()}"
+    extra = plugin_identity(config) if plugins is None else plugins
     if extra:
         payload += f"\nplug-ins\n{extra}"
     return hashlib.sha256(payload.encode()).hexdigest()

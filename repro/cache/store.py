@@ -13,13 +13,18 @@ file). It is written into a temporary directory and renamed into place, so a rea
 entry or none.
 
 A read serves an entry only if the manifest's key is the key asked for, ``config.json`` hashes
-to that key (and equals the requested config, when one is given), and every file served matches
-its checksum; model.pt is checked by size on every read and by checksum whenever the weights are
-loaded (``torch.load(weights_only=True, map_location="cpu")``: no pickled code runs). Anything
-else is damage: the entry is moved to ``<root>/corrupt/`` (the move checked, the message saying
-where it went) and treated as missing, so it is retrained. An entry this user may not read is an
-error, not damage. On a read-only cache nothing is moved: a damaged entry is reported and not
-used, and a run the cache lacks is one clear ``CacheError`` (new runs cannot be stored there).
+to that key under the identities the manifest records (and equals the requested config, when one
+is given), and every file served matches its checksum; model.pt is checked by size on every read
+and by checksum whenever the weights are loaded (``torch.load(weights_only=True,
+map_location="cpu")``: no pickled code runs). Anything else is damage: the entry is reported and
+treated as missing, so it is retrained. Reads never move entries: only ``repro cache verify
+--repair`` moves a damaged entry to ``<root>/corrupt/``, and so does storing a freshly trained run
+under the key of a damaged one. An entry that cannot be read here (a plug-in missing or of
+another version, a key of an older repro's scheme) is listed with the reason and left in place;
+an entry trained under an older training identity is simply never asked for (its key differs)
+and stays until ``repro cache prune``. An entry this user may not read is an error, not damage.
+On a read-only cache a run the cache lacks is one clear ``CacheError`` (new runs cannot be
+stored there).
 
 Every JSON file is checked before it is used: size and nesting depth before it is parsed, then
 its shape (the manifest's fields, a metrics dict whose known metrics have the catalogue's types,
@@ -59,10 +64,17 @@ from typing import Any, BinaryIO, Callable
 
 from filelock import FileLock, Timeout
 
-from repro.cache.keys import CACHE_FORMAT, metrics_fingerprint, run_key, training_fingerprint
+from repro.cache.keys import (
+    CACHE_FORMAT,
+    metrics_fingerprint,
+    plugin_identity,
+    run_key,
+    training_code_fingerprint,
+    training_identity,
+)
 from repro.cache.location import default_cache_root
 from repro.cache.record import RunRecord
-from repro.config import ConfigError, RunConfig, run_config_from_dict
+from repro.config import ConfigError, RunConfig, plugins_used, run_config_from_dict
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
 
 log = logging.getLogger(__name__)
@@ -90,6 +102,8 @@ STALE_TEMPORARY_S = 600
 # The command that brings stored metrics up to date with the measurement code (it hands the store
 # a ``remeasure``); reports and plans only read, and name it where metrics are stale.
 REFRESH_COMMAND = "repro cache verify"
+# The one command that moves damaged entries aside.
+REPAIR_COMMAND = "repro cache verify --repair"
 
 
 class CacheError(RuntimeError):
@@ -100,7 +114,16 @@ class EntryDamaged(CacheError):
     """An entry whose files do not match its manifest or its key."""
 
 
-class EntryNeedsPlugin(CacheError):
+class EntryNotReadableHere(CacheError):
+    """An entry that may well be sound but cannot be used in this environment: it stays where it
+    is and is listed with the reason (reads never move entries)."""
+
+
+class EntryOtherIdentity(EntryNotReadableHere):
+    """An entry whose key cannot be checked by this repro (an older scheme of plug-in keys)."""
+
+
+class EntryNeedsPlugin(EntryNotReadableHere):
     """An entry whose config names an architecture, dataset or trainer that no plug-in installed
     here provides, or fields the installed version of it does not have: sound, perhaps, but
     unreadable in this environment. It stays where it is (an
@@ -216,8 +239,11 @@ def metrics_problem(metrics: Any) -> str | None:
     return None
 
 
-def entry_files(record: RunRecord, key: str, with_weights: bool = True) -> dict[str, bytes]:
-    """The files of an entry for ``record`` under ``key``, manifest included."""
+def entry_files(record: RunRecord, key: str, with_weights: bool = True,
+                identities: dict | None = None) -> dict[str, bytes]:
+    """The files of an entry for ``record`` under ``key``, manifest included; ``identities``
+    (``manifest_identities`` of the entry's manifest) when an existing entry is rewritten, so it
+    keeps the identities its key was computed under."""
     files: dict[str, bytes] = {
         "config.json": _json_bytes(record.config.to_dict()),
         "metrics.json": _json_bytes(record.metrics),
@@ -227,25 +253,45 @@ def entry_files(record: RunRecord, key: str, with_weights: bool = True) -> dict[
     if with_weights and record.state_dict is not None:
         files[WEIGHTS] = state_dict_bytes(record.state_dict)
     origin = None if record.origin == "local" else {"source": record.origin, "verified": record.verified}
-    return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint(), origin=origin)
+    if identities is None:
+        identities = {"plugins": plugin_identity(record.config)}
+    return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint(), origin=origin,
+                         **identities)
 
 
 def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
-                  training_fp: str | None = None, origin: dict | None = None) -> dict[str, bytes]:
+                  training_fp: str | None = None, origin: dict | None = None, plugins: str | None = None,
+                  training_code: str | None = None) -> dict[str, bytes]:
     """``files`` with a manifest for them; ``origin`` ({"source": "imported", "verified": bool,
-    ...}) marks an imported entry (absent: trained into this cache)."""
+    ...}) marks an imported entry (absent: trained into this cache).
+
+    ``training_fingerprint`` in the manifest is the training identity the key was computed under
+    (``keys.training_identity``; entries of older repros: the code fingerprint they were keyed
+    by), ``plugins`` the plug-ins' identity the key holds (``keys.plugin_identity``) and
+    ``training_code`` the fingerprint of the training code's text (provenance only). With both
+    identities in the manifest an entry's key is checked from the entry alone, whatever is
+    installed here."""
     files = {n: b for n, b in files.items() if n != "manifest.json"}
     manifest = {
         "format": CACHE_FORMAT,
         "key": key,
-        "training_fingerprint": training_fp or training_fingerprint(),
+        "training_fingerprint": training_fp or training_identity(),
+        "training_code": training_code or training_code_fingerprint(),
         "metrics_fingerprint": metrics_fp,
         "files": {n: sha256(b) for n, b in files.items()},
         "sizes": {n: len(b) for n, b in files.items()},
     }
+    if plugins:
+        manifest["plugins"] = plugins
     if origin is not None:
         manifest["origin"] = origin
     return {**files, "manifest.json": _json_bytes(manifest)}
+
+
+def manifest_identities(manifest: dict) -> dict:
+    """The identity fields of ``manifest`` to carry into a rewritten manifest of the same entry."""
+    return {"training_fp": manifest["training_fingerprint"], "plugins": manifest.get("plugins"),
+            "training_code": manifest.get("training_code") or "unknown"}
 
 
 def check_manifest(manifest: Any, key: str) -> dict:
@@ -272,6 +318,9 @@ def check_manifest(manifest: Any, key: str) -> dict:
         raise EntryDamaged("manifest.json: training_fingerprint is not a string")
     if not isinstance(manifest.get("metrics_fingerprint"), (str, type(None))):
         raise EntryDamaged("manifest.json: metrics_fingerprint is not a string")
+    for name in ("plugins", "training_code"):
+        if not isinstance(manifest.get(name), (str, type(None))):
+            raise EntryDamaged(f"manifest.json: {name} is not a string")
     origin = manifest.get("origin")
     if origin is not None and not (isinstance(origin, dict) and origin.get("source") == "imported"
                                    and isinstance(origin.get("verified"), bool)):
@@ -301,7 +350,12 @@ def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
         raise EntryDamaged(f"unreadable config.json: {e}") from e
     except (ValueError, TypeError, AttributeError) as e:
         raise EntryDamaged(f"unreadable config.json: {e}") from e
-    if run_key(stored, manifest["training_fingerprint"]) != key:
+    if run_key(stored, manifest["training_fingerprint"], manifest.get("plugins") or "") != key:
+        if plugins_used(stored) and "plugins" not in manifest and "training_code" not in manifest:
+            # Written by a repro that keyed plug-in code differently and did not record it: sound,
+            # perhaps, but not checkable here, and never served for a key of this repro.
+            raise EntryOtherIdentity("keyed by an older repro's plug-in fingerprint, which this repro "
+                                     "does not recompute")
         raise EntryDamaged("config.json does not belong to this key")
     if config is not None and stored != config:
         raise EntryDamaged("config.json is not the requested config")
@@ -322,6 +376,8 @@ class RunStore:
         self.root = Path(root) if root is not None else default_cache_root()
         self.data_root, self.device, self._remeasure = data_root, device, remeasure
         self._warned: set[str] = set()
+        # Keys found damaged by a read of this store: not served again until stored anew.
+        self._known_damaged: set[str] = set()
 
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -452,12 +508,22 @@ class RunStore:
                         os.fsync(f.fileno())
             except OSError as e:
                 raise CacheError(f"cache root {self.root} is not writable: {e}") from e
-            replaced = self._move_aside(final, "replaced") if final.exists() else None
+            replaced = None
+            if final.exists():
+                damage = self._damaged(final, key)
+                if damage is not None:
+                    # A sound entry is about to take its place: keep the damaged one for its owner.
+                    target = self._move_aside(final, "corrupt")
+                    log.warning("cache entry %s was damaged (%s); moved to %s before storing the new one",
+                                key[:12], damage, target)
+                else:
+                    replaced = self._move_aside(final, "replaced")
             try:
                 os.rename(tmp, final)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise CacheError(f"could not store run {key[:12]} at {final}: {e}") from e
+            self._known_damaged.discard(key)
             if replaced is not None:
                 # Superseded by the entry just stored (same key): no copy of the weights to keep.
                 shutil.rmtree(replaced, ignore_errors=True)
@@ -468,9 +534,12 @@ class RunStore:
     def get(self, key: str, with_weights: bool = False, config: RunConfig | None = None,
             current_metrics: bool = True) -> RunRecord | None:
         """The stored record, or None if absent. A damaged entry (or one that is not ``config``'s)
-        is moved aside (-> None). With ``current_metrics``, metrics computed by other measurement
+        is reported and not used (-> None), left where it is: reads never move entries (``cache
+        verify --repair`` does, and a run trained again for the key moves it to ``corrupt/``). With ``current_metrics``, metrics computed by other measurement
         code are recomputed from the stored weights."""
         entry = self.entry_dir(key)
+        if key in self._known_damaged:
+            return None
         try:
             if not entry.is_dir():
                 return None
@@ -494,7 +563,7 @@ class RunStore:
                 return None
         except FileNotFoundError:
             return None  # moved away between the look and the read
-        except EntryNeedsPlugin as e:
+        except EntryNotReadableHere as e:
             self._warn_once(key, f"cache entry {key[:12]} cannot be read here ({e}); it stays where it is and is "
                                  "not used (install the plug-in to use it)")
             return None
@@ -597,7 +666,8 @@ class RunStore:
                           full.state_dict if with_weights else None, now, metrics_recomputed=True,
                           origin=record.origin, verified=True)
         if self.writable():
-            files = entry_files(_with_state(fresh, full.state_dict), key)
+            manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
+            files = entry_files(_with_state(fresh, full.state_dict), key, identities=manifest_identities(manifest))
             self.put_files(key, files)
         else:
             self._warn_once(self.root.as_posix(), f"the cache {self.root} is read-only: recomputed metrics "
@@ -610,14 +680,31 @@ class RunStore:
             log.warning("%s", message)
 
     def _discard(self, entry: Path, key: str, reason: Exception) -> None:
-        if not self.writable():
-            self._warn_once(key, f"cache entry {key[:12]} is damaged ({reason}); the cache is read-only, so "
-                                 "it stays where it is and is not used")
-            return
-        target = self._move_aside(entry, "corrupt")
-        if target is not None:
-            log.warning("cache entry %s is damaged (%s); moved to %s (the run is trained again when next "
-                        "needed)", key[:12], reason, target)
+        """Report a damaged entry and leave it where it is: a read is never the moment to move
+        what a user may still want (``cache verify --repair`` moves it on request)."""
+        self._known_damaged.add(key)
+        where = ("the cache is read-only, so it stays where it is" if not self.writable() else
+                 f"it stays where it is (the run is trained again when next needed; {REPAIR_COMMAND} moves it aside)")
+        self._warn_once(key, f"cache entry {key[:12]} is damaged ({reason}); it is not used and {where}")
+
+    def _damaged(self, entry: Path, key: str) -> EntryDamaged | None:
+        """Why the entry at ``entry`` is damaged (its weights' checksum included), or None if it
+        reads (or cannot be read here)."""
+        try:
+            self._read(entry, key, with_weights=False, config=None)
+            manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
+            if WEIGHTS in manifest["files"]:
+                digest = hashlib.sha256()
+                with open(entry / WEIGHTS, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                if digest.hexdigest() != manifest["files"][WEIGHTS]:
+                    raise EntryDamaged(f"checksum mismatch in {WEIGHTS}")
+        except EntryDamaged as e:
+            return e
+        except (EntryNotReadableHere, OSError):
+            return None
+        return None
 
     def _move_aside(self, entry: Path, why: str) -> Path | None:
         """Rename ``entry`` into ``<root>/<why>/``; the target, or None if it was already gone.
