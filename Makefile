@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 JOBS ?= 2
 BIN = $(VENV)/bin
 
-.PHONY: setup test smoke verify plan benchmark clean-cache gpu-check
+.PHONY: setup test golden golden-update smoke verify plan benchmark clean-cache gpu-check
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Unit tests + every claim's smoke tier (trains what the cache lacks; CPU, minutes).
+# The behaviour suite (tests/golden/): every path training can take, a few float64 steps each,
+# against committed results, with its line coverage of the training code. It pins the training
+# identity that every cache key holds (repro/train/semantics.py). Also part of make test.
+golden: setup
+	$(BIN)/python -m coverage run --include="$$($(BIN)/python -m tests.golden.training_files)" \
+		-m pytest -q -p no:xdist tests/golden
+	$(BIN)/python -m coverage report --sort=cover
+
+# Regenerate tests/golden/expected.json; says which training identity to raise when training's
+# behaviour changed.
+golden-update: setup
+	$(BIN)/python -m tests.golden.update
+
+# Unit tests, the behaviour suite + every claim's smoke tier (trains what the cache lacks; CPU, minutes).
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) tests claims --tier smoke --durations=25
 

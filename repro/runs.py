@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from repro.cache import RunRecord, RunStore
+from repro.cache import RunRecord, RunStore, training_code_fingerprint, training_identity
 from repro.cache.simulations import SimulationStore
 from repro.config import RunConfig
 from repro.data import load_dataset
@@ -76,8 +76,15 @@ def run_and_measure_group(
                                f"itself; rename the trainer's metrics")
         metrics.update(outcome.trainer_metrics)
         provenance = {
+            # What decides numbers without being part of the key: the torch build, the threads
+            # (a plug-in run's test error moved by 4 points between 1 and 2 threads), the device
+            # and the text of the training code (the key holds its semantics).
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+            "training_identity": training_identity(),
+            "training_code": training_code_fingerprint(),
             "group_size": len(configs),
             "precision": config.train.precision,
             # Read back from the training that ran, never from the settings asked for: repro's loop
