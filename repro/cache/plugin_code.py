@@ -2,8 +2,8 @@
 
 In:  the name of the module a plug-in's entry point names (``mypkg.declare``), already imported.
 Out: ``code_identity(module)``: sorted lines, one per piece of code the module can run,
-     ``dist <name>==<version>`` per installed distribution it uses and ``code <module> <sha>``
-     per module of its code.
+     ``code <module> <sha>`` per module of its own code and ``dist <name>==<version>`` per other
+     installed distribution it uses.
 
 The walk follows every ``import`` statement of the module's source, at module level and inside
 functions, together with the packages each import runs (``__init__``), across package borders:
@@ -11,12 +11,15 @@ a lab helper beside the experiment is as much the plug-in's code as the plug-in'
 Each module found counts by where its file comes from, not by how the plug-in was named (entry
 point, a claims folder's plug-in list or ``$REPRO_PLUGINS``), so one plug-in gets one key:
 
-- a file that an installed, non-editable distribution lists in its RECORD adds that
-  distribution's normalised name and version, and counts by its code as well, like a file from
-  anywhere else (a folder on ``sys.path``, an editable install): its syntax tree without
-  docstrings and message words (``repro.cache.source``), its imports followed. So a reinstall of
-  edited code under an unchanged version still retrains exactly the runs whose code changed, and
-  a README does not;
+- the plug-in's own package (the top-level package of the module its entry point names) counts
+  by its code, its syntax tree without docstrings and message words (``repro.cache.source``),
+  its imports followed, whether it is installed or not: so the same code gets the same key on
+  ``PYTHONPATH``, installed, or installed editable, and a reinstall of edited code under an
+  unchanged version still retrains exactly the runs whose code changed;
+- any other file from a local path (a lab helper module beside the experiment, an editable
+  install) counts by its code too, its imports followed;
+- a file of another installed, non-editable distribution (one that RECORD lists) counts as that
+  distribution's normalised name and version, its imports not followed;
 - the standard library, repro itself (its share of the key is the training semantics) and the
   distributions repro requires (torch, numpy: the environment every run shares, built-in runs
   included, recorded in provenance rather than keyed) do not count.
@@ -153,6 +156,7 @@ def _parents(name: str) -> list[str]:
 def code_identity(module: str) -> tuple[str, ...]:
     """The code ``module`` can run, as sorted lines (see the module's docstring)."""
     lines: set[str] = set()
+    own = module.split(".")[0]
     todo, seen = [module], set()
     while todo:
         name = todo.pop()
@@ -170,10 +174,11 @@ def code_identity(module: str) -> tuple[str, ...]:
         if _is_stdlib(name, origin):
             continue
         dist = installed_distribution(top, origin)
-        if dist is not None:
-            if dist.split("==")[0] in environment_distributions():
-                continue
+        if dist is not None and dist.split("==")[0] in environment_distributions():
+            continue
+        if dist is not None and top != own:
             lines.add(f"dist {dist}")
+            continue
         data = Path(origin).read_bytes()
         if not origin.endswith(".py"):
             lines.add(f"code {name} {hashlib.sha256(data).hexdigest()[:16]}")  # a compiled extension
