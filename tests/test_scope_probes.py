@@ -193,3 +193,28 @@ def test_the_summary_counts_checks_and_scope_problems_apart(tmp_path, capsys):
     main(["validate", "--against-paper", "--claims-dir", str(folder)])
     out = capsys.readouterr().out
     assert "0 check(s) the paper itself would not pass or that cannot fail; 1 scope problem(s)" in out
+
+
+def test_a_region_most_of_whose_rows_are_exceptions_must_narrow_its_words(tmp_path, capsys):
+    # "Adam is sparser than Adadelta at the same L2 lambda": Table 1 contradicts it at 1e-2, 2e-3
+    # and 1e-3 on both datasets and metrics; listing all 12 as exceptions keeps the false words.
+    rows = [("L2 1e-02", "CIFAR10"), ("L2 2e-03", "CIFAR10"), ("L2 1e-03", "CIFAR10"),
+            ("L2 1e-02", "CIFAR100"), ("L2 2e-03", "CIFAR100"), ("L2 1e-03", "CIFAR100")]
+    exceptions = "".join(f'      - {{cell: "table01/Adam {label}/{col}", metric: {m}, reason: "r"}}\n'
+                         for label, col in rows for m in ("sparsity_gamma", "sparsity_act"))
+    scope = ("scope:\n  - table: table01\n    rows: {group: Adam, label: [\"L2 1e-02\", \"L2 2e-03\", \"L2 1e-03\", "
+             "\"L2 1e-04\"]}\n    metrics: [sparsity_gamma, sparsity_act]\n"
+             "    statement: {kind: greater, b: {set: {optim.name: adadelta}}, margin: 0, description: \"Adam is sparser\"}\n"
+             "    exceptions:\n" + exceptions)
+    stated = ("out_of_scope:\n  - {table: table01, rows: {group: [SGD, Adagrad]}, reason: \"other optimizers\"}\n"
+              "  - {table: table01, rows: {group: Adadelta, label: [\"L2 5e-04\", \"L2 2e-04\"]}, reason: \"no Adam row\"}\n"
+              "  - {table: table01, rows: {group: Adam, label: [\"L2 1e-05\", \"L2 1e-06\", \"L2 0\", \"WD *\"]}, "
+              "reason: \"no Adadelta row\"}\n")
+    folder, path = write_probe(tmp_path, HEAD.replace("WHERE", "Table 1") + scope + stated + RUNS)
+    code, errors = errors_of(folder, capsys)
+    assert code == 2
+    line = line_of(path, "  - table: table01")
+    assert [e for e in errors if "probe.yaml" in e] == [
+        f"error: {path}:{line}: scope[0]: 12 of the region's 16 rows go against the statement \"Adam is sparser\": "
+        "where most rows go against the words, narrow the words (claim, title, the statement's description) to what "
+        "the rows show, never the rows"], errors

@@ -326,7 +326,15 @@ def scope_findings(spec: ClaimSpec) -> list[Finding]:
                 findings.append(Finding(file, region.line, f"{region.field}.statement", (
                     f"cannot fail: \"{region.statement.description}\" ({words}) holds whatever the paper printed, "
                     f"since {vacuous}; tighten it to what the words say"), True, "scope"))
-        for row in scope_rows(region):
+        rows = scope_rows(region)
+        against = sum(not r.holds for r in rows)
+        if against * 2 > len(rows):
+            # An exception is a row the words do not reach; when most rows are, the words are wrong.
+            findings.append(Finding(file, region.line, region.field, (
+                f"{against} of the region's {len(rows)} rows go against the statement "
+                f"\"{region.statement.description}\": where most rows go against the words, narrow the words "
+                "(claim, title, the statement's description) to what the rows show, never the rows"), True, "scope"))
+        for row in rows:
             total += 1
             if not row.holds and row.exception is None:
                 findings.append(Finding(file, region.line, region.field, (
