@@ -317,15 +317,18 @@ def scope_findings(spec: ClaimSpec) -> list[Finding]:
     claim with the size of its regions, their exceptions and the cells left out."""
     file = display_path(spec.path)
     findings: list[Finding] = coverage_findings(spec)
-    total, excepted = 0, 0
+    total, excepted, can_fail = 0, 0, 0
     for region in spec.scope:
         words = statement_words(region.statement)
+        vacuous_any = False
         for metric in region.metrics:
             vacuous = cannot_fail(region.statement, metric)
+            vacuous_any = vacuous_any or bool(vacuous)
             if vacuous:
                 findings.append(Finding(file, region.line, f"{region.field}.statement", (
                     f"cannot fail: \"{region.statement.description}\" ({words}) holds whatever the paper printed, "
                     f"since {vacuous}; tighten it to what the words say"), True, "scope"))
+        can_fail += not vacuous_any
         rows = scope_rows(region)
         against = sum(not r.holds for r in rows)
         if against * 2 > len(rows):
@@ -352,5 +355,6 @@ def scope_findings(spec: ClaimSpec) -> list[Finding]:
         left_out = len({cid for o in spec.out_of_scope for cid in o.cells})
         findings.append(Finding(file, spec.line, "scope", (
             f"{len(spec.scope)} region(s), {total} rows judged on the paper's numbers, {excepted} exception(s), "
-            f"{left_out} cell(s) out of scope"), False, "scope"))
+            f"{left_out} cell(s) out of scope; {can_fail} of {len(spec.scope)} statement(s) fail when the paper's "
+            "numbers are moved against them"), False, "scope"))
     return findings
