@@ -218,3 +218,16 @@ def test_a_region_most_of_whose_rows_are_exceptions_must_narrow_its_words(tmp_pa
         f"error: {path}:{line}: scope[0]: 12 of the region's 16 rows go against the statement \"Adam is sparser\": "
         "where most rows go against the words, narrow the words (claim, title, the statement's description) to what "
         "the rows show, never the rows"], errors
+
+
+def test_stated_omissions_show_the_rows_they_hide(tmp_path, capsys):
+    # Leaving rows out with a reason is allowed, but what they would say is printed beside it:
+    # the 12 Table 1 rows where Adadelta is the sparser (1e-2, 2e-3, 1e-3; both datasets and metrics).
+    folder, path = write_probe(tmp_path, HEAD.replace("WHERE", "Table 1") + CHERRY + STATED + RUNS)
+    capsys.readouterr()
+    assert main(["validate", "--against-paper", "--claims-dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if "probe.yaml" in line and "outside the region" in line)
+    assert note.startswith(f"note: {path}:{line_of(path, '  - table: table01')}: scope[0]: outside the region, "
+                           "12 out-of-scope row(s) go against \"Adam is sparser than Adadelta\""), note
+    assert "sparsity_gamma 85 (Adam L2 1e-02/CIFAR10) vs 97 (Adadelta L2 1e-02/CIFAR10)" in note

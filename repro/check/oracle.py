@@ -40,7 +40,7 @@ from repro.spec.checks import same_value, selection_range
 from repro.spec.metrics import RUN_METRICS
 from repro.spec.claims import CheckSpec, ClaimSpec, RunGroup
 from repro.spec.scope import (ScopeException, ScopeRegion, Statement, cited_tables, statement_words,
-                               table_rows_left, unit_value)
+                               table_rows_left, unit_value, units_outside)
 from repro.spec.source import SpecProblem, display_path
 from repro.spec.tables import TableCell, folder_tables
 
@@ -213,6 +213,22 @@ def _judge(st: Statement, cells: tuple[TableCell, ...], metric: str) -> tuple[bo
     return holds, text
 
 
+def outside_rows(region: ScopeRegion, spec: ClaimSpec) -> list[ScopeRow]:
+    """The region's statement judged on the rows the claim leaves out of scope (same table, same
+    columns) wherever it can be: what the omission hides, shown beside the reason given."""
+    tables = folder_tables(spec.path.parent)
+    table = tables.tables.get(region.table) if tables else None
+    left = {cid for o in spec.out_of_scope if o.table == region.table for cid in o.cells}
+    if table is None or not left:
+        return []
+    rows = []
+    for unit in units_outside(region, table, left):
+        for metric in region.metrics:
+            holds, numbers = _judge(region.statement, unit.cells, metric)
+            rows.append(ScopeRow(unit.named.id, metric, numbers, holds, None))
+    return rows
+
+
 def scope_rows(region: ScopeRegion) -> list[ScopeRow]:
     """Every row of the region, judged; each with the exception that names it, if any."""
     listed = {(e.cell, e.metric): e for e in region.exceptions}
@@ -351,6 +367,12 @@ def scope_findings(spec: ClaimSpec) -> list[Finding]:
                     f"stale exception: the paper's numbers agree with the statement here ({row.numbers}); "
                     "remove it"), True, "scope"))
             excepted += row.exception is not None
+        hidden = [r for r in outside_rows(region, spec) if not r.holds]
+        if hidden:
+            shown = "; ".join(r.numbers for r in hidden[:4]) + ("; ..." if len(hidden) > 4 else "")
+            findings.append(Finding(file, region.line, region.field, (
+                f"outside the region, {len(hidden)} out-of-scope row(s) go against \"{region.statement.description}\": "
+                f"{shown} (left out with the reasons under out_of_scope)"), False, "scope"))
     if spec.scope:
         left_out = len({cid for o in spec.out_of_scope for cid in o.cells})
         findings.append(Finding(file, spec.line, "scope", (

@@ -648,6 +648,41 @@ def _steps(cells: list[TableCell], st: Statement, fld: str, errs: Problems) -> l
     return units
 
 
+def units_outside(region: ScopeRegion, table: TableSpec, cell_ids: set[str]) -> list[Unit]:
+    """Units the region's statement would have on cells it leaves out (``cell_ids``, in the
+    region's row groups and columns): each cell with its partner, or, for a monotonic statement, the steps that
+    the left-out cells add to the region's series. Cells the statement cannot be judged on (no
+    partner, a number not printed) are skipped: this shows what an omission hides, it is no rule."""
+    from repro.spec.source import Source
+
+    quiet = Problems(Source(table.path, None))
+    st = region.statement
+    inside = {c.id for u in region.units for c in u.cells}
+    # Only the groups the region judges ("Adam" rows when it judges Adam at one lambda): a
+    # statement about one optimizer says nothing of another's rows.
+    group_of = {f"{g} {label}".strip(): g for g, label in table.rows}
+    groups = {group_of.get(u.named.row) for u in region.units}
+    outside = [c for c in table.cells if c.id in cell_ids and c.id not in inside and not c.reference
+               and c.configs and group_of.get(c.row) in groups
+               and (not region.columns or c.column in region.columns)]
+    if not outside:
+        return []
+    if st.kind == "monotonic":
+        series_cells = [c for c in table.cells if c.id in inside] + outside
+        steps = _steps(series_cells, st, "", quiet) or []
+        found = [u for u in steps if any(c.id not in inside for c in u.cells)]
+    else:
+        found = []
+        for cell in outside:
+            units = _units([cell], table, st, "", quiet)
+            if units:
+                found += units
+    return [u for u in found if all(unit_value(c, m) is not None for c in u.cells for m in region.metrics)
+            and (st.kind != "layer_pattern" or all(len(unit_value(c, m)) >= max((*st.layers, *st.than))
+                                                    for c in u.cells for m in region.metrics))
+            and (st.b is None or not st.b.metric or unit_value(u.cells[0], st.b.metric) is not None)]
+
+
 def unit_value(cell: TableCell, metric: str) -> Any:
     """The paper's number of a cell for a region metric (a list for a per-layer family)."""
     return cell_paper(cell).get(metric)
