@@ -18,7 +18,11 @@ Scope (claims/README.md, "Scope"): a claim's ``scope:`` names the region of the 
 words cover and a statement judged on every row of it, on the paper's printed numbers (no noise:
 one number per cell). A row that goes against the statement must be listed under the region's
 ``exceptions:`` with a reason, and an exception whose row agrees is stale; both are fatal. Each
-claim's region sizes and exceptions are reported as notes.
+claim's region sizes and exceptions are reported as notes. Every table the claim touches (a run is
+one of its cells, its source names it, a region or an ``out_of_scope`` entry reads it) must have
+each cell judged by a region or left out with a reason; ``no_scope`` is refused where a table is
+touched; a statement that holds whatever the paper printed, and a region most of whose rows are
+exceptions, are fatal.
 
 A check *cannot fail* when it still passes with its two sides swapped (greater/less/layer_pattern:
 a <-> b; monotonic: the other direction), or when its tolerance (equal, value, at_most) or bounds

@@ -12,6 +12,8 @@ In:  the raw ``scope`` / ``no_scope`` / ``assume`` values of a claim file and th
                     description: "sparsity rises with lambda"}
         exceptions:
           - {cell: "table01/Adam L2 1e-02/CIFAR10", metric: sparsity_act, reason: "..."}
+    out_of_scope:                                  # rows of a touched table the words leave out
+      - {table: table01, rows: {group: Adagrad}, columns: [CIFAR100], reason: "..."}
     no_scope: why no table holds what the claim says        # instead of scope
     assume:
       - {text: the setting assumed, reason: why, cells: ["table07/..."]}   # cells optional
@@ -20,8 +22,10 @@ Out: ``ScopeRegion`` records whose *units* are resolved here: a cell (kinds judg
      cell), a cell and its partner (``b: {set: ...}`` or ``b: {row: ...}``), or one step along an
      axis (``monotonic``), each with the cell an exception names. Everything that depends only on
      the files (unknown keys, tables, rows, columns, metrics, partners, numbers the paper does not
-     print, exceptions naming a row outside the region) is a problem reported here, at file:line;
-     whether the paper's numbers agree with the statement is judged by ``repro.check.oracle``.
+     print, exceptions naming a row outside the region, a selector combination no row has) is a
+     problem reported here, at file:line; ``OutOfScope`` records the cells a claim leaves out and
+     why. Whether the paper's numbers agree with the statement, whether it can fail, and whether
+     every row of a touched table is judged or left out are judged by ``repro.check.oracle``.
 """
 
 from __future__ import annotations
