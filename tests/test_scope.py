@@ -209,3 +209,10 @@ def test_the_table_page_marks_assumed_cells(tmp_path):
     s4 = (tmp_path / "out" / "tables" / "supp_table4.md").read_text()
     assert re.search(r"\| Adamax +\| L2 1e-02 \[A1\]", s4) and re.search(r"\| AMSGrad +\| L2 1e-02 +\|", s4)
     assert "Adamax trains with base learning rate 2e-3" in s4
+
+
+def test_the_index_counts_cells_left_out():
+    spec = load_claim(CLAIMS / "collapse_large_lambda.yaml")
+    index = index_page([spec], [Verdict.from_checks(spec.id, "full", [])], "full")
+    row = next(line for line in index.splitlines() if line.startswith("| [collapse-at-large-lambda]"))
+    assert "0 of 14; 62 cells left out (reasons on its page)" in row

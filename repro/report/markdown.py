@@ -274,7 +274,9 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
                   "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
                   "so compare directions and orders, not digits.\n\n")
     scope_note = ("\n\n*Paper rows against it*: of the rows of the paper's tables the claim's words cover (its scope), "
-                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page."
+                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page. "
+                  "Cells left out are the cells of the tables the claim touches that its words do not cover, each "
+                  "with the reason on the claim's page."
                   if with_scopes else "")
     n = len(verdicts)
     return (f"# {title}, tier `{tier}`\n\n"
@@ -398,7 +400,10 @@ def scope_summary(spec: ClaimSpec) -> str:
         return "no table region" if spec.no_scope else "-"
     rows = [r for region in spec.scope for r in scope_rows(region)]
     against = sum(not r.holds for r in rows)
-    return f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+    mark = f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+    left = len({cid for o in spec.out_of_scope for cid in o.cells})
+    # What the claim leaves out counts too: a small region over a large table says so here.
+    return mark + (f"; {left} cells left out (reasons on its page)" if left else "")
 
 
 def scope_section(spec: ClaimSpec) -> list[str]:
