@@ -142,7 +142,7 @@ class OutOfScope:
     table: str
     table_number: str
     rows: str  # how rows were chosen, in words (for reports)
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # as the entry names them; () for every column
     cells: tuple[str, ...]  # cell ids
     reason: str
     line: int | None
@@ -255,8 +255,8 @@ def parse_out_of_scope(raw: Any, tables: FolderTables | None, errs: Problems) ->
             continue
         cells = tuple(c.id for c in table.cells if not c.reference and c.row in chosen
                       and c.column in (columns or (None,)))
-        out.append(OutOfScope(table.id, table.number, rows_text, tuple(columns or ()), cells, reason,
-                              errs.source.line(fld), fld))
+        named = tuple(columns or ()) if "columns" in entry else ()  # as written: pages show what was chosen
+        out.append(OutOfScope(table.id, table.number, rows_text, named, cells, reason, errs.source.line(fld), fld))
     return tuple(out)
 
 
