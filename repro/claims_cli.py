@@ -187,9 +187,12 @@ def _against_paper(specs: list[ClaimSpec]) -> int:
     findings = [f for s in specs for f in check_against_paper(s)]
     for f in findings:
         print(f"{'error' if f.fatal else 'note'}: {f}", file=sys.stderr if f.fatal else sys.stdout)
-    fatal = sum(f.fatal for f in findings)
-    print(f"against the paper's numbers: {fatal} check(s) the paper itself would not pass or that cannot fail")
-    return 2 if fatal else 0
+    checks = sum(f.fatal for f in findings if f.about == "check")
+    scope = sum(f.fatal for f in findings if f.about != "check")
+    print(f"against the paper's numbers: {checks} check(s) the paper itself would not pass or that cannot fail; "
+          f"{scope} scope problem(s) (rows against a statement or left out without a reason, stale exceptions, "
+          "statements that cannot fail)")
+    return 2 if checks or scope else 0
 
 
 def _plan(args: argparse.Namespace, selection: Selection | None = None, device: str | None = None,

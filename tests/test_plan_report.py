@@ -6,6 +6,7 @@ from pathlib import Path
 from repro.cache import RunStore, run_key
 from repro.plan import data_shape, plan_runs
 from repro.report import render_reports
+from repro.report.mdtable import escape_cell
 from repro.spec.claims import load_claims
 from repro.cache import RunRecord
 
@@ -54,7 +55,7 @@ def test_report_renders_verdicts_from_the_cache(tmp_path):
     assert [v.status for v in verdicts] == ["reproduced"]
     index = (out / "index.md").read_text()
     assert "[adam-l2-vs-wd](adam-l2-vs-wd.md)" in index and "reproduced" in index
-    assert "adam_l2 sparsity_gamma: 50.3 ± 1.5 (n=3)" in index
+    assert escape_cell("adam_l2 sparsity_gamma: 50.3 ± 1.5 (n=3)") in index  # a table cell, escaped
     page = (out / "adam-l2-vs-wd.md").read_text()
     assert "paper 70 |" in page and "Welch one-sided p" in page  # the paper's number as the claim types it
     assert (out / "adam-l2-vs-wd-1-layers.png").stat().st_size > 1000

@@ -20,7 +20,7 @@ import pytest
 from repro import cli
 from repro.cache import RunRecord, RunStore, run_key
 from repro.report import render_reports
-from repro.report.tables import printed
+from repro.report.mdtable import escape_cell
 from repro.spec.claims import claim_files, load_claim, load_claims
 from repro.spec.source import SpecError
 from repro.spec.tables import load_table, load_tables, table_files
@@ -129,7 +129,7 @@ def test_claim_pages_show_table_cell_numbers_as_printed(full_report):
                 cell = tables.find_cell(point.cell)[0]
                 for metric, text in cell.paper_text.items():
                     if "[" not in metric:  # per-layer numbers are shown as one list
-                        assert f"paper {printed(text)}" in page, (spec.id, point.cell, metric, text)
+                        assert f"paper {escape_cell(text)}" in page, (spec.id, point.cell, metric, text)
                         checked += 1
     assert checked > 100
     # The examples readers met re-rounded: 1.98 read "2.0", 0.10 read "0.1", 46 read "46.0".

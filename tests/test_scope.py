@@ -17,6 +17,7 @@ from repro.check.oracle import check_against_paper, scope_rows
 from repro.check.verdict import Verdict
 from repro.cli import main
 from repro.report.markdown import claim_page, index_page
+from repro.report.mdtable import escape_cell, parse_markdown_table
 from repro.report.tables import render_tables
 from repro.spec.claims import claim_files, load_claim, load_claims
 from repro.spec.source import SpecError
@@ -63,7 +64,7 @@ def test_shipped_claims_pass_against_the_paper_with_their_scopes(monkeypatch, ca
     # One note per scoped claim: its region count, rows judged and exceptions.
     assert re.search(r"no_sparsity_without_regularization\.yaml:\d+: scope: 3 region\(s\), \d+ rows judged "
                      r"on the paper's numbers, 2 exception\(s\)", out), out
-    assert out.count(" rows judged on the paper's numbers") == 21
+    assert out.count(" rows judged on the paper's numbers") == 23
 
 
 def test_a_removed_exception_fails_naming_the_row_numbers_and_line(tmp_path, capsys):
@@ -148,14 +149,42 @@ def test_the_claim_page_shows_scope_exceptions_and_assumptions(tmp_path):
     page = claim_page(spec, spec.tier("full"), verdict, store, [])
     assert "## What the claim covers in the paper's tables" in page
     assert "sparsity grows with the L2 / weight-decay lambda" in page
-    assert "sparsity_act 88 (Adam L2 2e-03/CIFAR10) -> 82 (Adam L2 1e-02/CIFAR10)" in page
+    assert escape_cell("sparsity_act 88 (Adam L2 2e-03/CIFAR10) -> 82 (Adam L2 1e-02/CIFAR10)") in page
     assert "by activation falls from 88 to 82" in page  # the stated reason
     vgg = load_claim(CLAIMS / "vgg.yaml")
     page = claim_page(vgg, vgg.tier("full"), Verdict.from_checks(vgg.id, "full", []), store, [])
     assert "**Assumed:** Table 7's \"Test Err\" row is the test error before pruning" in page
-    no_table = load_claim(CLAIMS / "universality_batch.yaml")
+    no_table = load_claim(CLAIMS / "low_gradient_decay.yaml")
     page = claim_page(no_table, no_table.tier("full"), Verdict.from_checks(no_table.id, "full", []), store, [])
-    assert "**No table region:** Figure 5" in page
+    assert "**No table region:** The low-gradient simulation is drawn in Figure 4" in page
+
+
+def test_the_claim_page_shows_what_is_out_of_scope_and_why(tmp_path):
+    spec = load_claim(CLAIMS / "collapse_large_lambda.yaml")
+    page = claim_page(spec, spec.tier("full"), Verdict.from_checks(spec.id, "full", []), RunStore(tmp_path / "c"), [])
+    section = page.split("### Rows of these tables the claim leaves out, and why\n", 1)[1]
+    lines = section.lstrip("\n").splitlines()
+    table = "\n".join(lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))])
+    headers, rows = parse_markdown_table(table)
+    assert headers == ["table", "rows", "cells", "reason"]
+    # Each entry with its reason read back whole, and the cells it leaves out counted.
+    assert [r[3] for r in rows] == [o.reason for o in spec.out_of_scope]
+    assert [int(r[2]) for r in rows] == [len(o.cells) for o in spec.out_of_scope]
+    assert "No other setting collapses" in rows[0][3]
+
+
+def test_no_claim_page_cuts_a_reason(tmp_path):
+    # Reasons hold |gamma|: an unescaped pipe ends the cell and the rest of the reason is lost.
+    store = RunStore(tmp_path / "c")
+    cut = 0
+    for spec in load_claims(claim_files(CLAIMS)):
+        page = claim_page(spec, spec.tier("full"), Verdict.from_checks(spec.id, "full", []), store, [])
+        reasons = [e.reason for r in spec.scope for e in r.exceptions] + [o.reason for o in spec.out_of_scope]
+        lines = [line.strip() for line in page.splitlines() if line.strip().startswith("|")]
+        cells = [c for line in lines for c in parse_markdown_table(line + "\n|-|\n")[0]]
+        for reason in reasons:
+            cut += reason not in cells
+    assert cut == 0
 
 
 def test_the_index_marks_claims_with_exceptions():
@@ -180,3 +209,10 @@ def test_the_table_page_marks_assumed_cells(tmp_path):
     s4 = (tmp_path / "out" / "tables" / "supp_table4.md").read_text()
     assert re.search(r"\| Adamax +\| L2 1e-02 \[A1\]", s4) and re.search(r"\| AMSGrad +\| L2 1e-02 +\|", s4)
     assert "Adamax trains with base learning rate 2e-3" in s4
+
+
+def test_the_index_counts_cells_left_out():
+    spec = load_claim(CLAIMS / "collapse_large_lambda.yaml")
+    index = index_page([spec], [Verdict.from_checks(spec.id, "full", [])], "full")
+    row = next(line for line in index.splitlines() if line.startswith("| [collapse-at-large-lambda]"))
+    assert "0 of 14; 62 cells left out (reasons on its page)" in row

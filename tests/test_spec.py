@@ -148,7 +148,7 @@ EXPECTED = {
         (9, "tiers.smoke.seeds", ["expected a non-empty list of integers"]),
         (10, "tiers.smoke.gate", ["expected true or false"]),
     ],
-    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: assume, claim, finding, id, no_scope, notes, paper_noise, scope, source, tiers, title"])],
+    "unknown_key.yaml": [(5, "autor", ["unknown key 'autor'", "known: assume, claim, finding, id, no_scope, notes, out_of_scope, paper_noise, scope, source, tiers, title"])],
     # One problem: the check naming adam_l2 is not also reported as naming an unknown run.
     "unknown_optimizer.yaml": [(12, "tiers.smoke.runs.adam_l2.set.optim.name",
                                 ["unknown optimizer 'adma'", f"known: {OPTIMIZERS}"])],

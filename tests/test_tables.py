@@ -9,7 +9,8 @@ import pytest
 from repro import cli
 from repro.cache import RunStore, run_key
 from repro.plan import plan_runs
-from repro.report.tables import printed, render_tables, smoke_analogs
+from repro.report.mdtable import escape_cell
+from repro.report.tables import render_tables, smoke_analogs
 from repro.spec.claims import claim_files, load_claims
 from repro.spec.source import SpecError
 from repro.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
@@ -229,7 +230,7 @@ def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
         assert f"](tables/{t.id}.md)" in index
         for c in t.cells:
             for m, text in c.paper_text.items():
-                assert f" / {printed(text)}" in page, (t.id, c.id, m)
+                assert f" / {escape_cell(text)}" in page, (t.id, c.id, m)
         assert not re.search(r"± .* / ", page)  # nothing of ours on an empty cache
     capsys.readouterr()
     assert cli.main(["plan", *common, "--json"]) == 0

@@ -12,15 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from repro.cache import RunStore, run_key
 from repro.cache.store import REFRESH_COMMAND
 from repro.check.evaluate import evaluate_claim
 from repro.check.verdict import NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt
 from repro.report.output import is_repro_output, prepare_output, replace_output
 from repro.report.plots import render_plots, write_plot_digests
-from repro.report.tables import printed
+from repro.report.mdtable import Markup, markdown_table
 from repro.spec.claims import ClaimSpec, TierSpec
 from repro.spec.paper import PaperSpec, find_paper
 
@@ -259,7 +257,7 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
         status = verdict_text(v)
         if not t.gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
-        rows.append((f"[{s.id}]({s.id}.md)", f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
+        rows.append((Markup(f"[{s.id}]({s.id}.md)"), f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours, scope_summary(s)))
     # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
     with_paper, with_scopes = paper_numbers_given(specs, tier), any(s.scope for s in specs)
@@ -276,7 +274,9 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
                   "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
                   "so compare directions and orders, not digits.\n\n")
     scope_note = ("\n\n*Paper rows against it*: of the rows of the paper's tables the claim's words cover (its scope), "
-                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page."
+                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page. "
+                  "Cells left out are the cells of the tables the claim touches that its words do not cover, each "
+                  "with the reason on the claim's page."
                   if with_scopes else "")
     n = len(verdicts)
     return (f"# {title}, tier `{tier}`\n\n"
@@ -284,7 +284,7 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
             f"## Claims\n\n{n} claim{'s' if n != 1 else ''}: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says "
             "so: there the margin or tolerance alone decided, without a significance test.\n\n"
             + scale_note
-            + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + scope_note
+            + markdown_table(rows, headers) + scope_note
             + "\n\nAll runs: [runs.md](runs.md)\n")
 
 
@@ -400,7 +400,10 @@ def scope_summary(spec: ClaimSpec) -> str:
         return "no table region" if spec.no_scope else "-"
     rows = [r for region in spec.scope for r in scope_rows(region)]
     against = sum(not r.holds for r in rows)
-    return f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+    mark = f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+    left = len({cid for o in spec.out_of_scope for cid in o.cells})
+    # What the claim leaves out counts too: a small region over a large table says so here.
+    return mark + (f"; {left} cells left out (reasons on its page)" if left else "")
 
 
 def scope_section(spec: ClaimSpec) -> list[str]:
@@ -427,8 +430,13 @@ def scope_section(spec: ClaimSpec) -> list[str]:
         if against:
             table = [(r.cell.split("/", 1)[1], r.metric, r.numbers, r.exception.reason if r.exception else "NOT LISTED")
                      for r in against]
-            body = tabulate(table, headers=("row", "metric", "the paper's numbers", "reason"), tablefmt="github")
+            body = markdown_table(table, ("row", "metric", "the paper's numbers", "reason"))
             parts.append("\n" + "\n".join("   " + line for line in body.splitlines()))
+    if spec.out_of_scope:
+        parts.append("\n### Rows of these tables the claim leaves out, and why\n")
+        table = [(f"Table {o.table_number}", o.rows + (f"; columns {', '.join(o.columns)}" if o.columns else ""),
+                  len(o.cells), o.reason) for o in spec.out_of_scope]
+        parts.append(markdown_table(table, ("table", "rows", "cells", "reason")))
     return parts + [""]
 
 
@@ -478,9 +486,9 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
                 ours = str(Stats(tuple(vals))) if vals else ("missing" if any(x is None for x in per_seed) else "-")
                 ref = p.paper.get(m)
-                row.append(f"{ours}" + (f" / paper {printed(texts[m])}" if ref is not None else ""))
+                row.append(f"{ours}" + (f" / paper {texts[m]}" if ref is not None else ""))
             rows.append(row)
-    return tabulate(rows, headers=["run", "config", *metrics], tablefmt="github")
+    return markdown_table(rows, ["run", "config", *metrics])
 
 
 def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
@@ -508,4 +516,4 @@ def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
                      f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
     return (f"# Runs of the `{tier}` tier\n\n{len(rows)} distinct runs. Key = first 12 hex digits of the cache key "
             "(`repro show KEY` prints the whole record).\n\n"
-            + tabulate(rows, headers=("key", "config", "metrics", "device", "torch", "train time", "claims"), tablefmt="github") + "\n")
+            + markdown_table(rows, ("key", "config", "metrics", "device", "torch", "train time", "claims")) + "\n")

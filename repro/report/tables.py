@@ -19,10 +19,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tabulate import tabulate
-
 from repro.cache import RunStore, run_key
 from repro.check.verdict import Stats
+from repro.report.mdtable import markdown_table
 from repro.spec.tables import TableCell, TableSpec, metric_value
 
 log = logging.getLogger(__name__)
@@ -116,14 +115,9 @@ def cell_stats(cell: TableCell, metric: str, records: list[dict]) -> Stats | Non
     return Stats(tuple(values)) if values else None
 
 
-def printed(text: str) -> str:
-    """A number as the paper prints it, for a markdown page: a marker such as ``*`` escaped so
-    that it shows as printed instead of starting emphasis."""
-    return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
-
-
 def cell_text(cell: TableCell, metric: str, stats: Stats | None, tier: str = "full") -> str:
-    paper_txt = printed(cell.paper_text[metric]) if metric in cell.paper_text else "(not printed)"
+    # As printed ("31.38*"): the table writer escapes the marker so that it shows, not emphasises.
+    paper_txt = cell.paper_text[metric] if metric in cell.paper_text else "(not printed)"
     if tier != "full":  # the analogs' numbers are of other settings: the paper's cell shows the paper's
         return f"ref. {paper_txt}" if cell.reference else paper_txt
     if cell.reference:
@@ -154,7 +148,7 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     if table.notes:
         parts.append(table.notes + "\n")
     rows_out, headers = _layout(table, texts, marks)
-    parts.append(tabulate(rows_out, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
+    parts.append(markdown_table(rows_out, headers) + "\n")
     if table.markers:
         parts.append("Markers as the paper prints them: "
                      + "; ".join(f"`{m}` = {meaning}" for m, meaning in table.markers) + ".\n")
@@ -219,7 +213,7 @@ def analog_section(table: TableSpec, tier: str, records: dict) -> list[str]:
         rows.append([names, analog_setting(configs), stands, *values])
     headers = ["smoke analog (claim: run)", "its setting (smoke analog, not the paper's)", "stands for (paper cells)",
                *[f"{h}: analog" for h in table.headers]]
-    parts.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
+    parts.append(markdown_table(rows, headers) + "\n")
     parts.append("How each claim scales its analogs:\n")
     for claim in sorted({a.claim for a in by_analog}):
         a = next(x for x in by_analog if x.claim == claim)

@@ -43,7 +43,8 @@ from repro.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_cata
                                 trainer_metric_clash, unrecorded)
 from repro.spec.folder import FOLDER_FILE, use_folder_plugins
 from repro.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
-from repro.spec.scope import Assumption, ScopeRegion, parse_assume, parse_no_scope, parse_scope
+from repro.spec.scope import (Assumption, OutOfScope, ScopeRegion, parse_assume, parse_no_scope,
+                               parse_out_of_scope, parse_scope)
 from repro.spec.simulation import DecayConfig, parse_simulation
 from repro.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from repro.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
@@ -51,7 +52,7 @@ from repro.spec.paper import PAPER_FILE, find_paper
 
 TIERS = ("smoke", "full")
 CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise", "scope", "no_scope",
-              "assume")
+              "out_of_scope", "assume")
 SOURCE_KEYS = ("paper", "where")
 TIER_KEYS = ("why", "base", "seeds", "runs", "checks", "not_run", "gate", "gate_reason", "plots")
 RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell")
@@ -130,7 +131,11 @@ class ClaimSpec:
     # What the claim's words cover in the paper's tables (repro.spec.scope), or why nothing does.
     scope: tuple[ScopeRegion, ...] = ()
     no_scope: str | None = None
+    out_of_scope: tuple[OutOfScope, ...] = ()
     assume: tuple[Assumption, ...] = ()
+    # Lines of the top-level keys (scope, no_scope, source, ...), for findings about the claim as a
+    # whole that the paper's tables reveal (repro.check.oracle).
+    lines: dict[str, int] = field(default_factory=dict)
 
     def tier(self, name: str) -> TierSpec:
         if name in self.tiers:
@@ -217,11 +222,16 @@ def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
     notes = raw.get("notes", "")
     if notes is not None and not isinstance(notes, str):
         errs.add("notes", "expected text")
-    scope_tables = folder_tables(source.path.parent) if any(k in raw for k in ("scope", "assume")) else None
+    scope_keys = ("scope", "out_of_scope", "assume")
+    scope_tables = folder_tables(source.path.parent) if any(k in raw for k in scope_keys) else None
     scope = parse_scope(raw.get("scope"), scope_tables, errs)
     no_scope = parse_no_scope(raw.get("no_scope"), errs)
+    out_of_scope = parse_out_of_scope(raw.get("out_of_scope"), scope_tables, errs)
     if "scope" in raw and "no_scope" in raw:
         errs.add("no_scope", "a claim has either a scope or a no_scope reason, not both")
+    if "out_of_scope" in raw and "no_scope" in raw:
+        errs.add("out_of_scope", "a no_scope claim covers no table, so it has no table rows to leave out")
+    _scope_overlap(scope, out_of_scope, errs)
     assume = parse_assume(raw.get("assume"), scope_tables, errs)
     return ClaimSpec(
         id=str(raw.get("id", "")),
@@ -236,8 +246,20 @@ def _parse_claim(source: Source, errs: Problems) -> ClaimSpec | None:
         paper_noise=noise,
         scope=scope,
         no_scope=no_scope,
+        out_of_scope=out_of_scope,
         assume=assume,
+        lines={k: source.lines[k] for k in (*CLAIM_KEYS, "source.where") if k in source.lines},
     )
+
+
+def _scope_overlap(scope: tuple[ScopeRegion, ...], out: tuple[OutOfScope, ...], errs: Problems) -> None:
+    """A cell both judged by a region and left out of the claim says two things at once."""
+    judged = {c.id for region in scope for unit in region.units for c in unit.cells}
+    for entry in out:
+        both = [c for c in entry.cells if c in judged]
+        if both:
+            errs.add(entry.field, f"{len(both)} cell(s) both in a scope region and out of scope: "
+                                  f"{', '.join(both)}")
 
 
 def _parse_seeds(seeds: Any, default: list[int], fld: str, errs: Problems) -> list[int]:

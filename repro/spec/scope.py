@@ -12,6 +12,8 @@ In:  the raw ``scope`` / ``no_scope`` / ``assume`` values of a claim file and th
                     description: "sparsity rises with lambda"}
         exceptions:
           - {cell: "table01/Adam L2 1e-02/CIFAR10", metric: sparsity_act, reason: "..."}
+    out_of_scope:                                  # rows of a touched table the words leave out
+      - {table: table01, rows: {group: Adagrad}, columns: [CIFAR100], reason: "..."}
     no_scope: why no table holds what the claim says        # instead of scope
     assume:
       - {text: the setting assumed, reason: why, cells: ["table07/..."]}   # cells optional
@@ -20,8 +22,10 @@ Out: ``ScopeRegion`` records whose *units* are resolved here: a cell (kinds judg
      cell), a cell and its partner (``b: {set: ...}`` or ``b: {row: ...}``), or one step along an
      axis (``monotonic``), each with the cell an exception names. Everything that depends only on
      the files (unknown keys, tables, rows, columns, metrics, partners, numbers the paper does not
-     print, exceptions naming a row outside the region) is a problem reported here, at file:line;
-     whether the paper's numbers agree with the statement is judged by ``repro.check.oracle``.
+     print, exceptions naming a row outside the region, a selector combination no row has) is a
+     problem reported here, at file:line; ``OutOfScope`` records the cells a claim leaves out and
+     why. Whether the paper's numbers agree with the statement, whether it can fail, and whether
+     every row of a touched table is judged or left out are judged by ``repro.check.oracle``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from repro.spec.parsing import Problems, flatten
 from repro.spec.tables import FolderTables, TableCell, TableSpec, cell_paper
 
 REGION_KEYS = ("table", "rows", "columns", "metrics", "statement", "exceptions")
+OUT_OF_SCOPE_KEYS = ("table", "rows", "columns", "reason")
 ROWS_KEYS = ("group", "label")
 EXCEPTION_KEYS = ("cell", "metric", "reason")
 ASSUME_KEYS = ("text", "reason", "cells")
@@ -130,6 +135,21 @@ class ScopeRegion:
 
 
 @dataclass(frozen=True)
+class OutOfScope:
+    """Cells of a table the claim's words do not cover, chosen like a region's, and why: leaving
+    a row out of a claim is a decision the page shows, never a silence."""
+
+    table: str
+    table_number: str
+    rows: str  # how rows were chosen, in words (for reports)
+    columns: tuple[str, ...]  # as the entry names them; () for every column
+    cells: tuple[str, ...]  # cell ids
+    reason: str
+    line: int | None
+    field: str
+
+
+@dataclass(frozen=True)
 class Assumption:
     """A setting the paper does not state, the value used, and why (shown on the claim's page and
     beside each named cell on its table's page)."""
@@ -210,6 +230,49 @@ def parse_scope(raw: Any, tables: FolderTables | None, errs: Problems) -> tuple[
     return tuple(regions)
 
 
+def parse_out_of_scope(raw: Any, tables: FolderTables | None, errs: Problems) -> tuple[OutOfScope, ...]:
+    raw = _entries(raw, "out_of_scope", "a list of {table, rows, columns, reason}: rows of a table the claim's "
+                                        "words do not cover, and why", errs)
+    if not raw:
+        return ()
+    if tables is None:
+        errs.add("out_of_scope", "there is no tables/ folder beside this claim file, so no table row to leave out")
+        return ()
+    out = []
+    for i, entry in enumerate(raw):
+        fld = f"out_of_scope[{i}]"
+        if not isinstance(entry, dict):
+            errs.add(fld, "expected a mapping {table, rows, columns, reason}")
+            continue
+        errs.unknown_keys(entry, OUT_OF_SCOPE_KEYS, fld, "key of an out_of_scope entry")
+        table = _table(entry.get("table"), f"{fld}.table", tables, errs)
+        reason = _text(entry, "reason", fld, errs)
+        if table is None:
+            continue
+        columns = _columns(entry.get("columns"), table, f"{fld}.columns", errs)
+        chosen, rows_text = _rows(entry.get("rows"), table, f"{fld}.rows", errs, columns)
+        if columns is None or chosen is None or not reason:
+            continue
+        cells = tuple(c.id for c in table.cells if not c.reference and c.row in chosen
+                      and c.column in (columns or (None,)))
+        named = tuple(columns or ()) if "columns" in entry else ()  # as written: pages show what was chosen
+        out.append(OutOfScope(table.id, table.number, rows_text, named, cells, reason, errs.source.line(fld), fld))
+    return tuple(out)
+
+
+def _table(table_id: Any, fld: str, tables: FolderTables, errs: Problems) -> TableSpec | None:
+    if not isinstance(table_id, str) or not table_id:
+        errs.add(fld, "required: a table of tables/, by its file name without .yaml (e.g. table01)")
+        return None
+    if table_id in tables.broken:
+        errs.add(fld, f"table {table_id!r} has problems (`repro validate` lists them)")
+        return None
+    table = tables.tables.get(table_id)
+    if table is None:
+        errs.add(fld, unknown_name_message("table", table_id, tables.tables))
+    return table
+
+
 def _text(raw: dict, key: str, fld: str, errs: Problems) -> str:
     v = raw.get(key)
     if not isinstance(v, str) or not v.strip():
@@ -237,20 +300,13 @@ def _parse_region(raw: Any, fld: str, tables: FolderTables, errs: Problems) -> S
         errs.add(fld, "expected a mapping {table, rows, columns, metrics, statement, exceptions}")
         return None
     errs.unknown_keys(raw, REGION_KEYS, fld, "key of a scope region")
-    table_id = raw.get("table")
-    if not isinstance(table_id, str) or not table_id:
-        errs.add(f"{fld}.table", "required: a table of tables/, by its file name without .yaml (e.g. table01)")
-        return None
-    if table_id in tables.broken:
-        errs.add(f"{fld}.table", f"table {table_id!r} has problems (`repro validate` lists them)")
-        return None
-    table = tables.tables.get(table_id)
+    table = _table(raw.get("table"), f"{fld}.table", tables, errs)
     if table is None:
-        errs.add(f"{fld}.table", unknown_name_message("table", table_id, tables.tables))
         return None
+    table_id = table.id
     ok = True
     columns = _columns(raw.get("columns"), table, f"{fld}.columns", errs)
-    chosen, rows_text = _rows(raw.get("rows"), table, f"{fld}.rows", errs)
+    chosen, rows_text = _rows(raw.get("rows"), table, f"{fld}.rows", errs, columns)
     if columns is None or chosen is None:
         ok = False
     statement = _statement(raw.get("statement"), f"{fld}.statement", table, errs)
@@ -288,9 +344,12 @@ def _columns(v: Any, table: TableSpec, fld: str, errs: Problems) -> list[str] | 
     return names
 
 
-def _rows(v: Any, table: TableSpec, fld: str, errs: Problems) -> tuple[set[str] | None, str]:
+def _rows(v: Any, table: TableSpec, fld: str, errs: Problems,
+          columns: list[str] | None = None) -> tuple[set[str] | None, str]:
     """The rows (``group label`` as cells name them) a selector keeps; reference rows (another
-    method's numbers) are never in a region."""
+    method's numbers) are never in a region. A selector means every combination of its parts: a
+    group and a label (and a column) that no cell has together is an error naming the combination,
+    not a smaller region judged in silence."""
     measured = {c.row for c in table.cells if not c.reference}
     every = [(g, label) for g, label in table.rows if f"{g} {label}".strip() in measured]
     if v is None:
@@ -299,10 +358,11 @@ def _rows(v: Any, table: TableSpec, fld: str, errs: Problems) -> tuple[set[str] 
         errs.add(fld, "expected {group: [...], label: [...]} (printed names; `*` matches any text)")
         return None, ""
     errs.unknown_keys(v, ROWS_KEYS, fld, "row selector")
-    chosen = list(every)
+    parts: list[list[str | None]] = []
     words = []
     for key, index in (("group", 0), ("label", 1)):
         if key not in v:
+            parts.append([None])
             continue
         names = _names(v[key])
         if names is None:
@@ -314,10 +374,25 @@ def _rows(v: Any, table: TableSpec, fld: str, errs: Problems) -> tuple[set[str] 
                 errs.add(f"{fld}.{key}", unknown_name_message(f"{key} of {table.id}", name, printed)
                          + " (reference rows, another method's numbers, are never in a scope)")
                 return None, ""
-        chosen = [row for row in chosen if any(_pattern(n).match(row[index]) for n in names)]
+        parts.append(list(names))
         words.append(f"{key} {' / '.join(names)}")
-    if not chosen:
-        errs.add(fld, "no row has both the group and the label chosen")
+    cells = {(c.row, c.column) for c in table.cells if not c.reference}
+    wanted_columns = list(columns) if columns else [None]
+    chosen: list[tuple[str, str]] = []
+    missing = []
+    for group in parts[0]:
+        for label in parts[1]:
+            rows = [r for r in every if (group is None or _pattern(group).match(r[0]))
+                    and (label is None or _pattern(label).match(r[1]))]
+            for column in wanted_columns:
+                if not any(row == f"{g} {lab}".strip() and column in (None, col)
+                           for g, lab in rows for row, col in cells):
+                    missing.append(" x ".join(x for x in (group, label, column) if x is not None))
+            chosen += [r for r in rows if r not in chosen]
+    if missing:
+        errs.add(fld, f"{table.id} has no row for {len(missing)} combination(s) the selector names: "
+                      f"{'; '.join(missing)} (a region means every combination of its parts: "
+                      "split it into regions that exist)")
         return None, ""
     return {f"{g} {label}".strip() for g, label in chosen}, "; ".join(words)
 
@@ -439,6 +514,36 @@ def _partner(raw: Any, fld: str, table: TableSpec, errs: Problems) -> Partner | 
     return Partner(set=tuple(v.items()))
 
 
+# --- which tables a claim touches -------------------------------------------------------------
+
+
+def cited_tables(where: str, paper: str, tables: FolderTables) -> list[str]:
+    """The table files a claim's ``source.where`` names: "Table 1" of the claim's document, or of
+    the supplement where the clause says "supplement" ("section 6; supplement section 1, Table
+    2"); a parenthesis ("(arXiv 1811.12495: Table 6)") gives another document's numbering of the
+    same table and is skipped."""
+    from repro.spec.paper import cited
+
+    found: list[str] = []
+    for clause in re.sub(r"\([^)]*\)", "", where).split(";"):
+        supplement = "supplement" in clause.lower()
+        for citation in cited(clause):
+            if not citation.startswith("Table"):
+                continue
+            for table in tables.tables.values():
+                doc = table.source.get("paper", "")
+                same_doc = ("supplement" in doc) if supplement and "supplement" not in paper else doc == paper
+                if same_doc and citation in cited(table.source.get("where", "")) and table.id not in found:
+                    found.append(table.id)
+    return found
+
+
+def table_rows_left(table: TableSpec, covered: set[str]) -> list[str]:
+    """The table's cells (reference rows aside: another method's numbers are never a claim's) that
+    ``covered`` lacks, as their ids."""
+    return [c.id for c in table.cells if not c.reference and c.id not in covered]
+
+
 # --- units: the rows a statement is judged on ------------------------------------------------
 
 
@@ -545,6 +650,41 @@ def _steps(cells: list[TableCell], st: Statement, fld: str, errs: Problems) -> l
         errs.add(f"{fld}.along", f"no two cells of the region differ only in {st.along}: there is no step to judge")
         return None
     return units
+
+
+def units_outside(region: ScopeRegion, table: TableSpec, cell_ids: set[str]) -> list[Unit]:
+    """Units the region's statement would have on cells it leaves out (``cell_ids``, in the
+    region's row groups and columns): each cell with its partner, or, for a monotonic statement, the steps that
+    the left-out cells add to the region's series. Cells the statement cannot be judged on (no
+    partner, a number not printed) are skipped: this shows what an omission hides, it is no rule."""
+    from repro.spec.source import Source
+
+    quiet = Problems(Source(table.path, None))
+    st = region.statement
+    inside = {c.id for u in region.units for c in u.cells}
+    # Only the groups the region judges ("Adam" rows when it judges Adam at one lambda): a
+    # statement about one optimizer says nothing of another's rows.
+    group_of = {f"{g} {label}".strip(): g for g, label in table.rows}
+    groups = {group_of.get(u.named.row) for u in region.units}
+    outside = [c for c in table.cells if c.id in cell_ids and c.id not in inside and not c.reference
+               and c.configs and group_of.get(c.row) in groups
+               and (not region.columns or c.column in region.columns)]
+    if not outside:
+        return []
+    if st.kind == "monotonic":
+        series_cells = [c for c in table.cells if c.id in inside] + outside
+        steps = _steps(series_cells, st, "", quiet) or []
+        found = [u for u in steps if any(c.id not in inside for c in u.cells)]
+    else:
+        found = []
+        for cell in outside:
+            units = _units([cell], table, st, "", quiet)
+            if units:
+                found += units
+    return [u for u in found if all(unit_value(c, m) is not None for c in u.cells for m in region.metrics)
+            and (st.kind != "layer_pattern" or all(len(unit_value(c, m)) >= max((*st.layers, *st.than))
+                                                    for c in u.cells for m in region.metrics))
+            and (st.b is None or not st.b.metric or unit_value(u.cells[0], st.b.metric) is not None)]
 
 
 def unit_value(cell: TableCell, metric: str) -> Any:

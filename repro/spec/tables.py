@@ -284,7 +284,10 @@ def _assume(v: Any, fld: str, errs: Problems) -> tuple[str, ...]:
         return ()
     if isinstance(v, str) and v.strip():
         return (v.strip(),)
-    errs.add(fld, "expected text: the setting the paper does not state and the value assumed")
+    # A list where several settings are assumed, each its own note on the page.
+    if isinstance(v, list) and v and all(isinstance(x, str) and x.strip() for x in v):
+        return tuple(" ".join(x.split()) for x in v)
+    errs.add(fld, "expected text, or a list of texts: the setting the paper does not state and the value assumed")
     return ()
 
 
