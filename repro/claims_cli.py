@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.spec.claims import TIERS, ClaimSpec, claim_files, load_claims
+from repro.spec.folder import FOLDER_FILE
 from repro.spec.paper import PAPER_FILE
 from repro.spec.select import select_by_keyword
 from repro.spec.source import SpecError, SpecProblem
@@ -146,8 +147,9 @@ def validate(args: argparse.Namespace) -> tuple[int, Selection | None]:
         table_problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
-    # A broken paper description invalidates every claim of its folder.
-    bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
+    # A broken paper description or plug-in list (repro.yaml) invalidates every claim of its folder.
+    bad_files = len(paths) if any(Path(p.file).name in (PAPER_FILE, FOLDER_FILE) for p in problems) \
+        else len({p.file for p in problems})
     for folder in sorted({p.parent for p in paths if not (p.parent / PAPER_FILE).is_file()}):
         print(f"note: {folder} has no {PAPER_FILE}: pytest collects its claims only when the files are named, "
               f"`source.paper` is unchecked and reports are untitled (see claims/README.md, 'Your own claims')")
