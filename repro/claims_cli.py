@@ -304,13 +304,31 @@ def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> 
         print(f"error: {e}", file=sys.stderr)
         return 2
     store = open_store(args)
-    selection = selection or load_selection(args)
+    if selection is None:
+        selection, store = _selection_for_reading(args, store)
     verdicts = render_reports(list(selection.specs), args.tier, store, out, tables=list(selection.tables))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
     print(f"wrote {out}/index.md: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
+
+
+def _selection_for_reading(args: argparse.Namespace, store) -> tuple[Selection, object]:  # noqa: ANN001
+    """The selection, and the store to read it from. Where the claims name plug-ins that are not
+    installed here but whose runs the cache holds, they are read from what the runs recorded
+    (``repro.report.stored``): a report needs the numbers, not the plug-ins' code."""
+    try:
+        return load_selection(args), store
+    except SpecError:
+        from repro.report.stored import read_without_plugins
+
+        reading = read_without_plugins(store)
+        if reading is None:
+            raise
+    names = ", ".join(f"{p.kind} {p.name} ({p.entry_point}, {p.distribution} {p.version})" for p in reading.plugins)
+    print(f"note: not installed here, read from the runs they trained: {names}", file=sys.stderr)
+    return load_selection(args), reading.store
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

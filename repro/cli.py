@@ -92,7 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         record, trained = ensure_run(config, store, train, key)
     except RunFailed as e:
         # A plug-in's fault: one line, and the reason kept for the reports of claims that need it.
-        record_failure(store.root, key, config.summary(), str(e))
+        from repro.cache.provenance import plugin_provenance
+
+        record_failure(store.root, key, config.summary(), str(e), config.to_dict(), plugin_provenance(config))
         print(f"error: run {key[:12]} failed: {config.summary()}: {e}", file=sys.stderr)
         return EXIT_FAILED
     forget_failure(store.root, key)

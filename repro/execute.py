@@ -236,8 +236,8 @@ def plugin_failure(error: BaseException, configs: list[RunConfig]) -> str | None
     from repro.plugins import PluginError
 
     used = list(dict.fromkeys(p for c in configs for p in plugins_used(c)))
-    if not used:
-        return None
+    if not used or out_of_memory(error) is not None:
+        return None  # memory is the machine's to answer for, whoever asked for it
     sources = _plugin_sources(used)
     frame = _last_plugin_frame(error, sources)
     where = f" (at {frame})" if frame else ""
@@ -637,7 +637,8 @@ def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], 
         # lose the others.
         for run in group:
             summary.failed[run.key] = f"{run.config.summary()}: {_message(e)}"
-            record_failure(cache_root, run.key, run.config.summary(), _message(e))
+            record_failure(cache_root, run.key, run.config.summary(), _message(e), run.config.to_dict(),
+                           _plugins_of(run.config))
         # Said by the caller, one line per run (the CLI, the pytest plugin); here for a library user.
         log.info("group of %d runs (%s) failed: %s", len(group), group_label(group), _message(e))
         return False
@@ -645,6 +646,18 @@ def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], 
         (summary.trained if trained else summary.reused).append(key)
         forget_failure(cache_root, key)
     return True
+
+
+def _plugins_of(config: RunConfig) -> list[dict] | None:
+    """What the run's plug-ins declared, for its failure record; None when one of them cannot be
+    loaded (then that is what failed, and the record says so in its reason)."""
+    from repro.cache.provenance import plugin_provenance
+    from repro.plugins import PluginError
+
+    try:
+        return plugin_provenance(config)
+    except PluginError:
+        return None
 
 
 def _count(n: int, noun: str) -> str:

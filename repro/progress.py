@@ -83,6 +83,12 @@ class Progress:
             if self._bar is not None:
                 self._bar.total, self._bar.n = self.total, self.done
                 self._bar.refresh()
+            elif self.enabled and self.done >= self.total:  # the last line, as update() writes it
+                eta = self.eta_s()
+                self.stream.write(f"{self.label}: {self.done:,}/{self.total:,} run-steps (100%); the rest failed; "
+                                  f"elapsed {_duration(time.monotonic() - self._started)}, "
+                                  f"ETA {_duration(eta) if eta is not None else 'unknown'}\n")
+                self.stream.flush()
 
     def line(self, what: str, step: int, total_steps: int) -> str:
         eta = self.eta_s()

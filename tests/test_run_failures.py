@@ -28,7 +28,14 @@ BIN = Path(sys.executable).parent
 KIT = '''\
 """Tiny plug-ins, four of them broken on purpose."""
 
+from dataclasses import dataclass
+
 from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, TrainerResult
+
+
+@dataclass(frozen=True)
+class TinyFields:
+    width: int = 4
 
 
 def load(root, seed):
@@ -40,11 +47,11 @@ def load(root, seed):
     return {"train_x": x[:64], "train_y": y[:64], "test_x": x[64:], "test_y": y[64:]}
 
 
-def build(in_channels, image_size, num_classes):
+def build(in_channels, image_size, num_classes, width=4):
     from torch import nn
 
-    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
 
 
 def build_nobn(in_channels, image_size, num_classes):
@@ -72,7 +79,7 @@ def train_raise(run):
 
 
 tinyset = DatasetPlugin(name="tinyset", load=load, train_size=64, image_size=4, channels=1, classes=2)
-tinynet = ModelPlugin(name="tinynet", build=build)
+tinynet = ModelPlugin(name="tinynet", build=build, fields=TinyFields)
 nobn = ModelPlugin(name="nobn", build=build_nobn)
 nantrainer = TrainerPlugin(name="nantrainer", train=train_nan, metrics=("score",))
 shapetrainer = TrainerPlugin(name="shapetrainer", train=train_shape, metrics=("score",))
@@ -95,6 +102,25 @@ CASES = {
     "nobn": ("{model.arch: nobn}", "test_error",
              "model plug-in nobn (brokenkit:nobn): the plug-in architecture nobn has no BatchNorm2d layer"),
 }
+
+
+# Two runs that differ only in a plug-in's field: their labels must tell them apart.
+WIDER = textwrap.dedent(f"""\
+    id: wider-case
+    title: A wider tiny network
+    claim: "width 8 trains as width 4 does"
+    source: {{paper: notebook, where: H2}}
+    tiers:
+      smoke:
+        why: four steps of a one-conv network on 64 images, at two widths
+        base: {BASE}
+        seeds: [0]
+        runs:
+          narrow: {{}}
+          wide: {{set: {{model.params.width: 8}}}}
+        checks:
+          - {{kind: distribution, a: {{run: wide, metric: test_error}}, min: 0, max: 100}}
+    """)
 
 
 def claim(name: str, sets: str, metric: str) -> str:
@@ -124,6 +150,7 @@ def write_kit(root: Path) -> Path:
     (claims / "paper.yaml").write_text("title: Tiny plug-ins\nauthors: [A. Researcher]\nvenue: lab notebook\n"
                                        "documents:\n  notebook: {name: the notebook}\n")
     (claims / "good.yaml").write_text(claim("good", "{}", "test_error"))
+    (claims / "wider.yaml").write_text(WIDER)
     for name, (sets, metric, _) in CASES.items():
         (claims / f"{name}.yaml").write_text(claim(name, sets, metric))
     return claims
@@ -150,11 +177,11 @@ def test_verify_fails_without_a_traceback_and_decides_the_good_claim(verified):
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "Traceback" not in out, out
-    assert "trained 1, cached 0, failed 4" in result.stdout, out
-    assert "4 failed, 1 passed" in result.stdout, out
-    assert "wrote " in result.stdout and "4 error, 1 reproduced" in result.stdout, out
+    assert "trained 2, cached 0, failed 4" in result.stdout, out
+    assert "4 failed, 2 passed" in result.stdout, out
+    assert "wrote " in result.stdout and "4 error, 2 reproduced" in result.stdout, out
     # A failed run's steps never count as done.
-    assert "4/4 run-steps (100%)" in result.stderr, result.stderr
+    assert "8/8 run-steps (100%)" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -179,7 +206,7 @@ def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):
     root, _ = verified
     cache = root / "cache"
     entries = [p for p in cache.glob("??/*") if (p / "manifest.json").is_file()]
-    assert len(entries) == 1, entries  # the good run's
+    assert len(entries) == 2, entries  # the good runs' (width 4 and 8)
     records = [json.loads(p.read_text()) for p in (cache / "failed").glob("*.json")]
     assert sorted(next(c for c, (_, _, reason) in CASES.items() if reason in r["reason"]) for r in records) \
         == sorted(CASES)
@@ -191,9 +218,55 @@ def test_report_alone_reads_the_failures_back(verified):
     root, _ = verified
     result = repro(root, "report", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "again"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 error, 1 reproduced" in result.stdout
+    assert "4 error, 2 reproduced" in result.stdout
     for case, (_, _, reason) in CASES.items():
         assert reason in (root / "again" / f"{case}-case.md").read_text()
+
+
+def test_report_reads_what_is_stored_where_the_plugins_are_not_installed(verified):
+    """The plug-ins' module made unimportable (not on PYTHONPATH): `repro report` still renders
+    every page, the same pages as where they are installed, and says which plug-ins trained the
+    runs and that they were read as stored."""
+    root, _ = verified
+    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS",
+                                                           "PYTHONPATH")}
+    env["REPRO_CACHE"] = str(root / "cache")
+    result = subprocess.run([str(BIN / "repro"), "report", "--tier", "smoke", "--claims-dir", "claims", "--out",
+                             str(root / "elsewhere")], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 error, 2 reproduced" in result.stdout
+    assert "note: not installed here, read from the runs they trained: " in result.stderr
+    here = sorted(p.name for p in (root / "report").glob("*.md"))
+    assert sorted(p.name for p in (root / "elsewhere").glob("*.md")) == here
+    note = " They are not installed where this report was written: their runs were read as stored."
+    for name in here:
+        page = (root / "elsewhere" / name).read_text()
+        assert page.replace(note, "") == (root / "report" / name).read_text(), name
+    good = (root / "elsewhere" / "good-case.md").read_text()
+    assert ("Plug-ins that trained these runs: dataset `tinyset` (brokenkit:tinyset, brokenkit unversioned); "
+            "model `tinynet` (brokenkit:tinynet, brokenkit unversioned)." + note) in good
+
+
+def test_no_page_speaks_of_a_paper_where_the_folder_gives_no_paper_numbers(verified):
+    root, _ = verified
+    pages = sorted((root / "report").glob("*.md"))
+    assert len(pages) == 8
+    for page in pages:
+        assert "paper" not in page.read_text().lower(), page.name
+
+
+def test_labels_carry_the_settings_runs_differ_in_and_tables_what_checks_read(verified):
+    root, _ = verified
+    page = (root / "report" / "wider-case.md").read_text()
+    assert "| narrow | tinynet tinyset adam l2=0.0001 b16 model.params.width=4 |" in page, page
+    assert "| wide   | tinynet tinyset adam l2=0.0001 b16 model.params.width=8 |" in page, page
+    runs = (root / "report" / "runs.md").read_text()
+    assert "tinynet tinyset adam l2=0.0001 b16 s0 model.params.width=4" in runs
+    assert "tinynet tinyset adam l2=0.0001 b16 s0 model.params.width=8" in runs
+    # A trainer's own metric that a check reads is a column of its claim's run table.
+    header = next(line for line in (root / "report" / "nan-case.md").read_text().splitlines()
+                  if line.startswith("| run"))
+    assert [c.strip() for c in header.strip("|").split("|")][-1] == "score"
 
 
 # --- in process: whose fault is it ---------------------------------------------------------------

@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,13 @@ def _path(root: Path, key: str) -> Path:
     return Path(root) / FAILED_DIR / f"{key}.json"
 
 
-def record_failure(root: Path, key: str, run: str, reason: str) -> None:
+def record_failure(root: Path, key: str, run: str, reason: str, config: dict | None = None,
+                   plugins: list | None = None) -> None:
+    """``config``: the run's config as a dict, and ``plugins`` what its plug-ins declared
+    (``repro.cache.provenance``), so the failure can be reported where the plug-ins are not
+    installed."""
     folder = Path(root) / FAILED_DIR
-    data = json.dumps({"key": key, "run": run, "reason": reason,
+    data = json.dumps({"key": key, "run": run, "reason": reason, "config": config, "plugins": plugins,
                        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1, sort_keys=True).encode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,29 @@ def failure_of(root: Path, key: str) -> FailedRun | None:
     if not all(isinstance(v, str) for v in fields):
         return None
     return FailedRun(key, *fields)
+
+
+def failure_of_run(store: Any, key: str) -> FailedRun | None:
+    """``failure_of`` in ``store``'s root, for the key a run has in this process: a store that
+    reads runs whose plug-ins are not installed here keeps them under other keys
+    (``repro.report.stored``) and says which (``stored_key``)."""
+    stored_key = getattr(store, "stored_key", None)
+    return failure_of(store.root, stored_key(key) if stored_key is not None else key)
+
+
+def failed_keys(root: Path) -> list[str]:
+    """The keys with a failure record."""
+    try:
+        return sorted(p.stem for p in (Path(root) / FAILED_DIR).glob("*.json") if not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def raw_failure(root: Path, key: str) -> dict | None:
+    """A failure record as stored (its config and plug-ins included), or None."""
+    if failure_of(root, key) is None:
+        return None
+    return json.loads(_path(root, key).read_bytes())
 
 
 def forget_failure(root: Path, key: str) -> None:

@@ -50,10 +50,10 @@ def failed_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
     """Why the tier cannot be checked when some of its missing runs failed ("run 1a2b3c4d5e6f
     (tinynet ...) failed: trainer nantrainer (...): metric score is nan"), or None."""
     from repro.cache import run_key
-    from repro.cache.failures import failure_of
+    from repro.cache.failures import failure_of_run
 
     keys = sorted({run_key(c) for c in spec.tier(tier).configs()})
-    failed = [f for k in keys if not store.contains(k) and (f := failure_of(store.root, k)) is not None]
+    failed = [f for k in keys if not store.contains(k) and (f := failure_of_run(store, k)) is not None]
     if not failed:
         return None
     first = failed[0]
