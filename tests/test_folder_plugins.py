@@ -41,7 +41,7 @@ def test_a_misspelt_or_missing_plugin_is_an_error_of_repro_yaml(kit, monkeypatch
         "error: claims/repro.yaml:4: plugins[2]: brokenkt:nobn: no module named 'brokenkt' can be imported here; "
         "install its package, or put the folder that holds it on PYTHONPATH",
     ], out.err
-    assert "0 of 5 claim files valid" in out.out
+    assert "0 of 6 claim files valid" in out.out
 
 
 def test_an_attribute_that_is_no_declaration_is_named(kit, monkeypatch, capsys):
