@@ -294,11 +294,13 @@ def _plugin_sources(used: list[tuple[str, str]]) -> list[_Source]:
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    """``error`` and the exceptions it was raised from or while handling, outermost first."""
+    """``error`` and the exceptions it was raised from (``raise ... from``), outermost first. Not
+    those it was merely raised while handling: a bug of repro's in an ``except`` block that
+    handled a plug-in's exception is still repro's."""
     out: list[BaseException] = []
     while error is not None and error not in out:
         out.append(error)
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return out
 
 

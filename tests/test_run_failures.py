@@ -330,6 +330,14 @@ def test_an_error_outside_the_plugins_code_is_repros_and_keeps_its_traceback(kit
         reason = plugin_failure(error, [kit_config()])
     assert reason is not None and reason.startswith("model plug-in tinynet (brokenkit:tinynet): TypeError: ")
     assert "(at brokenkit.py:" in reason and "in build)" in reason
+    # repro's own error raised while it handled a plug-in's exception is still repro's.
+    try:
+        try:
+            brokenkit.build(1, 4, None)
+        except TypeError:
+            raise ValueError("a bug in repro's handler")  # noqa: B904  (exactly the case: no `from`)
+    except ValueError as error:
+        assert plugin_failure(error, [kit_config()]) is None
 
 
 def test_a_failure_record_is_read_back_and_forgotten(tmp_path):
