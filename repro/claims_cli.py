@@ -263,6 +263,7 @@ def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
     from repro.runs import ensure_simulations
 
     device = device or training_device(args.device)
+    default_jobs_for(args, device)
     selection = selection or load_selection(args)
     plan, store = planned or _plan(args, selection, device, measure=True)
     simulated = ensure_simulations(selection.specs, args.tier, store)
@@ -286,6 +287,17 @@ def refresh_metrics(store, keys: list[str]) -> int:
     """Bring the metrics of cached runs up to date with the measurement code (a store that may
     measure does it on read); how many were recomputed."""
     return sum(1 for key in keys if (record := store.get(key)) is not None and record.metrics_recomputed)
+
+
+def default_jobs_for(args: argparse.Namespace, device: str) -> None:
+    """``args.jobs`` as given, else this machine's default (``repro.plan.default_jobs``), said
+    once so a user sees what ran in parallel and how to change it."""
+    if args.jobs is None:
+        from repro.plan import default_jobs
+
+        args.jobs = default_jobs(device)
+        print(f"-j {args.jobs}: {'one job per core, as memory allows' if not device.startswith('cuda') else 'one GPU'} "
+              f"(the default; -j N sets it)")
 
 
 def _executor(args: argparse.Namespace):
@@ -347,6 +359,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from repro.machine import training_device
 
     device = training_device(args.device)  # a GPU torch cannot use stops here, before any work
+    default_jobs_for(args, device)
     if args.tier == "full" and device == "cpu" and not args.force and not args.dry_run:
         print(NO_GPU_BANNER, file=sys.stderr)
         args.tier = "smoke"
@@ -443,7 +456,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_validate)
 
     train_opts = argparse.ArgumentParser(add_help=False)
-    train_opts.add_argument("-j", "--jobs", type=positive_int, default=1, help="groups trained in parallel (default 1)")
+    train_opts.add_argument("-j", "--jobs", type=positive_int, default=None,
+                            help="groups trained in parallel (default: 1 on a GPU; on a CPU one per core, as many as "
+                                 "the available memory holds at 1 GiB each)")
     train_opts.add_argument("--group-size", type=positive_int, default=None,
                             help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
     train_opts.add_argument("--executor", choices=("local", "ray"), default="local",
