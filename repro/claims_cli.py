@@ -340,6 +340,10 @@ def _selection_for_reading(args: argparse.Namespace, store) -> tuple[Selection, 
             raise
     names = ", ".join(f"{p.kind} {p.name} ({p.entry_point}, {p.distribution} {p.version})" for p in reading.plugins)
     print(f"note: not installed here, read from the runs they trained: {names}", file=sys.stderr)
+    if reading.several_versions:
+        print(f"note: {reading.several_versions} configs were trained by more than one version of a plug-in's code; "
+              "the newest run of each is read (install the plug-in to read the runs of its current code)",
+              file=sys.stderr)
     return load_selection(args), reading.store
 
 

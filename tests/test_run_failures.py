@@ -354,3 +354,29 @@ def test_a_failure_record_is_read_back_and_forgotten(tmp_path):
     assert failure_of(tmp_path, "cd" * 32) is None
     forget_failure(tmp_path, key)
     assert failure_of(tmp_path, key) is None
+
+
+def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_read(tmp_path):
+    """The plug-in's code changed and its run was trained again (a new key): read without the
+    plug-in, the config finds both entries, reads the newer one and says so."""
+    write_kit(tmp_path)
+    first = repro(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
+    assert first.returncode == 0, first.stdout + first.stderr
+    kit = tmp_path / "brokenkit.py"
+    kit.write_text(kit.read_text().replace("padding=1), nn.BatchNorm2d(width)", "padding=0), nn.BatchNorm2d(width)"))
+    second = repro(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
+    assert "trained 1, cached 0" in second.stdout, second.stdout + second.stderr
+    entries = sorted(p for p in (tmp_path / "cache").glob("??/*") if (p / "manifest.json").is_file())
+    assert len(entries) == 2
+    newest = max(entries, key=lambda p: json.loads((p / "provenance.json").read_text())["finished_at"])
+    kit.unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS",
+                                                           "PYTHONPATH")}
+    env["REPRO_CACHE"] = str(tmp_path / "cache")
+    # The other claims name plug-ins none of these runs used: only this claim's file is read.
+    result = subprocess.run([str(BIN / "repro"), "report", "claims/good.yaml", "--tier", "smoke", "--claims-dir",
+                             "claims", "--out", str(tmp_path / "report")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "note: 1 configs were trained by more than one version of a plug-in's code" in result.stderr
+    assert f"| {newest.name[:12]} |" in (tmp_path / "report" / "runs.md").read_text()

@@ -40,6 +40,7 @@ from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, add_named
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class StoredPlugin:
     """A plug-in as the runs it trained recorded it."""
@@ -152,6 +153,7 @@ def _install(entry_point: str, declaration: Any) -> None:
             stand_in = types.ModuleType(name, "stand-ins of plug-ins not installed here (repro.report.stored)")
             stand_in.__file__ = __file__
             stand_in.__path__ = []  # a package, so that the submodules below it are found in sys.modules
+            stand_in.__repro_stand_in__ = True  # repro.spec.folder: a name no stored run used is not there
             sys.modules[name] = stand_in
     setattr(sys.modules[module], attribute, declaration)
 

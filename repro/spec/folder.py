@@ -47,6 +47,8 @@ def folder_plugins(folder: Path) -> tuple[str, ...]:
             for i, name in enumerate(value):
                 if not isinstance(name, str) or not _MODULE_ATTRIBUTE.match(name):
                     errs.add(f"plugins[{i}]", f"expected \"module:attribute\" (e.g. mypkg.models:mlp), got {name!r}")
+                elif _stand_in_without(name):
+                    continue  # read from stored runs, none of which used it: as if not named
                 elif (problem := loading_problem(name)) is not None:
                     errs.add(f"plugins[{i}]", problem)
                 else:
@@ -54,6 +56,17 @@ def folder_plugins(folder: Path) -> tuple[str, ...]:
     if errs.problems:
         raise SpecError(errs.problems)
     return tuple(plugins)
+
+
+def _stand_in_without(name: str) -> bool:
+    """Whether ``name``'s module stands in for a package not installed here, for reading its
+    stored runs (``repro.report.stored``), and no stored run recorded this attribute: a plug-in
+    that cannot be read, which claims that name it then report as unknown."""
+    import sys
+
+    module, _, attribute = name.partition(":")
+    loaded = sys.modules.get(module)
+    return bool(getattr(loaded, "__repro_stand_in__", False)) and not hasattr(loaded, attribute)
 
 
 def loading_problem(name: str) -> str | None:
