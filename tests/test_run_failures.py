@@ -380,3 +380,20 @@ def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_re
     assert result.returncode == 0, result.stdout + result.stderr
     assert "note: 1 configs were trained by more than one version of a plug-in's code" in result.stderr
     assert f"| {newest.name[:12]} |" in (tmp_path / "report" / "runs.md").read_text()
+
+
+def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
+    """Derived by changing a setting and seeing whether the label changes, in any run's context:
+    a slope shows on a leaky network's label, so it is not repeated; a learning rate never shows."""
+    from repro.config import run_config_from_dict
+    from repro.report.markdown import unshown_settings
+
+    base = {"model": {"width": 0.125}, "data": {"dataset": "digits"}}
+    relu = run_config_from_dict(base)
+    leaky = run_config_from_dict({**base, "model": {"width": 0.125, "activation": "leaky_relu", "negative_slope": 0.1}})
+    fast = run_config_from_dict({**base, "optim": {"lr": 0.01}})
+    reseeded = run_config_from_dict({**base, "train": {"seed": 3}})
+    assert unshown_settings([relu, leaky]) == ["", ""]
+    assert unshown_settings([relu, fast]) == [" optim.lr=None", " optim.lr=0.01"]
+    assert unshown_settings([relu, reseeded]) == ["", ""]  # seeds are averaged over, never labelled
+    assert unshown_settings([relu]) == [""]

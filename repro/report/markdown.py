@@ -488,16 +488,18 @@ def unshown_settings(configs: list[Any]) -> list[str]:
         return [""] * len(configs)
     settings = [_settings(c) for c in configs]
     differ = [k for k in settings[0] if k != "train.seed" and any(s.get(k) != settings[0][k] for s in settings)]
-    unshown = []
-    for k in differ:
-        other = next(s[k] for s in settings if s.get(k) != settings[0][k])
-        try:
-            shown = _with_setting(configs[0], k.split("."), other).summary() != configs[0].summary()
-        except (TypeError, ValueError):
-            shown = False
-        if not shown:
-            unshown.append(k)
+    unshown = [k for k in differ if not any(_label_shows(c, s, k, settings) for c, s in zip(configs, settings))]
     return ["".join(f" {k}={_setting_text(s[k])}" for k in unshown) for s in settings]
+
+
+def _label_shows(config: Any, setting: dict[str, Any], key: str, settings: list[dict[str, Any]]) -> bool:
+    """Whether ``config``'s label changes when ``key`` takes the value another config has (a
+    label may show a setting only in some contexts: a slope only for a leaky activation)."""
+    other = next((s[key] for s in settings if s.get(key) != setting[key]), setting[key])
+    try:
+        return _with_setting(config, key.split("."), other).summary() != config.summary()
+    except (TypeError, ValueError):
+        return False
 
 
 def _setting_text(value: Any) -> str:
