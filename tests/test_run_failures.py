@@ -200,6 +200,8 @@ def test_the_claim_page_shows_the_error_and_its_reason(verified, case):
     assert "**Verdict (smoke tier): ⚠️ error: run " in page, page
     assert CASES[case][2] in page, page
     assert CASES[case][2] in (root / "report" / "index.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| r "))
+    assert "| failed " in row and "missing" not in row, row
 
 
 def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):

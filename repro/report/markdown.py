@@ -541,9 +541,12 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
         metrics += [s.metric for s in check_selections(check, tier) if getattr(s, "metric", None) not in (None, *metrics)]
     firsts = [p.configs[0] for g in tier.groups.values() if g.simulate is None for p in g.points]
     extra = dict(zip(map(id, firsts), unshown_settings(firsts)))
+    from repro.cache.failures import failure_of_run
+
     rows = []
     for g in tier.groups.values():
         for p in g.points:
+            failed = False
             if g.simulate is not None:
                 computed = simulation_metrics(g.simulate, store)
                 per_seed = computed[p.axis_value] if computed is not None else [None]
@@ -551,6 +554,8 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
             else:
                 records = [store.get(run_key(c)) for c in p.configs]
                 per_seed = [r.metrics if r else None for r in records]
+                # A run that failed says so (its claim's verdict says why), not "missing".
+                failed = any(r is None and failure_of_run(store, run_key(c)) for r, c in zip(records, p.configs))
                 summary = p.configs[0].summary().rsplit(" s", 1)[0] + extra[id(p.configs[0])]
                 unverified = sum(1 for r in records if r is not None and not r.verified)
                 if unverified:  # numbers taken on an archive's word, not re-measured here
@@ -563,7 +568,8 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
             texts = point_paper_texts(spec, p) if spec is not None else {m: number_text(v) for m, v in p.paper.items()}
             for m in metrics:
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
-                ours = str(Stats(tuple(vals))) if vals else ("missing" if any(x is None for x in per_seed) else "-")
+                ours = str(Stats(tuple(vals))) if vals else ("failed" if failed else "missing"
+                                                             if any(x is None for x in per_seed) else "-")
                 ref = p.paper.get(m)
                 row.append(f"{ours}" + (f" / paper {printed(texts[m])}" if ref is not None else ""))
             rows.append(row)
