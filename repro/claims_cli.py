@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.spec.claims import TIERS, ClaimSpec, claim_files, load_claims
+from repro.spec.folder import FOLDER_FILE
 from repro.spec.paper import PAPER_FILE
 from repro.spec.select import select_by_keyword
 from repro.spec.source import SpecError, SpecProblem
@@ -146,8 +147,9 @@ def validate(args: argparse.Namespace) -> tuple[int, Selection | None]:
         table_problems = e.problems
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
-    # A broken paper description invalidates every claim of its folder.
-    bad_files = len(paths) if any(Path(p.file).name == PAPER_FILE for p in problems) else len({p.file for p in problems})
+    # A broken paper description or plug-in list (repro.yaml) invalidates every claim of its folder.
+    bad_files = len(paths) if any(Path(p.file).name in (PAPER_FILE, FOLDER_FILE) for p in problems) \
+        else len({p.file for p in problems})
     for folder in sorted({p.parent for p in paths if not (p.parent / PAPER_FILE).is_file()}):
         print(f"note: {folder} has no {PAPER_FILE}: pytest collects its claims only when the files are named, "
               f"`source.paper` is unchecked and reports are untitled (see claims/README.md, 'Your own claims')")
@@ -264,6 +266,7 @@ def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
     from repro.runs import ensure_simulations
 
     device = device or training_device(args.device)
+    default_jobs_for(args, device)
     selection = selection or load_selection(args)
     plan, store = planned or _plan(args, selection, device, measure=True)
     simulated = ensure_simulations(selection.specs, args.tier, store)
@@ -289,6 +292,17 @@ def refresh_metrics(store, keys: list[str]) -> int:
     return sum(1 for key in keys if (record := store.get(key)) is not None and record.metrics_recomputed)
 
 
+def default_jobs_for(args: argparse.Namespace, device: str) -> None:
+    """``args.jobs`` as given, else this machine's default (``repro.plan.default_jobs``), said
+    once so a user sees what ran in parallel and how to change it."""
+    if args.jobs is None:
+        from repro.plan import default_jobs
+
+        args.jobs = default_jobs(device)
+        print(f"-j {args.jobs}: {'one job per core, as memory allows' if not device.startswith('cuda') else 'one GPU'} "
+              f"(the default; -j N sets it)")
+
+
 def _executor(args: argparse.Namespace):
     from repro.execute import LocalExecutor, RayExecutor
 
@@ -305,13 +319,35 @@ def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> 
         print(f"error: {e}", file=sys.stderr)
         return 2
     store = open_store(args)
-    selection = selection or load_selection(args)
+    if selection is None:
+        selection, store = _selection_for_reading(args, store)
     verdicts = render_reports(list(selection.specs), args.tier, store, out, tables=list(selection.tables))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
     print(f"wrote {out}/index.md: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
+
+
+def _selection_for_reading(args: argparse.Namespace, store) -> tuple[Selection, object]:  # noqa: ANN001
+    """The selection, and the store to read it from. Where the claims name plug-ins that are not
+    installed here but whose runs the cache holds, they are read from what the runs recorded
+    (``repro.report.stored``): a report needs the numbers, not the plug-ins' code."""
+    try:
+        return load_selection(args), store
+    except SpecError:
+        from repro.report.stored import read_without_plugins
+
+        reading = read_without_plugins(store)
+        if reading is None:
+            raise
+    names = ", ".join(f"{p.kind} {p.name} ({p.entry_point}, {p.distribution} {p.version})" for p in reading.plugins)
+    print(f"note: not installed here, read from the runs they trained: {names}", file=sys.stderr)
+    if reading.several_versions:
+        print(f"note: {reading.several_versions} configs were trained by more than one version of a plug-in's code; "
+              "the newest run of each is read (install the plug-in to read the runs of its current code)",
+              file=sys.stderr)
+    return load_selection(args), reading.store
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -330,6 +366,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from repro.machine import training_device
 
     device = training_device(args.device)  # a GPU torch cannot use stops here, before any work
+    default_jobs_for(args, device)
     if args.tier == "full" and device == "cpu" and not args.force and not args.dry_run:
         print(NO_GPU_BANNER, file=sys.stderr)
         args.tier = "smoke"
@@ -426,7 +463,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_validate)
 
     train_opts = argparse.ArgumentParser(add_help=False)
-    train_opts.add_argument("-j", "--jobs", type=positive_int, default=1, help="groups trained in parallel (default 1)")
+    train_opts.add_argument("-j", "--jobs", type=positive_int, default=None,
+                            help="groups trained in parallel (default: 1 on a GPU; on a CPU one per core, as many as "
+                                 "the available memory holds at 1 GiB each)")
     train_opts.add_argument("--group-size", type=positive_int, default=None,
                             help="runs fused into one stacked network (default: 16 on CUDA; on CPU 4 with -j 1, else 1)")
     train_opts.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -57,29 +57,47 @@ def metrics_table(metrics: dict, trainer_metrics: list[str] | tuple[str, ...] = 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from repro.spec.runfile import load_run_config
+    from repro.cache.failures import forget_failure, record_failure
+    from repro.data.catalog import data_shape
+    from repro.execute import RunFailed, plugin_failure
+    from repro.progress import Progress
     from repro.runs import run_and_measure
+    from repro.spec.runfile import load_run_config
 
     config = load_run_config(Path(args.config) if args.config else None, args.set or [])
     store = _store(args, measure=True)
     key = run_key(config)
 
     def train(cfg, checkpoint):
-        from tqdm import tqdm
+        # The progress `repro train` shows: a bar on a terminal, else a line every 30 s
+        # ($REPRO_PROGRESS_EVERY_S), so a long run is never silent.
+        total = cfg.total_steps(data_shape(cfg.data)[0])
+        shown = Progress(total, f"training run {key[:12]}", enabled=not args.json)
 
-        bar = tqdm(total=None, desc=cfg.summary(), unit="step", disable=args.json or not sys.stderr.isatty())
-
-        def on_step(step: int, total: int) -> None:
-            bar.total = total
-            bar.update(step - bar.n)
+        def on_step(step: int, steps: int) -> None:
+            shown.update(0, 1, step, steps, cfg.summary())
 
         try:
             return run_and_measure(cfg, training_device(args.device), _data_root(args), on_step=on_step,
                                    checkpoint=checkpoint)
+        except Exception as e:
+            reason = plugin_failure(e, [cfg])
+            if reason is None:
+                raise
+            raise RunFailed(reason) from None
         finally:
-            bar.close()
+            shown.close()
 
-    record, trained = ensure_run(config, store, train, key)
+    try:
+        record, trained = ensure_run(config, store, train, key)
+    except RunFailed as e:
+        # A plug-in's fault: one line, and the reason kept for the reports of claims that need it.
+        from repro.cache.provenance import plugin_provenance
+
+        record_failure(store.root, key, config.summary(), str(e), config.to_dict(), plugin_provenance(config))
+        print(f"error: run {key[:12]} failed: {config.summary()}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    forget_failure(store.root, key)
     if args.json:
         print(json.dumps({"key": key, "cached": not trained, "metrics_recomputed": record.metrics_recomputed,
                           "config": record.config.to_dict(), "metrics": record.metrics,

@@ -14,9 +14,13 @@ run: the local executor runs both in one process; the Ray executor holds the loc
 the cache on the driver (workers need no shared filesystem) and trains on a worker, which
 resumes from and saves to the group's checkpoint path when that path is on its disk too.
 
-Failures: an environment failure (missing data ``DatasetError``, an unusable cache, an OS error,
-out of memory, a dead worker or process) is recorded for its group and the other groups go on.
-Anything else is a bug in training and propagates as an error.
+Failures: a run fails for its input or its environment and the other groups go on. Its input:
+a plug-in (``RunFailed``: an exception raised in a plug-in's own code, a plug-in's declaration or
+network that repro cannot use, a trainer's result that cannot be recorded) or its data
+(``DatasetError``); its environment: an unusable cache, an OS error, out of memory, a dead worker
+or process. Such a group's runs store nothing; why they failed is recorded beside the cache
+(``repro.cache.failures``), so a claim that needs them is an error with the reason on its page.
+Anything else is a bug in repro and propagates with its traceback.
 
 Dry run (``dry_run_steps=N``): every run trains N steps (its schedule's phases shrunk to N steps in
 all, ``dry_run_config``) through the same code, stored under its real key in a separate store
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from repro.cache import CacheError, RunStore, ensure_runs
+from repro.cache.failures import forget_failure, record_failure
 from repro.config import RunConfig
 from repro.plan import (Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now,
                         steady_step_time)
@@ -151,10 +156,18 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
             on_progress(step, total)
 
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
-    records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
-                                    checkpoint=None if "resume" in switched_off else checkpoint,
-                                    cuda_graphs=False if "graphs" in switched_off else None,
-                                    kernels="plain" if "kernels" in switched_off else None)
+    try:
+        records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
+                                        checkpoint=None if "resume" in switched_off else checkpoint,
+                                        cuda_graphs=False if "graphs" in switched_off else None,
+                                        kernels="plain" if "kernels" in switched_off else None)
+    except Exception as e:
+        reason = plugin_failure(e, configs)
+        if reason is None:
+            raise
+        # Judged here, where the traceback still exists (a worker process's exception reaches the
+        # parent without it), and raised as one line that crosses any process boundary.
+        raise RunFailed(reason) from None
     if dry_run_steps:
         # Stored under the real run's key (in the dry-run store only): the record carries the real
         # config, which its key was computed from, and says in provenance what was trained instead.
@@ -202,9 +215,144 @@ def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root
 # -- failures ------------------------------------------------------------------------------------
 
 
+class RunFailed(Exception):
+    """A run that failed because of a plug-in, not of repro. The message is one line that names
+    the plug-in and says what went wrong (and where in the plug-in's own code, when it raised):
+    all a user needs, so no traceback of repro's code is shown."""
+
+
+# Where repro judges a plug-in's network (repro.train.models): a ValueError or TypeError raised
+# right there is a verdict on the plug-in (no BatchNorm, a BatchNorm without its own ReLU, a
+# build that returns no module, a stack that is not its runs), not a bug of repro's.
+_NETWORK_CHECKS = ("PluginNet.__init__", "PluginNet.blocks", "_stack_plugin")
+
+
+def plugin_failure(error: BaseException, configs: list[RunConfig]) -> str | None:
+    """Why the runs of ``configs`` failed, in one line naming the plug-in at fault, when a
+    plug-in is: an error repro raised about one (``repro.plugins.PluginError``, which a trainer's
+    unusable result is), an exception raised inside a plug-in's own code, or a network repro
+    cannot measure. None: the error is not a plug-in's (a bug in repro, or the environment's)."""
+    from repro.config import plugins_used
+    from repro.plugins import PluginError
+
+    used = list(dict.fromkeys(p for c in configs for p in plugins_used(c)))
+    if not used or out_of_memory(error) is not None:
+        return None  # memory is the machine's to answer for, whoever asked for it
+    sources = _plugin_sources(used)
+    frame = _last_plugin_frame(error, sources)
+    where = f" (at {frame})" if frame else ""
+    if isinstance(error, PluginError):  # its message already names the plug-in
+        return _one_line(f"{error}{where}")
+    if frame is not None:
+        kind, name, entry = frame.plugin
+        return _one_line(f"{kind} plug-in {name} ({entry}): {type(error).__name__}: {error}{where}")
+    model = next((s for s in sources if s.kind == "model"), None)
+    if model is not None and isinstance(error, (ValueError, TypeError)) and _raised_in(error, _NETWORK_CHECKS):
+        return _one_line(f"model plug-in {model.name} ({model.entry_point}): {error}")
+    return None
+
+
+class _Frame:
+    """A frame of a plug-in's code, shown as its file (from the plug-in's package) and line."""
+
+    def __init__(self, plugin: tuple[str, str, str], file: str, line: int, function: str):
+        self.plugin, self.file, self.line, self.function = plugin, file, line, function
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} in {self.function}"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a plug-in's code lives (its top-level package folder or module file) and the
+    functions repro calls in it (build, load, train...), which say whose code a frame entered."""
+
+    kind: str
+    name: str
+    entry_point: str
+    path: Path
+    entered_by: tuple[Any, ...]  # code objects
+
+    def holds(self, file: Path) -> bool:
+        return file == self.path or self.path in file.parents
+
+
+def _plugin_sources(used: list[tuple[str, str]]) -> list[_Source]:
+    """The sources of the plug-ins ``used`` that resolve (one that does not failed by name)."""
+    from repro.plugins import PluginError, resolve
+
+    found = []
+    for kind, name in used:
+        try:
+            r = resolve(kind, name)
+        except PluginError:
+            continue
+        calls = [getattr(r.plugin, a, None) for a in ("build", "flops_per_image", "load", "train")]
+        found.append(_Source(kind, name, r.entry_point, r.source,
+                             tuple(c.__code__ for c in calls if hasattr(c, "__code__"))))
+    return found
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from (``raise ... from``), outermost first. Not
+    those it was merely raised while handling: a bug of repro's in an ``except`` block that
+    handled a plug-in's exception is still repro's."""
+    out: list[BaseException] = []
+    while error is not None and error not in out:
+        out.append(error)
+        error = error.__cause__
+    return out
+
+
+def _last_plugin_frame(error: BaseException, sources: list[_Source]) -> _Frame | None:
+    """The innermost frame of a plug-in's own code in ``error``'s traceback or those of its
+    causes (innermost cause first): the line of the researcher's code where it went wrong. Whose
+    code it is: the plug-in whose function repro called to get there; a frame entered otherwise
+    (a network's ``forward``, called by torch) is the model's. Several plug-ins often share one
+    module, so the file alone cannot say."""
+    import traceback
+
+    for e in reversed(_chain(error)):
+        owner, last = None, None
+        for frame, line in traceback.walk_tb(e.__traceback__):
+            file = Path(frame.f_code.co_filename).resolve()
+            inside = [s for s in sources if s.holds(file)]
+            if not inside:
+                continue
+            if owner is None:
+                owner = next((s for s in inside if frame.f_code in s.entered_by), None) \
+                    or next((s for s in inside if s.kind == "model"), inside[0])
+            last = _Frame((owner.kind, owner.name, owner.entry_point), str(file.relative_to(owner.path.parent)),
+                          line or 0, frame.f_code.co_name)
+        if last is not None:
+            return last
+    return None
+
+
+def _raised_in(error: BaseException, functions: tuple[str, ...]) -> bool:
+    """Whether ``error`` was raised directly in one of repro's ``functions`` of
+    repro/train/models.py (qualified names: ``Class.method`` or ``function``)."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if Path(code.co_filename).resolve() != Path(__file__).resolve().parent / "train" / "models.py":
+        return False
+    owner = tb.tb_frame.f_locals.get("self")
+    qualified = f"{type(owner).__name__}.{code.co_name}" if owner is not None else code.co_name
+    return qualified in functions
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: torch's multi-line errors (size mismatches) joined."""
+    return " ".join(text.split())
+
+
 def environment_failure(error: BaseException) -> bool:
-    """Missing data, an unusable cache, the OS, memory, a dead worker: recorded as a failed run.
-    Everything else is a bug and must not be mistaken for one."""
+    """A plug-in's failure, missing data, an unusable cache, the OS, memory, a dead worker:
+    recorded as a failed run. Everything else is a bug and must not be mistaken for one."""
     from repro.data.base import DatasetError
 
     try:
@@ -218,7 +366,7 @@ def environment_failure(error: BaseException) -> bool:
                                               rex.RaySystemError, rex.ObjectLostError, rex.TaskUnschedulableError,
                                               rex.RuntimeEnvSetupError, rex.ActorDiedError)):
         return True
-    if isinstance(error, (DatasetError, CacheError, OSError, BrokenProcessPool)):
+    if isinstance(error, (RunFailed, DatasetError, CacheError, OSError, BrokenProcessPool)):
         return True
     return out_of_memory(error) is not None
 
@@ -435,8 +583,10 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
                  for i, j in enumerate(jobs_)]
     try:
         for i, call in executor.run(jobs_):
-            _collect(summary, groups[i], call)
-            shown.update(i, len(groups[i]), steps[i], steps[i], names[i][1])
+            if _collect(summary, groups[i], call, store.root):
+                shown.update(i, len(groups[i]), steps[i], steps[i], names[i][1])
+            else:
+                shown.give_up(i, len(groups[i]), steps[i])
     finally:
         if reader is not None:
             reader.stop()
@@ -476,19 +626,40 @@ def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, devi
                       executor=RayExecutor(address, max_retries), dry_run_steps=dry_run_steps)
 
 
-def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], list[tuple[str, bool]]]) -> None:
+def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], list[tuple[str, bool]]],
+             cache_root: Path) -> bool:
+    """Count one group's outcome into ``summary``; False when it failed. A failure is recorded
+    beside the cache per run, so checks and reports say why; a success forgets an older one."""
     try:
         results = call()
     except Exception as e:
         if not environment_failure(e):
             raise
-        # One group's failure (missing data, out of memory, a dead worker) must not lose the others.
+        # One group's failure (a plug-in's, missing data, out of memory, a dead worker) must not
+        # lose the others.
         for run in group:
             summary.failed[run.key] = f"{run.config.summary()}: {_message(e)}"
-        log.error("group of %d runs (%s) failed: %s", len(group), group_label(group), _message(e))
-        return
+            record_failure(cache_root, run.key, run.config.summary(), _message(e), run.config.to_dict(),
+                           _plugins_of(run.config))
+        # Said by the caller, one line per run (the CLI, the pytest plugin); here for a library user.
+        log.info("group of %d runs (%s) failed: %s", len(group), group_label(group), _message(e))
+        return False
     for key, trained in results:
         (summary.trained if trained else summary.reused).append(key)
+        forget_failure(cache_root, key)
+    return True
+
+
+def _plugins_of(config: RunConfig) -> list[dict] | None:
+    """What the run's plug-ins declared, for its failure record; None when one of them cannot be
+    loaded (then that is what failed, and the record says so in its reason)."""
+    from repro.cache.provenance import plugin_provenance
+    from repro.plugins import PluginError
+
+    try:
+        return plugin_provenance(config)
+    except PluginError:
+        return None
 
 
 def _count(n: int, noun: str) -> str:
@@ -496,8 +667,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _message(error: BaseException) -> str:
-    cause = getattr(error, "cause", None)  # a RayTaskError's original exception
-    return f"{type(cause or error).__name__}: {cause or error}"
+    cause = getattr(error, "cause", None) or error  # a RayTaskError's original exception
+    if isinstance(cause, RunFailed):  # already one line naming the plug-in
+        return str(cause)
+    return _one_line(f"{type(cause).__name__}: {cause}")
 
 
 def _start(plan: Plan, store: RunStore) -> tuple[TrainSummary, list[PlannedRun]]:

@@ -33,6 +33,7 @@ class Progress:
         self.every_s = float(os.environ.get("REPRO_PROGRESS_EVERY_S", "30")) if every_s is None else every_s
         self.done = 0
         self._per_group: dict[int, int] = {}
+        self._failed: set[int] = set()  # groups given up: a late step update of theirs is ignored
         self._lock = threading.Lock()
         self._started = self._last_line = time.monotonic()
         tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -52,6 +53,8 @@ class Progress:
         """Group ``group`` (``runs`` stacked runs, ``what`` it is) has done ``step`` of its
         ``total_steps`` steps."""
         with self._lock:
+            if group in self._failed:
+                return
             reached = min(step, total_steps) * runs
             delta = reached - self._per_group.get(group, 0)
             if delta <= 0:
@@ -68,6 +71,23 @@ class Progress:
             if now - self._last_line >= self.every_s or self.done >= self.total:
                 self._last_line = now
                 self.stream.write(self.line(what, step, total_steps) + "\n")
+                self.stream.flush()
+
+    def give_up(self, group: int, runs: int, total_steps: int) -> None:
+        """Group ``group`` failed: its steps are neither done nor still to do, so a failed run
+        never counts towards 100%."""
+        with self._lock:
+            self._failed.add(group)
+            self.done -= self._per_group.pop(group, 0)
+            self.total = max(1, self.total - runs * total_steps)
+            if self._bar is not None:
+                self._bar.total, self._bar.n = self.total, self.done
+                self._bar.refresh()
+            elif self.enabled and self.done >= self.total:  # the last line, as update() writes it
+                eta = self.eta_s()
+                self.stream.write(f"{self.label}: {self.done:,}/{self.total:,} run-steps (100%); the rest failed; "
+                                  f"elapsed {_duration(time.monotonic() - self._started)}, "
+                                  f"ETA {_duration(eta) if eta is not None else 'unknown'}\n")
                 self.stream.flush()
 
     def line(self, what: str, step: int, total_steps: int) -> str:

@@ -29,7 +29,8 @@ import torch
 
 from repro.cache import RunRecord, RunStore, training_code_fingerprint, training_identity
 from repro.cache.simulations import SimulationStore
-from repro.config import RunConfig
+from repro.cache.provenance import plugin_provenance
+from repro.config import RunConfig, plugins_used
 from repro.data import load_dataset
 from repro.measure import measure_model
 from repro.spec.claims import ClaimSpec
@@ -91,6 +92,9 @@ def run_and_measure_group(
             # (execution) or a registered trainer.
             **(outcome.execution.provenance(config.optim.name) if outcome.execution is not None
                else {"trainer": outcome.trainer}),
+            # Which plug-ins trained it, and what they declared: what a report says, and what lets
+            # it read this run where the plug-ins are not installed (repro.cache.provenance).
+            **({"plugins": plugin_provenance(config)} if plugins_used(config) else {}),
             "train_wall_s": round(outcome.wall_s, 2),
             "total_wall_s": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

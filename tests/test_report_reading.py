@@ -413,6 +413,6 @@ def test_a_folder_without_paper_numbers_gets_pages_without_a_paper(tmp_path):
     render_reports(specs, "smoke", RunStore(tmp_path / "cache"), tmp_path / "report")
     index = (tmp_path / "report" / "index.md").read_text()
     header = next(line for line in index.splitlines() if line.startswith("| claim"))
-    assert cells(header) == ["claim", "source", "verdict", "reproduced (mean ± std, n)"]
+    assert cells(header) == ["claim", "source", "verdict", "measured (mean ± std, n)"]
     assert "paper" not in index.lower().replace("paper rows", "")
     assert "1 claim:" in index and "1 of 1 run missing" in index and "1 claims" not in index

@@ -2,7 +2,9 @@
 
 In:  ClaimSpec, tier name, RunStore.
 Out: Verdict (status, reason, one CheckResult per check). A claim whose runs are not all in the
-cache is *not run* ("not run: 3 of 12 runs missing"), not an error; simulation groups are read
+cache is *not run* ("not run: 3 of 12 runs missing"), not an error, unless a missing run failed
+when it was last trained (``repro.cache.failures``): then it is an error whose reason says which
+run failed and why (a plug-in's exception, missing data); simulation groups are read
 from the simulations the cache stores (``repro.cache.simulations``; ``repro.runs`` computes
 them), so checking never trains, measures or simulates, and never imports torch.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from repro.check.kinds import Observations, check_claim_tier
-from repro.check.verdict import NOT_RUN, Verdict
+from repro.check.verdict import ERROR, NOT_RUN, Verdict
 from repro.spec.claims import ClaimSpec, RunGroup
 from repro.spec.simulation import DecayConfig
 
@@ -44,6 +46,21 @@ def missing_work(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
     return "; ".join(parts) if parts else None
 
 
+def failed_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
+    """Why the tier cannot be checked when some of its missing runs failed ("run 1a2b3c4d5e6f
+    (tinynet ...) failed: trainer nantrainer (...): metric score is nan"), or None."""
+    from repro.cache import run_key
+    from repro.cache.failures import failure_of_run
+
+    keys = sorted({run_key(c) for c in spec.tier(tier).configs()})
+    failed = [f for k in keys if not store.contains(k) and (f := failure_of_run(store, k)) is not None]
+    if not failed:
+        return None
+    first = failed[0]
+    more = f" ({len(failed) - 1} more of its {len(keys)} runs failed too)" if len(failed) > 1 else ""
+    return f"run {first.key[:12]} ({first.run}) failed: {first.reason}{more}"
+
+
 def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observations:
     from repro.cache import run_key
 
@@ -72,6 +89,9 @@ def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
     if t.not_run:
         return Verdict(spec.id, tier, NOT_RUN, t.not_run)
     missing = missing_work(spec, tier, store)
+    failed = failed_runs(spec, tier, store) if missing else None
+    if failed:
+        return Verdict(spec.id, tier, ERROR, failed)
     if missing:
         return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} (repro train computes them)")
     results = check_claim_tier(t.checks, tier_observations(spec, tier, store))

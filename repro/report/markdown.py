@@ -45,12 +45,15 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
     try:
         verdicts = []
         digests: dict[str, str] = {}
+        # Decided once for the whole report, as the index decides its columns: claims about one's
+        # own experiment give no paper numbers, and then no page speaks of a paper.
+        with_paper = paper_numbers_given(specs, tier)
         for spec in sorted(specs, key=lambda s: s.id):
             verdict = evaluate_claim(spec, tier, store)
             verdicts.append(verdict)
             t = spec.tier(tier)
             plots = render_plots(spec, t, store, tmp, previous, digests) if not t.not_run else []
-            (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots))
+            (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots, with_paper))
         write_plot_digests(tmp, digests)
         # Paper tables regenerated beside ours (repro/report/tables.py), linked from the index.
         from repro.report.tables import render_tables, tables_index
@@ -262,7 +265,7 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
     # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
     with_paper, with_scopes = paper_numbers_given(specs, tier), any(s.scope for s in specs)
     keep = [True, True, True, with_paper, True, with_scopes]
-    headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "reproduced (mean ± std, n)",
+    headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "measured (mean ± std, n)",
                                   "paper rows against it"), keep) if k]
     rows = [tuple(x for x, k in zip(row, keep) if k) for row in rows]
     counts: dict[str, int] = {}
@@ -317,8 +320,11 @@ def check_rule(check: Any, paper: str | None = None) -> str:
     return kind
 
 
-def check_paper_line(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
-    """"paper: a = 70, b = 40" (or the axis' values in order) for what a check reads."""
+def check_paper_line(spec: ClaimSpec, tier: TierSpec, check: Any, with_paper: bool = True) -> str:
+    """"paper: a = 70, b = 40" (or the axis' values in order) for what a check reads; nothing in a
+    report without paper numbers (``with_paper`` False), where there is no paper to speak of."""
+    if not with_paper:
+        return ""
     sels = check_selections(check, tier)
     texts = [(s.label, selection_paper_text(spec, tier, s)) for s in sels]
     if not any(t for _, t in texts):
@@ -339,7 +345,8 @@ def check_paper_numbers(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
     return " vs ".join(t or "-" for t in texts)
 
 
-def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: str = "not run yet") -> list[str]:
+def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: str = "not run yet",
+                   with_paper: bool = True) -> list[str]:
     """Each check: what was decided and the arithmetic; for a tier not run yet, what it would
     check, with the paper's numbers, so a reader sees the test before any run exists (each
     marked ``pending``)."""
@@ -349,20 +356,23 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
             sels = check_selections(check, tier)
             rule = check_rule(check, selection_paper_text(spec, tier, sels[0]) if sels else None)
             desc = check.params.description
-            parts.append(f"- **{pending}** — {desc + '  ' + chr(10) + '  rule: ' if desc else ''}`{rule}`  \n  "
-                         f"{check_paper_line(spec, tier, check)}")
+            line = check_paper_line(spec, tier, check, with_paper)
+            parts.append(f"- **{pending}** — {desc + '  ' + chr(10) + '  rule: ' if desc else ''}`{rule}`"
+                         + (f"  \n  {line}" if line else ""))
         return parts
     parts = ["## Checks\n"]
     for c, check in zip(verdict.checks, tier.checks):
+        line = check_paper_line(spec, tier, check, with_paper)
         parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
-                     + f"  \n  {check_paper_line(spec, tier, check)}")
+                     + (f"  \n  {line}" if line else ""))
     note = verdict.seeds_note()
     if note:
         parts.append(f"\nThis verdict was {note}: where a side had fewer seeds, the margin or tolerance alone decided.")
     return parts
 
 
-def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str]) -> str:
+def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str],
+               with_paper: bool = True) -> str:
     parts = [f"# {spec.id}: {spec.title}\n",
              f"**Verdict ({verdict.tier} tier): {verdict_text(verdict)}**\n",
              "> " + spec.claim.replace("\n", "\n> ") + "\n",
@@ -377,16 +387,20 @@ def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStor
                 parts.append(f"## What the `{other.name}` tier checks instead\n")
                 if other.why:
                     parts.append(f"{' '.join(other.why.split())}\n")
-                parts += checks_section(spec, other, Verdict(spec.id, other.name, NOT_RUN), "checks")[1:]
+                parts += checks_section(spec, other, Verdict(spec.id, other.name, NOT_RUN), "checks", with_paper)[1:]
                 parts.append("")
         return "\n".join(parts) + "\n"
     if tier.why:
         parts.append(f"## How this tier is scaled\n\n{tier.why}\n")
     if not tier.gate:
         parts.append(f"**Outside the CI gate:** {tier.gate_reason}\n")
-    parts += checks_section(spec, tier, verdict)
-    parts.append("\n## Runs (paper value beside ours; ours are mean ± std over seeds)\n")
+    parts += checks_section(spec, tier, verdict, with_paper=with_paper)
+    parts.append("\n## Runs (paper value beside ours; ours are mean ± std over seeds)\n" if with_paper
+                 else "\n## Runs (mean ± std over seeds)\n")
     parts.append(runs_table(tier, store, spec))
+    trained_by = plugins_note([store.get(run_key(c)) for c in tier.configs()], store)
+    if trained_by:
+        parts.append(f"\n{trained_by}\n")
     for p in plots:
         parts.append(f"\n![{p}]({p})\n")
     return "\n".join(parts) + "\n"
@@ -452,6 +466,74 @@ def assumptions_section(spec: ClaimSpec) -> list[str]:
     return parts + [""]
 
 
+def _settings(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A config's settings by dotted path ("model.params.width"), plug-in fields included."""
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_settings(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def _with_setting(obj: Any, path: list[str], value: Any) -> Any:
+    import dataclasses
+
+    head, rest = path[0], path[1:]
+    return dataclasses.replace(obj, **{head: _with_setting(getattr(obj, head), rest, value) if rest else value})
+
+
+def unshown_settings(configs: list[Any]) -> list[str]:
+    """Per config, the settings that differ between ``configs`` but that its summary label does
+    not show (" model.params.width=8"; "" where the label shows them all), seeds left out, so runs
+    that differ only in a plug-in's fields or a learning rate never carry one label. Which
+    settings the label shows is found by changing one and seeing whether the label changes."""
+    if len(configs) < 2:
+        return [""] * len(configs)
+    settings = [_settings(c) for c in configs]
+    differ = [k for k in settings[0] if k != "train.seed" and any(s.get(k) != settings[0][k] for s in settings)]
+    unshown = [k for k in differ if not any(_label_shows(c, s, k, settings) for c, s in zip(configs, settings))]
+    return ["".join(f" {k}={_setting_text(s[k])}" for k in unshown) for s in settings]
+
+
+def _label_shows(config: Any, setting: dict[str, Any], key: str, settings: list[dict[str, Any]]) -> bool:
+    """Whether ``config``'s label changes when ``key`` takes the value another config has (a
+    label may show a setting only in some contexts: a slope only for a leaky activation)."""
+    other = next((s[key] for s in settings if s.get(key) != setting[key]), setting[key])
+    try:
+        return _with_setting(config, key.split("."), other).summary() != config.summary()
+    except (TypeError, ValueError):
+        return False
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(_setting_text, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plugins_note(records: list[Any], store: RunStore) -> str:
+    """Which plug-ins, at which versions, trained these runs (from what each run recorded), and
+    whether they were read here without being installed; "" for runs of repro's own code."""
+    seen: dict[str, str] = {}
+    for r in records:
+        for item in (r.provenance.get("plugins") or []) if r is not None else []:
+            if isinstance(item, dict):
+                seen.setdefault(f"{item.get('kind')} {item.get('name')}",
+                                f"{item.get('kind')} `{item.get('name')}` ({item.get('entry_point')}, "
+                                f"{item.get('distribution')} {item.get('version')})")
+    if not seen:
+        return ""
+    text = "Plug-ins that trained these runs: " + "; ".join(seen[k] for k in sorted(seen)) + "."
+    if hasattr(store, "stored_key"):  # repro.report.stored: read where they are not installed
+        text += " They are not installed where this report was written: their runs were read as stored."
+    return text
+
+
 def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -> str:
     """One row per run point: ours (mean ± std, n) beside the paper's number as printed (as the
     claim or the table cell it names types it; ``spec`` finds the cell)."""
@@ -462,9 +544,17 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
     for g in tier.groups.values():
         for p in g.points:
             metrics += [m for m in p.paper if m not in metrics]
+    # What the checks decide on is shown beside the rest (a trainer's own metrics included).
+    for check in tier.checks:
+        metrics += [s.metric for s in check_selections(check, tier) if getattr(s, "metric", None) not in (None, *metrics)]
+    firsts = [p.configs[0] for g in tier.groups.values() if g.simulate is None for p in g.points]
+    extra = dict(zip(map(id, firsts), unshown_settings(firsts)))
+    from repro.cache.failures import failure_of_run
+
     rows = []
     for g in tier.groups.values():
         for p in g.points:
+            failed = False
             if g.simulate is not None:
                 computed = simulation_metrics(g.simulate, store)
                 per_seed = computed[p.axis_value] if computed is not None else [None]
@@ -472,7 +562,9 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
             else:
                 records = [store.get(run_key(c)) for c in p.configs]
                 per_seed = [r.metrics if r else None for r in records]
-                summary = p.configs[0].summary().rsplit(" s", 1)[0]
+                # A run that failed says so (its claim's verdict says why), not "missing".
+                failed = any(r is None and failure_of_run(store, run_key(c)) for r, c in zip(records, p.configs))
+                summary = p.configs[0].summary().rsplit(" s", 1)[0] + extra[id(p.configs[0])]
                 unverified = sum(1 for r in records if r is not None and not r.verified)
                 if unverified:  # numbers taken on an archive's word, not re-measured here
                     summary += f" ({unverified} of {len(records)} seeds imported, unverified)"
@@ -484,7 +576,8 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
             texts = point_paper_texts(spec, p) if spec is not None else {m: number_text(v) for m, v in p.paper.items()}
             for m in metrics:
                 vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
-                ours = str(Stats(tuple(vals))) if vals else ("missing" if any(x is None for x in per_seed) else "-")
+                ours = str(Stats(tuple(vals))) if vals else ("failed" if failed else "missing"
+                                                             if any(x is None for x in per_seed) else "-")
                 ref = p.paper.get(m)
                 row.append(f"{ours}" + (f" / paper {texts[m]}" if ref is not None else ""))
             rows.append(row)
@@ -492,6 +585,8 @@ def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -
 
 
 def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
+    from repro.cache.failures import failure_of_run
+
     seen: dict[str, list[str]] = {}
     configs = {}
     for s in sorted(specs, key=lambda s: s.id):
@@ -499,11 +594,25 @@ def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
             key = run_key(c)
             seen.setdefault(key, []).append(s.id)
             configs[key] = c
+    # Runs that share a label are told apart by the settings the label does not show.
+    by_label: dict[str, list[str]] = {}
+    for key, c in configs.items():
+        by_label.setdefault(c.summary(), []).append(key)
+    label = {}
+    for keys in by_label.values():
+        for key, extra in zip(keys, unshown_settings([configs[k] for k in keys])):
+            label[key] = configs[key].summary() + extra
+    # The key as stored (a run read where its plug-ins are not installed has another key here).
+    stored_key = getattr(store, "stored_key", lambda k: k)
     rows = []
-    for key in sorted(seen, key=lambda k: (configs[k].summary(), k)):
+    records = []
+    for key in sorted(seen, key=lambda k: (label[k], k)):
         record = store.get(key)
+        records.append(record)
         if record is None:
-            rows.append((key[:12], configs[key].summary(), "not in cache", "", "", "", ", ".join(sorted(set(seen[key])))))
+            failed = failure_of_run(store, key)
+            rows.append((stored_key(key)[:12], label[key], f"failed: {failed.reason}" if failed else "not in cache",
+                         "", "", "", ", ".join(sorted(set(seen[key])))))
             continue
         m, prov = record.metrics, record.provenance
         metrics = ", ".join(f"{k}={fmt(m[k])}" for k in ("test_error", "sparsity_gamma", "sparsity_act", "pruned_test_error",
@@ -512,8 +621,11 @@ def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
             metrics = f"DIVERGED at step {m['diverged_at']}"
         if record.provenance_label:
             metrics += f" ({record.provenance_label})"
-        rows.append((key[:12], configs[key].summary(), metrics, prov.get("device", ""), prov.get("torch", ""),
-                     f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
+        trainer = prov.get("trainer") if isinstance(prov.get("trainer"), dict) else {}
+        rows.append((stored_key(key)[:12], label[key], metrics, prov.get("device") or trainer.get("device", ""),
+                     prov.get("torch", ""), f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
+    trained_by = plugins_note(records, store)
     return (f"# Runs of the `{tier}` tier\n\n{len(rows)} distinct runs. Key = first 12 hex digits of the cache key "
             "(`repro show KEY` prints the whole record).\n\n"
-            + markdown_table(rows, ("key", "config", "metrics", "device", "torch", "train time", "claims")) + "\n")
+            + markdown_table(rows, ("key", "config", "metrics", "device", "torch", "train time", "claims"))
+            + "\n" + (f"\n{trained_by}\n" if trained_by else ""))

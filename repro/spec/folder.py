@@ -7,12 +7,16 @@ Out: ``folder_plugins(folder)``: the plug-ins its configs may name, written "mod
      to this process and the ones it starts, before the folder's configs are validated.
 
 For plug-ins not installed as a package with entry points (a module beside one's experiment,
-a package under development). Strict like every other file: unknown keys and names that are not
-"module:attribute" are ``file:line`` errors.
+a package under development). Strict like every other file: unknown keys, names that are not
+"module:attribute", a module that cannot be imported and an attribute that is missing or is no
+plug-in declaration are ``file:line`` errors of repro.yaml, not of the claims whose configs name
+the plug-in (which would blame a claim's line for another file's mistake).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import re
 from pathlib import Path
 
@@ -43,11 +47,55 @@ def folder_plugins(folder: Path) -> tuple[str, ...]:
             for i, name in enumerate(value):
                 if not isinstance(name, str) or not _MODULE_ATTRIBUTE.match(name):
                     errs.add(f"plugins[{i}]", f"expected \"module:attribute\" (e.g. mypkg.models:mlp), got {name!r}")
+                elif _stand_in_without(name):
+                    continue  # read from stored runs, none of which used it: as if not named
+                elif (problem := loading_problem(name)) is not None:
+                    errs.add(f"plugins[{i}]", problem)
                 else:
                     plugins.append(name)
     if errs.problems:
         raise SpecError(errs.problems)
     return tuple(plugins)
+
+
+def _stand_in_without(name: str) -> bool:
+    """Whether ``name``'s module stands in for a package not installed here, for reading its
+    stored runs (``repro.report.stored``), and no stored run recorded this attribute: a plug-in
+    that cannot be read, which claims that name it then report as unknown."""
+    import sys
+
+    module, _, attribute = name.partition(":")
+    loaded = sys.modules.get(module)
+    return bool(getattr(loaded, "__repro_stand_in__", False)) and not hasattr(loaded, attribute)
+
+
+def loading_problem(name: str) -> str | None:
+    """Why the plug-in named "module:attribute" cannot be loaded (None: it can): its module
+    does not import, or the attribute is missing or no plug-in declaration."""
+    from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin
+
+    module, _, attribute = name.partition(":")
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return (f"{name}: no module named {e.name!r} can be imported here; install its package, or put the "
+                    f"folder that holds it on PYTHONPATH")
+        return f"{name}: importing {module} failed: ModuleNotFoundError: {e}"
+    except Exception as e:  # noqa: BLE001  (any error of the user's module is reported, named)
+        return f"{name}: importing {module} failed: {type(e).__name__}: {e}"
+    declarations = (ModelPlugin, DatasetPlugin, TrainerPlugin)
+    if not hasattr(loaded, attribute):
+        known = sorted(k for k, v in vars(loaded).items() if isinstance(v, declarations))
+        close = difflib.get_close_matches(attribute, known, n=1)
+        return (f"{name}: module {module} has no attribute {attribute!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + (f"; its plug-ins: {', '.join(known)}" if known else "; it declares no plug-in"))
+    value = getattr(loaded, attribute)
+    if not isinstance(value, declarations):
+        return (f"{name}: names a {type(value).__name__}, expected a repro.plugins.ModelPlugin, DatasetPlugin or "
+                f"TrainerPlugin")
+    return None
 
 
 def use_folder_plugins(folder: Path) -> None:
