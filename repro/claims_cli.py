@@ -338,9 +338,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           () if getattr(args, "claims", None) or args.k else loaded.tables)
     store = open_store(args, measure=True)
     if args.dry_run:
-        from repro.dry_run import dry_run
+        from repro.dry_run import default_steps, dry_run
 
-        return dry_run(list(selection.specs), list(selection.paths), args.tier, store, args.steps, _executor(args),
+        return dry_run(list(selection.specs), list(selection.paths), args.tier, store,
+                       args.steps or default_steps(device), _executor(args),
                        device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
                        Path(args.out) if args.out else None, tables=list(selection.tables))
     if args.tier == "full" and not gpu_check_first(args, device, store.root):
@@ -455,7 +456,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="train every run only --steps steps in a separate cache, check, report into "
                         "reports/<tier>-dry-run/ and estimate the real tier's time on this machine")
-    p.add_argument("--steps", type=positive_int, default=5, help="steps per run of a dry run (default 5)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="steps per run of a dry run (default 20 on a GPU, leaving steady steps after the graph "
+                        "warm-ups and captures; 5 on a CPU)")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.set_defaults(func=cmd_verify)

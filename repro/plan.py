@@ -398,8 +398,12 @@ class Estimate:
 
     @property
     def ratio(self) -> float | None:
-        """The physical limit over the estimate: the share of the device's peak it assumes (0-1)."""
+        """The physical limit over a measured estimate: the share of the device's peak the runs
+        reached (0-1). None for a modelled or partly modelled estimate: there the ratio is the
+        share the model assumes (``ACHIEVABLE_FRACTION``), restated, and checks nothing."""
         if self.seconds is None or self.limit_seconds is None or self.seconds <= 0:
+            return None
+        if not self.source.startswith("measured"):
             return None
         return self.limit_seconds / self.seconds
 
@@ -565,14 +569,39 @@ def parts_table(plan: Plan, only_missing: bool = True, group_size: int | None = 
     def hours(seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds / 3600:,.1f}"
 
+    def share(e: Estimate) -> str:
+        # A measured row's share of the peak is a finding; a modelled row's is the model's
+        # assumption, said as one (a ratio there would only restate it).
+        if e.ratio is not None:
+            return f"{e.ratio:.2f} measured"
+        if e.source != "modelled" or not e.seconds or e.limit_seconds is None or plan.target.kind != "cuda":
+            return "-"  # partly measured: neither a finding nor the model's assumption
+        return f"{e.limit_seconds / e.seconds:.0%} assumed"
+
     def cells(e: Estimate) -> tuple:
-        return hours(e.seconds), e.source, hours(e.limit_seconds), "-" if e.ratio is None else f"{e.ratio:.2f}"
+        return hours(e.seconds), e.source, hours(e.limit_seconds), share(e)
 
     parts, total = plan.part_estimates(only_missing, group_size)
-    rows = [(p.part, p.runs, f"{p.flops / 1e15:,.0f}", *cells(p.fp32), *cells(p.tf32)) for p in [*parts, total]]
-    headers = ("part", "runs", "PFLOP", "fp32 h", "fp32 source", "fp32 at peak h", "peak/est.",
-               "tf32 h", "tf32 source", "tf32 at peak h", "peak/est.")
-    return f"estimate for {plan.target.describe()}\n" + tabulate(rows, headers=headers, disable_numparse=True)
+    rows = [(p.part, p.runs, f"{p.flops / 1e15:,.0f}", *cells(p.fp32), *cells(p.tf32))
+            for p in [*parts, total]]
+    headers = ("part", "runs", "PFLOP", "fp32 h", "fp32 source", "fp32 at peak h", "share of peak",
+               "tf32 h", "tf32 source", "tf32 at peak h", "share of peak")
+    text = f"estimate for {plan.target.describe()}\n" + tabulate(rows, headers=headers, disable_numparse=True)
+    modelled = any(not e.source.startswith("measured") and e.seconds is not None
+                   for p in [*parts, total] for e in (p.fp32, p.tf32))
+    if modelled and plan.target.kind == "cuda":
+        text += "\n" + MODEL_BASIS
+    return text
+
+
+# What a modelled GPU row rests on, said under the table (``repro.devices.ACHIEVABLE_FRACTION``).
+MODEL_BASIS = (
+    f"modelled rows: FLOPs over {ACHIEVABLE_FRACTION['fp32']:.0%} of the fp32 peak ({ACHIEVABLE_FRACTION['tf32']:.0%} "
+    "of the TF32 peak), shares of NVIDIA's ResNet-50 training at 224 px, batch 112-256: dense convolutions. "
+    "The same share is assumed for every layer kind: the grouped convolutions of stacked runs (16 runs at "
+    "4-32 px: CIFAR, TinyImageNet) likely reach less, the dense single-run ImageNet convolutions about that. "
+    "Measure it (`repro gpu-check` at real size, `repro verify --dry-run` on the GPU) to price a part from "
+    "its own rate.")
 
 
 def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | None = None,
