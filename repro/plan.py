@@ -69,6 +69,52 @@ def run_cost(config: RunConfig) -> tuple[int, float]:
     return steps, 3.0 * flops_per_image(spec, side) * config.train.batch_size * steps
 
 
+# -- memory --------------------------------------------------------------------------------------
+
+# Of a GPU's free memory, the share a group may plan to fill: the rest is left to cuDNN's
+# workspaces, the caching allocator's fragmentation and the CUDA graph pools.
+MEMORY_HEADROOM = 0.8
+
+
+def run_memory_bytes(config: RunConfig) -> int | None:
+    """Device memory one run of a group needs to train, estimated from its layout (None for a
+    plug-in's network, whose layout is not known here): per image, the float32 tensors autograd
+    keeps for the backward pass (the image, and for each convolution its output, the BatchNorm
+    output and the activation output; for each max-pool its output and int64 indices), times the
+    batch; plus four copies of the parameters (weights, gradients, two optimizer states). Against
+    a trace of what autograd saves (``saved_tensors_hooks`` on ``meta``): VGG-16 at 224 px and
+    batch 40 saves 4.9 GiB, the activation part here says 6.5 (1.33x: an upper bound, on purpose);
+    BasicNet on CIFAR, 16 runs at batch 40: 1.4 GiB, here 1.43."""
+    if config.model.arch not in ARCHS:
+        return None
+    _, side, ch, k = data_shape(config)
+    spec = net_spec(config.model, ch, side, k, config.data.dataset)
+    floats, cin = ch * side * side, ch
+    params = 0
+    for c in spec.convs:
+        floats += 3 * c.out_channels * side * side
+        params += c.kernel * c.kernel * cin * c.out_channels + 2 * c.out_channels
+        if c.pool_after:
+            side = max(1, side // 2)
+            floats += 3 * c.out_channels * side * side  # pooled output and its int64 indices
+        cin = c.out_channels
+    flat = cin * spec.pooled_size * spec.pooled_size
+    for h in (*spec.head_hidden, spec.num_classes):
+        params += flat * h + h
+        floats += 3 * h
+        flat = h
+    return 4 * (floats * config.train.batch_size + 4 * params)
+
+
+def memory_group_cap(config: RunConfig, free_bytes: int) -> int | None:
+    """The most runs like ``config`` one group may stack in ``free_bytes`` of device memory (at
+    least 1: a single run that does not fit fails as it would anyway); None when unknown."""
+    per_run = run_memory_bytes(config)
+    if per_run is None or per_run <= 0:
+        return None
+    return max(1, int(free_bytes * MEMORY_HEADROOM // per_run))
+
+
 def cpu_model_seconds(steps: int, flops: float) -> float:
     overhead, rate = CPU_MODEL
     return steps * overhead + flops / rate
