@@ -280,6 +280,24 @@ def test_a_disagreement_that_does_not_recur_is_flaky_and_switches_nothing_off(tm
     assert not r.flaky and r.switched_off.keys() == {"stacked"}
 
 
+def test_a_feature_is_convicted_only_when_switching_it_off_agrees_twice(tmp_path, monkeypatch):
+    """Stacking is at fault (every fast run with it disagrees) except once by chance, the first time
+    resume is switched off: resume is not convicted for that one agreement, stacking is."""
+    calls = {"n": 0}
+    perturb = moving(lambda o: o, lambda off, dtype: True)
+
+    def fast(configs, data, device, off, backend, workdir, stop, dtype=None):
+        calls["n"] += 1
+        faulty = "stacked" not in off and not (calls["n"] == 3 and "resume" in off)
+        return (perturb if faulty else REAL_TRAIN_FAST)(configs, data, device, off, backend, workdir, stop, dtype)
+
+    monkeypatch.setattr(gc, "train_fast", fast)
+    said: list[str] = []
+    (r,) = gc.run_gpu_check(group(3, names=("adam",)), tmp_path, device="cpu", out=None, say=said.append).results
+    assert r.switched_off.keys() == {"stacked"} and not r.flaky
+    assert any("resume off agreed once, then not" in line for line in said)
+
+
 def test_plain_kernels_are_asked_for_and_provenance_says_so(monkeypatch):
     from repro.train.loop import train_models
 
