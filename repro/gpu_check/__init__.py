@@ -17,16 +17,19 @@ data of the dataset's real shape and classes (random tensors: the check needs no
     checkpoint saved and resumed (which captures again);
 (b) the plain path: each run alone, eager, no graph, optimizers stepping one parameter at a time.
 
-The features (``FEATURES``): ``stacked``, ``kernels``, ``graphs``, ``resume``. When (a) and (b)
-disagree beyond the tolerance, or (a) raises, or a capture fails, the fast path is trained again
-with features switched off, cheapest loss first, until it agrees; those features are switched off
-for that kind (``isolate``).
-
 How a fast path is judged (every run's every tensor against its own tolerance, a float32
-disagreement confirmed in float64): ``repro.gpu_check.judge``. A disagreement is trained again
-before any feature is isolated; one that does not recur is reported flaky, with both
-measurements, and switches nothing off. ``repro gpu-check --self-test`` injects each kind of
-fault the check exists for and shows it caught (``repro.gpu_check.selftest``).
+disagreement confirmed in float64): ``repro.gpu_check.judge``.
+
+The features (``FEATURES``): ``stacked``, ``kernels``, ``graphs``, ``resume``. When (a) and (b)
+disagree, or (a) raises, or a capture fails, the fast path is trained again as it was: a
+disagreement that does not recur is reported flaky, with both measurements, and switches nothing
+off. One that recurs is isolated: the fast path trains with one feature off at a time, cheapest
+loss first, and the first feature whose absence agrees twice is switched off for that kind; if no
+single one does, features are given up in that order until it agrees.
+
+The modules, by job: ``kinds`` (what is checked), ``judge`` (the verdict), ``record`` (what the
+training path reads), ``report`` (the markdown), ``selftest`` (``repro gpu-check --self-test``:
+each kind of fault the check exists for injected into the fast path and shown caught).
 """
 
 from __future__ import annotations
