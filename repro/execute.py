@@ -149,8 +149,9 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
             on_progress(step, total)
 
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
-    records = _train_halving(trained, device, Path(data_root) if data_root else None, on_step,
-                             None if "resume" in switched_off else checkpoint, switched_off)
+    records = _train_fitting(trained, device, Path(data_root) if data_root else None, on_step,
+                             None if "resume" in switched_off else checkpoint, switched_off,
+                             device_free_bytes(device))
     if dry_run_steps:
         # Stored under the real run's key (in the dry-run store only): the record carries the real
         # config, which its key was computed from, and says in provenance what was trained instead.
@@ -165,13 +166,60 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
     return records
 
 
-def _train_halving(configs: list[RunConfig], device: str, data_root: Path | None, on_step,
-                   checkpoint: Path | None, switched_off: tuple[str, ...]) -> list:
-    """``run_and_measure_group``; a group that runs out of device memory is trained again as two
-    halves (each halved again if need be), said in one line: the estimate that capped it
-    (``cap_by_memory``) is an estimate."""
+def device_free_bytes(device: str) -> int | None:
+    """Free memory of the CUDA device this process trains on (None on a CPU: no cap there). Asked
+    in the process that trains, which holds a CUDA context anyway; the process that plans never
+    opens one."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def split_by_memory(configs: list[RunConfig], free_bytes: int | None) -> tuple[list[list[RunConfig]], str]:
+    """``configs`` in groups that each fit ``free_bytes`` of device memory by
+    ``memory_group_cap`` (VGG at 224 px, 16 runs, needs more than an 80 GB GPU has), and the
+    line that says so ("" when nothing is split)."""
+    from repro.plan import memory_group_cap, run_memory_bytes
+
+    cap = memory_group_cap(configs[0], free_bytes) if free_bytes is not None else None
+    if cap is None or len(configs) <= cap:
+        return [list(configs)], ""
+    need = len(configs) * run_memory_bytes(configs[0]) / 2**30
+    return ([list(configs[i:i + cap]) for i in range(0, len(configs), cap)],
+            f"{len(configs)} runs of {configs[0].summary()} need about {need:.0f} GiB, {free_bytes / 2**30:.0f} GiB "
+            f"free on the GPU: trained in groups of at most {cap}")
+
+
+def _part_checkpoint(checkpoint: Path | None, i: int) -> Path | None:
+    # A checkpoint of the whole group does not fit a part of it: each part keeps its own.
+    return checkpoint.with_name(f"{checkpoint.stem}-part{i}{checkpoint.suffix}") if checkpoint else None
+
+
+def _train_parts(parts: list[list[RunConfig]], device: str, data_root: Path | None, on_step,
+                 checkpoint: Path | None, switched_off: tuple[str, ...]) -> list:
+    records = []
+    for i, part in enumerate(parts):
+        path = _part_checkpoint(checkpoint, i)
+        records += _train_fitting(part, device, data_root, on_step, path, switched_off)
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return records
+
+
+def _train_fitting(configs: list[RunConfig], device: str, data_root: Path | None, on_step,
+                   checkpoint: Path | None, switched_off: tuple[str, ...], free_bytes: int | None = None) -> list:
+    """``run_and_measure_group`` in groups that fit the device (``split_by_memory`` of
+    ``free_bytes``); a group that runs out of device memory anyway is trained again as two
+    halves (each halved again if need be), said in one line: the cap is an estimate."""
     from repro.runs import run_and_measure_group
 
+    parts, line = split_by_memory(configs, free_bytes)
+    if len(parts) > 1:
+        log.warning("%s", line)
+        return _train_parts(parts, device, data_root, on_step, checkpoint, switched_off)
     try:
         return run_and_measure_group(configs, device, data_root, on_step=on_step, checkpoint=checkpoint,
                                      cuda_graphs=False if "graphs" in switched_off else None,
@@ -186,14 +234,7 @@ def _train_halving(configs: list[RunConfig], device: str, data_root: Path | None
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    records = []
-    for i, part in enumerate((configs[:half], configs[half:])):
-        # A checkpoint of the whole group does not fit a half: each half keeps its own.
-        path = checkpoint.with_name(f"{checkpoint.stem}-half{i}{checkpoint.suffix}") if checkpoint else None
-        records += _train_halving(part, device, data_root, on_step, path, switched_off)
-        if path is not None:
-            path.unlink(missing_ok=True)
-    return records
+    return _train_parts([configs[:half], configs[half:]], device, data_root, on_step, checkpoint, switched_off)
 
 
 def ensure_group(job: GroupJob, train_many: Callable[[list[RunConfig], Path], list]) -> list[tuple[str, bool]]:
@@ -438,7 +479,6 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
         return summary
     groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device
-    groups = cap_by_memory(groups, device_free_bytes(worker_device))
     groups, switched = honour_gpu_check(groups, store.root, worker_device)
     n_threads = executor.thread_count(plan.device, len(groups))
     jobs_ = [GroupJob(tuple(r.config for r in g),
@@ -471,41 +511,6 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
             executor.close()
         shown.close()
     return summary
-
-
-def device_free_bytes(device: str) -> int | None:
-    """Free memory of the CUDA device that trains (None on a CPU: no cap there)."""
-    if not str(device).startswith("cuda"):
-        return None
-    import torch
-
-    if not torch.cuda.is_available():
-        return None  # a driver that plans for GPU workers elsewhere (Ray) has none to ask
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(free)
-
-
-def cap_by_memory(groups: list[list[PlannedRun]], free_bytes: int | None) -> list[list[PlannedRun]]:
-    """Groups split so that each fits ``free_bytes`` of device memory by ``memory_group_cap``
-    (VGG at 224 px, 16 runs, needs more than an 80 GB GPU has), one line per kind said."""
-    if free_bytes is None:
-        return groups
-    from repro.plan import memory_group_cap, run_memory_bytes
-
-    out: list[list[PlannedRun]] = []
-    said: set[str] = set()
-    for g in groups:
-        cap = memory_group_cap(g[0].config, free_bytes)
-        if cap is None or len(g) <= cap:
-            out.append(g)
-            continue
-        line = (f"{group_label(g)}: {len(g)} runs need about {len(g) * run_memory_bytes(g[0].config) / 2**30:.0f} GiB, "
-                f"{free_bytes / 2**30:.0f} GiB free on the GPU: trained in groups of at most {cap}")
-        if line not in said:
-            said.add(line)
-            log.warning("%s", line)
-        out += [g[i:i + cap] for i in range(0, len(g), cap)]
-    return out
 
 
 def honour_gpu_check(groups: list[list[PlannedRun]], cache_root: Path,

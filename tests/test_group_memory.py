@@ -11,7 +11,7 @@ import pytest
 import repro.execute as execute
 import repro.runs
 from repro.config import run_config_from_dict
-from repro.plan import PlannedRun, memory_group_cap, run_memory_bytes
+from repro.plan import memory_group_cap, run_memory_bytes
 
 GiB = 2 ** 30
 
@@ -33,18 +33,26 @@ def test_the_estimate_bounds_the_traced_memory_from_above_within_twice(arch, dat
     assert traced_gib <= estimate <= 2 * traced_gib
 
 
-def test_a_group_that_would_not_fit_is_split_before_training_and_said(caplog):
-    vgg = [PlannedRun(str(i), config("vgg16", "imagenet", 40, i)) for i in range(16)]
-    cifar = [PlannedRun(f"c{i}", config("basicnet", "cifar10", 40, i)) for i in range(16)]
-    cap = memory_group_cap(vgg[0].config, 79 * GiB)
+def test_a_group_that_would_not_fit_is_split_before_training_and_said(tmp_path, monkeypatch, caplog):
+    vgg = [config("vgg16", "imagenet", 40, i) for i in range(16)]
+    cifar = [config("basicnet", "cifar10", 40, i) for i in range(16)]
+    cap = memory_group_cap(vgg[0], 79 * GiB)
     assert 1 <= cap < 16
+    parts, line = execute.split_by_memory(vgg, 79 * GiB)
+    assert [len(p) for p in parts] == [cap] * (16 // cap) + ([16 % cap] if 16 % cap else [])
+    assert [c for p in parts for c in p] == vgg
+    assert "16 runs of" in line and f"groups of at most {cap}" in line
+    assert execute.split_by_memory(cifar, 79 * GiB) == ([cifar], "")
+    assert execute.split_by_memory(vgg, None) == ([vgg], "")  # a CPU: no cap
+    # In the process that trains: the parts train one after another, the line said once.
+    trained: list[int] = []
+    monkeypatch.setattr(repro.runs, "run_and_measure_group",
+                        lambda configs, *a, **kw: trained.append(len(configs)) or [c.train.seed for c in configs])
+    monkeypatch.setattr(execute, "device_free_bytes", lambda device: 79 * GiB)
     with caplog.at_level(logging.WARNING, logger="repro.execute"):
-        groups = execute.cap_by_memory([vgg, cifar], 79 * GiB)
-    assert [len(g) for g in groups[:-1]] == [cap] * (16 // cap) + ([16 % cap] if 16 % cap else [])
-    assert groups[-1] == cifar and sum(map(len, groups)) == 32
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert "16 runs need about" in line and f"groups of at most {cap}" in line
-    assert execute.cap_by_memory([vgg], None) == [vgg]  # a CPU: no cap
+        records = execute.train_group(vgg, tmp_path / "g.pt", "cuda", None, 0)
+    assert records == list(range(16)) and trained == [len(p) for p in parts]
+    assert [r.getMessage() for r in caplog.records] == [line]
 
 
 class OutOfMemoryError(RuntimeError):

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Callable
 
 from repro.config import DATASET_SHAPES, RunConfig
+# Names of the modules below are also this package's (``repro.gpu_check.distances``, ...): callers
+# and tests use one import.
 from repro.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT_ROUNDOFF, Tolerance, Verdict,
                                    distances, judge, run_name, tolerance_of)
 from repro.gpu_check.kinds import (FEATURE_OFF, FEATURE_TEXT, FEATURES, FOLDER_DATASETS, GroupKind, KindCase,
