@@ -378,9 +378,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           () if getattr(args, "claims", None) or args.k else loaded.tables)
     store = open_store(args, measure=True)
     if args.dry_run:
-        from repro.dry_run import dry_run
+        from repro.dry_run import default_steps, dry_run
 
-        return dry_run(list(selection.specs), list(selection.paths), args.tier, store, args.steps, _executor(args),
+        return dry_run(list(selection.specs), list(selection.paths), args.tier, store,
+                       args.steps or default_steps(device), _executor(args),
                        device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
                        Path(args.out) if args.out else None, tables=list(selection.tables))
     if args.tier == "full" and not gpu_check_first(args, device, store.root):
@@ -413,6 +414,10 @@ def cmd_gpu_check(args: argparse.Namespace, device: str | None = None) -> int:
     from repro.machine import training_device
 
     device = device or training_device(args.device)
+    if getattr(args, "self_test", False):
+        from repro.gpu_check.selftest import run_self_test
+
+        return 0 if run_self_test(device).ok else 1
     # Every kind of the whole tier (claims and tables), whatever -k narrows elsewhere.
     whole = argparse.Namespace(**{**vars(args), "k": None, "claims": None, "tier": args.tier})
     plan, store = _plan(whole, device=device)
@@ -493,7 +498,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="train every run only --steps steps in a separate cache, check, report into "
                         "reports/<tier>-dry-run/ and estimate the real tier's time on this machine")
-    p.add_argument("--steps", type=positive_int, default=5, help="steps per run of a dry run (default 5)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="steps per run of a dry run (default 20 on a GPU, leaving steady steps after the graph "
+                        "warm-ups and captures; 5 on a CPU)")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
     p.set_defaults(func=cmd_verify)
@@ -509,4 +516,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=("auto", "quick", "real"), default="auto",
                    help="quick: shrunk networks (the CPU default); real: the groups' real size (the GPU default)")
     p.add_argument("--out", default="reports/gpu-check.md", help="report file (default reports/gpu-check.md)")
+    p.add_argument("--self-test", action="store_true",
+                   help="instead: inject each kind of fault the check exists for into the fast path and show it "
+                        "caught, a line per fault (exit 1 if one is missed; about a minute on a CPU)")
     p.set_defaults(func=cmd_gpu_check)

@@ -27,10 +27,17 @@ from repro.plan import (Plan, StepTimes, detected_device, format_duration, group
                         plan_runs)
 from repro.spec.claims import ClaimSpec
 
+# Steps per run on a CPU: no graphs there, so only step 0 is left out of the timing.
 DEFAULT_STEPS = 5
 # Steps per run that leave a graphed GPU group steady-state steps to time: 3 warm-ups and one
 # capture per learning-rate phase (2 in most paper schedules) are left out, 15 remain.
 TIMING_STEPS = 20
+
+
+def default_steps(device: str) -> int:
+    """A dry run's steps per run on ``device``: on a GPU enough to time a graphed group's steady
+    state (5 would be all warm-ups and captures), on a CPU few."""
+    return TIMING_STEPS if str(device).startswith("cuda") else DEFAULT_STEPS
 BANNER = ("DRY RUN: every run below trained {steps} steps instead of its real schedule. These are not "
           "results: the verdicts only show that the pipeline runs end to end.")
 

@@ -143,8 +143,6 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
     process environment that other groups' threads share."""
     import torch
 
-    from repro.runs import run_and_measure_group
-
     if threads:
         torch.set_num_threads(threads)
     stamps: list[tuple[int, float]] = []
@@ -157,10 +155,9 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
 
     trained = [dry_run_config(c, dry_run_steps) for c in configs] if dry_run_steps else configs
     try:
-        records = run_and_measure_group(trained, device, Path(data_root) if data_root else None, on_step=on_step,
-                                        checkpoint=None if "resume" in switched_off else checkpoint,
-                                        cuda_graphs=False if "graphs" in switched_off else None,
-                                        kernels="plain" if "kernels" in switched_off else None)
+        records = _train_fitting(trained, device, Path(data_root) if data_root else None, on_step,
+                                 None if "resume" in switched_off else checkpoint, switched_off,
+                                 device_free_bytes(device))
     except Exception as e:
         reason = plugin_failure(e, configs)
         if reason is None:
@@ -180,6 +177,77 @@ def train_group(configs: list[RunConfig], checkpoint: Path | None, device: str, 
         for r in records:
             r.provenance["dry_run"] = info
     return records
+
+
+def device_free_bytes(device: str) -> int | None:
+    """Free memory of the CUDA device this process trains on (None on a CPU: no cap there). Asked
+    in the process that trains, which holds a CUDA context anyway; the process that plans never
+    opens one."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def split_by_memory(configs: list[RunConfig], free_bytes: int | None) -> tuple[list[list[RunConfig]], str]:
+    """``configs`` in groups that each fit ``free_bytes`` of device memory by
+    ``memory_group_cap`` (VGG at 224 px, 16 runs, needs more than an 80 GB GPU has), and the
+    line that says so ("" when nothing is split)."""
+    from repro.plan import memory_group_cap, run_memory_bytes
+
+    cap = memory_group_cap(configs[0], free_bytes) if free_bytes is not None else None
+    if cap is None or len(configs) <= cap:
+        return [list(configs)], ""
+    need = len(configs) * run_memory_bytes(configs[0]) / 2**30
+    return ([list(configs[i:i + cap]) for i in range(0, len(configs), cap)],
+            f"{len(configs)} runs of {configs[0].summary()} need about {need:.0f} GiB, {free_bytes / 2**30:.0f} GiB "
+            f"free on the GPU: trained in groups of at most {cap}")
+
+
+def _part_checkpoint(checkpoint: Path | None, i: int) -> Path | None:
+    # A checkpoint of the whole group does not fit a part of it: each part keeps its own.
+    return checkpoint.with_name(f"{checkpoint.stem}-part{i}{checkpoint.suffix}") if checkpoint else None
+
+
+def _train_parts(parts: list[list[RunConfig]], device: str, data_root: Path | None, on_step,
+                 checkpoint: Path | None, switched_off: tuple[str, ...]) -> list:
+    records = []
+    for i, part in enumerate(parts):
+        path = _part_checkpoint(checkpoint, i)
+        records += _train_fitting(part, device, data_root, on_step, path, switched_off)
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return records
+
+
+def _train_fitting(configs: list[RunConfig], device: str, data_root: Path | None, on_step,
+                   checkpoint: Path | None, switched_off: tuple[str, ...], free_bytes: int | None = None) -> list:
+    """``run_and_measure_group`` in groups that fit the device (``split_by_memory`` of
+    ``free_bytes``); a group that runs out of device memory anyway is trained again as two
+    halves (each halved again if need be), said in one line: the cap is an estimate."""
+    from repro.runs import run_and_measure_group
+
+    parts, line = split_by_memory(configs, free_bytes)
+    if len(parts) > 1:
+        log.warning("%s", line)
+        return _train_parts(parts, device, data_root, on_step, checkpoint, switched_off)
+    try:
+        return run_and_measure_group(configs, device, data_root, on_step=on_step, checkpoint=checkpoint,
+                                     cuda_graphs=False if "graphs" in switched_off else None,
+                                     kernels="plain" if "kernels" in switched_off else None)
+    except Exception as e:  # noqa: BLE001  (only an out-of-memory error is handled; the rest re-raised)
+        if out_of_memory(e) != "device" or len(configs) < 2:
+            raise
+        half = (len(configs) + 1) // 2
+        log.warning("out of GPU memory with %d runs in one group (%s): retrying as groups of %d and %d",
+                    len(configs), configs[0].summary(), half, len(configs) - half)
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return _train_parts([configs[:half], configs[half:]], device, data_root, on_step, checkpoint, switched_off)
 
 
 def ensure_group(job: GroupJob, train_many: Callable[[list[RunConfig], Path], list]) -> list[tuple[str, bool]]:

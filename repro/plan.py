@@ -69,6 +69,52 @@ def run_cost(config: RunConfig) -> tuple[int, float]:
     return steps, 3.0 * flops_per_image(spec, side) * config.train.batch_size * steps
 
 
+# -- memory --------------------------------------------------------------------------------------
+
+# Of a GPU's free memory, the share a group may plan to fill: the rest is left to cuDNN's
+# workspaces, the caching allocator's fragmentation and the CUDA graph pools.
+MEMORY_HEADROOM = 0.8
+
+
+def run_memory_bytes(config: RunConfig) -> int | None:
+    """Device memory one run of a group needs to train, estimated from its layout (None for a
+    plug-in's network, whose layout is not known here): per image, the float32 tensors autograd
+    keeps for the backward pass (the image, and for each convolution its output, the BatchNorm
+    output and the activation output; for each max-pool its output and int64 indices), times the
+    batch; plus four copies of the parameters (weights, gradients, two optimizer states). Against
+    a trace of what autograd saves (``saved_tensors_hooks`` on ``meta``): VGG-16 at 224 px and
+    batch 40 saves 4.9 GiB, the activation part here says 6.5 (1.33x: an upper bound, on purpose);
+    BasicNet on CIFAR, 16 runs at batch 40: 1.4 GiB, here 1.43."""
+    if config.model.arch not in ARCHS:
+        return None
+    _, side, ch, k = data_shape(config)
+    spec = net_spec(config.model, ch, side, k, config.data.dataset)
+    floats, cin = ch * side * side, ch
+    params = 0
+    for c in spec.convs:
+        floats += 3 * c.out_channels * side * side
+        params += c.kernel * c.kernel * cin * c.out_channels + 2 * c.out_channels
+        if c.pool_after:
+            side = max(1, side // 2)
+            floats += 3 * c.out_channels * side * side  # pooled output and its int64 indices
+        cin = c.out_channels
+    flat = cin * spec.pooled_size * spec.pooled_size
+    for h in (*spec.head_hidden, spec.num_classes):
+        params += flat * h + h
+        floats += 3 * h
+        flat = h
+    return 4 * (floats * config.train.batch_size + 4 * params)
+
+
+def memory_group_cap(config: RunConfig, free_bytes: int) -> int | None:
+    """The most runs like ``config`` one group may stack in ``free_bytes`` of device memory (at
+    least 1: a single run that does not fit fails as it would anyway); None when unknown."""
+    per_run = run_memory_bytes(config)
+    if per_run is None or per_run <= 0:
+        return None
+    return max(1, int(free_bytes * MEMORY_HEADROOM // per_run))
+
+
 def cpu_model_seconds(steps: int, flops: float) -> float:
     overhead, rate = CPU_MODEL
     return steps * overhead + flops / rate
@@ -437,8 +483,12 @@ class Estimate:
 
     @property
     def ratio(self) -> float | None:
-        """The physical limit over the estimate: the share of the device's peak it assumes (0-1)."""
+        """The physical limit over a measured estimate: the share of the device's peak the runs
+        reached (0-1). None for a modelled or partly modelled estimate: there the ratio is the
+        share the model assumes (``ACHIEVABLE_FRACTION``), restated, and checks nothing."""
         if self.seconds is None or self.limit_seconds is None or self.seconds <= 0:
+            return None
+        if not self.source.startswith("measured"):
             return None
         return self.limit_seconds / self.seconds
 
@@ -604,14 +654,39 @@ def parts_table(plan: Plan, only_missing: bool = True, group_size: int | None = 
     def hours(seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds / 3600:,.1f}"
 
+    def share(e: Estimate) -> str:
+        # A measured row's share of the peak is a finding; a modelled row's is the model's
+        # assumption, said as one (a ratio there would only restate it).
+        if e.ratio is not None:
+            return f"{e.ratio:.2f} measured"
+        if e.source != "modelled" or not e.seconds or e.limit_seconds is None or plan.target.kind != "cuda":
+            return "-"  # partly measured: neither a finding nor the model's assumption
+        return f"{e.limit_seconds / e.seconds:.0%} assumed"
+
     def cells(e: Estimate) -> tuple:
-        return hours(e.seconds), e.source, hours(e.limit_seconds), "-" if e.ratio is None else f"{e.ratio:.2f}"
+        return hours(e.seconds), e.source, hours(e.limit_seconds), share(e)
 
     parts, total = plan.part_estimates(only_missing, group_size)
-    rows = [(p.part, p.runs, f"{p.flops / 1e15:,.0f}", *cells(p.fp32), *cells(p.tf32)) for p in [*parts, total]]
-    headers = ("part", "runs", "PFLOP", "fp32 h", "fp32 source", "fp32 at peak h", "peak/est.",
-               "tf32 h", "tf32 source", "tf32 at peak h", "peak/est.")
-    return f"estimate for {plan.target.describe()}\n" + tabulate(rows, headers=headers, disable_numparse=True)
+    rows = [(p.part, p.runs, f"{p.flops / 1e15:,.0f}", *cells(p.fp32), *cells(p.tf32))
+            for p in [*parts, total]]
+    headers = ("part", "runs", "PFLOP", "fp32 h", "fp32 source", "fp32 at peak h", "share of peak",
+               "tf32 h", "tf32 source", "tf32 at peak h", "share of peak")
+    text = f"estimate for {plan.target.describe()}\n" + tabulate(rows, headers=headers, disable_numparse=True)
+    modelled = any(not e.source.startswith("measured") and e.seconds is not None
+                   for p in [*parts, total] for e in (p.fp32, p.tf32))
+    if modelled and plan.target.kind == "cuda":
+        text += "\n" + MODEL_BASIS
+    return text
+
+
+# What a modelled GPU row rests on, said under the table (``repro.devices.ACHIEVABLE_FRACTION``).
+MODEL_BASIS = (
+    f"modelled rows: FLOPs over {ACHIEVABLE_FRACTION['fp32']:.0%} of the fp32 peak ({ACHIEVABLE_FRACTION['tf32']:.0%} "
+    "of the TF32 peak), shares of NVIDIA's ResNet-50 training at 224 px, batch 112-256: dense convolutions. "
+    "The same share is assumed for every layer kind: the grouped convolutions of stacked runs (16 runs at "
+    "4-32 px: CIFAR, TinyImageNet) likely reach less, the dense single-run ImageNet convolutions about that. "
+    "Measure it (`repro gpu-check` at real size, `repro verify --dry-run` on the GPU) to price a part from "
+    "its own rate.")
 
 
 def plan_runs(specs: list[ClaimSpec], tier: str, store: RunStore, device: str | None = None,

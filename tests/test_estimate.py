@@ -109,12 +109,41 @@ def test_parts_sum_to_the_total_and_tf32_is_faster_on_an_h100(paper, tmp_path, n
         assert row.fp32.seconds > row.tf32.seconds > 0
         assert row.fp32.source == row.tf32.source == "modelled"
         for e in (row.fp32, row.tf32):
-            assert 0 < e.ratio <= 1
+            assert e.ratio is None  # the share a modelled row would show is the model's own assumption
     # The physical limit is the FLOPs at the datasheet peak (H100 SXM: 67 fp32, 494.5 TF32 dense).
     assert total.fp32.limit_seconds == pytest.approx(total.flops / 67e12)
     assert total.tf32.limit_seconds == pytest.approx(total.flops / 494.5e12)
     # Modelled from FLOPs and a share of the peak, not from a per-step overhead.
     assert total.fp32.seconds == pytest.approx(total.flops / (ACHIEVABLE_FRACTION["fp32"] * 67e12))
+
+
+def test_a_modelled_row_prints_its_basis_not_a_ratio_and_a_measured_row_its_share(paper, tmp_path, no_gpu):
+    """The share of the peak is a finding only where measured: a modelled row's is the model's
+    assumption (always 57% or 15%), said as one, with the basis under the table."""
+    from repro.cache import run_key
+    from repro.config import RunConfig
+    from repro.plan import MODEL_BASIS, PlannedRun, parts_table, run_cost
+
+    text = parts_table(full_plan(paper, tmp_path, estimate_target("full", "cpu", gpu="H100")), only_missing=False)
+    rows = [line for line in text.splitlines() if line.startswith(("CIFAR", "VGG", "Tiny", "ImageNet", "total"))]
+    assert len(rows) == 5 and "peak/est." not in text and "0.57" not in text and "0.15" not in text
+    assert all(row.count("57% assumed") == 1 and row.count("15% assumed") == 1 for row in rows)
+    assert MODEL_BASIS in text and "grouped convolutions" in MODEL_BASIS
+
+    config = replace(RunConfig(), train=replace(RunConfig().train, unit="steps", phases=(1000,)))
+    phases = graphed_phases((20,))
+    record = type("Record", (), {"provenance": {"group_size": 16, "cuda_graph_phases": phases,
+                                                 "dry_run": {"step_ends": stamps([0.05] * 20), "measured_at": "x"}}})
+    store = type("Store", (), {"get": lambda self, key: record})()
+    from repro.devices import match_gpu
+    from repro.plan import Target
+
+    here = Target("cuda", "NVIDIA H100 SXM", match_gpu("H100"), True)  # as if this machine were the H100
+    plan = Plan("full", [PlannedRun(run_key(config), config, [], False, *run_cost(config))], "cuda", target=here)
+    plan.step_times = measured_step_times(plan, store)
+    _, total = plan.part_estimates(only_missing=False)
+    assert total.fp32.source == "measured" and 0 < total.fp32.ratio < 1
+    assert f"{total.fp32.ratio:.2f} measured" in parts_table(plan, only_missing=False)
 
 
 def test_peak_tflops_overrides_the_table(paper, tmp_path, no_gpu, capsys):
@@ -251,6 +280,19 @@ def test_too_few_steps_leave_nothing_to_time():
             "captures": 0, "replays": 0, "eager_steps": 1, "error": None}]
     t = steady_step_time({"step_ends": stamps([5.0, 0.2, 0.2, 0.2, 0.2])}, cpu, 4)
     assert (t.step_s, t.steps) == (pytest.approx(0.2), 4)
+
+
+def test_the_default_dry_run_on_a_gpu_leaves_steady_steps_on_every_graphed_group(paper, tmp_path, no_gpu):
+    """``repro verify --dry-run`` without --steps: on a GPU every full-tier run's shrunk schedule
+    leaves steps after the warm-ups and the capture of each phase (5 steps left none)."""
+    from repro.dry_run import default_steps
+    from repro.execute import dry_run_config
+
+    assert default_steps("cpu") == 5
+    for run in full_plan(paper, tmp_path).runs:
+        phases = dry_run_config(run.config, default_steps("cuda")).train.phases
+        total = sum(phases)
+        assert len(set(range(total)) - unsteady_steps(graphed_phases(phases), total)) >= 10, (run.config.summary(), phases)
 
 
 def test_step_times_measured_with_warmups_are_not_trusted(tmp_path):

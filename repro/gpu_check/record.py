@@ -1,0 +1,159 @@
+"""The record the training path reads: what a check found, per machine, driver, torch and code.
+
+In:  the cache root, this machine's device, a check's per-kind results.
+Out: ``gpu-check.json`` under the cache root (written atomically); ``SwitchedOff``, the features
+     a check switched off per kind of group, which ``repro.execute`` consults; ``announce``, one
+     line per switched-off feature.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pkgutil
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from repro.config import RunConfig
+from repro.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, kind_of
+from repro.plan import machine_name
+
+RECORD_FILE = "gpu-check.json"
+
+
+def nvidia_query(field_name: str) -> list[str]:
+    """``nvidia-smi --query-gpu=FIELD`` per GPU (the driver version), without torch; [] when absent."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={field_name}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The training code's fingerprint and this check's own (both by syntax, as cache keys are)."""
+    from repro.cache.keys import fingerprint, training_modules
+
+    # Every module of this package, found on disk: a module added later is covered without a list.
+    here = Path(__file__).parent
+    own = ("repro.gpu_check",) + tuple(f"repro.gpu_check.{m.name}" for m in pkgutil.iter_modules([str(here)]))
+    return fingerprint(training_modules() + own)
+
+
+@dataclass(frozen=True)
+class MachineKey:
+    """What a check's findings hold for: the device, its driver, torch and the code."""
+
+    machine: str
+    driver: str
+    torch: str
+    code: str
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def here(cls, device: str) -> "MachineKey":
+        driver = "none"
+        if device.startswith("cuda"):
+            found = nvidia_query("driver_version")
+            driver = found[0] if found else "unknown"
+        return cls(machine_name(device), driver, _torch_version(), code_fingerprint())
+
+
+def read_record(cache_root: Path) -> dict:
+    path = Path(cache_root) / RECORD_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        # Fail closed: a record that cannot be read cannot say a feature is safe.
+        raise CheckRecordError(f"{path}: unreadable gpu-check record ({e}); delete it and run `repro gpu-check`")
+    if not isinstance(raw, dict):
+        raise CheckRecordError(f"{path}: not a gpu-check record (a {type(raw).__name__}, expected an object)")
+    return raw
+
+
+class CheckRecordError(RuntimeError):
+    pass
+
+
+def write_record(cache_root: Path, key: MachineKey, results: list, complete: bool) -> Path:
+    """Merge ``results`` (``KindResult``s) into the record of ``key``; flaky findings are kept for
+    the reader, and switch nothing off."""
+    path = Path(cache_root) / RECORD_FILE
+    raw = read_record(cache_root)
+    entry = raw.get(key.id) or {**asdict(key), "kinds": {}, "complete": False}
+    entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch, "precision": r.kind.precision,
+                                       "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
+    entry["complete"] = bool(entry.get("complete")) or complete
+    entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    raw[key.id] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(raw, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def passed_here(cache_root: Path, device: str) -> dict | None:
+    """The complete check recorded for this machine, driver, torch and code (the stamp), or None."""
+    entry = read_record(cache_root).get(MachineKey.here(device).id)
+    return entry if entry and entry.get("complete") else None
+
+
+@dataclass(frozen=True)
+class SwitchedOff:
+    """The features a check switched off on this machine, per kind of group: what the training
+    path consults (``repro.execute.train_plan``)."""
+
+    kinds: dict  # kind id -> {feature: why}
+    meta: dict  # kind id -> {"dataset", "arch", "precision"}
+    path: Path
+
+    @classmethod
+    def load(cls, cache_root: Path, device: str) -> "SwitchedOff":
+        entry = read_record(cache_root).get(MachineKey.here(device).id) or {"kinds": {}}
+        kinds = {k: dict(v.get("switched_off") or {}) for k, v in entry["kinds"].items()}
+        return cls(kinds, entry["kinds"], Path(cache_root) / RECORD_FILE)
+
+    def for_group(self, configs: list[RunConfig]) -> dict[str, str]:
+        """{feature: why} for this group's kind. A kind the check did not train (another mix of
+        optimizers) takes every feature switched off for a checked kind of its dataset,
+        architecture and precision."""
+        kind = kind_of(configs)
+        if kind.id in self.kinds:
+            return self.kinds[kind.id]
+        out: dict[str, str] = {}
+        for kid, off in self.kinds.items():
+            m = self.meta[kid]
+            if (m["dataset"], m["arch"], m["precision"]) == (kind.dataset, kind.arch, kind.precision):
+                for f, why in off.items():
+                    out.setdefault(f, f"{why} (checked on {kid})")
+        return out
+
+
+def announce(kind_id: str, off: dict[str, str], path: Path) -> list[str]:
+    """One line per switched-off feature: what, why, how the training path gives it up."""
+    return [f"gpu-check switched off {f} ({FEATURE_TEXT[f]}) for {kind_id} on this machine: {why}; "
+            f"training uses {FEATURE_OFF[f]} for it (record: {path})" for f, why in sorted(off.items())]
+
