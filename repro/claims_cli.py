@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,10 @@ def _out_folder(args: argparse.Namespace) -> Path:
     """The report folder, checked before anything is trained or rendered."""
     from repro.report.output import prepare_output
 
-    return prepare_output(args.out if args.out is not None else f"reports/{args.tier}")
+    protected = [("the claims folder", Path(getattr(args, "claims_dir", None) or CLAIMS_DIR))]
+    if hasattr(args, "cache_dir"):
+        protected.append(("the run cache", open_store(args).root))
+    return prepare_output(args.out if args.out is not None else f"reports/{args.tier}", protected)
 
 
 def _problem(item: str, message: str) -> SpecProblem:
@@ -311,13 +315,21 @@ def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> 
     return 0
 
 
+def isolated_pytest_args() -> list[str]:
+    """pytest options that keep a claims folder's own files from steering the run: its
+    conftest.py would run as code, and an ini file (pytest.ini, tox.ini, setup.cfg, pyproject.toml)
+    found above it could add options or plug-ins. The root is the current folder, named, so pytest
+    does not look for one."""
+    return ["--noconftest", "-c", os.devnull, "--rootdir", str(Path.cwd()), "-o", "addopts="]
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """validate + plan + train + pytest + report."""
     from repro.report.output import OutputRefused
 
     try:
         if args.dry_run:
-            args.out = str(_out_folder(argparse.Namespace(out=args.out, tier=f"{args.tier}-dry-run")))
+            args.out = str(_out_folder(argparse.Namespace(**{**vars(args), "tier": f"{args.tier}-dry-run"})))
         else:
             _out_folder(args)
     except OutputRefused as e:
@@ -356,7 +368,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # `-p repro.pytest_plugin`: a no-op where the entry point loaded it, needed where plugin autoload is off.
     pytest_args = [str(p) for p in selection.paths] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
                                                       "-p", "no:cacheprovider", "-q",
-                                                      "--no-train", "-o", "addopts="]
+                                                      "--no-train", *isolated_pytest_args()]
     # The cache this command planned and trained into, whatever pytest's root folder is.
     pytest_args += ["--repro-cache", str(store.root)]
     if args.k:
@@ -412,6 +424,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     sel = argparse.ArgumentParser(add_help=False)
     sel.add_argument("claims", nargs="*", help="claim files, directories or ids (default: all of claims/)")
     sel.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="where claim files live (default: claims/)")
+    sel.add_argument("--allow-plugins", action="store_true",
+                     help="import the plug-in modules the claims folder's repro.yaml names (runs their code; "
+                          "env REPRO_ALLOW_PLUGINS=1)")
     sel.add_argument("-k", metavar="EXPR", help="select claims as pytest -k does (substrings of id, file name, tier; not/and/or/parentheses)")
     tier = argparse.ArgumentParser(add_help=False)
     tier.add_argument("--tier", choices=TIERS, default="smoke")
@@ -460,6 +475,8 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
                        help="minutes: prove the fast training path (stacked groups, fused kernels, CUDA graphs, "
                             "resume) against the plain loop on this machine; switch off what disagrees")
     p.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="where claim files live (default: claims/)")
+    p.add_argument("--allow-plugins", action="store_true",
+                   help="import the plug-in modules the claims folder's repro.yaml names (runs their code)")
     p.add_argument("--tier", choices=TIERS, default="full", help="whose kinds of group to check (default full)")
     p.add_argument("--max-kinds", type=positive_int, default=None,
                    help="check at most N kinds of group, one of each data family first (default: all)")

@@ -333,6 +333,8 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("file", help="archive to write; compressed when it ends in .gz or .tgz")
     c.add_argument("claims", nargs="*", help="claim files, directories or ids whose runs to export")
     c.add_argument("--claims-dir", default="claims", help="where claim files live (default: claims/)")
+    c.add_argument("--allow-plugins", action="store_true",
+                   help="import the plug-in modules the claims folder's repro.yaml names (runs their code)")
     c.add_argument("-k", metavar="EXPR", help="only the runs of claims matching EXPR")
     c.add_argument("--tier", choices=TIERS, default=None,
                    help="only the runs of this tier (default with a selection: both)")
@@ -384,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if getattr(args, "allow_plugins", False):
+        from repro.spec.folder import ALLOW_ENV
+
+        os.environ[ALLOW_ENV] = "1"  # in the environment, so workers and pytest see the same choice
     try:
         return args.func(args)
     except SpecError as e:
