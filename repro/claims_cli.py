@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +296,11 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> int:
+    return report(args, selection)[0]
+
+
+def report(args: argparse.Namespace, selection: Selection | None = None) -> tuple[int, list]:
+    """Render the reports; (status, verdicts)."""
     from repro.report import render_reports
     from repro.report.output import OutputRefused
 
@@ -304,23 +308,25 @@ def cmd_report(args: argparse.Namespace, selection: Selection | None = None) -> 
         out = _out_folder(args)
     except OutputRefused as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, []
     store = open_store(args)
     selection = selection or load_selection(args)
     verdicts = render_reports(list(selection.specs), args.tier, store, out, tables=list(selection.tables))
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
-    print(f"wrote {out}/index.md: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0
+    unverified = sum(1 for v in verdicts if v.unverified_note())
+    print(f"wrote {out}/index.md: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+          + (f" ({unverified} of them on unverified runs: numbers not measured here, marked ⚠️)" if unverified else ""))
+    return 0, verdicts
 
 
-def isolated_pytest_args() -> list[str]:
-    """pytest options that keep a claims folder's own files from steering the run: its
-    conftest.py would run as code, and an ini file (pytest.ini, tox.ini, setup.cfg, pyproject.toml)
-    found above it could add options or plug-ins. The root is the current folder, named, so pytest
-    does not look for one."""
-    return ["--noconftest", "-c", os.devnull, "--rootdir", str(Path.cwd()), "-o", "addopts="]
+def unverified_verdicts(verdicts: list) -> int:
+    """The claims whose verdict rests on numbers not measured here and that are not already failing.
+    ``verify`` does not succeed on them unless the user accepts unverified inputs."""
+    from repro.check.verdict import REPRODUCED
+
+    return sum(1 for v in verdicts if v.status == REPRODUCED and v.unverified_note())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -365,6 +371,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     train_status = cmd_train(args, planned, device, selection)
     import pytest
 
+    from repro.isolation import isolated_pytest_args
+
     # `-p repro.pytest_plugin`: a no-op where the entry point loaded it, needed where plugin autoload is off.
     pytest_args = [str(p) for p in selection.paths] + ["-p", "repro.pytest_plugin", "--tier", args.tier,
                                                       "-p", "no:cacheprovider", "-q",
@@ -374,8 +382,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.k:
         pytest_args += ["-k", args.k]
     test_status = pytest.main(pytest_args)
-    cmd_report(args, selection)
-    return int(test_status) or train_status
+    _, verdicts = report(args, selection)
+    trusted = unverified_verdicts(verdicts)
+    if trusted:
+        print(f"{'note' if args.allow_unverified else 'error'}: {trusted} claim(s) reproduced only on unverified runs "
+              "(imported without re-measuring, or found in a cache this user did not train): "
+              + ("accepted (--allow-unverified)" if args.allow_unverified else
+                 "`repro cache verify` re-measures what has weights and data; --allow-unverified accepts them"),
+              file=sys.stderr)
+    return int(test_status) or train_status or (1 if trusted and not args.allow_unverified else 0)
 
 
 def cmd_gpu_check(args: argparse.Namespace, device: str | None = None) -> int:
@@ -469,6 +484,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=5, help="steps per run of a dry run (default 5)")
     p.add_argument("--out", help="report folder (default reports/<tier>)")
     p.add_argument("--force", action="store_true", help="run the full tier even without a GPU")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="exit 0 even when a claim is reproduced only on runs not measured here (imported "
+                        "unverified, or found in a cache this user did not train)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("gpu-check", parents=[common],

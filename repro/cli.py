@@ -83,13 +83,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"key": key, "cached": not trained, "metrics_recomputed": record.metrics_recomputed,
                           "config": record.config.to_dict(), "metrics": record.metrics,
-                          "provenance": record.provenance}, indent=1, sort_keys=True))
+                          "provenance": record.provenance, **_origin_fields(record)}, indent=1, sort_keys=True))
     else:
         how = "trained now" if trained else "from cache" + (
-            ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "")
+            ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "") + (
+            f"; ⚠️ {record.provenance_label}: its numbers were not measured here" if record.provenance_label else "")
         print(f"run {key[:12]}  {config.summary()}  ({how})")
         print(metrics_table(record.metrics, record.trainer_metric_names))
     return EXIT_FAILED if record.diverged else 0
+
+
+def _origin_fields(record) -> dict:  # noqa: ANN001  (a RunRecord)
+    """Where a run's numbers come from, for --json: "local" (trained by this user), "imported" or
+    "found" (in a cache this user did not fill), and whether they were measured here."""
+    return {"origin": record.origin, "verified": record.verified}
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -106,9 +113,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.json:
         print(json.dumps({"key": matches[0], "config": record.config.to_dict(), "metrics": record.metrics,
-                          "provenance": record.provenance}, indent=1, sort_keys=True))
+                          "provenance": record.provenance, **_origin_fields(record)}, indent=1, sort_keys=True))
     else:
         print(f"run {matches[0]}\n{record.config.summary()}\n")
+        if record.provenance_label:
+            print(f"⚠️ {record.provenance_label}: its numbers were not measured here\n")
         print(json.dumps(record.config.to_dict(), indent=1, sort_keys=True))
         print(metrics_table(record.metrics, record.trainer_metric_names))
         print("\nprovenance: " + ", ".join(f"{k}={v}" for k, v in sorted(record.provenance.items())))
@@ -161,6 +170,8 @@ def _selected_keys(args: argparse.Namespace, store: RunStore) -> list[str] | Non
 
 
 def _origin_label(origin: str, verified: bool) -> str:
+    if origin == "found":
+        return "not here, unverified"
     return "here" if origin == "local" else "imported" + ("" if verified else ", unverified")
 
 
@@ -188,7 +199,8 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
           + (f"; {other} trained under an older training identity (kept, never served: repro cache prune "
              "removes them)" if other else "")
           + (f"; {other_code} trained by other code with this training's semantics (served)" if other_code else "")
-          + (f"; {unverified} imported and unverified (their numbers are the archive's word)" if unverified else ""))
+          + (f"; {unverified} imported or not trained here, unverified (their numbers are someone else's word; "
+             "`repro cache verify` re-measures what has weights)" if unverified else ""))
     return 0
 
 

@@ -100,7 +100,7 @@ def dry_run(specs: list[ClaimSpec], claim_paths: list[Path], tier: str, store: R
 
     import pytest
 
-    from repro.claims_cli import isolated_pytest_args
+    from repro.isolation import isolated_pytest_args
 
     print(f"\nchecking the claims on the dry runs (verdicts after {steps} steps mean nothing; only errors count):")
     pytest_args = [str(p) for p in claim_paths] + ["--tier", tier, "-p", "no:cacheprovider", "-q", "--no-train",

@@ -141,3 +141,120 @@ def test_a_marker_copied_into_a_users_folder_does_not_make_it_repros(project, tm
     assert "thesis.tex" in capsys.readouterr().err and (mine / "thesis.tex").read_text() == "months of work\n"
     # repro's own folder is still replaced.
     assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(rep)]) == 0
+
+
+# --- caches this user did not fill, and numbers not measured here -----------------------------------
+
+ZERO = "- {kind: value, a: adam_l2, metric: test_error, expected: 0, tolerance: 1}"
+
+
+def _recompute_manifest(entry: Path) -> None:
+    """What a forger does after editing a file: new checksums and sizes in the manifest (the
+    trained-here mark, if any, is kept as it was: a forger cannot make a new one)."""
+    import hashlib
+
+    manifest = json.loads((entry / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (entry / name).read_bytes()
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+        manifest["sizes"][name] = len(data)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory) -> Path:
+    """A cache holding the tiny claim's one run, trained here (about 10 s)."""
+    root = tmp_path_factory.mktemp("trained")
+    claims = tiny_claims(root / "claims")
+    cache = root / "cache"
+    assert main(["train", "--claims-dir", str(claims), "--cache-dir", str(cache), "--device", "cpu"]) == 0
+    return cache
+
+
+@pytest.fixture
+def shipped_project(tmp_path, trained_cache, monkeypatch):
+    """proj/ as someone else ships it: the `zero` claim (test error 0, which the real run does not
+    reach) and .cache/runs holding its run with test_error edited to 0, manifest recomputed."""
+    proj = tmp_path / "proj"
+    tiny_claims(proj / "claims", check=ZERO)
+    import shutil
+
+    shutil.copytree(trained_cache, proj / ".cache" / "runs", ignore=shutil.ignore_patterns("locks"))
+    (entry,) = [p for p in (proj / ".cache" / "runs").glob("??/*") if p.is_dir()]
+    metrics = json.loads((entry / "metrics.json").read_text())
+    metrics["test_error"] = 0.0
+    (entry / "metrics.json").write_text(json.dumps(metrics))
+    _recompute_manifest(entry)
+    for name in ("REPRO_CACHE", "REPRO_PLUGINS", "REPRO_ALLOW_PLUGINS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(proj)
+    return proj, entry.name
+
+
+def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, capsys):
+    proj, key = shipped_project
+    assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
+    out = capsys.readouterr().out
+    assert "1 reproduced (1 of them on unverified runs" in out
+    index = (proj / "rep" / "index.md").read_text()
+    page = (proj / "rep" / "tiny-trains.md").read_text()
+    assert "⚠️ ✅ reproduced (on 1 unverified run" in index
+    assert "**Verdict (smoke tier): ⚠️ ✅ reproduced (on 1 unverified run" in page
+    assert "not trained here, unverified" in (proj / "rep" / "runs.md").read_text()
+    # cache ls never says "here" for it.
+    assert main(["cache", "ls", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "found" and listed["verified"] is False
+    assert main(["cache", "ls"]) == 0
+    assert "not here, unverified" in capsys.readouterr().out
+    assert main(["show", key[:12], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["origin"] == "found" and shown["verified"] is False
+    # verify does not succeed on it, and says why; the user may accept it.
+    assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "1 claim(s) reproduced only on unverified runs" in err and "Traceback" not in err
+    assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu", "--allow-unverified"]) == 0
+    capsys.readouterr()
+    # `repro cache verify` re-measures it from its weights and finds the edit.
+    assert main(["cache", "verify", "--device", "cpu"]) == 1
+    found = capsys.readouterr()
+    assert "metrics.json does not match its weights (test_error: stored 0.0" in found.out + found.err
+
+
+def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(trained_cache, tmp_path, monkeypatch,
+                                                                             capsys):
+    import shutil
+
+    shutil.copytree(trained_cache, tmp_path / "copy")
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "local" and listed["verified"] is True
+    # Another user (another key): the same untouched entry is not theirs.
+    monkeypatch.setenv("REPRO_TRAINED_HERE_KEY", str(tmp_path / "other.key"))
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "found" and listed["verified"] is False
+    # Re-measured from its weights by `repro cache verify`, it is confirmed (an import, verified).
+    assert main(["cache", "verify", "--device", "cpu", "--cache-dir", str(tmp_path / "copy")]) == 0
+    assert "re-measured from its weights and confirmed" in capsys.readouterr().out
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "imported" and listed["verified"] is True
+
+
+def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
+    from repro.cache import RunStore
+    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+    from repro.runs import run_and_measure
+
+    record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
+    # The archive claims a number the weights cannot give, listed as a trainer's own.
+    record.provenance = {**record.provenance, "trainer": {"name": "fit", "metrics": ["acc"]}}
+    key, files = forged(record, acc=99.5)
+    rc, out, err = import_cli(archive_of(tmp_path / "a.tar", {key: files}), tmp_path / "cache", capsys)
+    assert rc == 0 and "Traceback" not in err
+    assert "0 re-measured from their weights and confirmed" in out
+    assert "trainer's own metrics (acc) cannot be re-measured" in out
+    assert RunStore(tmp_path / "cache").get(key).verified is False
+

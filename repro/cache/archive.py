@@ -62,6 +62,7 @@ from repro.cache.store import (
     WEIGHTS,
     CacheError,
     EntryDamaged,
+    entry_origin,
     EntryNotReadableHere,
     RunStore,
     check_manifest,
@@ -176,10 +177,10 @@ def entry_infos(store: RunStore) -> list[EntryInfo]:
                 raise  # unreadable by this user: an error, not a damaged entry
             infos.append(EntryInfo(key, "?", "?", "?", False, 0, problem=str(e)))
             continue
-        origin = manifest.get("origin") or {}
+        origin, verified = entry_origin(manifest, key)
         info = EntryInfo(key, "?", manifest["training_fingerprint"], str(manifest.get("metrics_fingerprint")),
                          WEIGHTS in manifest["files"], sum(manifest["sizes"].values()),
-                         origin=origin.get("source", "local"), verified=origin.get("verified", True),
+                         origin=origin, verified=verified,
                          training_code=manifest.get("training_code"))
         try:
             record = store._read(store.entry_dir(key), key, with_weights=False, config=None)
@@ -239,8 +240,8 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
         result.checked += 1
         try:
             blobs, manifest = _read_entry(store, key, with_weights=True)
-            origin = manifest.get("origin")
-            if origin and not origin["verified"]:
+            origin, verified = entry_origin(manifest, key)
+            if not verified:
                 why = _verify_import(store, key, blobs, manifest, remeasure)
                 if why is None:
                     result.verified_now.append(key)
@@ -276,7 +277,10 @@ def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest:
     if not store.writable():
         return "confirmed by re-measuring, but the cache is read-only so it stays marked unverified"
     files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | _metrics_file(metrics, record),
-                          key, metrics_fingerprint(), origin={**manifest["origin"], "verified": True, "verified_at": _now()},
+                          key, metrics_fingerprint(),
+                          # An entry found in the cache (not trained here) is from now on an import.
+                          origin={**(manifest.get("origin") or {"source": "imported", "found_in_cache": True}),
+                                  "verified": True, "verified_at": _now()},
                           **manifest_identities(manifest))
     store.put_files(key, files)
     return None
@@ -563,14 +567,29 @@ def _remeasured(store: RunStore, key: str, record: RunRecord, state: dict | None
             return record.metrics, "could not be re-measured here (device out of memory)"
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise EntryDamaged(f"its weights do not fit its config ({type(e).__name__}: {first})") from e
+    # Numbers the weights cannot give (a trainer's own, or any name the measurement code does not
+    # produce) were copied, not measured: comparing them would compare the entry with itself.
+    own = sorted(set(record.trainer_metric_names) | (set(record.metrics) - set(measure_names(measured))))
     if record.metrics_fingerprint != metrics_fingerprint():
         # Measured by other measurement code: nothing to compare with, but the numbers kept are
         # now this code's, from these weights.
-        return measured, None
-    problem = metrics_difference(record.metrics, measured)
-    if problem:
-        raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
-    return record.metrics, None
+        kept = measured
+    else:
+        problem = metrics_difference(record.metrics, measured)
+        if problem:
+            raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
+        kept = record.metrics
+    if own:
+        return kept, (f"its trainer's own metrics ({', '.join(n[:40] for n in own[:5])}) cannot be re-measured from "
+                      "its weights: they are the archive's word")
+    return kept, None
+
+
+def measure_names(measured: dict) -> set[str]:
+    """The metric names a re-measurement produced itself, not copied from the stored record."""
+    from repro.spec.metrics import RUN_METRICS
+
+    return {n for n in measured if n in RUN_METRICS or n in ("steps", "diverged_at")}
 
 
 def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = None) -> ImportResult:

@@ -190,8 +190,8 @@ def verdict_text(verdict: Verdict) -> str:
         reason = reason[len(verdict.status) + 2:]
     if verdict.status != REPRODUCED and reason:
         status += f": {reason}"
-    note = verdict.seeds_note()
-    return status + (f" ({note})" if note else "")
+    notes = [n for n in (verdict.unverified_note(), verdict.seeds_note()) if n]
+    return (f"⚠️ {status}" if verdict.unverified_note() else status) + "".join(f" ({n})" for n in notes)
 
 
 def short_reason(text: str) -> str:
