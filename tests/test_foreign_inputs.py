@@ -258,3 +258,39 @@ def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, caps
     assert "trainer's own metrics (acc) cannot be re-measured" in out
     assert RunStore(tmp_path / "cache").get(key).verified is False
 
+
+# --- the gpu-check record: data in the cache root, checked for shape on every read ------------------
+
+def _kind(**off):
+    return {"dataset": "digits", "arch": "basicnet", "precision": "fp32", "switched_off": off}
+
+
+@pytest.mark.parametrize("record", [
+    "{not json",
+    {"MACHINE": {"complete": "false", "kinds": {}}},
+    {"MACHINE": {"complete": True}},
+    {"MACHINE": {"complete": True, "kinds": {"k": _kind(bogus="why")}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": {**_kind(), "switched_off": ["kernels"]}}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": {"switched_off": {}}}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": _kind(resume="")}}},
+    ["a list"],
+])
+def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path, caplog):
+    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here, read_record
+
+    machine = MachineKey.here("cpu").id
+    text = record if isinstance(record, str) else json.dumps(record).replace("MACHINE", machine)
+    (tmp_path / RECORD_FILE).write_text(text)
+    assert read_record(tmp_path) == {}
+    assert passed_here(tmp_path, "cpu") is None  # never "already done" on a record that says nothing
+    assert SwitchedOff.load(tmp_path, "cpu").kinds == {}
+    assert "ignored, not a gpu-check record repro wrote" in caplog.text
+
+
+def test_a_well_formed_gpu_check_record_is_read(tmp_path):
+    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here
+
+    machine = MachineKey.here("cpu").id
+    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
+    assert passed_here(tmp_path, "cpu") is not None
+    assert SwitchedOff.load(tmp_path, "cpu").kinds == {"k": {"kernels": "off"}}
