@@ -266,9 +266,13 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 def cmd_cache_export(args: argparse.Namespace) -> int:
     from repro.cache.archive import export_entries
 
+    out = Path(args.file)
+    if not args.file.strip() or out.name in ("", ".", "..") or out.is_dir():
+        print(f"error: cache export {args.file!r}: name the archive file to write (e.g. runs.tar.gz), not a folder",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = _store(args)
     keys = _selected_keys(args, store)
-    out = Path(args.file)
     try:
         result = export_entries(store, out, keys, weights=not args.no_weights)
     except OSError as e:

@@ -96,7 +96,12 @@ def parse_number(value: Any, text: bool = True) -> int | float:
             raise ValueError(f"expected a number, got the text {written!r}: write the number without quotes")
     if not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        raise ValueError(f"expected a number within float range, got an integer of {len(str(abs(value)))} "
+                         "digits") from None
+    if not finite:
         raise ValueError(f"expected a finite number, got {value!r}")
     return value
 

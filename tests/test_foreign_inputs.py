@@ -294,3 +294,60 @@ def test_a_well_formed_gpu_check_record_is_read(tmp_path):
     (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
     assert passed_here(tmp_path, "cpu") is not None
     assert SwitchedOff.load(tmp_path, "cpu").kinds == {"k": {"kernels": "off"}}
+
+
+# --- numbers beyond float range, and export to no file -----------------------------------------------
+
+HUGE = 10 ** 400
+
+
+def test_an_integer_beyond_float_range_is_no_number_anywhere():
+    from repro.cache.store import metrics_problem
+    from repro.check.verdict import finite_number
+
+    assert finite_number(HUGE) is False and finite_number(-HUGE) is False and finite_number(3) is True
+    assert "test_error is int" in metrics_problem({"test_error": HUGE})
+    assert "layer_sparsity_gamma" in metrics_problem({"layer_sparsity_gamma": [1.0, HUGE]})
+    assert metrics_problem({"test_error": 5, "steps": 10}) is None
+
+
+@pytest.mark.parametrize("field", ["expected", "tolerance"])
+def test_validate_refuses_an_integer_beyond_float_range_with_file_and_line(tmp_path, monkeypatch, capsys, field):
+    check = ZERO.replace("expected: 0", f"expected: {HUGE}" if field == "expected" else "expected: 0") \
+        .replace("tolerance: 1", f"tolerance: {HUGE}" if field == "tolerance" else "tolerance: 1")
+    claims = tiny_claims(tmp_path / "claims", check=check)
+    assert main(["validate", "--claims-dir", str(claims)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "tiny.yaml:" in err and "within float range" in err
+
+
+@pytest.mark.parametrize("target", ["", "/", "."])
+def test_cache_export_to_no_file_is_a_clear_error(target, tmp_path, capsys):
+    assert main(["cache", "export", target, "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "name the archive file to write" in err and "Traceback" not in err
+
+
+def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, capsys):
+    import hashlib
+
+    from repro.cache import RunStore
+    from repro.runs import run_and_measure
+    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+
+    record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
+    key, genuine = forged(record)
+    plugin_key, plugin_files = forged(record)
+    config = json.loads(plugin_files["config.json"])
+    config["train"]["trainer"] = "nosuchtrainer"
+    plugin_files["config.json"] = json.dumps(config).encode()
+    manifest = json.loads(plugin_files["manifest.json"])
+    manifest["files"]["config.json"] = hashlib.sha256(plugin_files["config.json"]).hexdigest()
+    manifest["sizes"]["config.json"] = len(plugin_files["config.json"])
+    fake_key = "0" * 64
+    manifest["key"] = fake_key
+    plugin_files["manifest.json"] = json.dumps(manifest).encode()
+    archive = archive_of(tmp_path / "a.tar", {fake_key: plugin_files, key: genuine})
+    rc, out, err = import_cli(archive, tmp_path / "cache", capsys)
+    assert "Traceback" not in err and f"rejected {fake_key}: skipped, cannot be read here" in err, err
+    assert rc == 1 and RunStore(tmp_path / "cache").keys() == [key]

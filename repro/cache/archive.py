@@ -614,6 +614,10 @@ def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = No
                     _import_entry(store, path, tar, key, members, scan.manifests.get(key), remeasure, result)
                 except EntryDamaged as e:
                     result.rejected[key] = str(e)
+                except EntryNotReadableHere as e:
+                    # One entry this repro cannot read (a plug-in not installed here, an older
+                    # scheme) is skipped, named; the rest of the archive goes on.
+                    result.rejected[key] = f"skipped, cannot be read here ({e}); import again once it can"
     except (OSError, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise CacheError(f"{path}: not a readable repro cache archive ({e})") from e
     return result

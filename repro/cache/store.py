@@ -218,7 +218,11 @@ def parse_json(data: bytes, name: str, limit: int | None = None) -> Any:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    # An integer beyond float range is no measurement: every check would have to convert it.
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, float) or abs(v) <= _FLOAT_MAX)
+
+
+_FLOAT_MAX = int(1.7976931348623157e308)
 
 
 def metrics_problem(metrics: Any) -> str | None:
@@ -237,7 +241,7 @@ def metrics_problem(metrics: Any) -> str | None:
             ok = isinstance(value, list) and all(isinstance(layer, list) and all(_is_number(v) for v in layer)
                                                  for layer in value)
         else:
-            ok = value is None or isinstance(value, (bool, int, float))
+            ok = value is None or isinstance(value, bool) or _is_number(value)
         if not ok:
             return f"metrics.json: {name} is {type(value).__name__} {str(value)[:40]!r}, not {metric.shape}"
     return None

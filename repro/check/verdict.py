@@ -38,7 +38,12 @@ class NonFinite(ValueError):
 
 def finite_number(x: Any) -> bool:
     """A real number that is neither NaN nor infinite (booleans are not numbers here)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer beyond float range: no number a check can compare
+        return False
 
 
 @dataclass(frozen=True)
