@@ -351,3 +351,18 @@ def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, ca
     rc, out, err = import_cli(archive, tmp_path / "cache", capsys)
     assert "Traceback" not in err and f"rejected {fake_key}: skipped, cannot be read here" in err, err
     assert rc == 1 and RunStore(tmp_path / "cache").keys() == [key]
+
+
+def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_project, capsys, caplog):
+    proj, key = shipped_project
+    assert main(["cache", "verify", "--device", "cpu"]) == 1
+    capsys.readouterr()
+    # Without --repair it stays where it is, but no read serves it: the claim is not run.
+    assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
+    assert "1 not run" in capsys.readouterr().out
+    assert "its numbers were contradicted by its weights" in caplog.text
+    assert main(["show", key[:12], "--json"]) == 1
+    assert "is damaged" in capsys.readouterr().err
+    assert main(["cache", "verify", "--repair", "--device", "cpu"]) == 1
+    capsys.readouterr()
+    assert main(["cache", "ls", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []

@@ -242,7 +242,11 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
             blobs, manifest = _read_entry(store, key, with_weights=True)
             origin, verified = entry_origin(manifest, key)
             if not verified:
-                why = _verify_import(store, key, blobs, manifest, remeasure)
+                try:
+                    why = _verify_import(store, key, blobs, manifest, remeasure)
+                except EntryDamaged as e:
+                    _mark_contradicted(store, key, blobs, manifest, str(e))
+                    raise
                 if why is None:
                     result.verified_now.append(key)
                 else:
@@ -284,6 +288,19 @@ def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest:
                           **manifest_identities(manifest))
     store.put_files(key, files)
     return None
+
+
+def _mark_contradicted(store: RunStore, key: str, blobs: dict[str, bytes], manifest: dict, why: str) -> None:
+    """Record in the entry's manifest that its weights contradict its numbers, so no read serves
+    it again (it stays where it is, for its owner, until ``--repair`` moves it aside)."""
+    if not store.writable():
+        return
+    origin = {**(manifest.get("origin") or {"source": "imported", "found_in_cache": True}), "verified": False,
+              "contradicted": why[:500]}
+    files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"}, key,
+                          manifest.get("metrics_fingerprint") or metrics_fingerprint(), origin=origin,
+                          **manifest_identities(manifest))
+    store.put_files(key, files)
 
 
 # -- export ------------------------------------------------------------------------------------

@@ -343,6 +343,9 @@ def check_manifest(manifest: Any, key: str) -> dict:
     if origin is not None and not (isinstance(origin, dict) and origin.get("source") == "imported"
                                    and isinstance(origin.get("verified"), bool)):
         raise EntryDamaged("manifest.json: origin must be {source: imported, verified: true|false}")
+    if origin is not None and origin.get("contradicted"):
+        # `repro cache verify` measured its weights and they contradict its numbers.
+        raise EntryDamaged(f"its numbers were contradicted by its weights ({str(origin['contradicted'])[:200]})")
     return manifest
 
 
