@@ -366,3 +366,23 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
     assert main(["cache", "verify", "--repair", "--device", "cpu"]) == 1
     capsys.readouterr()
     assert main(["cache", "ls", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("depth", [32, 100_000])
+def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(depth, tmp_path):
+    from repro.cache import RunRecord, RunStore, run_key
+    from repro.cache.store import CacheError
+    from tests.test_archive_hostile import config_from
+
+    config = config_from(tmp_path / "run.yaml")
+    deep: object = 1.0
+    for _ in range(depth):
+        deep = [deep]
+    store = RunStore(tmp_path / "cache")
+    record = RunRecord(config, {"test_error": 1.0, "steps": 25, "diverged_at": None}, {"loss": deep}, {})
+    with pytest.raises(CacheError, match="deeper than 32 levels"):
+        store.put(run_key(config), record)
+    assert store.keys() == []
+    # Within the limits the same record is stored and read back.
+    store.put(run_key(config), RunRecord(config, record.metrics, {"loss": [[1.0]]}, {}))
+    assert store.get(run_key(config)) is not None

@@ -157,7 +157,10 @@ def umask() -> int:
 
 
 def _json_bytes(value: Any, indent: int | None = 1) -> bytes:
-    return json.dumps(value, indent=indent, sort_keys=True).encode()
+    try:
+        return json.dumps(value, indent=indent, sort_keys=True).encode()
+    except RecursionError:  # a trainer's history nested thousands deep
+        raise CacheError(f"a record nested deeper than {MAX_JSON_DEPTH} levels cannot be stored") from None
 
 
 def state_dict_bytes(state: dict) -> bytes:
@@ -523,6 +526,7 @@ class RunStore:
         with self.lock(key):
             if not replace and self.contains(key):
                 return None
+            _refuse_unreadable(key, files)
             try:
                 self.remove_stale_temporaries()
             except CacheError as e:  # a shard this user cannot read: not a reason to refuse the write
@@ -753,6 +757,19 @@ class RunStore:
         except OSError as e:
             raise CacheError(f"could not move cache entry {entry} aside to {target}: {e}") from e
         return target
+
+
+def _refuse_unreadable(key: str, files: dict[str, bytes]) -> None:
+    """Refuse to store what a read would refuse (a file over its size limit, JSON nested deeper
+    than a read parses): stored, it would be judged damaged on every read and trained again."""
+    for name, data in files.items():
+        limit = SIZE_LIMITS.get(name)
+        if limit is not None and len(data) > limit:
+            raise CacheError(f"run {key[:12]} cannot be stored: its {name} has {len(data)} bytes, more than the "
+                             f"{limit} a cache entry may hold (a trainer's history too large?)")
+        if name.endswith(".json") and json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise CacheError(f"run {key[:12]} cannot be stored: its {name} nests deeper than {MAX_JSON_DEPTH} "
+                             "levels, more than a cache entry may (a trainer's history nested too deep?)")
 
 
 def _with_state(record: RunRecord, state: dict | None) -> RunRecord:
