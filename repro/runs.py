@@ -63,8 +63,12 @@ def run_and_measure_group(
     started = time.time()
     data = load_dataset(configs[0].data, data_root).to(dev)
     every = float(os.environ.get("REPRO_CHECKPOINT_EVERY_S", "300"))
-    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every,
+    # A registered trainer is someone else's code holding the tensors: it gets a copy, so whatever it
+    # writes into them (a normalisation in place, a bug, a cheat) cannot change what repro measures.
+    handed = _private_copy(data) if configs[0].train.trainer is not None else data
+    outcomes = train_models(configs, handed, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every,
                             cuda_graphs=cuda_graphs, kernels=kernels)
+    del handed
     records = []
     for config, outcome in zip(configs, outcomes):
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
@@ -99,6 +103,14 @@ def run_and_measure_group(
         state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
         records.append(RunRecord(config, metrics, outcome.history, provenance, state))
     return records
+
+
+def _private_copy(data):  # noqa: ANN001, ANN202  (an ImageData, or a duck-typed one)
+    import dataclasses
+
+    fields = {name: getattr(data, name).clone() for name in ("train_x", "train_y", "test_x", "test_y")
+              if isinstance(getattr(data, name, None), torch.Tensor)}
+    return dataclasses.replace(data, **fields) if dataclasses.is_dataclass(data) else data
 
 
 # -- re-measuring stored weights (handed to the cache, which calls it when the measurement code

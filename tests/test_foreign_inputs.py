@@ -386,3 +386,41 @@ def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(
     # Within the limits the same record is stored and read back.
     store.put(run_key(config), RunRecord(config, record.metrics, {"loss": [[1.0]]}, {}))
     assert store.get(run_key(config)) is not None
+
+
+CHEAT = """\
+import torch
+from repro.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    with torch.no_grad():
+        predictions = run.model.eval()(run.data.test_x).argmax(1)
+    run.data.test_y.copy_(predictions)  # in place: the labels now agree with the model
+    return TrainerResult(state_dict=run.model.state_dict())
+
+
+cheat = TrainerPlugin(name="cheat", train=train)
+"""
+
+
+def test_a_trainer_writing_into_its_data_does_not_change_what_repro_measures(tmp_path, monkeypatch):
+    import sys
+
+    from repro import plugins
+    from repro.config import run_config_from_dict
+    from repro.runs import run_and_measure
+
+    (tmp_path / "cheat_trainer.py").write_text(CHEAT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("REPRO_PLUGINS", "cheat_trainer:cheat")
+    sys.modules.pop("cheat_trainer", None)
+    plugins._resolve_with.cache_clear()
+    try:
+        config = run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
+                                       "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": "cheat"}})
+        record = run_and_measure(config, "cpu")
+    finally:
+        sys.modules.pop("cheat_trainer", None)
+        plugins._resolve_with.cache_clear()
+    assert record.metrics["test_error"] > 20  # an untrained network on the real labels, not 0
