@@ -72,7 +72,15 @@ def run_and_measure_group(
     records = []
     for config, outcome in zip(configs, outcomes):
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
-        metrics["diverged_at"] = outcome.diverged_at
+        diverged_at = outcome.diverged_at
+        if outcome.execution is None and metrics and not _finite_losses(metrics):
+            # A trainer's finite weights can still compute NaN (a negative BatchNorm variance,
+            # weights near float's end): a run of repro's loop would have stopped as diverged.
+            log.warning("run %s: the weights trainer %s returned give non-finite losses (train %s, test %s); "
+                        "recorded as diverged", config.summary(), config.train.trainer, metrics.get("train_loss"),
+                        metrics.get("test_loss"))
+            metrics, diverged_at = {}, outcome.steps
+        metrics["diverged_at"] = diverged_at
         metrics["steps"] = outcome.steps
         clash = sorted(set(outcome.trainer_metrics) & set(metrics))
         if clash:
@@ -103,6 +111,13 @@ def run_and_measure_group(
         state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
         records.append(RunRecord(config, metrics, outcome.history, provenance, state))
     return records
+
+
+def _finite_losses(metrics: dict) -> bool:
+    import math
+
+    return all(isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]) for k in ("train_loss", "test_loss")
+               if k in metrics)
 
 
 def _private_copy(data):  # noqa: ANN001, ANN202  (an ImageData, or a duck-typed one)

@@ -424,3 +424,38 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_repro_measures(tmp
         sys.modules.pop("cheat_trainer", None)
         plugins._resolve_with.cache_clear()
     assert record.metrics["test_error"] > 20  # an untrained network on the real labels, not 0
+
+
+HUGE_WEIGHTS = """\
+from repro.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    state = {k: (v.clone().fill_(3e38) if k.endswith("conv.weight") else v) for k, v in run.model.state_dict().items()}
+    return TrainerResult(state_dict=state)
+
+
+huge = TrainerPlugin(name="huge", train=train)
+"""
+
+
+def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
+    import sys
+
+    from repro import plugins
+    from repro.config import run_config_from_dict
+    from repro.runs import run_and_measure
+
+    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("REPRO_PLUGINS", "huge_trainer:huge")
+    sys.modules.pop("huge_trainer", None)
+    plugins._resolve_with.cache_clear()
+    try:
+        config = run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
+                                       "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": "huge"}})
+        record = run_and_measure(config, "cpu")
+    finally:
+        sys.modules.pop("huge_trainer", None)
+        plugins._resolve_with.cache_clear()
+    assert record.diverged and "test_error" not in record.metrics
