@@ -459,3 +459,32 @@ def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatc
         sys.modules.pop("huge_trainer", None)
         plugins._resolve_with.cache_clear()
     assert record.diverged and "test_error" not in record.metrics
+
+
+def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(tmp_path, monkeypatch, caplog):
+    from repro.spec.paper import TEXT_LIMIT, load_paper
+
+    folder, outside = tmp_path / "claims", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "main.txt").write_text("Table 1. Sparsity.\n")
+    (folder / "inside.txt").write_text("Table 1. Sparsity.\n")
+    (folder / "paper.yaml").write_text(
+        "title: T\nauthors: [Ada Lovelace]\nvenue: V 2019\ndocuments:\n"
+        f"  abs: {{name: a, text: {outside / 'main.txt'}}}\n  up: {{name: u, text: ../elsewhere/main.txt}}\n"
+        "  home: {name: h, text: ~/.bashrc}\n  env: {name: e, text: $REPRO_PAPERS/main.txt}\n"
+        "  in: {name: i, text: inside.txt}\n")
+    monkeypatch.setenv("REPRO_PAPERS", str(outside))
+    paper = load_paper(folder / "paper.yaml")
+    for doc in ("abs", "up", "home"):
+        assert paper.documents[doc].text_path() is None, doc
+        assert paper.documents[doc].absent_citations("Table 1") is None
+    assert "is outside the claims folder" in caplog.text
+    assert paper.documents["env"].absent_citations("Table 1") == []
+    assert paper.documents["in"].absent_citations("Table 1") == []
+    # A huge copy is read no further than the limit: a caption past it is not seen.
+    with open(folder / "inside.txt", "wb") as f:
+        f.truncate(TEXT_LIMIT + 10)
+        f.seek(TEXT_LIMIT + 10)
+        f.write(b"\nTable 2. Late.\n")
+    assert paper.documents["in"].absent_citations("Table 2") == ["Table 2"]
