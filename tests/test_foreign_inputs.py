@@ -488,3 +488,13 @@ def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(t
         f.seek(TEXT_LIMIT + 10)
         f.write(b"\nTable 2. Late.\n")
     assert paper.documents["in"].absent_citations("Table 2") == ["Table 2"]
+
+
+@pytest.mark.parametrize("override, field", [("train.snapshots=1000000000000", "train.snapshots"),
+                                             (f"train.phases=[{HUGE}]", "train.phases")])
+def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, field, tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text(BASE)
+    rc = main(["run", str(tmp_path / "run.yaml"), "--set", override, "--cache-dir", str(tmp_path / "c"),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and field in err and "Traceback" not in err, err
