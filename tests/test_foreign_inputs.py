@@ -200,6 +200,7 @@ def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, caps
     page = (proj / "rep" / "tiny-trains.md").read_text()
     assert "⚠️ ✅ reproduced (on 1 unverified run" in index
     assert "**Verdict (smoke tier): ⚠️ ✅ reproduced (on 1 unverified run" in page
+    assert "- ⚠️ **reproduced** —" in page and "These checks read runs whose numbers were not measured here" in page
     assert "not trained here, unverified" in (proj / "rep" / "runs.md").read_text()
     # cache ls never says "here" for it.
     assert main(["cache", "ls", "--json"]) == 0

@@ -353,12 +353,18 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
                          f"{check_paper_line(spec, tier, check)}")
         return parts
     parts = ["## Checks\n"]
+    # The checks read the same runs as the verdict: numbers not measured here are marked on each.
+    mark = "⚠️ " if verdict.unverified_note() else ""
     for c, check in zip(verdict.checks, tier.checks):
-        parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+        parts.append(f"- {mark}**{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
                      + f"  \n  {check_paper_line(spec, tier, check)}")
     note = verdict.seeds_note()
     if note:
         parts.append(f"\nThis verdict was {note}: where a side had fewer seeds, the margin or tolerance alone decided.")
+    if mark:
+        parts.append(f"\n⚠️ These checks read runs whose numbers were not measured here ({verdict.unverified_note()}): "
+                     "imported without re-measuring, or found in a cache this user did not train. "
+                     "`repro cache verify` re-measures those with weights and data.")
     return parts
 
 
