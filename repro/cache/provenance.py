@@ -9,7 +9,8 @@ A cache is a folder anyone can fill: a project may ship its ``.cache/runs`` (the
 beside its claims), and a manifest's checksums are recomputed in a minute after an edit. So
 "trained here" cannot be read from the entry alone. The mark is an HMAC-SHA256, under a secret
 kept outside every cache (``$REPRO_TRAINED_HERE_KEY``, default
-``~/.config/repro/trained-here.key``, made on the first training, readable by its owner only),
+``~/.config/repro/trained-here.key`` of the account, made on the first training, readable by its
+owner only),
 of the key and the checksums of every file of the entry. An entry without a valid mark and not
 imported by ``repro cache import`` was found in the cache, not trained by this user: it is
 served like an unverified import (``RunRecord.origin == "found"``), marked wherever its numbers
@@ -39,14 +40,25 @@ _secrets: dict[Path, bytes] = {}
 def key_file() -> Path:
     if os.environ.get(KEY_ENV):
         return Path(os.environ[KEY_ENV]).expanduser()
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    # The account's own home, not $HOME: a tool that points $HOME elsewhere for a while (pytest's
+    # pytester, a sandbox) must not make this user's runs look like someone else's.
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path(_account_home()) / ".config")
     return config / "repro" / "trained-here.key"
+
+
+def _account_home() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):  # no passwd entry (some containers), or not POSIX
+        return str(Path.home())
 
 
 def _secret(create: bool) -> bytes | None:
     path = key_file()
     if path in _secrets:
-        return _secrets[path]
+        return _secrets[path] or None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -80,6 +92,7 @@ def _create(path: Path) -> bytes | None:
             return None
     except OSError as e:
         log.warning("cannot create %s (%s): runs trained now are not marked as trained here", path, e.strerror or e)
+        _secrets[path] = b""  # said once per process, not once per run stored
         return None
     with os.fdopen(fd, "wb") as f:
         f.write(data)
