@@ -499,3 +499,36 @@ def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, f
                "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and field in err and "Traceback" not in err, err
+
+
+def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(shipped_project, tmp_path, capsys):
+    import hashlib
+    import tarfile
+
+    from repro.cache import RunStore
+
+    proj, key = shipped_project
+    store = RunStore(proj / ".cache" / "runs")
+    # An entry of a plug-in not installed here, beside the found one.
+    entry = store.entry_dir(key)
+    files = {p.name: p.read_bytes() for p in entry.iterdir()}
+    config = json.loads(files["config.json"])
+    config["train"]["trainer"] = "nosuchtrainer"
+    files["config.json"] = json.dumps(config).encode()
+    manifest = json.loads(files["manifest.json"])
+    manifest.update(key="0" * 64)
+    manifest["files"]["config.json"] = hashlib.sha256(files["config.json"]).hexdigest()
+    manifest["sizes"]["config.json"] = len(files["config.json"])
+    files["manifest.json"] = json.dumps(manifest).encode()
+    store.put_files("0" * 64, files)
+    out = tmp_path / "light.tar"
+    assert main(["cache", "export", str(out), "--no-weights"]) == 1
+    err = capsys.readouterr().err
+    assert "not readable here" in err and "Traceback" not in err
+    assert not (tmp_path / ".light.tar.partial").exists()
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        shipped = json.loads(tar.extractfile(f"entries/{key}/manifest.json").read())
+    assert not any(n.startswith("entries/" + "0" * 64) for n in names)
+    # Re-written without weights, the found entry does not come out carrying this user's mark.
+    assert "trained_here" not in shipped and shipped["origin"]["verified"] is False

@@ -326,6 +326,17 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
     wanted = store.keys() if keys is None else list(dict.fromkeys(keys))
     mode = "w:gz" if path.name.endswith((".gz", ".tgz")) else "w"
     tmp = path.with_name(f".{path.name}.partial")
+    try:
+        _write_archive(store, tmp, mode, wanted, weights, result)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half archive left beside the one asked for
+        raise
+    tmp.replace(path)
+    return result
+
+
+def _write_archive(store: RunStore, tmp: Path, mode: str, wanted: list[str], weights: bool,
+                   result: ExportResult) -> None:
     with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
         present = [k for k in wanted if store.contains(k)]
         result.missing = [k for k in wanted if not store.contains(k)]
@@ -339,8 +350,17 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
             except EntryDamaged as e:
                 result.damaged[key] = str(e)
                 continue
+            except EntryNotReadableHere as e:
+                result.damaged[key] = f"not readable here ({e})"
+                continue
             if not weights and WEIGHTS in manifest["files"]:
-                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], **manifest_identities(manifest))
+                # Rewritten without its weights: it keeps where it came from, and only an entry
+                # trained here is marked so (an import or a found entry must not come out "local").
+                origin, _ = entry_origin(manifest, key)
+                kept = None if origin == "local" else {
+                    **(manifest.get("origin") or {"source": "imported", "found_in_cache": True}), "verified": False}
+                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], origin=kept,
+                                      **manifest_identities(manifest))
             else:
                 blobs["manifest.json"] = (store.entry_dir(key) / "manifest.json").read_bytes()
             entries[key] = blobs
@@ -349,8 +369,6 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
             for name, data in sorted(entries[key].items()):
                 _add(tar, f"entries/{key}/{name}", data)
             result.exported.append(key)
-    tmp.replace(path)
-    return result
 
 
 # -- import ------------------------------------------------------------------------------------
