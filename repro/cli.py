@@ -101,13 +101,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"key": key, "cached": not trained, "metrics_recomputed": record.metrics_recomputed,
                           "config": record.config.to_dict(), "metrics": record.metrics,
-                          "provenance": record.provenance}, indent=1, sort_keys=True))
+                          "provenance": record.provenance, **_origin_fields(record)}, indent=1, sort_keys=True))
     else:
         how = "trained now" if trained else "from cache" + (
-            ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "")
+            ", metrics recomputed: the measurement code changed" if record.metrics_recomputed else "") + (
+            f"; ⚠️ {record.provenance_label}: its numbers were not measured here" if record.provenance_label else "")
         print(f"run {key[:12]}  {config.summary()}  ({how})")
         print(metrics_table(record.metrics, record.trainer_metric_names))
     return EXIT_FAILED if record.diverged else 0
+
+
+def _origin_fields(record) -> dict:  # noqa: ANN001  (a RunRecord)
+    """Where a run's numbers come from, for --json: "local" (trained by this user), "imported" or
+    "found" (in a cache this user did not fill), and whether they were measured here."""
+    return {"origin": record.origin, "verified": record.verified}
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -124,9 +131,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.json:
         print(json.dumps({"key": matches[0], "config": record.config.to_dict(), "metrics": record.metrics,
-                          "provenance": record.provenance}, indent=1, sort_keys=True))
+                          "provenance": record.provenance, **_origin_fields(record)}, indent=1, sort_keys=True))
     else:
         print(f"run {matches[0]}\n{record.config.summary()}\n")
+        if record.provenance_label:
+            print(f"⚠️ {record.provenance_label}: its numbers were not measured here\n")
         print(json.dumps(record.config.to_dict(), indent=1, sort_keys=True))
         print(metrics_table(record.metrics, record.trainer_metric_names))
         print("\nprovenance: " + ", ".join(f"{k}={v}" for k, v in sorted(record.provenance.items())))
@@ -179,6 +188,8 @@ def _selected_keys(args: argparse.Namespace, store: RunStore) -> list[str] | Non
 
 
 def _origin_label(origin: str, verified: bool) -> str:
+    if origin == "found":
+        return "not here, unverified"
     return "here" if origin == "local" else "imported" + ("" if verified else ", unverified")
 
 
@@ -206,7 +217,8 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
           + (f"; {other} trained under an older training identity (kept, never served: repro cache prune "
              "removes them)" if other else "")
           + (f"; {other_code} trained by other code with this training's semantics (served)" if other_code else "")
-          + (f"; {unverified} imported and unverified (their numbers are the archive's word)" if unverified else ""))
+          + (f"; {unverified} imported or not trained here, unverified (their numbers are someone else's word; "
+             "`repro cache verify` re-measures what has weights)" if unverified else ""))
     return 0
 
 
@@ -272,9 +284,13 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 def cmd_cache_export(args: argparse.Namespace) -> int:
     from repro.cache.archive import export_entries
 
+    out = Path(args.file)
+    if not args.file.strip() or out.name in ("", ".", "..") or out.is_dir():
+        print(f"error: cache export {args.file!r}: name the archive file to write (e.g. runs.tar.gz), not a folder",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = _store(args)
     keys = _selected_keys(args, store)
-    out = Path(args.file)
     try:
         result = export_entries(store, out, keys, weights=not args.no_weights)
     except OSError as e:
@@ -351,6 +367,8 @@ def _add_cache_commands(sub, common: argparse.ArgumentParser) -> None:
     c.add_argument("file", help="archive to write; compressed when it ends in .gz or .tgz")
     c.add_argument("claims", nargs="*", help="claim files, directories or ids whose runs to export")
     c.add_argument("--claims-dir", default="claims", help="where claim files live (default: claims/)")
+    c.add_argument("--allow-plugins", action="store_true",
+                   help="import the plug-in modules the claims folder's repro.yaml names (runs their code)")
     c.add_argument("-k", metavar="EXPR", help="only the runs of claims matching EXPR")
     c.add_argument("--tier", choices=TIERS, default=None,
                    help="only the runs of this tier (default with a selection: both)")
@@ -402,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if getattr(args, "allow_plugins", False):
+        from repro.spec.folder import ALLOW_ENV
+
+        os.environ[ALLOW_ENV] = "1"  # in the environment, so workers and pytest see the same choice
     try:
         return args.func(args)
     except SpecError as e:

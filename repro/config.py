@@ -96,7 +96,12 @@ def parse_number(value: Any, text: bool = True) -> int | float:
             raise ValueError(f"expected a number, got the text {written!r}: write the number without quotes")
     if not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        raise ValueError(f"expected a number within float range, got an integer of {len(str(abs(value)))} "
+                         "digits") from None
+    if not finite:
         raise ValueError(f"expected a finite number, got {value!r}")
     return value
 
@@ -228,6 +233,10 @@ class RunConfig:
             parts.append(f"trainer={t.trainer}")
         parts += [f"b{t.batch_size}", f"s{t.seed}"]
         return " ".join(parts)
+
+
+MAX_PHASE = 10 ** 9
+MAX_SNAPSHOTS = 100_000
 
 
 def phase_steps(train: TrainConfig, train_size: int) -> list[int]:
@@ -474,7 +483,12 @@ def _validate(c: RunConfig) -> list[ConfigError]:
     check(c.train.reference_batch_size >= 1, "train.reference_batch_size", "must be >= 1")
     check(len(c.train.phases) >= 1 and all(p > 0 for p in c.train.phases), "train.phases",
           f"must be a non-empty list of positive lengths, got {list(c.train.phases)}")
+    # Bounds far above any real run that keep arithmetic on them in float range and loops over them
+    # short: a 400-digit phase crashed the plan's cost estimate, 10**12 snapshots spun forever.
+    check(all(p <= MAX_PHASE for p in c.train.phases), "train.phases", f"each length must be at most {MAX_PHASE}")
     check(c.train.snapshots >= 1, "train.snapshots", "must be >= 1")
+    check(c.train.snapshots <= MAX_SNAPSHOTS, "train.snapshots",
+          f"must be at most {MAX_SNAPSHOTS}, got {str(c.train.snapshots)[:30]}")
     for path, seed in (("train.seed", c.train.seed), ("data.data_seed", c.data.data_seed)):
         check(0 <= seed < SEED_LIMIT, path, seed_problem(seed))
     if c.model.arch not in ARCHS:

@@ -107,9 +107,11 @@ def dry_run(specs: list[ClaimSpec], claim_paths: list[Path], tier: str, store: R
 
     import pytest
 
+    from repro.isolation import isolated_pytest_args
+
     print(f"\nchecking the claims on the dry runs (verdicts after {steps} steps mean nothing; only errors count):")
     pytest_args = [str(p) for p in claim_paths] + ["--tier", tier, "-p", "no:cacheprovider", "-q", "--no-train",
-                                                  "-o", "addopts=", "--repro-cache", str(dstore.root)]
+                                                  "--repro-cache", str(dstore.root), *isolated_pytest_args()]
     if k:
         pytest_args += ["-k", k]
     test_status = int(pytest.main(pytest_args))

@@ -277,13 +277,14 @@ NUMBERS = "numbers"
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
-    # A claim that passes on imported, unverified runs says so on its own line (-v).
-    # So does one decided on fewer seeds than a significance test needs.
+    # A claim that passes on runs not measured here says so at every verbosity: its letter is
+    # "U", not ".", and its line (-v) names them. So does one decided on fewer seeds than a
+    # significance test needs (on its -v line).
     props = dict(getattr(report, "user_properties", ()))
     notes = ([f"{props[UNVERIFIED]} runs imported, unverified"] if props.get(UNVERIFIED) else []) \
         + ([props[FEW_SEEDS]] if props.get(FEW_SEEDS) else [])
     if report.when == "call" and report.passed and notes:
-        return "passed", ".", (f"PASSED ({'; '.join(notes)})", {"yellow": True})
+        return "passed", "U" if props.get(UNVERIFIED) else ".", (f"PASSED ({'; '.join(notes)})", {"yellow": True})
     if report.when == "call" and report.passed and props.get(NUMBERS) and config.option.verbose > 0:
         return "passed", ".", (f"PASSED ({props[NUMBERS]})", {"green": True})
     return None

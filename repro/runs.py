@@ -64,12 +64,24 @@ def run_and_measure_group(
     started = time.time()
     data = load_dataset(configs[0].data, data_root).to(dev)
     every = float(os.environ.get("REPRO_CHECKPOINT_EVERY_S", "300"))
-    outcomes = train_models(configs, data, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every,
+    # A registered trainer is someone else's code holding the tensors: it gets a copy, so whatever it
+    # writes into them (a normalisation in place, a bug, a cheat) cannot change what repro measures.
+    handed = _private_copy(data) if configs[0].train.trainer is not None else data
+    outcomes = train_models(configs, handed, dev, on_step=on_step, checkpoint=checkpoint, checkpoint_every_s=every,
                             cuda_graphs=cuda_graphs, kernels=kernels)
+    del handed
     records = []
     for config, outcome in zip(configs, outcomes):
         metrics = measure_model(outcome.model, data) if outcome.diverged_at is None else {}
-        metrics["diverged_at"] = outcome.diverged_at
+        diverged_at = outcome.diverged_at
+        if outcome.execution is None and metrics and not _finite_losses(metrics):
+            # A trainer's finite weights can still compute NaN (a negative BatchNorm variance,
+            # weights near float's end): a run of repro's loop would have stopped as diverged.
+            log.warning("run %s: the weights trainer %s returned give non-finite losses (train %s, test %s); "
+                        "recorded as diverged", config.summary(), config.train.trainer, metrics.get("train_loss"),
+                        metrics.get("test_loss"))
+            metrics, diverged_at = {}, outcome.steps
+        metrics["diverged_at"] = diverged_at
         metrics["steps"] = outcome.steps
         clash = sorted(set(outcome.trainer_metrics) & set(metrics))
         if clash:
@@ -103,6 +115,21 @@ def run_and_measure_group(
         state = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
         records.append(RunRecord(config, metrics, outcome.history, provenance, state))
     return records
+
+
+def _finite_losses(metrics: dict) -> bool:
+    import math
+
+    return all(isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]) for k in ("train_loss", "test_loss")
+               if k in metrics)
+
+
+def _private_copy(data):  # noqa: ANN001, ANN202  (an ImageData, or a duck-typed one)
+    import dataclasses
+
+    fields = {name: getattr(data, name).clone() for name in ("train_x", "train_y", "test_x", "test_y")
+              if isinstance(getattr(data, name, None), torch.Tensor)}
+    return dataclasses.replace(data, **fields) if dataclasses.is_dataclass(data) else data
 
 
 # -- re-measuring stored weights (handed to the cache, which calls it when the measurement code

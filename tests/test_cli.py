@@ -174,7 +174,7 @@ def test_k_that_matches_nothing_writes_nothing_and_exits_2(tmp_path, monkeypatch
     out = tmp_path / "reports"
     out.mkdir()
     (out / "index.md").write_text("the previous report\n")
-    (out / MARKER).write_text(MARKER_TEXT)  # a report repro wrote earlier
+    (out / MARKER).write_text(MARKER_TEXT + 'files: ["index.md"]\n')  # a report repro wrote earlier
     for command in (["report", "--out", str(out)], ["plan"], ["train"], ["verify", "--out", str(out)]):
         assert main([*command, "--tier", "smoke", "-k", "nonexistnt", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err

@@ -42,7 +42,11 @@ def test_repros_own_folder_is_replaced_whole_and_marked(tmp_path, monkeypatch, c
     out = tmp_path / "reports"
     assert _report(out, tmp_path) == 0
     assert (out / MARKER).is_file() and (out / "index.md").is_file()
+    # A page an older report wrote (its marker lists it) goes; one nobody listed keeps the folder.
     (out / "stale.md").write_text("from an older report\n")
+    assert _report(out, tmp_path) == 2
+    marker = (out / MARKER).read_text()
+    (out / MARKER).write_text(marker.replace('files: ["', 'files: ["stale.md", "'))
     assert _report(out, tmp_path) == 0
     assert not (out / "stale.md").exists() and (out / MARKER).is_file()
     # No folder left aside, no temporary folder left behind.

@@ -245,7 +245,7 @@ def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):
     claims = root / "src" / "claims"
     (claims / "repro.yaml").write_text("plugins:\n" + "".join(f"  - {name}\n" for name in NAMED.split(",")))
     env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS")}
-    env.update(PYTHONPATH=str(root / "src"), REPRO_CACHE=str(root / "cache"))
+    env.update(PYTHONPATH=str(root / "src"), REPRO_CACHE=str(root / "cache"), REPRO_ALLOW_PLUGINS="1")
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "repro"), *args], cwd=root / "src", env=env, capture_output=True, text=True,

@@ -62,6 +62,7 @@ from repro.cache.store import (
     WEIGHTS,
     CacheError,
     EntryDamaged,
+    entry_origin,
     EntryNotReadableHere,
     RunStore,
     check_manifest,
@@ -176,10 +177,10 @@ def entry_infos(store: RunStore) -> list[EntryInfo]:
                 raise  # unreadable by this user: an error, not a damaged entry
             infos.append(EntryInfo(key, "?", "?", "?", False, 0, problem=str(e)))
             continue
-        origin = manifest.get("origin") or {}
+        origin, verified = entry_origin(manifest, key)
         info = EntryInfo(key, "?", manifest["training_fingerprint"], str(manifest.get("metrics_fingerprint")),
                          WEIGHTS in manifest["files"], sum(manifest["sizes"].values()),
-                         origin=origin.get("source", "local"), verified=origin.get("verified", True),
+                         origin=origin, verified=verified,
                          training_code=manifest.get("training_code"))
         try:
             record = store._read(store.entry_dir(key), key, with_weights=False, config=None)
@@ -239,9 +240,13 @@ def verify_store(store: RunStore, remeasure: Remeasure | None = None, repair: bo
         result.checked += 1
         try:
             blobs, manifest = _read_entry(store, key, with_weights=True)
-            origin = manifest.get("origin")
-            if origin and not origin["verified"]:
-                why = _verify_import(store, key, blobs, manifest, remeasure)
+            origin, verified = entry_origin(manifest, key)
+            if not verified:
+                try:
+                    why = _verify_import(store, key, blobs, manifest, remeasure)
+                except EntryDamaged as e:
+                    _mark_contradicted(store, key, blobs, manifest, str(e))
+                    raise
                 if why is None:
                     result.verified_now.append(key)
                 else:
@@ -276,10 +281,26 @@ def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest:
     if not store.writable():
         return "confirmed by re-measuring, but the cache is read-only so it stays marked unverified"
     files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | _metrics_file(metrics, record),
-                          key, metrics_fingerprint(), origin={**manifest["origin"], "verified": True, "verified_at": _now()},
+                          key, metrics_fingerprint(),
+                          # An entry found in the cache (not trained here) is from now on an import.
+                          origin={**(manifest.get("origin") or {"source": "imported", "found_in_cache": True}),
+                                  "verified": True, "verified_at": _now()},
                           **manifest_identities(manifest))
     store.put_files(key, files)
     return None
+
+
+def _mark_contradicted(store: RunStore, key: str, blobs: dict[str, bytes], manifest: dict, why: str) -> None:
+    """Record in the entry's manifest that its weights contradict its numbers, so no read serves
+    it again (it stays where it is, for its owner, until ``--repair`` moves it aside)."""
+    if not store.writable():
+        return
+    origin = {**(manifest.get("origin") or {"source": "imported", "found_in_cache": True}), "verified": False,
+              "contradicted": why[:500]}
+    files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"}, key,
+                          manifest.get("metrics_fingerprint") or metrics_fingerprint(), origin=origin,
+                          **manifest_identities(manifest))
+    store.put_files(key, files)
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -305,6 +326,17 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
     wanted = store.keys() if keys is None else list(dict.fromkeys(keys))
     mode = "w:gz" if path.name.endswith((".gz", ".tgz")) else "w"
     tmp = path.with_name(f".{path.name}.partial")
+    try:
+        _write_archive(store, tmp, mode, wanted, weights, result)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half archive left beside the one asked for
+        raise
+    tmp.replace(path)
+    return result
+
+
+def _write_archive(store: RunStore, tmp: Path, mode: str, wanted: list[str], weights: bool,
+                   result: ExportResult) -> None:
     with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
         present = [k for k in wanted if store.contains(k)]
         result.missing = [k for k in wanted if not store.contains(k)]
@@ -318,8 +350,17 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
             except EntryDamaged as e:
                 result.damaged[key] = str(e)
                 continue
+            except EntryNotReadableHere as e:
+                result.damaged[key] = f"not readable here ({e})"
+                continue
             if not weights and WEIGHTS in manifest["files"]:
-                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], **manifest_identities(manifest))
+                # Rewritten without its weights: it keeps where it came from, and only an entry
+                # trained here is marked so (an import or a found entry must not come out "local").
+                origin, _ = entry_origin(manifest, key)
+                kept = None if origin == "local" else {
+                    **(manifest.get("origin") or {"source": "imported", "found_in_cache": True}), "verified": False}
+                blobs = with_manifest(blobs, key, manifest["metrics_fingerprint"], origin=kept,
+                                      **manifest_identities(manifest))
             else:
                 blobs["manifest.json"] = (store.entry_dir(key) / "manifest.json").read_bytes()
             entries[key] = blobs
@@ -328,8 +369,6 @@ def export_entries(store: RunStore, path: Path, keys: list[str] | None = None,
             for name, data in sorted(entries[key].items()):
                 _add(tar, f"entries/{key}/{name}", data)
             result.exported.append(key)
-    tmp.replace(path)
-    return result
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -563,14 +602,29 @@ def _remeasured(store: RunStore, key: str, record: RunRecord, state: dict | None
             return record.metrics, "could not be re-measured here (device out of memory)"
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise EntryDamaged(f"its weights do not fit its config ({type(e).__name__}: {first})") from e
+    # Numbers the weights cannot give (a trainer's own, or any name the measurement code does not
+    # produce) were copied, not measured: comparing them would compare the entry with itself.
+    own = sorted(set(record.trainer_metric_names) | (set(record.metrics) - set(measure_names(measured))))
     if record.metrics_fingerprint != metrics_fingerprint():
         # Measured by other measurement code: nothing to compare with, but the numbers kept are
         # now this code's, from these weights.
-        return measured, None
-    problem = metrics_difference(record.metrics, measured)
-    if problem:
-        raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
-    return record.metrics, None
+        kept = measured
+    else:
+        problem = metrics_difference(record.metrics, measured)
+        if problem:
+            raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
+        kept = record.metrics
+    if own:
+        return kept, (f"its trainer's own metrics ({', '.join(n[:40] for n in own[:5])}) cannot be re-measured from "
+                      "its weights: they are the archive's word")
+    return kept, None
+
+
+def measure_names(measured: dict) -> set[str]:
+    """The metric names a re-measurement produced itself, not copied from the stored record."""
+    from repro.spec.metrics import RUN_METRICS
+
+    return {n for n in measured if n in RUN_METRICS or n in ("steps", "diverged_at")}
 
 
 def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = None) -> ImportResult:
@@ -595,6 +649,10 @@ def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = No
                     _import_entry(store, path, tar, key, members, scan.manifests.get(key), remeasure, result)
                 except EntryDamaged as e:
                     result.rejected[key] = str(e)
+                except EntryNotReadableHere as e:
+                    # One entry this repro cannot read (a plug-in not installed here, an older
+                    # scheme) is skipped, named; the rest of the archive goes on.
+                    result.rejected[key] = f"skipped, cannot be read here ({e}); import again once it can"
     except (OSError, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise CacheError(f"{path}: not a readable repro cache archive ({e})") from e
     return result

@@ -32,9 +32,12 @@ class RunRecord:
     # Set on read when they came from other measurement code and the reader may not measure
     # (a report, a plan): the numbers are the older code's until `repro cache verify` runs.
     metrics_stale: bool = field(default=False, compare=False)
-    # "local" (trained into some cache by this project) or "imported" (added by `repro cache import`).
+    # "local" (trained by this user: its manifest carries this user's mark, repro.cache.trained_here),
+    # "imported" (added by `repro cache import`) or "found" (in the cache, neither: a project's
+    # shipped cache, a copy by hand, an edited entry).
     origin: str = field(default="local", compare=False)
-    # False only for an imported entry whose metrics were not re-measured from its weights here.
+    # False for an imported or found entry whose metrics were not all re-measured from its
+    # weights here: its numbers are someone else's word.
     verified: bool = field(default=True, compare=False)
 
     @property
@@ -53,4 +56,6 @@ class RunRecord:
     @property
     def provenance_label(self) -> str:
         """What reports print beside the run's numbers: "" for a run trained or re-measured here."""
-        return "imported, unverified" if not self.verified else ""
+        if self.verified:
+            return ""
+        return "not trained here, unverified" if self.origin == "found" else "imported, unverified"

@@ -30,7 +30,10 @@ Every JSON file is checked before it is used: size and nesting depth before it i
 its shape (the manifest's fields, a metrics dict whose known metrics have the catalogue's types,
 dict-valued history and provenance). Entries added by ``repro cache import`` say so in their
 manifest (``origin``: imported, and whether their metrics were re-measured from their weights
-here); a read carries that into ``RunRecord.origin``/``verified``.
+here); entries this user trained carry a mark only this user's repro can make
+(``repro.cache.trained_here``); any other entry was found in the cache (a project's shipped cache,
+a copy, an edit) and is served as unverified (origin "found"). A read carries that into
+``RunRecord.origin``/``verified``.
 
 Temporary folders (``<root>/<xx>/.<key>-*``) are never entries. One left by a writer that was
 killed is removed by the next write, or by ``repro cache verify --repair``, once it is older than
@@ -73,6 +76,7 @@ from repro.cache.keys import (
     training_identity,
 )
 from repro.cache.location import default_cache_root
+from repro.cache.trained_here import MARK_FIELD, is_trained_here, trained_here_mark
 from repro.cache.record import RunRecord
 from repro.config import ConfigError, RunConfig, plugins_used, run_config_from_dict
 from repro.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
@@ -153,7 +157,10 @@ def umask() -> int:
 
 
 def _json_bytes(value: Any, indent: int | None = 1) -> bytes:
-    return json.dumps(value, indent=indent, sort_keys=True).encode()
+    try:
+        return json.dumps(value, indent=indent, sort_keys=True).encode()
+    except RecursionError:  # a trainer's history nested thousands deep
+        raise CacheError(f"a record nested deeper than {MAX_JSON_DEPTH} levels cannot be stored") from None
 
 
 def state_dict_bytes(state: dict) -> bytes:
@@ -214,7 +221,11 @@ def parse_json(data: bytes, name: str, limit: int | None = None) -> Any:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    # An integer beyond float range is no measurement: every check would have to convert it.
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, float) or abs(v) <= _FLOAT_MAX)
+
+
+_FLOAT_MAX = int(1.7976931348623157e308)
 
 
 def metrics_problem(metrics: Any) -> str | None:
@@ -233,7 +244,7 @@ def metrics_problem(metrics: Any) -> str | None:
             ok = isinstance(value, list) and all(isinstance(layer, list) and all(_is_number(v) for v in layer)
                                                  for layer in value)
         else:
-            ok = value is None or isinstance(value, (bool, int, float))
+            ok = value is None or isinstance(value, bool) or _is_number(value)
         if not ok:
             return f"metrics.json: {name} is {type(value).__name__} {str(value)[:40]!r}, not {metric.shape}"
     return None
@@ -252,7 +263,12 @@ def entry_files(record: RunRecord, key: str, with_weights: bool = True,
     }
     if with_weights and record.state_dict is not None:
         files[WEIGHTS] = state_dict_bytes(record.state_dict)
-    origin = None if record.origin == "local" else {"source": record.origin, "verified": record.verified}
+    if record.origin == "local":
+        origin = None
+    elif record.origin == "found":  # rewritten here (metrics refreshed): still not trained here
+        origin = {"source": "imported", "verified": record.verified, "found_in_cache": True}
+    else:
+        origin = {"source": record.origin, "verified": record.verified}
     if identities is None:
         identities = {"plugins": plugin_identity(record.config)}
     return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint(), origin=origin,
@@ -263,7 +279,8 @@ def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
                   training_fp: str | None = None, origin: dict | None = None, plugins: str | None = None,
                   training_code: str | None = None) -> dict[str, bytes]:
     """``files`` with a manifest for them; ``origin`` ({"source": "imported", "verified": bool,
-    ...}) marks an imported entry (absent: trained into this cache).
+    ...}) marks an imported entry; without it the entry is one trained here, and the manifest
+    gets this user's mark (``repro.cache.trained_here``).
 
     ``training_fingerprint`` in the manifest is the training identity the key was computed under
     (``keys.training_identity``; entries of older repros: the code fingerprint they were keyed
@@ -285,6 +302,10 @@ def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
         manifest["plugins"] = plugins
     if origin is not None:
         manifest["origin"] = origin
+    else:
+        mark = trained_here_mark(key, manifest["files"])
+        if mark is not None:
+            manifest[MARK_FIELD] = mark
     return {**files, "manifest.json": _json_bytes(manifest)}
 
 
@@ -318,13 +339,16 @@ def check_manifest(manifest: Any, key: str) -> dict:
         raise EntryDamaged("manifest.json: training_fingerprint is not a string")
     if not isinstance(manifest.get("metrics_fingerprint"), (str, type(None))):
         raise EntryDamaged("manifest.json: metrics_fingerprint is not a string")
-    for name in ("plugins", "training_code"):
+    for name in ("plugins", "training_code", MARK_FIELD):
         if not isinstance(manifest.get(name), (str, type(None))):
             raise EntryDamaged(f"manifest.json: {name} is not a string")
     origin = manifest.get("origin")
     if origin is not None and not (isinstance(origin, dict) and origin.get("source") == "imported"
                                    and isinstance(origin.get("verified"), bool)):
         raise EntryDamaged("manifest.json: origin must be {source: imported, verified: true|false}")
+    if origin is not None and origin.get("contradicted"):
+        # `repro cache verify` measured its weights and they contradict its numbers.
+        raise EntryDamaged(f"its numbers were contradicted by its weights ({str(origin['contradicted'])[:200]})")
     return manifest
 
 
@@ -359,10 +383,20 @@ def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
         raise EntryDamaged("config.json does not belong to this key")
     if config is not None and stored != config:
         raise EntryDamaged("config.json is not the requested config")
-    origin = manifest.get("origin")
+    origin, verified = entry_origin(manifest, key)
     return RunRecord(stored, parsed["metrics.json"], parsed["history.json"], parsed["provenance.json"],
-                     None, manifest.get("metrics_fingerprint"),
-                     origin=origin["source"] if origin else "local", verified=origin["verified"] if origin else True)
+                     None, manifest.get("metrics_fingerprint"), origin=origin, verified=verified)
+
+
+def entry_origin(manifest: dict, key: str) -> tuple[str, bool]:
+    """(origin, verified) of a checked manifest: "imported" as its origin says, "local" when it
+    carries this user's trained-here mark, else "found" and unverified."""
+    origin = manifest.get("origin")
+    if origin:
+        return origin["source"], origin["verified"]
+    if is_trained_here(manifest, key):
+        return "local", True
+    return "found", False
 
 
 class RunStore:
@@ -492,6 +526,7 @@ class RunStore:
         with self.lock(key):
             if not replace and self.contains(key):
                 return None
+            _refuse_unreadable(key, files)
             try:
                 self.remove_stale_temporaries()
             except CacheError as e:  # a shard this user cannot read: not a reason to refuse the write
@@ -664,7 +699,9 @@ class RunStore:
                     time.perf_counter() - started)
         fresh = RunRecord(record.config, metrics, record.history, record.provenance,
                           full.state_dict if with_weights else None, now, metrics_recomputed=True,
-                          origin=record.origin, verified=True)
+                          # Every metric of repro's is measured here now; a trainer's own numbers
+                          # cannot be, so they stay on the word of whoever wrote the entry.
+                          origin=record.origin, verified=record.verified or not record.trainer_metric_names)
         if self.writable():
             manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
             files = entry_files(_with_state(fresh, full.state_dict), key, identities=manifest_identities(manifest))
@@ -720,6 +757,19 @@ class RunStore:
         except OSError as e:
             raise CacheError(f"could not move cache entry {entry} aside to {target}: {e}") from e
         return target
+
+
+def _refuse_unreadable(key: str, files: dict[str, bytes]) -> None:
+    """Refuse to store what a read would refuse (a file over its size limit, JSON nested deeper
+    than a read parses): stored, it would be judged damaged on every read and trained again."""
+    for name, data in files.items():
+        limit = SIZE_LIMITS.get(name)
+        if limit is not None and len(data) > limit:
+            raise CacheError(f"run {key[:12]} cannot be stored: its {name} has {len(data)} bytes, more than the "
+                             f"{limit} a cache entry may hold (a trainer's history too large?)")
+        if name.endswith(".json") and json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise CacheError(f"run {key[:12]} cannot be stored: its {name} nests deeper than {MAX_JSON_DEPTH} "
+                             "levels, more than a cache entry may (a trainer's history nested too deep?)")
 
 
 def _with_state(record: RunRecord, state: dict | None) -> RunRecord:

@@ -61,7 +61,9 @@ def failed_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
     return f"run {first.key[:12]} ({first.run}) failed: {first.reason}{more}"
 
 
-def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observations:
+def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore", unverified: set[str] | None = None) -> Observations:
+    """The tier's observations, read from the store as the checks ask; the keys of runs read
+    whose numbers were not measured here are added to ``unverified``."""
     from repro.cache import run_key
 
     t = spec.tier(tier)
@@ -78,6 +80,8 @@ def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore") -> Observat
             if key not in cache:
                 record = store.get(key)
                 cache[key] = record.metrics if record is not None else None
+                if record is not None and not record.verified and unverified is not None:
+                    unverified.add(key)
             out.append(cache[key])
         return out
 
@@ -94,5 +98,8 @@ def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
         return Verdict(spec.id, tier, ERROR, failed)
     if missing:
         return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} (repro train computes them)")
-    results = check_claim_tier(t.checks, tier_observations(spec, tier, store))
-    return Verdict.from_checks(spec.id, tier, results)
+    unverified: set[str] = set()
+    results = check_claim_tier(t.checks, tier_observations(spec, tier, store, unverified))
+    verdict = Verdict.from_checks(spec.id, tier, results)
+    verdict.unverified = len(unverified)
+    return verdict

@@ -38,7 +38,12 @@ class NonFinite(ValueError):
 
 def finite_number(x: Any) -> bool:
     """A real number that is neither NaN nor infinite (booleans are not numbers here)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer beyond float range: no number a check can compare
+        return False
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,10 @@ class Verdict:
     status: str
     reason: str = ""
     checks: list[CheckResult] = field(default_factory=list)
+    # Runs whose numbers the checks read that were not trained or re-measured here (an import
+    # without weights or data, an entry found in a cache this user did not fill): the verdict
+    # rests on someone else's word and says so wherever it is read (``unverified_note``).
+    unverified: int = 0
 
     @classmethod
     def from_checks(cls, claim_id: str, tier: str, checks: list[CheckResult]) -> "Verdict":
@@ -281,6 +290,13 @@ class Verdict:
             return ""
         return f"decided on {n} seed{'s' if n != 1 else ''}: fewer than {TEST_SEEDS}, so no significance test"
 
+    def unverified_note(self) -> str:
+        """"on N unverified runs" when the verdict rests on numbers not measured here, else ""."""
+        if not self.unverified or self.status == NOT_RUN:
+            return ""
+        return f"on {self.unverified} unverified run{'s' if self.unverified != 1 else ''}: numbers not measured here"
+
     def to_dict(self) -> dict:
         return {"claim_id": self.claim_id, "tier": self.tier, "status": self.status,
-                "reason": self.reason, "checks": [c.to_dict() for c in self.checks]}
+                "reason": self.reason, "unverified_runs": self.unverified,
+                "checks": [c.to_dict() for c in self.checks]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import pkgutil
 import shutil
@@ -21,8 +22,10 @@ from importlib import metadata
 from pathlib import Path
 
 from repro.config import RunConfig
-from repro.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, kind_of
+from repro.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, kind_of
 from repro.plan import machine_name
+
+log = logging.getLogger(__name__)
 
 RECORD_FILE = "gpu-check.json"
 
@@ -86,11 +89,45 @@ def read_record(cache_root: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        # Fail closed: a record that cannot be read cannot say a feature is safe.
-        raise CheckRecordError(f"{path}: unreadable gpu-check record ({e}); delete it and run `repro gpu-check`")
-    if not isinstance(raw, dict):
-        raise CheckRecordError(f"{path}: not a gpu-check record (a {type(raw).__name__}, expected an object)")
+        raw = None
+        problem = f"unreadable: {str(e)[:120]}"
+    else:
+        problem = record_problem(raw)
+    if problem:
+        # The record lives in the cache root, which a project or a shared cache may ship: a bad
+        # one is ignored (the check runs again when a tier needs it) rather than trusted or fatal.
+        log.warning("%s: ignored, not a gpu-check record repro wrote (%s); `repro gpu-check` writes a new one",
+                    path, problem)
+        return {}
     return raw
+
+
+def record_problem(raw: object) -> str | None:
+    """What makes ``raw`` no gpu-check record, or None: machine id -> {complete: bool, kinds:
+    {kind id -> {dataset, arch, precision: strings, switched_off: {known feature: reason}}}}."""
+    if not isinstance(raw, dict):
+        return f"a {type(raw).__name__}, expected an object"
+    for machine, entry in raw.items():
+        if not isinstance(entry, dict):
+            return f"{machine[:60]}: a {type(entry).__name__}, expected an object"
+        if not isinstance(entry.get("complete"), bool):
+            return f"{machine[:60]}.complete: {str(entry.get('complete'))[:20]!r} is not true or false"
+        kinds = entry.get("kinds")
+        if not isinstance(kinds, dict):
+            return f"{machine[:60]}.kinds: expected an object"
+        for kid, kind in kinds.items():
+            where = f"{machine[:60]}.kinds.{kid[:60]}"
+            if not isinstance(kind, dict) or not all(isinstance(kind.get(f), str) for f in ("dataset", "arch", "precision")):
+                return f"{where}: expected dataset, arch and precision"
+            off = kind.get("switched_off", {})
+            if not isinstance(off, dict):
+                return f"{where}.switched_off: expected an object"
+            for feature, why in off.items():
+                if feature not in FEATURES:
+                    return f"{where}.switched_off: unknown feature {feature[:40]!r}; known: {', '.join(FEATURES)}"
+                if not isinstance(why, str) or not why.strip():
+                    return f"{where}.switched_off.{feature}: expected the reason it was switched off"
+    return None
 
 
 class CheckRecordError(RuntimeError):

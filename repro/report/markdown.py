@@ -191,8 +191,8 @@ def verdict_text(verdict: Verdict) -> str:
         reason = reason[len(verdict.status) + 2:]
     if verdict.status != REPRODUCED and reason:
         status += f": {reason}"
-    note = verdict.seeds_note()
-    return status + (f" ({note})" if note else "")
+    notes = [n for n in (verdict.unverified_note(), verdict.seeds_note()) if n]
+    return (f"⚠️ {status}" if verdict.unverified_note() else status) + "".join(f" ({n})" for n in notes)
 
 
 def short_reason(text: str) -> str:
@@ -361,13 +361,19 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
                          + (f"  \n  {line}" if line else ""))
         return parts
     parts = ["## Checks\n"]
+    # The checks read the same runs as the verdict: numbers not measured here are marked on each.
+    mark = "⚠️ " if verdict.unverified_note() else ""
     for c, check in zip(verdict.checks, tier.checks):
         line = check_paper_line(spec, tier, check, with_paper)
-        parts.append(f"- **{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+        parts.append(f"- {mark}**{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
                      + (f"  \n  {line}" if line else ""))
     note = verdict.seeds_note()
     if note:
         parts.append(f"\nThis verdict was {note}: where a side had fewer seeds, the margin or tolerance alone decided.")
+    if mark:
+        parts.append(f"\n⚠️ These checks read runs whose numbers were not measured here ({verdict.unverified_note()}): "
+                     "imported without re-measuring, or found in a cache this user did not train. "
+                     "`repro cache verify` re-measures those with weights and data.")
     return parts
 
 

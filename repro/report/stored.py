@@ -37,6 +37,7 @@ from repro.cache.provenance import stand_in
 from repro.cache.store import JSON_FILES, EntryDamaged, check_manifest, metrics_problem, parse_json, sha256
 from repro.config import ConfigError, run_config_from_dict
 from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, add_named
+from repro.spec.folder import plugins_allowed
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class ReadWithoutPlugins:
 
 def _loads_here(entry_point: str) -> bool:
     module, _, attribute = entry_point.partition(":")
+    if not plugins_allowed() and module not in sys.modules:
+        # Trying would run the module's code: without the user's leave, the stand-in reads its runs.
+        return False
     try:
         return isinstance(getattr(importlib.import_module(module), attribute, None),
                           (ModelPlugin, DatasetPlugin, TrainerPlugin))

@@ -11,19 +11,33 @@ a package under development). Strict like every other file: unknown keys, names 
 "module:attribute", a module that cannot be imported and an attribute that is missing or is no
 plug-in declaration are ``file:line`` errors of repro.yaml, not of the claims whose configs name
 the plug-in (which would blame a claim's line for another file's mistake).
+
+Importing a module runs its code, and a claims folder often comes from someone else (a clone, a
+download). So the names a folder lists are imported only when the user asks for it:
+``--allow-plugins`` on the command line, or ``REPRO_ALLOW_PLUGINS=1`` in the environment (which
+worker processes and ``pytest`` inherit). Without it, reading the folder (validate, plan, report,
+verify) imports nothing it names and says so once; its configs that use those plug-ins are then
+invalid ("unknown architecture"). Plug-ins installed with entry points, or named by the user in
+``$REPRO_PLUGINS``, are the user's own choice and need no permission.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import os
 import re
 from pathlib import Path
 
 from repro.spec.parsing import Problems
 from repro.spec.source import SpecError, load_source
 
+log = logging.getLogger(__name__)
+
 FOLDER_FILE = "repro.yaml"
+# Set to 1 (by ``--allow-plugins`` or by the user) to import the plug-ins claims folders name.
+ALLOW_ENV = "REPRO_ALLOW_PLUGINS"
 FOLDER_KEYS = ("plugins",)
 _MODULE_ATTRIBUTE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
@@ -49,7 +63,8 @@ def folder_plugins(folder: Path) -> tuple[str, ...]:
                     errs.add(f"plugins[{i}]", f"expected \"module:attribute\" (e.g. mypkg.models:mlp), got {name!r}")
                 elif _stand_in_without(name):
                     continue  # read from stored runs, none of which used it: as if not named
-                elif (problem := loading_problem(name)) is not None:
+                elif plugins_allowed() and (problem := loading_problem(name)) is not None:
+                    # Checked by importing it, so only where the user allowed the folder's code to run.
                     errs.add(f"plugins[{i}]", problem)
                 else:
                     plugins.append(name)
@@ -98,9 +113,26 @@ def loading_problem(name: str) -> str | None:
     return None
 
 
+def plugins_allowed() -> bool:
+    return os.environ.get(ALLOW_ENV, "") == "1"
+
+
+# Folders whose withheld plug-ins were already announced: one line per folder and process.
+_announced: set[Path] = set()
+
+
 def use_folder_plugins(folder: Path) -> None:
     names = folder_plugins(folder)
-    if names:
-        from repro.plugins import add_named
+    if not names:
+        return
+    if not plugins_allowed():
+        where = Path(folder).resolve()
+        if where not in _announced:
+            _announced.add(where)
+            log.warning("%s names plug-ins (%s): not imported, since importing runs their code; repro imports "
+                        "the plug-ins a claims folder names only with --allow-plugins (or %s=1)",
+                        Path(folder) / FOLDER_FILE, ", ".join(names), ALLOW_ENV)
+        return
+    from repro.plugins import add_named
 
-        add_named(names)
+    add_named(names)

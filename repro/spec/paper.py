@@ -15,7 +15,10 @@ Out: ``PaperSpec`` (title, authors, venue, documents by the name readers know th
 cite a document by that name; ``repro validate`` rejects any other name (with a did-you-mean),
 and the reports take their titles from the description. A document's ``text`` is a path relative
 to this file, ``~`` and ``$VARS`` expanded; it is optional because such a copy is rarely part of
-the repository (``Document.text_path`` is None when it is not given or not there).
+the repository (``Document.text_path`` is None when it is not given or not there). A claims folder
+may come from someone else, so the copy is read only inside the folder, or wherever a ``$REPRO_*``
+variable of the user's own environment points (``$REPRO_PAPERS/main.txt``), and only its first
+``TEXT_LIMIT`` bytes: a path to any other file of the user's is not opened.
 
 The file is also the marker of a claims folder: the pytest plugin collects the ``*.yaml`` of a
 folder as claims only when the folder holds one (or when the files are named on the command line).
@@ -23,6 +26,7 @@ folder as claims only when the folder holds one (or when the files are named on 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +34,11 @@ from pathlib import Path
 
 from repro.config import unknown_name_message
 from repro.spec.source import SpecError, SpecProblem, display_path, load_source
+
+log = logging.getLogger(__name__)
+
+# A paper's plain text is a few hundred KB; a copy is read no further than this.
+TEXT_LIMIT = 16 << 20
 
 PAPER_FILE = "paper.yaml"
 PAPER_KEYS = {"title", "authors", "venue", "documents"}
@@ -56,13 +65,19 @@ class Document:
     base: Path  # folder of the paper description: `text` is relative to it
 
     def text_path(self) -> Path | None:
-        """The plain-text copy, if one is given and exists on this machine."""
+        """The plain-text copy, if one is given, exists on this machine and is a place a claims
+        folder may point to (inside it, or under a ``$REPRO_*`` variable the user set)."""
         if not self.text:
             return None
         expanded = os.path.expandvars(os.path.expanduser(self.text))
         if "$" in expanded:  # an unset variable: no copy on this machine
             return None
         path = self.base / expanded
+        users_own = re.match(r"^\$\{?REPRO_[A-Za-z0-9_]*", self.text) is not None
+        if not users_own and self.base.resolve() not in path.resolve().parents:
+            log.warning("the text of %s (%s) is outside the claims folder %s: not read (a $REPRO_... variable of "
+                        "yours may point outside it)", self.id, self.text, self.base)
+            return None
         return path if path.is_file() else None
 
     def absent_citations(self, where: str) -> list[str] | None:
@@ -74,7 +89,8 @@ class Document:
         path = self.text_path()
         if path is None:
             return None
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            text = f.read(TEXT_LIMIT).decode("utf-8", errors="replace")
         return [c for c in cited(where) if not re.search(rf"^\s*{c}\b", text, re.MULTILINE)]
 
 

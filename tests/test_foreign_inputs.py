@@ -1,0 +1,534 @@
+"""What a user gets from someone else: a claims folder, a project with its own cache, a folder
+that claims to be a report. Nothing from elsewhere runs code, passes for trained here, or costs a
+user's file unless the user said so.
+
+The claims folder is the one-claim `tiny` folder of tests/test_outside.py (10 steps of a
+width-0.125 BasicNet on digits). Commands run in process through ``repro.cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from repro.cli import main
+from tests.test_outside import BASE, CLAIM, PAPER
+
+# A module that leaves a file behind when it is imported: the proof that code ran.
+EVIL = """\
+from pathlib import Path
+Path({flag!r}).write_text("imported")
+"""
+
+
+def tiny_claims(folder: Path, check: str | None = None) -> Path:
+    (folder / "_bases").mkdir(parents=True)
+    (folder / "_bases" / "tiny.yaml").write_text(BASE)
+    (folder / "paper.yaml").write_text(PAPER)
+    claim = CLAIM if check is None else CLAIM.replace(
+        "- {kind: distribution, a: {run: adam_l2, metric: test_error}, min: 0, max: 100}", check)
+    (folder / "tiny.yaml").write_text(claim)
+    return folder
+
+
+# --- a claims folder's plug-ins and conftest ---------------------------------------------------------
+
+@pytest.fixture
+def hostile_folder(tmp_path, monkeypatch):
+    """A claims folder whose repro.yaml names a module it ships, importable (the README's
+    `PYTHONPATH=.`), with a claim whose base needs the plug-in, and a conftest.py; each writes a
+    flag file when it runs."""
+    claims = tiny_claims(tmp_path / "claims")
+    flag = tmp_path / "imported.flag"
+    (tmp_path / "evilmod.py").write_text(EVIL.format(flag=str(flag)))
+    (claims / "conftest.py").write_text(EVIL.format(flag=str(tmp_path / "conftest.flag")))
+    (claims / "repro.yaml").write_text("plugins: [evilmod:evilnet]\n")
+    (claims / "_bases" / "evil.yaml").write_text(BASE.replace("arch: basicnet", "arch: evilnet"))
+    (claims / "evil.yaml").write_text(CLAIM.replace("id: tiny-trains", "id: evil-trains")
+                                      .replace("_bases/tiny.yaml", "_bases/evil.yaml"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("REPRO_ALLOW_PLUGINS", raising=False)
+    monkeypatch.delenv("REPRO_PLUGINS", raising=False)
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    yield claims, flag
+
+
+def test_reading_a_claims_folder_imports_nothing_it_names(hostile_folder, capsys, caplog):
+    claims, flag = hostile_folder
+    assert main(["validate", "--claims-dir", str(claims)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "unknown architecture 'evilnet'" in out.err
+    assert "names plug-ins (evilmod:evilnet): not imported" in caplog.text
+    assert "--allow-plugins" in caplog.text
+    assert main(["plan", "--claims-dir", str(claims), "-k", "tiny"]) in (0, 2)
+    assert main(["report", "--claims-dir", str(claims), "-k", "tiny", "--out", "rep"]) in (0, 2)
+    assert not flag.exists(), "a module named by the claims folder was imported without the user's consent"
+
+
+def test_allow_plugins_imports_them(hostile_folder, capsys):
+    claims, flag = hostile_folder
+    main(["validate", "--claims-dir", str(claims), "--allow-plugins"])
+    assert flag.exists()
+
+
+def test_verify_does_not_run_the_folders_conftest_or_ini(hostile_folder, capsys):
+    claims, flag = hostile_folder
+    (claims / "evil.yaml").unlink()
+    (claims / "repro.yaml").unlink()
+    # An ini file above the claims that would add an option pytest fails on, were it read.
+    (claims.parent / "pytest.ini").write_text("[pytest]\nrequired_plugins = no-such-plugin-anywhere\n")
+    rc = main(["verify", "--claims-dir", str(claims), "--out", "rep", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out[-2000:] + out.err[-2000:]
+    assert not (claims.parent / "conftest.flag").exists()
+
+
+# --- report folders ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """proj/ with claims, a cache and the user's notes; an empty `.repro-report` planted in it."""
+    proj = tmp_path / "proj"
+    tiny_claims(proj / "claims")
+    (proj / "cache").mkdir()
+    (proj / "NOTES.md").write_text("notes\n")
+    (proj / ".repro-report").write_text("")
+    monkeypatch.delenv("REPRO_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return proj
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("out", ["proj", "proj/claims", "proj/cache", ".", "home"])
+def test_a_planted_marker_never_costs_a_file(project, capsys, out, monkeypatch):
+    if out == "home":
+        monkeypatch.setenv("HOME", str(project))
+        (project / "claims" / ".repro-report").write_text("")
+        out = str(project)
+    before = _files(project)
+    rc = main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert _files(project) == before
+
+
+def test_the_claims_folder_the_cache_and_the_current_folder_are_refused_outright(project, capsys, monkeypatch):
+    # Even without anything else in them: a marker that lists everything proves nothing here.
+    for out, what in [("proj/claims", "the claims folder"), ("proj/cache", "the run cache"), (".", "the current folder")]:
+        rc = main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
+        err = capsys.readouterr().err
+        assert rc == 2 and what in err, err
+
+
+def test_a_marker_copied_into_a_users_folder_does_not_make_it_repros(project, tmp_path, capsys):
+    (project / ".repro-report").unlink()
+    (project / "NOTES.md").unlink()
+    rep = tmp_path / "rep"
+    assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(rep)]) == 0
+    mine = tmp_path / "mynotes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work\n")
+    (mine / ".repro-report").write_text((rep / ".repro-report").read_text())
+    capsys.readouterr()
+    assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(mine)]) == 2
+    assert "thesis.tex" in capsys.readouterr().err and (mine / "thesis.tex").read_text() == "months of work\n"
+    # repro's own folder is still replaced.
+    assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(rep)]) == 0
+
+
+# --- caches this user did not fill, and numbers not measured here -----------------------------------
+
+ZERO = "- {kind: value, a: adam_l2, metric: test_error, expected: 0, tolerance: 1}"
+
+
+def _recompute_manifest(entry: Path) -> None:
+    """What a forger does after editing a file: new checksums and sizes in the manifest (the
+    trained-here mark, if any, is kept as it was: a forger cannot make a new one)."""
+    import hashlib
+
+    manifest = json.loads((entry / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (entry / name).read_bytes()
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+        manifest["sizes"][name] = len(data)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory) -> Path:
+    """A cache holding the tiny claim's one run, trained here (about 10 s)."""
+    root = tmp_path_factory.mktemp("trained")
+    claims = tiny_claims(root / "claims")
+    cache = root / "cache"
+    assert main(["train", "--claims-dir", str(claims), "--cache-dir", str(cache), "--device", "cpu"]) == 0
+    return cache
+
+
+@pytest.fixture
+def shipped_project(tmp_path, trained_cache, monkeypatch):
+    """proj/ as someone else ships it: the `zero` claim (test error 0, which the real run does not
+    reach) and .cache/runs holding its run with test_error edited to 0, manifest recomputed."""
+    proj = tmp_path / "proj"
+    tiny_claims(proj / "claims", check=ZERO)
+    import shutil
+
+    shutil.copytree(trained_cache, proj / ".cache" / "runs", ignore=shutil.ignore_patterns("locks"))
+    (entry,) = [p for p in (proj / ".cache" / "runs").glob("??/*") if p.is_dir()]
+    metrics = json.loads((entry / "metrics.json").read_text())
+    metrics["test_error"] = 0.0
+    (entry / "metrics.json").write_text(json.dumps(metrics))
+    _recompute_manifest(entry)
+    for name in ("REPRO_CACHE", "REPRO_PLUGINS", "REPRO_ALLOW_PLUGINS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(proj)
+    return proj, entry.name
+
+
+def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, capsys):
+    proj, key = shipped_project
+    assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
+    out = capsys.readouterr().out
+    assert "1 reproduced (1 of them on unverified runs" in out
+    index = (proj / "rep" / "index.md").read_text()
+    page = (proj / "rep" / "tiny-trains.md").read_text()
+    assert "⚠️ ✅ reproduced (on 1 unverified run" in index
+    assert "**Verdict (smoke tier): ⚠️ ✅ reproduced (on 1 unverified run" in page
+    assert "- ⚠️ **reproduced** —" in page and "These checks read runs whose numbers were not measured here" in page
+    assert "not trained here, unverified" in (proj / "rep" / "runs.md").read_text()
+    # cache ls never says "here" for it.
+    assert main(["cache", "ls", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "found" and listed["verified"] is False
+    assert main(["cache", "ls"]) == 0
+    assert "not here, unverified" in capsys.readouterr().out
+    assert main(["show", key[:12], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["origin"] == "found" and shown["verified"] is False
+    # verify does not succeed on it, and says why; the user may accept it.
+    assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "1 claim(s) reproduced only on unverified runs" in err and "Traceback" not in err
+    assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu", "--allow-unverified"]) == 0
+    capsys.readouterr()
+    # `repro cache verify` re-measures it from its weights and finds the edit.
+    assert main(["cache", "verify", "--device", "cpu"]) == 1
+    found = capsys.readouterr()
+    assert "metrics.json does not match its weights (test_error: stored 0.0" in found.out + found.err
+
+
+def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(trained_cache, tmp_path, monkeypatch,
+                                                                             capsys):
+    import shutil
+
+    shutil.copytree(trained_cache, tmp_path / "copy")
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "local" and listed["verified"] is True
+    # Another user (another key): the same untouched entry is not theirs.
+    monkeypatch.setenv("REPRO_TRAINED_HERE_KEY", str(tmp_path / "other.key"))
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "found" and listed["verified"] is False
+    # Re-measured from its weights by `repro cache verify`, it is confirmed (an import, verified).
+    assert main(["cache", "verify", "--device", "cpu", "--cache-dir", str(tmp_path / "copy")]) == 0
+    assert "re-measured from its weights and confirmed" in capsys.readouterr().out
+    assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["origin"] == "imported" and listed["verified"] is True
+
+
+def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
+    from repro.cache import RunStore
+    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+    from repro.runs import run_and_measure
+
+    record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
+    # The archive claims a number the weights cannot give, listed as a trainer's own.
+    record.provenance = {**record.provenance, "trainer": {"name": "fit", "metrics": ["acc"]}}
+    key, files = forged(record, acc=99.5)
+    rc, out, err = import_cli(archive_of(tmp_path / "a.tar", {key: files}), tmp_path / "cache", capsys)
+    assert rc == 0 and "Traceback" not in err
+    assert "0 re-measured from their weights and confirmed" in out
+    assert "trainer's own metrics (acc) cannot be re-measured" in out
+    assert RunStore(tmp_path / "cache").get(key).verified is False
+
+
+# --- the gpu-check record: data in the cache root, checked for shape on every read ------------------
+
+def _kind(**off):
+    return {"dataset": "digits", "arch": "basicnet", "precision": "fp32", "switched_off": off}
+
+
+@pytest.mark.parametrize("record", [
+    "{not json",
+    {"MACHINE": {"complete": "false", "kinds": {}}},
+    {"MACHINE": {"complete": True}},
+    {"MACHINE": {"complete": True, "kinds": {"k": _kind(bogus="why")}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": {**_kind(), "switched_off": ["kernels"]}}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": {"switched_off": {}}}}},
+    {"MACHINE": {"complete": True, "kinds": {"k": _kind(resume="")}}},
+    ["a list"],
+])
+def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path, caplog):
+    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here, read_record
+
+    machine = MachineKey.here("cpu").id
+    text = record if isinstance(record, str) else json.dumps(record).replace("MACHINE", machine)
+    (tmp_path / RECORD_FILE).write_text(text)
+    assert read_record(tmp_path) == {}
+    assert passed_here(tmp_path, "cpu") is None  # never "already done" on a record that says nothing
+    assert SwitchedOff.load(tmp_path, "cpu").kinds == {}
+    assert "ignored, not a gpu-check record repro wrote" in caplog.text
+
+
+def test_a_well_formed_gpu_check_record_is_read(tmp_path):
+    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here
+
+    machine = MachineKey.here("cpu").id
+    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
+    assert passed_here(tmp_path, "cpu") is not None
+    assert SwitchedOff.load(tmp_path, "cpu").kinds == {"k": {"kernels": "off"}}
+
+
+# --- numbers beyond float range, and export to no file -----------------------------------------------
+
+HUGE = 10 ** 400
+
+
+def test_an_integer_beyond_float_range_is_no_number_anywhere():
+    from repro.cache.store import metrics_problem
+    from repro.check.verdict import finite_number
+
+    assert finite_number(HUGE) is False and finite_number(-HUGE) is False and finite_number(3) is True
+    assert "test_error is int" in metrics_problem({"test_error": HUGE})
+    assert "layer_sparsity_gamma" in metrics_problem({"layer_sparsity_gamma": [1.0, HUGE]})
+    assert metrics_problem({"test_error": 5, "steps": 10}) is None
+
+
+@pytest.mark.parametrize("field", ["expected", "tolerance"])
+def test_validate_refuses_an_integer_beyond_float_range_with_file_and_line(tmp_path, monkeypatch, capsys, field):
+    check = ZERO.replace("expected: 0", f"expected: {HUGE}" if field == "expected" else "expected: 0") \
+        .replace("tolerance: 1", f"tolerance: {HUGE}" if field == "tolerance" else "tolerance: 1")
+    claims = tiny_claims(tmp_path / "claims", check=check)
+    assert main(["validate", "--claims-dir", str(claims)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "tiny.yaml:" in err and "within float range" in err
+
+
+@pytest.mark.parametrize("target", ["", "/", "."])
+def test_cache_export_to_no_file_is_a_clear_error(target, tmp_path, capsys):
+    assert main(["cache", "export", target, "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "name the archive file to write" in err and "Traceback" not in err
+
+
+def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, capsys):
+    import hashlib
+
+    from repro.cache import RunStore
+    from repro.runs import run_and_measure
+    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+
+    record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
+    key, genuine = forged(record)
+    plugin_key, plugin_files = forged(record)
+    config = json.loads(plugin_files["config.json"])
+    config["train"]["trainer"] = "nosuchtrainer"
+    plugin_files["config.json"] = json.dumps(config).encode()
+    manifest = json.loads(plugin_files["manifest.json"])
+    manifest["files"]["config.json"] = hashlib.sha256(plugin_files["config.json"]).hexdigest()
+    manifest["sizes"]["config.json"] = len(plugin_files["config.json"])
+    fake_key = "0" * 64
+    manifest["key"] = fake_key
+    plugin_files["manifest.json"] = json.dumps(manifest).encode()
+    archive = archive_of(tmp_path / "a.tar", {fake_key: plugin_files, key: genuine})
+    rc, out, err = import_cli(archive, tmp_path / "cache", capsys)
+    assert "Traceback" not in err and f"rejected {fake_key}: skipped, cannot be read here" in err, err
+    assert rc == 1 and RunStore(tmp_path / "cache").keys() == [key]
+
+
+def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_project, capsys, caplog):
+    proj, key = shipped_project
+    assert main(["cache", "verify", "--device", "cpu"]) == 1
+    capsys.readouterr()
+    # Without --repair it stays where it is, but no read serves it: the claim is not run.
+    assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
+    assert "1 not run" in capsys.readouterr().out
+    assert "its numbers were contradicted by its weights" in caplog.text
+    assert main(["show", key[:12], "--json"]) == 1
+    assert "is damaged" in capsys.readouterr().err
+    assert main(["cache", "verify", "--repair", "--device", "cpu"]) == 1
+    capsys.readouterr()
+    assert main(["cache", "ls", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("depth", [32, 100_000])
+def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(depth, tmp_path):
+    from repro.cache import RunRecord, RunStore, run_key
+    from repro.cache.store import CacheError
+    from tests.test_archive_hostile import config_from
+
+    config = config_from(tmp_path / "run.yaml")
+    deep: object = 1.0
+    for _ in range(depth):
+        deep = [deep]
+    store = RunStore(tmp_path / "cache")
+    record = RunRecord(config, {"test_error": 1.0, "steps": 25, "diverged_at": None}, {"loss": deep}, {})
+    with pytest.raises(CacheError, match="deeper than 32 levels"):
+        store.put(run_key(config), record)
+    assert store.keys() == []
+    # Within the limits the same record is stored and read back.
+    store.put(run_key(config), RunRecord(config, record.metrics, {"loss": [[1.0]]}, {}))
+    assert store.get(run_key(config)) is not None
+
+
+CHEAT = """\
+import torch
+from repro.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    with torch.no_grad():
+        predictions = run.model.eval()(run.data.test_x).argmax(1)
+    run.data.test_y.copy_(predictions)  # in place: the labels now agree with the model
+    return TrainerResult(state_dict=run.model.state_dict())
+
+
+cheat = TrainerPlugin(name="cheat", train=train)
+"""
+
+
+def test_a_trainer_writing_into_its_data_does_not_change_what_repro_measures(tmp_path, monkeypatch):
+    import sys
+
+    from repro import plugins
+    from repro.config import run_config_from_dict
+    from repro.runs import run_and_measure
+
+    (tmp_path / "cheat_trainer.py").write_text(CHEAT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("REPRO_PLUGINS", "cheat_trainer:cheat")
+    sys.modules.pop("cheat_trainer", None)
+    plugins._resolve_with.cache_clear()
+    try:
+        config = run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
+                                       "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": "cheat"}})
+        record = run_and_measure(config, "cpu")
+    finally:
+        sys.modules.pop("cheat_trainer", None)
+        plugins._resolve_with.cache_clear()
+    assert record.metrics["test_error"] > 20  # an untrained network on the real labels, not 0
+
+
+HUGE_WEIGHTS = """\
+from repro.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    state = {k: (v.clone().fill_(3e38) if k.endswith("conv.weight") else v) for k, v in run.model.state_dict().items()}
+    return TrainerResult(state_dict=state)
+
+
+huge = TrainerPlugin(name="huge", train=train)
+"""
+
+
+def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
+    import sys
+
+    from repro import plugins
+    from repro.config import run_config_from_dict
+    from repro.runs import run_and_measure
+
+    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("REPRO_PLUGINS", "huge_trainer:huge")
+    sys.modules.pop("huge_trainer", None)
+    plugins._resolve_with.cache_clear()
+    try:
+        config = run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
+                                       "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": "huge"}})
+        record = run_and_measure(config, "cpu")
+    finally:
+        sys.modules.pop("huge_trainer", None)
+        plugins._resolve_with.cache_clear()
+    assert record.diverged and "test_error" not in record.metrics
+
+
+def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(tmp_path, monkeypatch, caplog):
+    from repro.spec.paper import TEXT_LIMIT, load_paper
+
+    folder, outside = tmp_path / "claims", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "main.txt").write_text("Table 1. Sparsity.\n")
+    (folder / "inside.txt").write_text("Table 1. Sparsity.\n")
+    (folder / "paper.yaml").write_text(
+        "title: T\nauthors: [Ada Lovelace]\nvenue: V 2019\ndocuments:\n"
+        f"  abs: {{name: a, text: {outside / 'main.txt'}}}\n  up: {{name: u, text: ../elsewhere/main.txt}}\n"
+        "  home: {name: h, text: ~/.bashrc}\n  env: {name: e, text: $REPRO_PAPERS/main.txt}\n"
+        "  in: {name: i, text: inside.txt}\n")
+    monkeypatch.setenv("REPRO_PAPERS", str(outside))
+    paper = load_paper(folder / "paper.yaml")
+    for doc in ("abs", "up", "home"):
+        assert paper.documents[doc].text_path() is None, doc
+        assert paper.documents[doc].absent_citations("Table 1") is None
+    assert "is outside the claims folder" in caplog.text
+    assert paper.documents["env"].absent_citations("Table 1") == []
+    assert paper.documents["in"].absent_citations("Table 1") == []
+    # A huge copy is read no further than the limit: a caption past it is not seen.
+    with open(folder / "inside.txt", "wb") as f:
+        f.truncate(TEXT_LIMIT + 10)
+        f.seek(TEXT_LIMIT + 10)
+        f.write(b"\nTable 2. Late.\n")
+    assert paper.documents["in"].absent_citations("Table 2") == ["Table 2"]
+
+
+@pytest.mark.parametrize("override, field", [("train.snapshots=1000000000000", "train.snapshots"),
+                                             (f"train.phases=[{HUGE}]", "train.phases")])
+def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, field, tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text(BASE)
+    rc = main(["run", str(tmp_path / "run.yaml"), "--set", override, "--cache-dir", str(tmp_path / "c"),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and field in err and "Traceback" not in err, err
+
+
+def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(shipped_project, tmp_path, capsys):
+    import hashlib
+    import tarfile
+
+    from repro.cache import RunStore
+
+    proj, key = shipped_project
+    store = RunStore(proj / ".cache" / "runs")
+    # An entry of a plug-in not installed here, beside the found one.
+    entry = store.entry_dir(key)
+    files = {p.name: p.read_bytes() for p in entry.iterdir()}
+    config = json.loads(files["config.json"])
+    config["train"]["trainer"] = "nosuchtrainer"
+    files["config.json"] = json.dumps(config).encode()
+    manifest = json.loads(files["manifest.json"])
+    manifest.update(key="0" * 64)
+    manifest["files"]["config.json"] = hashlib.sha256(files["config.json"]).hexdigest()
+    manifest["sizes"]["config.json"] = len(files["config.json"])
+    files["manifest.json"] = json.dumps(manifest).encode()
+    store.put_files("0" * 64, files)
+    out = tmp_path / "light.tar"
+    assert main(["cache", "export", str(out), "--no-weights"]) == 1
+    err = capsys.readouterr().err
+    assert "not readable here" in err and "Traceback" not in err
+    assert not (tmp_path / ".light.tar.partial").exists()
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        shipped = json.loads(tar.extractfile(f"entries/{key}/manifest.json").read())
+    assert not any(n.startswith("entries/" + "0" * 64) for n in names)
+    # Re-written without weights, the found entry does not come out carrying this user's mark.
+    assert "trained_here" not in shipped and shipped["origin"]["verified"] is False
