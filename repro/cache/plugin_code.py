@@ -152,9 +152,10 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-@functools.lru_cache(maxsize=None)
 def code_identity(module: str) -> tuple[str, ...]:
-    """The code ``module`` can run, as sorted lines (see the module's docstring)."""
+    """The code ``module`` can run, as sorted lines (see the module's docstring). Not cached
+    here: ``keys`` caches a plug-in's whole part of the key, and clearing that reads the code
+    anew."""
     lines: set[str] = set()
     own = module.split(".")[0]
     todo, seen = [module], set()
