@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 JOBS ?= 2
 BIN = $(VENV)/bin
 
-.PHONY: setup test golden golden-update smoke verify plan benchmark clean-cache gpu-check
+.PHONY: setup unit golden golden-update e2e claims test smoke verify plan benchmark clean-cache gpu-check
 
 setup: $(VENV)/.installed
 
@@ -33,9 +33,26 @@ golden: setup
 golden-update: setup
 	$(BIN)/python -m tests.golden.update
 
-# Unit tests, the behaviour suite + every claim's smoke tier (trains what the cache lacks; CPU, minutes).
+# Every test that trains no claim and no whole example folder: the tier to run while you work.
+unit: setup
+	$(BIN)/python -m pytest -n $(JOBS) tests -m "not slow" --ignore=tests/golden --durations=25
+
+# The end-to-end tests (marked slow): real processes killed and resumed, the plug-in example
+# verified and retrained, archives and caches round-tripped through the commands.
+e2e: setup
+	$(BIN)/python -m pytest -n $(JOBS) tests -m slow --ignore=tests/golden --durations=25
+
+# Every claim's smoke tier: trains what the cache lacks (CPU, about 10 minutes), then checks.
+claims: setup
+	$(BIN)/python -m pytest -n $(JOBS) claims --tier smoke --durations=10
+
+# What CI runs, one stage after the other so a failure says which: unit, the behaviour suite,
+# end to end, then the claims.
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests claims --tier smoke --durations=25
+	$(MAKE) unit
+	$(MAKE) golden
+	$(MAKE) e2e
+	$(MAKE) claims
 
 # The smoke tier end to end: validate, plan, train, pytest, reports/smoke/.
 smoke: setup
