@@ -17,6 +17,8 @@ def kit(monkeypatch, tmp_path):
     claims = write_kit(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("REPRO_PLUGINS", raising=False)
+    # The kit is the user's own code: allowed to run, as a researcher allows their own folder.
+    monkeypatch.setenv("REPRO_ALLOW_PLUGINS", "1")
     sys.modules.pop("brokenkit", None)
     plugins._resolve_with.cache_clear()
     yield claims
