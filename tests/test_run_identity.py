@@ -148,3 +148,32 @@ def test_editing_a_helper_outside_the_package_retrains_exactly_its_runs(lab):
     helper.write_text(helper.read_text().replace("p.data.mul_(1.0)", "p.data.mul_(0.5)"))
     plugin1, builtin1 = _keys([lab / "site", lab / "lab"], named=False)
     assert plugin1 != plugin0 and builtin1 == builtin0
+
+
+STORE_ONE = textwrap.dedent("""
+    import torch
+    from repro.cache import RunRecord, RunStore, run_key
+    from repro.config import run_config_from_dict
+    cfg = run_config_from_dict({"model": {"arch": "labtiny"}, "data": {"dataset": "digits"}})
+    key = run_key(cfg)
+    RunStore(CACHE).put(key, RunRecord(cfg, {"sparsity_gamma": 1.0, "diverged_at": None}, {"loss": [1.0]},
+                                       {"device": "cpu"}, {"w": torch.zeros(2)}))
+    print(key)
+""")
+
+
+def test_installing_a_plugin_used_from_pythonpath_leaves_every_entry_in_place(lab):
+    """A run trained with the plug-in on PYTHONPATH is the same run once the plug-in is installed:
+    show serves it, and show, cache ls and cache verify move nothing (nothing under corrupt/)."""
+    cache = lab / "cache"
+    key = _python(STORE_ONE.replace("CACHE", repr(str(cache))), [lab / "src", lab / "lab"],
+                  {"REPRO_PLUGINS": "labplug.declare:labtiny"}, cwd=lab).strip()
+    entry = cache / key[:2] / key
+    assert entry.is_dir()
+    installed = [lab / "site", lab / "lab"]
+    for args in (["show", key[:12]], ["cache", "ls"], ["cache", "verify"]):
+        argv = [*args, "--cache-dir", str(cache)]
+        out = _python(f"import sys; from repro.cli import main; sys.exit(main({argv!r}))", installed, cwd=lab)
+        if args[0] == "show":
+            assert "labtiny" in out, out
+    assert entry.is_dir() and not (cache / "corrupt").exists()
