@@ -27,14 +27,13 @@ No torch here: planning and reporting compute keys without loading it.
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
 from pathlib import Path
 
 from repro.config import RunConfig, plugins_used
-from repro.cache.plugin_code import code_identity
+from repro.cache.plugin_code import code_identity, imported_names
 from repro.cache.source import normalised_source, parse_source
 from repro.spec.simulation import DecayConfig
 from repro.train.semantics import training_identity  # noqa: F401  (re-exported: the key's training part)
@@ -85,21 +84,7 @@ def _imports(path: Path, module: str, package_dir: Path) -> set[str]:
         tree = parse_source(path.read_text(encoding="utf-8"), str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
         raise FingerprintError(f"{path}: cannot read it to fingerprint the code: {e}") from e
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = module.split(".")
-                anchor = anchor if is_package else anchor[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            found.add(base)
-            # ``from repro.data import cifar`` imports the submodule ``repro.data.cifar``.
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+    found = imported_names(tree, module, is_package)
     prefix = package_dir.name
     return {m for m in found if (m == prefix or m.startswith(prefix + ".")) and _module_path(m, package_dir)}
 
