@@ -14,6 +14,7 @@ import torch
 
 import repro.claims_cli as claims_cli
 import repro.gpu_check as gc
+from repro.gpu_check.selftest import EagerGraphs
 from repro.cli import main
 from repro.config import run_config_from_dict
 
@@ -61,26 +62,12 @@ def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_ap
     assert "digits" in small.read_text() or "shapes" in small.read_text()
 
 
-class ReplayTwice:
-    """A graph backend for the CPU with a fault: every replay runs the step twice."""
-
-    capturable = False
-
-    def warmup(self, step) -> None:
-        step()
-
-    def new_pool(self) -> object:
-        return object()
-
-    def capture(self, step, pool):
-        return step  # a capture records, it does not run
+class ReplayTwice(EagerGraphs):
+    """The self-test's CPU graph backend with a fault: every replay runs the step twice."""
 
     def replay(self, graph) -> None:
         graph()
         graph()
-
-    def release(self, graph) -> None:
-        pass
 
 
 class ReplayOnce(ReplayTwice):
