@@ -630,15 +630,20 @@ class RunStore:
                                  "(chmod -R g+rwX, umask 002)") from e
             raise EntryDamaged(f"missing {name}") from e
 
-    def _read(self, entry: Path, key: str, with_weights: bool, config: RunConfig | None) -> RunRecord:
-        if entry.name != key:
-            raise EntryDamaged(f"entry {entry} is not named by its key")
+    def _checked_json_files(self, entry: Path, key: str) -> tuple[dict, dict[str, bytes]]:
+        """The entry's manifest (checked for ``key``) and its JSON files, each matching its checksum."""
         manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
         blobs = {}
         for name in JSON_FILES:
             blobs[name] = self._read_file(entry, name, manifest["sizes"][name])
             if sha256(blobs[name]) != manifest["files"][name]:
                 raise EntryDamaged(f"checksum mismatch in {name}")
+        return manifest, blobs
+
+    def _read(self, entry: Path, key: str, with_weights: bool, config: RunConfig | None) -> RunRecord:
+        if entry.name != key:
+            raise EntryDamaged(f"entry {entry} is not named by its key")
+        manifest, blobs = self._checked_json_files(entry, key)
         record = record_from_files(blobs, manifest, key, config)
         if WEIGHTS in manifest["files"]:
             # Every read checks the weights' size (a truncated copy); loading them checks everything.

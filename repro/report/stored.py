@@ -34,7 +34,7 @@ from typing import Any
 from repro.cache import RunRecord, RunStore, run_key
 from repro.cache.failures import failed_keys, raw_failure
 from repro.cache.provenance import stand_in
-from repro.cache.store import JSON_FILES, EntryDamaged, check_manifest, metrics_problem, parse_json, sha256
+from repro.cache.store import JSON_FILES, EntryDamaged, metrics_problem, parse_json
 from repro.config import ConfigError, run_config_from_dict
 from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, add_named
 from repro.spec.folder import plugins_allowed
@@ -188,12 +188,7 @@ class StoredRunStore(RunStore):
     def _read(self, entry: Path, key: str, with_weights: bool, config: Any) -> RunRecord:
         if key not in self._stand_in:
             return super()._read(entry, key, with_weights, config)
-        manifest = check_manifest(parse_json(self._read_file(entry, "manifest.json"), "manifest.json"), key)
-        blobs = {}
-        for name in JSON_FILES:
-            blobs[name] = self._read_file(entry, name, manifest["sizes"][name])
-            if sha256(blobs[name]) != manifest["files"][name]:
-                raise EntryDamaged(f"checksum mismatch in {name}")
+        manifest, blobs = self._checked_json_files(entry, key)
         parsed = {n: parse_json(blobs[n], n) for n in JSON_FILES}
         problem = metrics_problem(parsed["metrics.json"])
         if problem:
