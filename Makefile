@@ -1,4 +1,4 @@
-# Every target sets itself up on a fresh machine: a virtualenv under .venv with torch and repro.
+# Every target sets itself up on a fresh machine: a virtualenv under .venv with torch and claimbench.
 #
 # torch: `torch==2.13.0` resolves to the local CPU wheel on the development machines and to the
 # CUDA build from PyPI on a Linux GPU box. For another CUDA version:
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The behaviour suite (tests/golden/): every path training can take, a few float64 steps each,
 # against committed results, with its line coverage of the training code. It pins the training
-# identity that every cache key holds (repro/train/semantics.py). Also part of make test.
+# identity that every cache key holds (claimbench/train/semantics.py). Also part of make test.
 golden: setup
 	$(BIN)/python -m coverage run --include="$$($(BIN)/python -m tests.golden.training_files)" \
 		-m pytest -q -p no:xdist tests/golden
@@ -56,19 +56,19 @@ test: setup
 
 # The smoke tier end to end: validate, plan, train, pytest, reports/smoke/.
 smoke: setup
-	$(BIN)/repro verify --tier smoke -j $(JOBS)
+	$(BIN)/claimbench verify --tier smoke -j $(JOBS)
 
 # The paper-scale tier (needs a CUDA GPU; without one it runs the smoke tier and says so).
 verify: setup
-	$(BIN)/repro verify --tier full -j 1
+	$(BIN)/claimbench verify --tier full -j 1
 
 # Minutes: the fast training path (stacked groups, fused kernels, CUDA graphs, resume) against
 # the plain loop for every kind of full-tier group on this machine -> reports/gpu-check.md.
 gpu-check: setup
-	$(BIN)/repro gpu-check
+	$(BIN)/claimbench gpu-check
 
 plan: setup
-	$(BIN)/repro plan --tier full
+	$(BIN)/claimbench plan --tier full
 
 clean-cache:
 	rm -rf .cache/runs

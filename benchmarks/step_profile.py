@@ -10,8 +10,8 @@ data order. On ``meta`` the step goes through the same Python and dispatcher pat
 without arithmetic; optimizers use their foreach kernels there (nothing is fused on ``meta``),
 whose 0-dim step counters are host tensors ("host ops"; fused and capturable kernels keep them on
 the GPU), and CUDA graphs are not traced. Then the full tier's training groups as
-``repro train --tier full`` forms them on a GPU (groups of 16): the claims' runs and the paper
-tables' runs, as ``repro plan --tier full`` plans them. Ends with the line
+``claimbench train --tier full`` forms them on a GPU (groups of 16): the claims' runs and the paper
+tables' runs, as ``claimbench plan --tier full`` plans them. Ends with the line
 ``host-device copies per step: K=1 0, K=4 0, K=16 0`` (the measured counts).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from repro.config import run_config_from_dict
+from claimbench.config import run_config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,12 +36,12 @@ def basicnet_group(k: int, optimizer: str) -> list:
 
 
 def full_tier_groups(group_size: int) -> list[list]:
-    """The full tier's training groups, as ``repro train --tier full`` forms them (claims and
+    """The full tier's training groups, as ``claimbench train --tier full`` forms them (claims and
     paper tables; no torch needed)."""
-    from repro.cache import RunStore
-    from repro.plan import form_groups, plan_runs
-    from repro.spec.claims import claim_files, load_claims
-    from repro.spec.tables import load_tables, table_files
+    from claimbench.cache import RunStore
+    from claimbench.plan import form_groups, plan_runs
+    from claimbench.spec.claims import claim_files, load_claims
+    from claimbench.spec.tables import load_tables, table_files
 
     specs = load_claims(claim_files(ROOT / "claims"))
     tables = load_tables(table_files(ROOT / "claims" / "tables"))
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--group-size", type=int, default=16, help="for the full tier's groups")
     args = ap.parse_args()
-    from repro.train.profile import meta_data, trace_step
+    from claimbench.train.profile import meta_data, trace_step
 
     data = meta_data(n=50_000, channels=3, side=32, classes=10)
     rows, copies = [], {}

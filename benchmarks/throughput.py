@@ -1,4 +1,4 @@
-"""Runs per hour: a plain PyTorch loop vs repro's loop one run at a time vs fused groups of K.
+"""Runs per hour: a plain PyTorch loop vs claimbench's loop one run at a time vs fused groups of K.
 
     .venv/bin/python benchmarks/throughput.py                 # CPU, smoke scale (digits 8x8, width 0.375)
     .venv/bin/python benchmarks/throughput.py --scale paper   # GPU: BasicNet width 1 on CIFAR-size data
@@ -11,7 +11,7 @@ loop. The FLOP rate is training FLOPs (3x forward) per second against a measured
 on the same device (the practical peak; vendor peaks are higher).
 
 On CUDA every way runs under each setting of ``--settings`` (default: plain, cuDNN autotuning,
-autotuning + CUDA graphs; graphs apply to repro's loop only), one row per way and setting, with
+autotuning + CUDA graphs; graphs apply to claimbench's loop only), one row per way and setting, with
 the ratio to the plain loop under plain settings. On CPU there is one setting (neither applies).
 """
 
@@ -23,11 +23,11 @@ import time
 import torch
 from tabulate import tabulate
 
-from repro.config import RunConfig, run_config_from_dict
-from repro.data.base import ImageData
-from repro.plan import run_cost
-from repro.train.loop import resolve_device, set_precision, train_models
-from repro.train.models import build_model
+from claimbench.config import RunConfig, run_config_from_dict
+from claimbench.data.base import ImageData
+from claimbench.plan import run_cost
+from claimbench.train.loop import resolve_device, set_precision, train_models
+from claimbench.train.models import build_model
 
 # name -> (cudnn.benchmark, CUDA graphs)
 SETTINGS = {"plain": (False, False), "benchmark": (True, False), "benchmark+graphs": (True, True)}
@@ -47,7 +47,7 @@ def make_data(scale: str, device: torch.device) -> ImageData:
     """Digits for smoke scale; CIFAR-size random tensors for paper scale (speed does not depend on
     the pixels, and the benchmark must run where CIFAR is not downloaded)."""
     if scale == "smoke":
-        from repro.data import load_dataset
+        from claimbench.data import load_dataset
 
         return load_dataset(make_configs("smoke", 1, 1)[0].data).to(device)
     g = torch.Generator().manual_seed(0)
@@ -139,10 +139,10 @@ def main() -> None:
         if not args.skip_plain and not graphs:
             ways.append((f"plain PyTorch loop (DataLoader), one run at a time{label}",
                          lambda b=bench: plain_loop(configs, data, device, bool(b))))
-        ways.append((f"repro loop, one run at a time{label}", lambda b=bench, g=graphs: ours(configs, data, device, 1, b, g)))
+        ways.append((f"claimbench loop, one run at a time{label}", lambda b=bench, g=graphs: ours(configs, data, device, 1, b, g)))
         for k in args.groups:
             if k <= n:
-                ways.append((f"repro fused groups of {k}{label}", lambda k=k, b=bench, g=graphs: ours(configs, data, device, k, b, g)))
+                ways.append((f"claimbench fused groups of {k}{label}", lambda k=k, b=bench, g=graphs: ours(configs, data, device, k, b, g)))
     rows, base = [], None
     for name, fn in ways:
         try:

@@ -1,4 +1,4 @@
-"""How long `repro verify --tier smoke` takes when everything is cached: the target is at most 5 s.
+"""How long `claimbench verify --tier smoke` takes when everything is cached: the target is at most 5 s.
 
     .venv/bin/python benchmarks/warm_verify.py                    # the default cache (trains it if cold)
     .venv/bin/python benchmarks/warm_verify.py --cache-dir DIR
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from repro.cli import main
+from claimbench.cli import main
 
 TARGET_S = 5.0
 
@@ -53,7 +53,7 @@ def main_benchmark() -> None:
     print(tabulate([("into a fresh report folder (plots drawn)", f"{best_fresh:.2f}", "1.00", f"{best_fresh / TARGET_S:.2f}"),
                     ("into the previous report (unchanged plots copied)", f"{best_reused:.2f}",
                      f"{best_reused / best_fresh:.2f}", f"{best_reused / TARGET_S:.2f}")],
-                   headers=("warm `repro verify --tier smoke`", "seconds", "vs fresh", f"vs {TARGET_S:g} s target")))
+                   headers=("warm `claimbench verify --tier smoke`", "seconds", "vs fresh", f"vs {TARGET_S:g} s target")))
     print(f"\nwithin the {TARGET_S:g} s target: {'yes' if best_reused <= TARGET_S else 'NO'} "
           f"(best of {a.repeats}; exit status of the warm-up: {status})")
 

@@ -25,26 +25,26 @@ def test_the_contracts_hold():
 
 def _copy(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
-    shutil.copytree(REPO / "repro", root / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "claimbench", root / "claimbench", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / ".importlinter", root / ".importlinter")
     return root
 
 
 def test_an_inverted_import_breaks_the_layers_and_is_named(tmp_path):
     root = _copy(tmp_path)
-    keys = root / "repro" / "cache" / "keys.py"
-    keys.write_text(keys.read_text() + "\n\ndef _inverted():\n    from repro.report import markdown\n    return markdown\n")
+    keys = root / "claimbench" / "cache" / "keys.py"
+    keys.write_text(keys.read_text() + "\n\ndef _inverted():\n    from claimbench.report import markdown\n    return markdown\n")
     out = lint(root)
     assert out.returncode != 0
-    assert "BROKEN" in out.stdout and "repro.cache.keys -> repro.report.markdown" in out.stdout
+    assert "BROKEN" in out.stdout and "claimbench.cache.keys -> claimbench.report.markdown" in out.stdout
 
 
 def test_torch_in_a_reading_stage_breaks_the_torch_line(tmp_path):
     root = _copy(tmp_path)
-    verdict = root / "repro" / "check" / "verdict.py"
+    verdict = root / "claimbench" / "check" / "verdict.py"
     verdict.write_text(verdict.read_text() + "\n\ndef _inverted():\n    import torch\n    return torch\n")
     out = lint(root)
-    assert out.returncode != 0 and "repro.check.verdict -> torch" in out.stdout
+    assert out.returncode != 0 and "claimbench.check.verdict -> torch" in out.stdout
 
 
 def test_every_module_of_the_package_has_a_layer():
@@ -52,7 +52,7 @@ def test_every_module_of_the_package_has_a_layer():
     text = (REPO / ".importlinter").read_text()
     layers = text.split("layers =", 1)[1].split("[importlinter:", 1)[0]
     placed = {name.strip() for line in layers.splitlines() for name in line.split("|") if name.strip()}
-    package = REPO / "repro"
-    found = {f"repro.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"} | \
-        {f"repro.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    package = REPO / "claimbench"
+    found = {f"claimbench.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"} | \
+        {f"claimbench.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
     assert found - placed == set(), "modules without a layer in .importlinter"

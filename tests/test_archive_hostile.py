@@ -1,4 +1,4 @@
-"""`repro cache import` against archives written to deceive or exhaust it, and the cache commands
+"""`claimbench cache import` against archives written to deceive or exhaust it, and the cache commands
 against folders they cannot read or that a killed writer left behind. An archive must prove its
 numbers (re-measured from its weights) or be labelled as unproven; it never replaces an entry,
 never makes the importer read a member whole before checking it, and every refusal is a message,
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import RunRecord, RunStore, run_key
-from repro.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_store
-from repro.cache.store import entry_files, with_manifest
-from repro.cli import main
-from repro.data.catalog import DatasetError
-from repro.runs import remeasure, run_and_measure
+from claimbench.cache import RunRecord, RunStore, run_key
+from claimbench.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_store
+from claimbench.cache.store import entry_files, with_manifest
+from claimbench.cli import main
+from claimbench.data.catalog import DatasetError
+from claimbench.runs import remeasure, run_and_measure
 from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
 
 
 def config_from(path: Path, extra: str = ""):
-    from repro.spec.runfile import load_run_config
+    from claimbench.spec.runfile import load_run_config
 
     path.write_text(CONFIG_YAML + extra)
     return load_run_config(path, [])
@@ -52,7 +52,7 @@ def trained(tmp_path_factory) -> RunRecord:
 
 def archive_of(path: Path, entries: dict[str, dict[str, bytes]], header: bytes | None = None,
                extra: list[tuple[str, bytes]] = ()) -> Path:
-    """A tar archive laid out as `repro cache export` writes it, with whatever files we choose."""
+    """A tar archive laid out as `claimbench cache export` writes it, with whatever files we choose."""
     header = header if header is not None else json.dumps({"format": 1, "keys": sorted(entries)}).encode()
     mode = "w:gz" if path.name.endswith(".gz") else "w"
     with tarfile.open(path, mode) as tar:
@@ -109,10 +109,10 @@ def test_numbers_without_weights_are_shown_as_unverified(trained, tmp_path, caps
 
 
 def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
-    from repro.pytest_plugin import UNVERIFIED, format_verdict, pytest_report_teststatus
-    from repro.check.verdict import Verdict
-    from repro.report.markdown import runs_page, runs_table
-    from repro.spec.claims import load_claims
+    from claimbench.pytest_plugin import UNVERIFIED, format_verdict, pytest_report_teststatus
+    from claimbench.check.verdict import Verdict
+    from claimbench.report.markdown import runs_page, runs_table
+    from claimbench.spec.claims import load_claims
 
     claims = tmp_path / "claims"
     shutil.copytree(ROOT / "claims" / "_bases", claims / "_bases")
@@ -187,8 +187,8 @@ def test_malformed_entries_are_rejected_with_a_message(case, trained, tmp_path, 
     else:
         from dataclasses import replace
 
-        from repro.data import load_dataset
-        from repro.train.models import build_model
+        from claimbench.data import load_dataset
+        from claimbench.train.models import build_model
 
         data = load_dataset(trained.config.data)
         wider = replace(trained.config.model, width=0.25)
@@ -349,7 +349,7 @@ def test_temporary_folders_are_not_entries_and_stale_ones_are_removed(trained, t
 @pytest.fixture
 def unreadable_cache():
     """A cache folder this user (or, as root, the user the CLI runs as) cannot read."""
-    base = Path(tempfile.mkdtemp(prefix="repro-unreadable-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="claimbench-unreadable-", dir="/tmp"))
     base.chmod(0o777)
     cache = base / "cache"
     cache.mkdir()
@@ -364,9 +364,9 @@ def unreadable_cache():
                                   ["plan", "--tier", "smoke"]])
 def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadable_cache):
     base, cache = unreadable_cache
-    env = {**os.environ, "REPRO_CACHE": str(cache), "HOME": str(base), "MPLCONFIGDIR": str(base / ".mpl"),
+    env = {**os.environ, "CLAIMBENCH_CACHE": str(cache), "HOME": str(base), "MPLCONFIGDIR": str(base / ".mpl"),
            "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "repro.cli", *[a.format(base=base) for a in argv]]
+    cmd = [sys.executable, "-m", "claimbench.cli", *[a.format(base=base) for a in argv]]
     # As root permissions do not bind: run as nobody, for whom the folder is unreadable.
     out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=ROOT,
                          timeout=300)

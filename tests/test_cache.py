@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cache import CACHE_FORMAT, CacheError, RunRecord, RunStore, ensure_run, run_key, training_code_fingerprint
-from repro.cache.keys import (
+from claimbench.cache import CACHE_FORMAT, CacheError, RunRecord, RunStore, ensure_run, run_key, training_code_fingerprint
+from claimbench.cache.keys import (
     PACKAGE_DIR,
     metrics_fingerprint,
     metrics_fingerprint_of,
@@ -22,7 +22,7 @@ from repro.cache.keys import (
     training_fingerprint_of,
     training_modules,
 )
-from repro.config import RunConfig, run_config_from_dict
+from claimbench.config import RunConfig, run_config_from_dict
 
 GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
 
@@ -54,7 +54,7 @@ def test_key_covers_config_and_code():
 @pytest.fixture
 def source_copy(tmp_path):
     """A copy of the package source to edit."""
-    dest = tmp_path / "repro"
+    dest = tmp_path / "claimbench"
     shutil.copytree(PACKAGE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
@@ -98,12 +98,12 @@ def test_golden_fingerprints_follow_behaviour_not_text(source_copy):
 
 # The modules whose behaviour retrains, as the import graph of the loop and the loaders gives
 # them today. A change here is a decision: every user's cached runs follow this set. The loop
-# hands a run that names a registered trainer to repro.train.trainer, which is therefore training
+# hands a run that names a registered trainer to claimbench.train.trainer, which is therefore training
 # code for every run.
 GOLDEN_TRAINING_MODULES = (
-    "repro", "repro.config", "repro.data", "repro.data.base", "repro.data.catalog", "repro.data.cifar",
-    "repro.data.embedded", "repro.data.folder", "repro.names", "repro.netshape", "repro.plugins", "repro.train",
-    "repro.train.loop", "repro.train.models", "repro.train.optim", "repro.train.trainer",
+    "claimbench", "claimbench.config", "claimbench.data", "claimbench.data.base", "claimbench.data.catalog", "claimbench.data.cifar",
+    "claimbench.data.embedded", "claimbench.data.folder", "claimbench.names", "claimbench.netshape", "claimbench.plugins", "claimbench.train",
+    "claimbench.train.loop", "claimbench.train.models", "claimbench.train.optim", "claimbench.train.trainer",
 )
 
 
@@ -136,12 +136,12 @@ def test_every_module_edited_in_turn_moves_exactly_the_keys_it_should(source_cop
             moved_metrics.add(module)
     assert moved_training == set(GOLDEN_TRAINING_MODULES)
     assert moved_metrics == set(metrics_modules(source_copy))
-    for must in ("repro.netshape", "repro.config", "repro.train.loop", "repro.data.cifar"):
+    for must in ("claimbench.netshape", "claimbench.config", "claimbench.train.loop", "claimbench.data.cifar"):
         assert must in moved_training
-    for never in ("repro.cli", "repro.plan", "repro.report.markdown", "repro.check.kinds",
-                  "repro.cache.store", "repro.spec.claims", "repro.train.profile"):
+    for never in ("claimbench.cli", "claimbench.plan", "claimbench.report.markdown", "claimbench.check.kinds",
+                  "claimbench.cache.store", "claimbench.spec.claims", "claimbench.train.profile"):
         assert never not in moved_training and never not in moved_metrics
-    assert "repro.measure.sparsity" in moved_metrics
+    assert "claimbench.measure.sparsity" in moved_metrics
 
 
 def test_a_new_module_imported_by_the_loop_enters_the_key(source_copy):
@@ -151,9 +151,9 @@ def test_a_new_module_imported_by_the_loop_enters_the_key(source_copy):
     (source_copy / "train" / "schedule_extra.py").write_text("FACTOR = 0.1\n")
     assert training_fingerprint_of(source_copy) == train0
     loop = source_copy / "train" / "loop.py"
-    loop.write_text(loop.read_text() + "\n\ndef _probe():\n    from repro.train import schedule_extra\n    return schedule_extra\n")
+    loop.write_text(loop.read_text() + "\n\ndef _probe():\n    from claimbench.train import schedule_extra\n    return schedule_extra\n")
     train1 = training_fingerprint_of(source_copy)
-    assert "repro.train.schedule_extra" in training_modules(source_copy) and train1 != train0
+    assert "claimbench.train.schedule_extra" in training_modules(source_copy) and train1 != train0
     (source_copy / "train" / "schedule_extra.py").write_text("FACTOR = 0.2\n")
     assert training_fingerprint_of(source_copy) != train1
 
@@ -313,7 +313,7 @@ def test_a_failed_move_aside_is_an_error_not_a_claim(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o002, 0o775, 0o664), (0o022, 0o755, 0o644)])
 def test_permissions_follow_the_umask(tmp_path, mask, dir_mode, file_mode, monkeypatch):
-    import repro.cache.store as store_module
+    import claimbench.cache.store as store_module
 
     old = os.umask(mask)
     monkeypatch.setattr(store_module, "_UMASK", None)
@@ -394,8 +394,8 @@ def test_a_reading_store_never_measures_and_marks_stale_metrics(tmp_path, caplog
     """Reports and plans read through a store without ``remeasure``: metrics from older
     measurement code are served as stored, marked stale, and the page names the command that
     recomputes them. Nothing trains or measures behind the reader's back."""
-    from repro.report.markdown import runs_table
-    from repro.spec.claims import load_claims
+    from claimbench.report.markdown import runs_table
+    from claimbench.spec.claims import load_claims
 
     spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]
     tier = spec.tier("smoke")
@@ -405,5 +405,5 @@ def test_a_reading_store_never_measures_and_marks_stale_metrics(tmp_path, caplog
         rewrite_manifest(entry, metrics_fingerprint="0" * 16)
     got = store.get(run_key(tier.configs()[0]))
     assert got.metrics_stale and not got.metrics_recomputed and got.metrics["sparsity_gamma"] == 5.0
-    assert "repro cache verify" in caplog.text
-    assert "repro cache verify\\` recomputes them" in runs_table(tier, store)  # the backticks escaped in the cell
+    assert "claimbench cache verify" in caplog.text
+    assert "claimbench cache verify\\` recomputes them" in runs_table(tier, store)  # the backticks escaped in the cell

@@ -1,4 +1,4 @@
-"""`repro` against shared, read-only and shipped caches: what a second user, a read-only mount, a
+"""`claimbench` against shared, read-only and shipped caches: what a second user, a read-only mount, a
 closed pipe, an out-of-memory and an archive round trip look like from the command line. Every
 case ends with a message and an exit code, never a traceback."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.cache import RunRecord, RunStore, run_key, training_identity
-from repro.cli import main
-from repro.config import run_config_from_dict
-from repro.report import render_reports
-from repro.spec.claims import load_claims
+from claimbench.cache import RunRecord, RunStore, run_key, training_identity
+from claimbench.cli import main
+from claimbench.config import run_config_from_dict
+from claimbench.report import render_reports
+from claimbench.spec.claims import load_claims
 from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
 @pytest.fixture
 def shared_dir():
     """A folder another user can traverse (pytest's own tmp folders are private to this user)."""
-    path = Path(tempfile.mkdtemp(prefix="repro-shared-", dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="claimbench-shared-", dir="/tmp"))
     path.chmod(0o755)
     yield path
     for p in path.rglob("*"):
@@ -47,9 +47,9 @@ def shared_dir():
 
 def cli(args: list[str], cache: Path, home: Path, other_user: bool = False, shell_suffix: str = ""):
     """Run the CLI in a fresh process, as another user (``other_user``) when asked."""
-    env = {**os.environ, "REPRO_CACHE": str(cache), "HOME": str(home), "MPLCONFIGDIR": str(home / ".mpl"),
+    env = {**os.environ, "CLAIMBENCH_CACHE": str(cache), "HOME": str(home), "MPLCONFIGDIR": str(home / ".mpl"),
            "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "repro.cli", *args]
+    cmd = [sys.executable, "-m", "claimbench.cli", *args]
     if other_user:
         cmd = as_other_user(cmd)
     if shell_suffix:
@@ -66,9 +66,9 @@ def fake_record(config, value: float, provenance: dict | None = None) -> RunReco
 def measured_record(config, provenance: dict) -> RunRecord:
     """A record whose numbers are what its (untrained) weights measure: an import re-measures
     weights and refuses numbers they do not give, so a shipped entry must carry real ones."""
-    from repro.data import load_dataset
-    from repro.train.models import build_model
-    from repro.runs import remeasure
+    from claimbench.data import load_dataset
+    from claimbench.train.models import build_model
+    from claimbench.runs import remeasure
 
     torch.manual_seed(config.train.seed)
     data = load_dataset(config.data)
@@ -79,7 +79,7 @@ def measured_record(config, provenance: dict) -> RunRecord:
 
 
 def run_config(path: Path, extra: str = ""):
-    from repro.spec.runfile import load_run_config
+    from claimbench.spec.runfile import load_run_config
 
     path.write_text(CONFIG_YAML + extra)
     return load_run_config(path, [])
@@ -138,7 +138,7 @@ def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
     cfg = run_config(shared_dir / "run.yaml")
     old = os.umask(0o022)
     try:
-        import repro.cache.store as store_module
+        import claimbench.cache.store as store_module
 
         store_module._UMASK = None
         RunStore(cache).put(run_key(cfg), fake_record(cfg, 2.5))
@@ -270,4 +270,4 @@ def test_import_rejects_tampered_and_foreign_members(tmp_path, capsys):
     assert target.keys() == [] and not (tmp_path / "outside.txt").exists()
     (tmp_path / "junk.tar").write_bytes(b"not an archive")
     assert main(["cache", "import", str(tmp_path / "junk.tar"), "--cache-dir", str(target.root)]) == 1
-    assert "not a readable repro cache archive" in capsys.readouterr().err
+    assert "not a readable claimbench cache archive" in capsys.readouterr().err

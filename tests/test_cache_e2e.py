@@ -1,4 +1,4 @@
-"""The cache end to end on real (tiny) trained runs through `repro run`: served from the cache,
+"""The cache end to end on real (tiny) trained runs through `claimbench run`: served from the cache,
 metrics recomputed from stored weights when the measurement code changed (equal to the
 originals, no training), an export/import round trip served with identical metrics, a
 truncated model.pt detected and retrained. (Swapped entries: tests/test_cache.py.)"""
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import RunStore, run_key
-from repro.cli import main
-from repro.spec.runfile import load_run_config
+from claimbench.cache import RunStore, run_key
+from claimbench.cli import main
+from claimbench.spec.runfile import load_run_config
 
 CONFIG = """\
 model: {arch: basicnet, width: 0.125}

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 from scipy import stats as sps
 
-from repro.cache import RunStore, run_key
-from repro.check.evaluate import evaluate_claim
-from repro.check.kinds import Observations, check_claim_tier
-from repro.spec.checks import SchemaError, parse_check_params, parse_selection, validate_selection
-from repro.check.verdict import (
+from claimbench.cache import RunStore, run_key
+from claimbench.check.evaluate import evaluate_claim
+from claimbench.check.kinds import Observations, check_claim_tier
+from claimbench.spec.checks import SchemaError, parse_check_params, parse_selection, validate_selection
+from claimbench.check.verdict import (
     ERROR,
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -25,8 +25,8 @@ from repro.check.verdict import (
     welch_diff_ci,
     welch_greater,
 )
-from repro.spec.claims import CheckSpec, RunGroup, RunPoint, load_claim
-from repro.cache import RunRecord
+from claimbench.spec.claims import CheckSpec, RunGroup, RunPoint, load_claim
+from claimbench.cache import RunRecord
 
 
 class Runs:
@@ -550,7 +550,7 @@ def test_equal_on_two_metrics_of_the_same_runs_is_paired():
 def test_the_seed_note_counts_the_checks_that_decided_the_verdict():
     """A claim that fails a check decided on three seeds is not a two-seed verdict because a
     check it passed compared a side of two seeds; a reproduced claim counts every check."""
-    from repro.check.verdict import NOT_REPRODUCED, REPRODUCED, CheckResult, Verdict
+    from claimbench.check.verdict import NOT_REPRODUCED, REPRODUCED, CheckResult, Verdict
 
     three = CheckResult("at_least", NOT_REPRODUCED, "a", "", observed={"adam": {"n": 3}})
     two = CheckResult("greater", REPRODUCED, "b", "", observed={"adam": {"n": 3}, "sgd": {"n": 2}})

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro.cache import RunStore
-from repro.check.evaluate import evaluate_claim
-from repro.check.kinds import KINDS, Kind, Observations, compare, evaluate_check
-from repro.check.verdict import (
+from claimbench.cache import RunStore
+from claimbench.check.evaluate import evaluate_claim
+from claimbench.check.kinds import KINDS, Kind, Observations, compare, evaluate_check
+from claimbench.check.verdict import (
     ERROR,
     INCONCLUSIVE,
     REPRODUCED,
@@ -33,8 +33,8 @@ from repro.check.verdict import (
     welch_diff_ci,
     welch_greater,
 )
-from repro.spec.checks import Selection, parse_check_params, same_value
-from repro.spec.claims import CheckSpec, load_claim
+from claimbench.spec.checks import Selection, parse_check_params, same_value
+from claimbench.spec.claims import CheckSpec, load_claim
 from tests.test_check import BETAS, CLAIM, LAYERS, Runs, fabricate, per_seed, sweep, two
 
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}

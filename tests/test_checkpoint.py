@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from repro.train.loop import load_checkpoint, train_models
+from claimbench.train.loop import load_checkpoint, train_models
 from tests.test_fused import config
 from tests.test_loop import tiny_data
 
@@ -59,7 +59,7 @@ def test_a_foreign_checkpoint_is_refused_named_and_moved_aside(tmp_path, monkeyp
         torch.save({"format": 2, "configs": ["{}"]}, path)
     else:
         path.write_bytes(b"\x00" * 100)
-    with caplog.at_level(logging.WARNING, logger="repro.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.train.loop"):
         assert load_checkpoint(path, RUNS) is None
     assert not (tmp_path / "PWNED").exists()  # never unpickled
     assert not path.exists()
@@ -73,7 +73,7 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_g
     happened, and the run still ends as an uninterrupted one (the checkpoint is insurance)."""
     import errno
 
-    import repro.train.loop as loop
+    import claimbench.train.loop as loop
 
     data, device = tiny_data(), torch.device("cpu")
     reference = train_models(RUNS, data, device)
@@ -85,7 +85,7 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_g
 
     monkeypatch.setattr(loop.torch, "save", full_disk)
     path = tmp_path / "partial" / "group.pt"
-    with caplog.at_level(logging.WARNING, logger="repro.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.train.loop"):
         outcomes = train_models(RUNS, data, device, checkpoint=path, checkpoint_every_s=0.0)
     assert not path.exists() and list(path.parent.iterdir()) == []
     assert "No space left on device" in caplog.text and "partial file was removed" in caplog.text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from repro.cli import main
+from claimbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
@@ -43,7 +43,7 @@ def test_workflow_runs_make_test_with_the_run_cache_keyed_by_the_fingerprint(cap
     stages = [runs.index(f"make {stage}") for stage in ("unit", "golden", "e2e", "claims")]
     assert stages == sorted(stages)
     fingerprint = next(s for s in steps if s.get("id") == "fingerprint")
-    assert "repro cache fingerprint" in fingerprint["run"]
+    assert "claimbench cache fingerprint" in fingerprint["run"]
     restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@"))
     save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@"))
     for step in (restore, save):
@@ -60,7 +60,7 @@ def test_workflow_uploads_the_reports_even_when_the_tests_fail():
     flow = yaml.safe_load(WORKFLOW.read_text())
     steps = flow["jobs"]["test"]["steps"]
     runs = [s.get("run", "") for s in steps]
-    report = next(i for i, r in enumerate(runs) if "repro report --tier smoke" in r)
+    report = next(i for i, r in enumerate(runs) if "claimbench report --tier smoke" in r)
     upload = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert runs.index("make claims") < report < upload
     assert steps[report]["if"] == "always()" and steps[upload]["if"] == "always()"

@@ -1,11 +1,11 @@
-"""`repro run` / `repro show` end to end on a tiny digits run, and bad input handling."""
+"""`claimbench run` / `claimbench show` end to end on a tiny digits run, and bad input handling."""
 
 import json
 
 import pytest
 
-from repro.cli import main
-from repro.report.output import MARKER, MARKER_TEXT
+from claimbench.cli import main
+from claimbench.report.output import MARKER, MARKER_TEXT
 
 TINY = """\
 model: {width: 0.0625}
@@ -161,8 +161,8 @@ def _k_selection_by_pytest(expr: str) -> set[str]:
 
 @pytest.mark.parametrize("expr", ["amsgrad", "adam and not l2", "not (vgg or imagenet)", "wd.yaml or (SMOKE and relu)"])
 def test_cli_and_pytest_select_the_same_claims_for_k(monkeypatch, expr):
-    from repro.claims_cli import select_claims
-    from repro.cli import build_parser
+    from claimbench.claims_cli import select_claims
+    from claimbench.cli import build_parser
 
     monkeypatch.chdir(REPO)
     args = build_parser().parse_args(["plan", "--tier", "smoke", "-k", expr])
@@ -174,7 +174,7 @@ def test_k_that_matches_nothing_writes_nothing_and_exits_2(tmp_path, monkeypatch
     out = tmp_path / "reports"
     out.mkdir()
     (out / "index.md").write_text("the previous report\n")
-    (out / MARKER).write_text(MARKER_TEXT + 'files: ["index.md"]\n')  # a report repro wrote earlier
+    (out / MARKER).write_text(MARKER_TEXT + 'files: ["index.md"]\n')  # a report claimbench wrote earlier
     for command in (["report", "--out", str(out)], ["plan"], ["train"], ["verify", "--out", str(out)]):
         assert main([*command, "--tier", "smoke", "-k", "nonexistnt", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err
@@ -187,7 +187,7 @@ def test_k_that_matches_nothing_writes_nothing_and_exits_2(tmp_path, monkeypatch
 
 
 def test_a_failed_render_leaves_the_previous_report(tmp_path, monkeypatch, capsys):
-    import repro.report.markdown as md
+    import claimbench.report.markdown as md
 
     monkeypatch.chdir(REPO)
     out = tmp_path / "reports"

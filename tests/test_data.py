@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from repro.config import DataConfig
-from repro.data import DatasetError, ImageData, load_dataset
-from repro.data import cifar as cifar_mod
-from repro.data.base import normalise
-from repro.data.embedded import SHAPE_NAMES, load_digits_data, render_shapes
-from repro.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderImageData
+from claimbench.config import DataConfig
+from claimbench.data import DatasetError, ImageData, load_dataset
+from claimbench.data import cifar as cifar_mod
+from claimbench.data.base import normalise
+from claimbench.data.embedded import SHAPE_NAMES, load_digits_data, render_shapes
+from claimbench.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderImageData
 
 
 def assert_normalised(data: ImageData) -> None:
@@ -85,7 +85,7 @@ def test_cifar10_from_archive_then_from_folder(tmp_path):
 
 def test_cifar100_fine_labels_and_resize(tmp_path, monkeypatch):
     _, (tx, ty), (vx, vy) = make_cifar_archive(tmp_path, "cifar100", per_file=6)
-    monkeypatch.setenv("REPRO_DATA", str(tmp_path))  # the default root
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(tmp_path))  # the default root
     data = load_dataset(DataConfig(dataset="cifar100", image_size=16), download=False)
     assert data.num_classes == 100
     assert data.train_x.shape == (6, 3, 16, 16) and data.test_x.shape == (6, 3, 16, 16)
@@ -100,7 +100,7 @@ def test_cifar_missing_without_download_names_the_directory(tmp_path):
     assert str(tmp_path / "nowhere") in msg
     assert "cifar-10-python.tar.gz" in msg and "cifar-10-batches-py" in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
-    assert "REPRO_DATA" in msg and "--data-root" in msg
+    assert "CLAIMBENCH_DATA" in msg and "--data-root" in msg
 
 
 def test_cifar_download_verifies_md5_and_renames(tmp_path, monkeypatch):
@@ -383,7 +383,7 @@ def test_imagenet_prefetch_decodes_in_the_background_and_changes_nothing(tmp_pat
     data.prefetch(index)  # announced twice: decoded once
     got, got_y = data.train_batch(index, flip)
     assert torch.equal(got, want) and torch.equal(got_y, want_y)
-    assert len(threads) == 1 and threads[0].startswith("repro-prefetch")
+    assert len(threads) == 1 and threads[0].startswith("claimbench-prefetch")
     # Unannounced batches still decode in the caller's thread; eval prefetches its next batch.
     data.train_batch(torch.tensor([0]), None)
     assert threads[-1] == threading.current_thread().name
@@ -400,8 +400,8 @@ def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_not
     first batch of each epoch), from host indices, and trains exactly as without prefetching."""
     import threading
 
-    from repro.config import run_config_from_dict
-    from repro.train.loop import train_models, use_cuda_graphs
+    from claimbench.config import run_config_from_dict
+    from claimbench.train.loop import train_models, use_cuda_graphs
 
     _imagenet_tree(tmp_path)
     cfg = run_config_from_dict({
@@ -425,7 +425,7 @@ def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_not
     # step itself, the other two in the prefetch thread.
     training = [t for t in decoded if "eval" not in t]
     assert len(training) == 6
-    assert sum(t.startswith("repro-prefetch") for t in training) == 4
+    assert sum(t.startswith("claimbench-prefetch") for t in training) == 4
 
     monkeypatch.setattr(FolderImageData, "prefetch", lambda self, index, flip=None: None)
     (plain,) = train_models([cfg], data, torch.device("cpu"))
@@ -438,7 +438,7 @@ def test_an_imagenet_batch_reaches_the_device_in_two_copies_and_builds_nothing_f
     """Traced on the meta device: the crops and the labels are the only host-device copies of a
     batch (pinned and not waited for on CUDA); the flips are applied on the host and the
     normalisation constants are made once, so no step builds a tensor from host data."""
-    from repro.train.profile import StepTrace, _FactoryRecorder, _Recorder
+    from claimbench.train.profile import StepTrace, _FactoryRecorder, _Recorder
 
     _imagenet_tree(tmp_path)
     host = load_dataset(DataConfig(dataset="imagenet"), tmp_path)

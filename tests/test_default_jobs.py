@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from repro import plan
-from repro.plan import CPU_JOB_BYTES, default_jobs
+from claimbench import plan
+from claimbench.plan import CPU_JOB_BYTES, default_jobs
 
 
 def test_one_job_per_core_as_memory_allows_and_one_on_a_gpu(monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro.machine import DeviceError, training_device
+from claimbench.machine import DeviceError, training_device
 
 REPO = Path(__file__).resolve().parent.parent
 needs_cpu_torch = pytest.mark.skipif(torch.cuda.is_available(), reason="shows what a CPU-only torch does")
@@ -25,14 +25,14 @@ def _fake_nvidia_smi(folder: Path) -> dict:
 
 @needs_cpu_torch
 def test_no_gpu_anywhere_trains_on_the_cpu(monkeypatch):
-    monkeypatch.setattr("repro.plan.detected_device", lambda: "cpu")
+    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cpu")
     assert training_device("auto") == "cpu"
     assert training_device("cpu") == "cpu"
 
 
 @needs_cpu_torch
 def test_a_gpu_torch_cannot_use_is_an_error_naming_the_fix(monkeypatch):
-    monkeypatch.setattr("repro.plan.detected_device", lambda: "cuda")
+    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cuda")
     with pytest.raises(DeviceError, match="CPU-only build.*TORCH_SPEC"):
         training_device("auto")
     with pytest.raises(DeviceError, match="--device cuda:1 was asked for"):
@@ -47,8 +47,8 @@ def test_a_gpu_torch_cannot_use_is_an_error_naming_the_fix(monkeypatch):
                                   ["run", "examples/digits-adam-l2.yaml"]])
 def test_fake_nvidia_smi_with_cpu_torch_exits_2_with_one_message(tmp_path, argv):
     env = _fake_nvidia_smi(tmp_path / "bin")
-    env["REPRO_CACHE"] = str(tmp_path / "cache")
-    out = subprocess.run([sys.executable, "-m", "repro.cli", *argv, *(["--out", str(tmp_path / "r")]
+    env["CLAIMBENCH_CACHE"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-m", "claimbench.cli", *argv, *(["--out", str(tmp_path / "r")]
                           if argv[0] == "verify" else [])], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 2, out.stderr[-3000:]

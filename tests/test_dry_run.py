@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repro.cache import RunStore, run_key
-from repro.cli import main
-from repro.config import RunConfig, phase_steps
-from repro.data.catalog import data_shape
-from repro.execute import dry_run_config, dry_run_store, measured_step_times, train_plan
-from repro.plan import Plan, PlannedRun, StepTime, StepTimes, group_id, machine_name, plan_runs, run_cost
-from repro.spec.claims import claim_files, load_claims
+from claimbench.cache import RunStore, run_key
+from claimbench.cli import main
+from claimbench.config import RunConfig, phase_steps
+from claimbench.data.catalog import data_shape
+from claimbench.execute import dry_run_config, dry_run_store, measured_step_times, train_plan
+from claimbench.plan import Plan, PlannedRun, StepTime, StepTimes, group_id, machine_name, plan_runs, run_cost
+from claimbench.spec.claims import claim_files, load_claims
 from tests.test_data import make_cifar_archive
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import RunStore
-from repro.cli import main
-from repro.devices import ACHIEVABLE_FRACTION, match_gpu, parse_peak_tflops
-from repro.dry_run import dry_run_plan
-from repro.execute import measured_step_times
-from repro.plan import (STEADY_STATE, Plan, StepTime, StepTimes, estimate_target, group_id, part_of, plan_runs,
+from claimbench.cache import RunStore
+from claimbench.cli import main
+from claimbench.devices import ACHIEVABLE_FRACTION, match_gpu, parse_peak_tflops
+from claimbench.dry_run import dry_run_plan
+from claimbench.execute import measured_step_times
+from claimbench.plan import (STEADY_STATE, Plan, StepTime, StepTimes, estimate_target, group_id, part_of, plan_runs,
                         steady_step_time, unsteady_steps)
-from repro.spec.claims import claim_files, load_claims
-from repro.spec.tables import load_tables, table_files
+from claimbench.spec.claims import claim_files, load_claims
+from claimbench.spec.tables import load_tables, table_files
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TIER_RUNS = 374  # the claims' runs and the paper tables' runs, deduplicated
@@ -33,8 +33,8 @@ def paper():
 @pytest.fixture
 def no_gpu(monkeypatch):
     """This machine as one without a GPU, whatever it has."""
-    monkeypatch.setattr("repro.plan._nvidia_gpu_names", lambda: [])
-    monkeypatch.setattr("repro.plan.detected_device", lambda: "cpu")
+    monkeypatch.setattr("claimbench.plan._nvidia_gpu_names", lambda: [])
+    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cpu")
 
 
 def full_plan(paper, tmp_path, target=None) -> Plan:
@@ -66,9 +66,9 @@ def test_plan_dry_run_and_step_profile_plan_the_same_full_tier(paper, tmp_path, 
 
 
 def test_verify_dry_run_plans_what_plan_plans(tmp_path, monkeypatch, capsys, no_gpu):
-    """``repro verify --tier full --dry-run`` hands the dry run the paper's tables (the dry run
+    """``claimbench verify --tier full --dry-run`` hands the dry run the paper's tables (the dry run
     itself is replaced: only what it would plan is counted)."""
-    import repro.dry_run
+    import claimbench.dry_run
 
     seen = {}
 
@@ -77,7 +77,7 @@ def test_verify_dry_run_plans_what_plan_plans(tmp_path, monkeypatch, capsys, no_
         seen["runs"] = len(dry_run_plan(specs, tier, store, "cpu", tables).runs)
         return 0
 
-    monkeypatch.setattr(repro.dry_run, "dry_run", fake_dry_run)
+    monkeypatch.setattr(claimbench.dry_run, "dry_run", fake_dry_run)
     monkeypatch.chdir(tmp_path)
     cache = ["--cache-dir", str(tmp_path / "cache"), "--claims-dir", str(ROOT / "claims")]
     assert main(["verify", "--tier", "full", "--dry-run", *cache]) == 0
@@ -120,9 +120,9 @@ def test_parts_sum_to_the_total_and_tf32_is_faster_on_an_h100(paper, tmp_path, n
 def test_a_modelled_row_prints_its_basis_not_a_ratio_and_a_measured_row_its_share(paper, tmp_path, no_gpu):
     """The share of the peak is a finding only where measured: a modelled row's is the model's
     assumption (always 57% or 15%), said as one, with the basis under the table."""
-    from repro.cache import run_key
-    from repro.config import RunConfig
-    from repro.plan import MODEL_BASIS, PlannedRun, parts_table, run_cost
+    from claimbench.cache import run_key
+    from claimbench.config import RunConfig
+    from claimbench.plan import MODEL_BASIS, PlannedRun, parts_table, run_cost
 
     text = parts_table(full_plan(paper, tmp_path, estimate_target("full", "cpu", gpu="H100")), only_missing=False)
     rows = [line for line in text.splitlines() if line.startswith(("CIFAR", "VGG", "Tiny", "ImageNet", "total"))]
@@ -135,8 +135,8 @@ def test_a_modelled_row_prints_its_basis_not_a_ratio_and_a_measured_row_its_shar
     record = type("Record", (), {"provenance": {"group_size": 16, "cuda_graph_phases": phases,
                                                  "dry_run": {"step_ends": stamps([0.05] * 20), "measured_at": "x"}}})
     store = type("Store", (), {"get": lambda self, key: record})()
-    from repro.devices import match_gpu
-    from repro.plan import Target
+    from claimbench.devices import match_gpu
+    from claimbench.plan import Target
 
     here = Target("cuda", "NVIDIA H100 SXM", match_gpu("H100"), True)  # as if this machine were the H100
     plan = Plan("full", [PlannedRun(run_key(config), config, [], False, *run_cost(config))], "cuda", target=here)
@@ -248,9 +248,9 @@ def test_warmup_and_capture_steps_do_not_move_the_calibration(tmp_path):
     assert statistics.median(gaps) == pytest.approx(1.0)
 
     # Through measured_step_times and the plan: the estimate is the same with or without them.
-    from repro.cache import run_key
-    from repro.config import RunConfig
-    from repro.plan import PlannedRun, run_cost
+    from claimbench.cache import run_key
+    from claimbench.config import RunConfig
+    from claimbench.plan import PlannedRun, run_cost
 
     config = replace(RunConfig(), train=replace(RunConfig().train, unit="steps", phases=(1000,)))
     estimates = []
@@ -283,10 +283,10 @@ def test_too_few_steps_leave_nothing_to_time():
 
 
 def test_the_default_dry_run_on_a_gpu_leaves_steady_steps_on_every_graphed_group(paper, tmp_path, no_gpu):
-    """``repro verify --dry-run`` without --steps: on a GPU every full-tier run's shrunk schedule
+    """``claimbench verify --dry-run`` without --steps: on a GPU every full-tier run's shrunk schedule
     leaves steps after the warm-ups and the capture of each phase (5 steps left none)."""
-    from repro.dry_run import default_steps
-    from repro.execute import dry_run_config
+    from claimbench.dry_run import default_steps
+    from claimbench.execute import dry_run_config
 
     assert default_steps("cpu") == 5
     for run in full_plan(paper, tmp_path).runs:

@@ -3,7 +3,7 @@ that claims to be a report. Nothing from elsewhere runs code, passes for trained
 user's file unless the user said so.
 
 The claims folder is the one-claim `tiny` folder of tests/test_outside.py (10 steps of a
-width-0.125 BasicNet on digits). Commands run in process through ``repro.cli.main``.
+width-0.125 BasicNet on digits). Commands run in process through ``claimbench.cli.main``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import main
+from claimbench.cli import main
 from tests.test_outside import BASE, CLAIM, PAPER
 
 # A module that leaves a file behind when it is imported: the proof that code ran.
@@ -38,21 +38,21 @@ def tiny_claims(folder: Path, check: str | None = None) -> Path:
 
 @pytest.fixture
 def hostile_folder(tmp_path, monkeypatch):
-    """A claims folder whose repro.yaml names a module it ships, importable (the README's
+    """A claims folder whose claimbench.yaml names a module it ships, importable (the README's
     `PYTHONPATH=.`), with a claim whose base needs the plug-in, and a conftest.py; each writes a
     flag file when it runs."""
     claims = tiny_claims(tmp_path / "claims")
     flag = tmp_path / "imported.flag"
     (tmp_path / "evilmod.py").write_text(EVIL.format(flag=str(flag)))
     (claims / "conftest.py").write_text(EVIL.format(flag=str(tmp_path / "conftest.flag")))
-    (claims / "repro.yaml").write_text("plugins: [evilmod:evilnet]\n")
+    (claims / "claimbench.yaml").write_text("plugins: [evilmod:evilnet]\n")
     (claims / "_bases" / "evil.yaml").write_text(BASE.replace("arch: basicnet", "arch: evilnet"))
     (claims / "evil.yaml").write_text(CLAIM.replace("id: tiny-trains", "id: evil-trains")
                                       .replace("_bases/tiny.yaml", "_bases/evil.yaml"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("REPRO_ALLOW_PLUGINS", raising=False)
-    monkeypatch.delenv("REPRO_PLUGINS", raising=False)
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLAIMBENCH_ALLOW_PLUGINS", raising=False)
+    monkeypatch.delenv("CLAIMBENCH_PLUGINS", raising=False)
+    monkeypatch.setenv("CLAIMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield claims, flag
 
@@ -78,7 +78,7 @@ def test_allow_plugins_imports_them(hostile_folder, capsys):
 def test_verify_does_not_run_the_folders_conftest_or_ini(hostile_folder, capsys):
     claims, flag = hostile_folder
     (claims / "evil.yaml").unlink()
-    (claims / "repro.yaml").unlink()
+    (claims / "claimbench.yaml").unlink()
     # An ini file above the claims that would add an option pytest fails on, were it read.
     (claims.parent / "pytest.ini").write_text("[pytest]\nrequired_plugins = no-such-plugin-anywhere\n")
     rc = main(["verify", "--claims-dir", str(claims), "--out", "rep", "--device", "cpu"])
@@ -91,13 +91,13 @@ def test_verify_does_not_run_the_folders_conftest_or_ini(hostile_folder, capsys)
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """proj/ with claims, a cache and the user's notes; an empty `.repro-report` planted in it."""
+    """proj/ with claims, a cache and the user's notes; an empty `.claimbench-report` planted in it."""
     proj = tmp_path / "proj"
     tiny_claims(proj / "claims")
     (proj / "cache").mkdir()
     (proj / "NOTES.md").write_text("notes\n")
-    (proj / ".repro-report").write_text("")
-    monkeypatch.delenv("REPRO_CACHE", raising=False)
+    (proj / ".claimbench-report").write_text("")
+    monkeypatch.delenv("CLAIMBENCH_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)
     return proj
 
@@ -110,7 +110,7 @@ def _files(folder: Path) -> list[str]:
 def test_a_planted_marker_never_costs_a_file(project, capsys, out, monkeypatch):
     if out == "home":
         monkeypatch.setenv("HOME", str(project))
-        (project / "claims" / ".repro-report").write_text("")
+        (project / "claims" / ".claimbench-report").write_text("")
         out = str(project)
     before = _files(project)
     rc = main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
@@ -127,19 +127,19 @@ def test_the_claims_folder_the_cache_and_the_current_folder_are_refused_outright
         assert rc == 2 and what in err, err
 
 
-def test_a_marker_copied_into_a_users_folder_does_not_make_it_repros(project, tmp_path, capsys):
-    (project / ".repro-report").unlink()
+def test_a_marker_copied_into_a_users_folder_does_not_make_it_claimbenchs(project, tmp_path, capsys):
+    (project / ".claimbench-report").unlink()
     (project / "NOTES.md").unlink()
     rep = tmp_path / "rep"
     assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(rep)]) == 0
     mine = tmp_path / "mynotes"
     mine.mkdir()
     (mine / "thesis.tex").write_text("months of work\n")
-    (mine / ".repro-report").write_text((rep / ".repro-report").read_text())
+    (mine / ".claimbench-report").write_text((rep / ".claimbench-report").read_text())
     capsys.readouterr()
     assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(mine)]) == 2
     assert "thesis.tex" in capsys.readouterr().err and (mine / "thesis.tex").read_text() == "months of work\n"
-    # repro's own folder is still replaced.
+    # claimbench's own folder is still replaced.
     assert main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", str(rep)]) == 0
 
 
@@ -185,7 +185,7 @@ def shipped_project(tmp_path, trained_cache, monkeypatch):
     metrics["test_error"] = 0.0
     (entry / "metrics.json").write_text(json.dumps(metrics))
     _recompute_manifest(entry)
-    for name in ("REPRO_CACHE", "REPRO_PLUGINS", "REPRO_ALLOW_PLUGINS"):
+    for name in ("CLAIMBENCH_CACHE", "CLAIMBENCH_PLUGINS", "CLAIMBENCH_ALLOW_PLUGINS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(proj)
     return proj, entry.name
@@ -217,7 +217,7 @@ def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, caps
     assert "1 claim(s) reproduced only on unverified runs" in err and "Traceback" not in err
     assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu", "--allow-unverified"]) == 0
     capsys.readouterr()
-    # `repro cache verify` re-measures it from its weights and finds the edit.
+    # `claimbench cache verify` re-measures it from its weights and finds the edit.
     assert main(["cache", "verify", "--device", "cpu"]) == 1
     found = capsys.readouterr()
     assert "metrics.json does not match its weights (test_error: stored 0.0" in found.out + found.err
@@ -232,11 +232,11 @@ def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(tra
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["origin"] == "local" and listed["verified"] is True
     # Another user (another key): the same untouched entry is not theirs.
-    monkeypatch.setenv("REPRO_TRAINED_HERE_KEY", str(tmp_path / "other.key"))
+    monkeypatch.setenv("CLAIMBENCH_TRAINED_HERE_KEY", str(tmp_path / "other.key"))
     assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["origin"] == "found" and listed["verified"] is False
-    # Re-measured from its weights by `repro cache verify`, it is confirmed (an import, verified).
+    # Re-measured from its weights by `claimbench cache verify`, it is confirmed (an import, verified).
     assert main(["cache", "verify", "--device", "cpu", "--cache-dir", str(tmp_path / "copy")]) == 0
     assert "re-measured from its weights and confirmed" in capsys.readouterr().out
     assert main(["cache", "ls", "--json", "--cache-dir", str(tmp_path / "copy")]) == 0
@@ -245,9 +245,9 @@ def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(tra
 
 
 def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
-    from repro.cache import RunStore
+    from claimbench.cache import RunStore
     from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
-    from repro.runs import run_and_measure
+    from claimbench.runs import run_and_measure
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
     # The archive claims a number the weights cannot give, listed as a trainer's own.
@@ -277,7 +277,7 @@ def _kind(**off):
     ["a list"],
 ])
 def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path, caplog):
-    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here, read_record
+    from claimbench.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here, read_record
 
     machine = MachineKey.here("cpu").id
     text = record if isinstance(record, str) else json.dumps(record).replace("MACHINE", machine)
@@ -285,11 +285,11 @@ def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path,
     assert read_record(tmp_path) == {}
     assert passed_here(tmp_path, "cpu") is None  # never "already done" on a record that says nothing
     assert SwitchedOff.load(tmp_path, "cpu").kinds == {}
-    assert "ignored, not a gpu-check record repro wrote" in caplog.text
+    assert "ignored, not a gpu-check record claimbench wrote" in caplog.text
 
 
 def test_a_well_formed_gpu_check_record_is_read(tmp_path):
-    from repro.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here
+    from claimbench.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here
 
     machine = MachineKey.here("cpu").id
     (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
@@ -303,8 +303,8 @@ HUGE = 10 ** 400
 
 
 def test_an_integer_beyond_float_range_is_no_number_anywhere():
-    from repro.cache.store import metrics_problem
-    from repro.check.verdict import finite_number
+    from claimbench.cache.store import metrics_problem
+    from claimbench.check.verdict import finite_number
 
     assert finite_number(HUGE) is False and finite_number(-HUGE) is False and finite_number(3) is True
     assert "test_error is int" in metrics_problem({"test_error": HUGE})
@@ -332,8 +332,8 @@ def test_cache_export_to_no_file_is_a_clear_error(target, tmp_path, capsys):
 def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, capsys):
     import hashlib
 
-    from repro.cache import RunStore
-    from repro.runs import run_and_measure
+    from claimbench.cache import RunStore
+    from claimbench.runs import run_and_measure
     from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
@@ -371,8 +371,8 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
 
 @pytest.mark.parametrize("depth", [32, 100_000])
 def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(depth, tmp_path):
-    from repro.cache import RunRecord, RunStore, run_key
-    from repro.cache.store import CacheError
+    from claimbench.cache import RunRecord, RunStore, run_key
+    from claimbench.cache.store import CacheError
     from tests.test_archive_hostile import config_from
 
     config = config_from(tmp_path / "run.yaml")
@@ -391,7 +391,7 @@ def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(
 
 CHEAT = """\
 import torch
-from repro.plugins import TrainerPlugin, TrainerResult
+from claimbench.plugins import TrainerPlugin, TrainerResult
 
 
 def train(run):
@@ -405,16 +405,16 @@ cheat = TrainerPlugin(name="cheat", train=train)
 """
 
 
-def test_a_trainer_writing_into_its_data_does_not_change_what_repro_measures(tmp_path, monkeypatch):
+def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measures(tmp_path, monkeypatch):
     import sys
 
-    from repro import plugins
-    from repro.config import run_config_from_dict
-    from repro.runs import run_and_measure
+    from claimbench import plugins
+    from claimbench.config import run_config_from_dict
+    from claimbench.runs import run_and_measure
 
     (tmp_path / "cheat_trainer.py").write_text(CHEAT)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("REPRO_PLUGINS", "cheat_trainer:cheat")
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "cheat_trainer:cheat")
     sys.modules.pop("cheat_trainer", None)
     plugins._resolve_with.cache_clear()
     try:
@@ -428,7 +428,7 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_repro_measures(tmp
 
 
 HUGE_WEIGHTS = """\
-from repro.plugins import TrainerPlugin, TrainerResult
+from claimbench.plugins import TrainerPlugin, TrainerResult
 
 
 def train(run):
@@ -443,13 +443,13 @@ huge = TrainerPlugin(name="huge", train=train)
 def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
     import sys
 
-    from repro import plugins
-    from repro.config import run_config_from_dict
-    from repro.runs import run_and_measure
+    from claimbench import plugins
+    from claimbench.config import run_config_from_dict
+    from claimbench.runs import run_and_measure
 
     (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("REPRO_PLUGINS", "huge_trainer:huge")
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "huge_trainer:huge")
     sys.modules.pop("huge_trainer", None)
     plugins._resolve_with.cache_clear()
     try:
@@ -463,7 +463,7 @@ def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatc
 
 
 def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(tmp_path, monkeypatch, caplog):
-    from repro.spec.paper import TEXT_LIMIT, load_paper
+    from claimbench.spec.paper import TEXT_LIMIT, load_paper
 
     folder, outside = tmp_path / "claims", tmp_path / "elsewhere"
     folder.mkdir()
@@ -473,9 +473,9 @@ def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(t
     (folder / "paper.yaml").write_text(
         "title: T\nauthors: [Ada Lovelace]\nvenue: V 2019\ndocuments:\n"
         f"  abs: {{name: a, text: {outside / 'main.txt'}}}\n  up: {{name: u, text: ../elsewhere/main.txt}}\n"
-        "  home: {name: h, text: ~/.bashrc}\n  env: {name: e, text: $REPRO_PAPERS/main.txt}\n"
+        "  home: {name: h, text: ~/.bashrc}\n  env: {name: e, text: $CLAIMBENCH_PAPERS/main.txt}\n"
         "  in: {name: i, text: inside.txt}\n")
-    monkeypatch.setenv("REPRO_PAPERS", str(outside))
+    monkeypatch.setenv("CLAIMBENCH_PAPERS", str(outside))
     paper = load_paper(folder / "paper.yaml")
     for doc in ("abs", "up", "home"):
         assert paper.documents[doc].text_path() is None, doc
@@ -505,7 +505,7 @@ def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(
     import hashlib
     import tarfile
 
-    from repro.cache import RunStore
+    from claimbench.cache import RunStore
 
     proj, key = shipped_project
     store = RunStore(proj / ".cache" / "runs")
@@ -532,3 +532,20 @@ def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(
     assert not any(n.startswith("entries/" + "0" * 64) for n in names)
     # Re-written without weights, the found entry does not come out carrying this user's mark.
     assert "trained_here" not in shipped and shipped["origin"]["verified"] is False
+
+
+def test_the_key_file_kept_under_the_working_name_still_marks_entries_trained_before_the_rename(tmp_path,
+                                                                                                monkeypatch):
+    from claimbench.cache import trained_here
+
+    monkeypatch.delenv(trained_here.KEY_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert trained_here.key_file() == tmp_path / "claimbench" / "trained-here.key"
+    earlier = tmp_path / "repro" / "trained-here.key"
+    earlier.parent.mkdir()
+    earlier.write_text("k" * 64)
+    assert trained_here.key_file() == earlier
+    # Once the new file exists it is the one read.
+    (tmp_path / "claimbench").mkdir()
+    (tmp_path / "claimbench" / "trained-here.key").write_text("n" * 64)
+    assert trained_here.key_file() == tmp_path / "claimbench" / "trained-here.key"

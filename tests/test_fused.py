@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from repro.config import run_config_from_dict
-from repro.measure import measure_model
-from repro.train.loop import group_key, train_models
+from claimbench.config import run_config_from_dict
+from claimbench.measure import measure_model
+from claimbench.train.loop import group_key, train_models
 from tests.test_loop import tiny_data
 
 

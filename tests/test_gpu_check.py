@@ -1,4 +1,4 @@
-"""repro gpu-check on the CPU: the command runs every feature but graphs and writes its report; a
+"""claimbench gpu-check on the CPU: the command runs every feature but graphs and writes its report; a
 feature that disagrees (a graph backend whose replay steps twice) is caught, switched off for its
 kind, recorded, announced and honoured by the training path; the record makes a second
 ``verify --tier full`` skip the check; the tolerance is derived per precision."""
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import repro.claims_cli as claims_cli
-import repro.gpu_check as gc
-from repro.gpu_check.selftest import EagerGraphs
-from repro.cli import main
-from repro.config import run_config_from_dict
+import claimbench.claims_cli as claims_cli
+import claimbench.gpu_check as gc
+from claimbench.gpu_check.selftest import EagerGraphs
+from claimbench.cli import main
+from claimbench.config import run_config_from_dict
 
 CPU = torch.device("cpu")
 
@@ -44,7 +44,7 @@ def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_ap
     assert "**CPU run**" in text and "graphs: not applicable" in text
     kinds = [line.split("|")[1].strip() for line in text.split("## Features per kind of group")[1].split("## ")[0]
              .splitlines() if line.startswith("| ") and not line.startswith("| kind")]
-    from repro.cli import build_parser
+    from claimbench.cli import build_parser
 
     plan, _ = claims_cli._plan(build_parser().parse_args(
         ["plan", "--tier", "full", "--cache-dir", str(tmp_path / "cache")]), device="cpu")
@@ -92,8 +92,8 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
     assert "graphs (" in (tmp_path / "r.md").read_text().split("## Switched off")[1]
 
     # The training path consults the record: this kind trains without graphs, and says so.
-    from repro.execute import honour_gpu_check
-    from repro.plan import PlannedRun
+    from claimbench.execute import honour_gpu_check
+    from claimbench.plan import PlannedRun
 
     planned = [[PlannedRun(str(i), c) for i, c in enumerate(configs)]]
     groups, switched = honour_gpu_check(planned, cache, "cpu")
@@ -286,17 +286,17 @@ def test_a_feature_is_convicted_only_when_switching_it_off_agrees_twice(tmp_path
 
 
 def test_plain_kernels_are_asked_for_and_provenance_says_so(monkeypatch):
-    from repro.train.loop import train_models
+    from claimbench.train.loop import train_models
 
     (c,) = group(1)
     data = gc.fabricated_data(c, CPU)
     fast = train_models([c], data, CPU)[0].execution.kernel("adam")
     assert fast.kernel in ("fused", "foreach")
     assert train_models([c], data, CPU, kernels="plain")[0].execution.kernel("adam").kernel == "plain"
-    monkeypatch.setenv("REPRO_OPTIMIZER_KERNELS", "plain")
+    monkeypatch.setenv("CLAIMBENCH_OPTIMIZER_KERNELS", "plain")
     assert train_models([c], data, CPU)[0].execution.kernel("adam").kernel == "plain"
-    monkeypatch.setenv("REPRO_OPTIMIZER_KERNELS", "fused-please")
-    with pytest.raises(ValueError, match="REPRO_OPTIMIZER_KERNELS"):
+    monkeypatch.setenv("CLAIMBENCH_OPTIMIZER_KERNELS", "fused-please")
+    with pytest.raises(ValueError, match="CLAIMBENCH_OPTIMIZER_KERNELS"):
         train_models([c], data, CPU)
 
 
@@ -309,8 +309,8 @@ def test_switched_off_features_reach_the_loop_as_arguments_not_through_the_envir
     is shared by every thread of the process: a Ray driver's or another group's)."""
     import os
 
-    import repro.runs
-    from repro.execute import train_group
+    import claimbench.runs
+    from claimbench.execute import train_group
 
     seen: list[dict] = []
 
@@ -318,12 +318,12 @@ def test_switched_off_features_reach_the_loop_as_arguments_not_through_the_envir
         seen.append(kw)
         raise Reached
 
-    monkeypatch.setattr(repro.runs, "train_models", recorder)
+    monkeypatch.setattr(claimbench.runs, "train_models", recorder)
     configs = group(1, dataset="digits")
-    env = {k: v for k, v in os.environ.items() if k.startswith("REPRO_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("CLAIMBENCH_")}
     for off, graphs, kernels, checkpoint in ((("graphs", "kernels", "resume"), False, "plain", None),
                                              ((), None, None, tmp_path / "c.pt")):
         with pytest.raises(Reached):
             train_group(configs, tmp_path / "c.pt", "cpu", None, 0, switched_off=off)
         assert (seen[-1]["cuda_graphs"], seen[-1]["kernels"], seen[-1]["checkpoint"]) == (graphs, kernels, checkpoint)
-    assert {k: v for k, v in os.environ.items() if k.startswith("REPRO_")} == env
+    assert {k: v for k, v in os.environ.items() if k.startswith("CLAIMBENCH_")} == env

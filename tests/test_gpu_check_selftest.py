@@ -1,4 +1,4 @@
-"""repro gpu-check --self-test on the CPU: every kind of fault injected into the fast path is
+"""claimbench gpu-check --self-test on the CPU: every kind of fault injected into the fast path is
 caught, naming the run and tensor it touched; with the old judgement (the median tensor) in place
 of the per-tensor one, the faults that touch one layer are missed and the self-test fails; the
 command's exit status says whether every fault was caught."""
@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import statistics
 
-import repro.gpu_check.selftest as st
-from repro.cli import main
-from repro.gpu_check.judge import Tolerance
+import claimbench.gpu_check.selftest as st
+from claimbench.cli import main
+from claimbench.gpu_check.judge import Tolerance
 
 # The faults that change one tensor of the final state: the median over tensors cannot see them.
 ONE_TENSOR = {"one BatchNorm gamma x1.1", "a running variance corrupted (x1.5)",

@@ -1,6 +1,6 @@
 """The graph path of the training loop, run for real on the CPU with a fake graph backend.
 
-``FakeGraphs`` stands where torch.cuda's graphs stand (``repro.train.loop.GraphBackend``): its
+``FakeGraphs`` stands where torch.cuda's graphs stand (``claimbench.train.loop.GraphBackend``): its
 capture records the step without running it, as CUDA does, and its replay runs it; it records
 every warm-up, pool, capture, replay and release, and flags what a real GPU would not survive
 (a pool given to two graphs, a released graph replayed or released twice). With it the real
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-import repro.runs as run_module
-from repro.cache import RunStore, run_key
-from repro.config import run_config_from_dict
-from repro.train.loop import StepGraph, train_models
+import claimbench.runs as run_module
+from claimbench.cache import RunStore, run_key
+from claimbench.config import run_config_from_dict
+from claimbench.train.loop import StepGraph, train_models
 from tests.test_fused import BN_CANCELLED
 from tests.test_loop import tiny_data
 
@@ -287,7 +287,7 @@ def test_a_group_with_adagrad_keeps_its_graphs():
 def test_the_cuda_backend_goes_back_to_the_callers_stream_when_capture_fails(monkeypatch, where):
     # torch.cuda.graph enters the capture stream before capture_begin and leaves it after
     # capture_end; when either raises it stays there. torch.cuda is faked: no GPU here.
-    from repro.train.loop import CudaGraphBackend
+    from claimbench.train.loop import CudaGraphBackend
 
     current = ["default"]
 

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-import repro.execute as execute
-import repro.runs
-from repro.config import run_config_from_dict
-from repro.plan import memory_group_cap, run_memory_bytes
+import claimbench.execute as execute
+import claimbench.runs
+from claimbench.config import run_config_from_dict
+from claimbench.plan import memory_group_cap, run_memory_bytes
 
 GiB = 2 ** 30
 
@@ -46,10 +46,10 @@ def test_a_group_that_would_not_fit_is_split_before_training_and_said(tmp_path, 
     assert execute.split_by_memory(vgg, None) == ([vgg], "")  # a CPU: no cap
     # In the process that trains: the parts train one after another, the line said once.
     trained: list[int] = []
-    monkeypatch.setattr(repro.runs, "run_and_measure_group",
+    monkeypatch.setattr(claimbench.runs, "run_and_measure_group",
                         lambda configs, *a, **kw: trained.append(len(configs)) or [c.train.seed for c in configs])
     monkeypatch.setattr(execute, "device_free_bytes", lambda device: 79 * GiB)
-    with caplog.at_level(logging.WARNING, logger="repro.execute"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
         records = execute.train_group(vgg, tmp_path / "g.pt", "cuda", None, 0)
     assert records == list(range(16)) and trained == [len(p) for p in parts]
     assert [r.getMessage() for r in caplog.records] == [line]
@@ -69,8 +69,8 @@ def test_out_of_device_memory_retries_the_group_in_halves(tmp_path, monkeypatch,
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return [c.train.seed for c in configs]
 
-    monkeypatch.setattr(repro.runs, "run_and_measure_group", fake)
-    with caplog.at_level(logging.WARNING, logger="repro.execute"):
+    monkeypatch.setattr(claimbench.runs, "run_and_measure_group", fake)
+    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
         records = execute.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)
     assert records == [0, 1, 2, 3] and tried == [4, 2, 2]
     (line,) = [r.getMessage() for r in caplog.records]
@@ -79,6 +79,6 @@ def test_out_of_device_memory_retries_the_group_in_halves(tmp_path, monkeypatch,
     def broken(configs, *a, **kw):
         raise ValueError("a bug, not memory")
 
-    monkeypatch.setattr(repro.runs, "run_and_measure_group", broken)
+    monkeypatch.setattr(claimbench.runs, "run_and_measure_group", broken)
     with pytest.raises(ValueError):
         execute.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import sys
-from repro.cli import main
+from claimbench.cli import main
 try:
     main({argv!r})
 except SystemExit as e:

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from repro.config import run_config_from_dict
-from repro.data.base import ImageData
-from repro.train.loop import BatchStream, train_models
+from claimbench.config import run_config_from_dict
+from claimbench.data.base import ImageData
+from claimbench.train.loop import BatchStream, train_models
 
 
 
@@ -82,7 +82,7 @@ def test_batch_stream_draws_each_run_as_if_alone():
 
 
 def test_precision_is_set_explicitly_and_labelled():
-    from repro.train.loop import set_precision
+    from claimbench.train.loop import set_precision
 
     tf32 = run_config_from_dict({**tiny_config().to_dict(), "train": {**tiny_config().to_dict()["train"], "precision": "tf32"}})
     assert "tf32" in tf32.summary() and "tf32" not in tiny_config().summary()
@@ -99,13 +99,13 @@ def test_precision_is_set_explicitly_and_labelled():
 
 
 def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):
-    from repro.train.loop import CUDA_GRAPHS_ENV, use_cuda_graphs
+    from claimbench.train.loop import CUDA_GRAPHS_ENV, use_cuda_graphs
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     adam, adagrad = tiny_config(), tiny_config(name="adagrad")
     monkeypatch.delenv(CUDA_GRAPHS_ENV, raising=False)
     assert use_cuda_graphs([adam], cuda, None) and not use_cuda_graphs([adam], cpu, None)
-    assert use_cuda_graphs([adam, adagrad], cuda, None)  # Adagrad captures as repro.train.optim.CapturableAdagrad
+    assert use_cuda_graphs([adam, adagrad], cuda, None)  # Adagrad captures as claimbench.train.optim.CapturableAdagrad
     assert not use_cuda_graphs([adam], cuda, False)
     monkeypatch.setenv(CUDA_GRAPHS_ENV, "0")
     assert not use_cuda_graphs([adam], cuda, None)

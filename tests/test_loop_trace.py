@@ -1,14 +1,14 @@
 """The CUDA path checked without CUDA: one training step traced on the ``meta`` device makes no
 host-device copy, no host sync and no CPU tensor, for one run and for a group of 16, with every
-optimizer and both regularizers (see repro/train/profile.py for what ``meta`` does not cover;
+optimizer and both regularizers (see claimbench/train/profile.py for what ``meta`` does not cover;
 tests/test_sync_detector.py shows the detector each kind of sync and copy it must report)."""
 
 import itertools
 
 import pytest
 
-from repro.config import OPTIMIZERS
-from repro.train.profile import meta_data, trace_step
+from claimbench.config import OPTIMIZERS
+from claimbench.train.profile import meta_data, trace_step
 from tests.test_fused import config
 
 DATA = meta_data(n=48, side=8, classes=3)

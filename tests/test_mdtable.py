@@ -2,7 +2,7 @@
 
 Claim reasons hold ``|gamma|``, run names hold underscores, a paper marker is ``*``; written
 unescaped, a pipe ends the cell and the rest of the reason is lost on the page. Every report
-table goes through ``repro.report.mdtable.markdown_table``; these tests render arbitrary text
+table goes through ``claimbench.report.mdtable.markdown_table``; these tests render arbitrary text
 through it and through each page writer, and read the table back."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro.cache import RunStore
-from repro.check.verdict import Verdict
-from repro.report.markdown import claim_page, index_page
-from repro.report.mdtable import escape_cell, markdown_table, parse_markdown_table
-from repro.report.tables import table_page
-from repro.spec.claims import load_claim
-from repro.spec.tables import load_table
+from claimbench.cache import RunStore
+from claimbench.check.verdict import Verdict
+from claimbench.report.markdown import claim_page, index_page
+from claimbench.report.mdtable import escape_cell, markdown_table, parse_markdown_table
+from claimbench.report.tables import table_page
+from claimbench.spec.claims import load_claim
+from claimbench.spec.tables import load_table
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"
@@ -62,7 +62,7 @@ def test_an_escaped_cell_holds_no_bare_pipe_newline_or_emphasis(text):
 
 def test_no_report_module_writes_a_table_by_itself():
     # A writer that called tabulate directly would skip the escaping: the one function is the rule.
-    for path in sorted((REPO / "repro" / "report").glob("*.py")):
+    for path in sorted((REPO / "claimbench" / "report").glob("*.py")):
         if path.name != "mdtable.py":
             assert "tabulate" not in path.read_text(), path.name
 

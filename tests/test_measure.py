@@ -1,4 +1,4 @@
-"""repro.measure: planted answers for sparsity, universality, pruning and slimming.
+"""claimbench.measure: planted answers for sparsity, universality, pruning and slimming.
 
 The network is BasicNet at width 0.125 on 8x8 images: conv widths 8,16,16,32,32,64,64
 (232 features), kernels 5,3,3,3,3,3,3, head [256][4].
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.config import ModelConfig
-from repro.data.base import ImageData
-from repro.measure import (
+from claimbench.config import ModelConfig
+from claimbench.data.base import ImageData
+from claimbench.measure import (
     activation_sparsity,
     fold_batchnorm,
     gamma_sparsity,
@@ -26,8 +26,8 @@ from repro.measure import (
     universality,
     zero_pruned,
 )
-from repro.netshape import flops_per_image
-from repro.train.models import build_model, count_params
+from claimbench.netshape import flops_per_image
+from claimbench.train.models import build_model, count_params
 
 WIDTHS = [8, 16, 16, 32, 32, 64, 64]
 TOTAL = 232

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from repro.config import ModelConfig
-from repro.netshape import conv_param_count, flops_per_image, net_spec
-from repro.train.models import build_model
+from claimbench.config import ModelConfig
+from claimbench.netshape import conv_param_count, flops_per_image, net_spec
+from claimbench.train.models import build_model
 
 
 def test_basicnet_conv_parameter_count_matches_the_paper():
@@ -69,7 +69,7 @@ def test_flops_counts_convs_and_head():
     (ModelConfig(width=0.0625, fc_hidden=(8,)), 224, "imagenet"),  # avgpool(5, 4) + flatten head
 ])
 def test_a_stacked_network_is_its_runs_side_by_side(cfg, side, dataset):
-    from repro.train.models import ConvNet, stack_models, unstack_model
+    from claimbench.train.models import ConvNet, stack_models, unstack_model
 
     models = []
     for seed in range(3):

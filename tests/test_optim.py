@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from repro.config import OptimConfig, TrainConfig
-from repro.train.optim import (
+from claimbench.config import OptimConfig, TrainConfig
+from claimbench.train.optim import (
     GRAPH_SAFE,
     CapturableAdagrad,
     KernelUsed,

@@ -1,4 +1,4 @@
-"""Output folders and the cache location: repro never deletes what it did not write, and stores
+"""Output folders and the cache location: claimbench never deletes what it did not write, and stores
 runs where the documentation says, also when installed as a normal (non-editable) package."""
 
 import os
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache.location import CACHE_RULE, default_cache_root, user_cache_root
-from repro.cli import main
-from repro.report.output import MARKER
+from claimbench.cache.location import CACHE_RULE, default_cache_root, user_cache_root
+from claimbench.cli import main
+from claimbench.report.output import MARKER
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_a_users_folder_given_as_out_survives(tmp_path, monkeypatch, capsys):
         code = main([*command, "--tier", "smoke", "-k", "beta", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
         err = capsys.readouterr().err
         assert code == 2, command
-        assert "holds files repro did not write" in err and "Traceback" not in err
+        assert "holds files claimbench did not write" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
     assert (out / "chapter1.tex").read_text() == "months of work\n"
@@ -37,7 +37,7 @@ def test_a_users_folder_given_as_out_survives(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.json"))
 
 
-def test_repros_own_folder_is_replaced_whole_and_marked(tmp_path, monkeypatch, capsys):
+def test_claimbenchs_own_folder_is_replaced_whole_and_marked(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     out = tmp_path / "reports"
     assert _report(out, tmp_path) == 0
@@ -72,7 +72,7 @@ def test_out_that_cannot_be_a_report_folder_is_a_clear_error(tmp_path, monkeypat
         out = tmp_path / "link"
         out.symlink_to(real)
     else:
-        out = {"root": "/", "empty": "", "proc": "/proc/self/repro-report"}[target]
+        out = {"root": "/", "empty": "", "proc": "/proc/self/claimbench-report"}[target]
     code = _report(out, tmp_path)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --out") and "Traceback" not in err, err
@@ -105,7 +105,7 @@ def test_an_empty_claims_folder_exits_2(tmp_path, monkeypatch, capsys, command):
 
 # -- where runs are stored ------------------------------------------------------------------------
 def test_the_cache_rule(tmp_path, monkeypatch):
-    monkeypatch.delenv("REPRO_CACHE", raising=False)
+    monkeypatch.delenv("CLAIMBENCH_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     project = tmp_path / "project"
     (project / "claims").mkdir(parents=True)
@@ -115,9 +115,9 @@ def test_the_cache_rule(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert default_cache_root() == user_cache_root() == tmp_path / "xdg" / "repro" / "runs"
+    assert default_cache_root() == user_cache_root() == tmp_path / "xdg" / "claimbench" / "runs"
     assert default_cache_root(project / "claims") == project / ".cache" / "runs"
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("CLAIMBENCH_CACHE", str(tmp_path / "mine"))
     assert default_cache_root(project / "claims") == tmp_path / "mine"
 
 
@@ -132,7 +132,7 @@ def test_the_rule_is_written_the_same_everywhere(capsys):
 
 
 def test_a_non_editable_install_stores_runs_where_the_docs_say(tmp_path):
-    """Built and installed like a user's `pip install repro` (a wheel into a folder of its own),
+    """Built and installed like a user's `pip install claimbench` (a wheel into a folder of its own),
     then a run stored by the installed package: it lands beside the project's claims folder, or
     in the user cache folder, never inside the installed package."""
     site = tmp_path / "site"
@@ -144,19 +144,19 @@ def test_a_non_editable_install_stores_runs_where_the_docs_say(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     script = (
-        "import repro, torch\n"
-        "from repro.cache import RunStore, RunRecord, run_key\n"
-        "from repro.config import RunConfig\n"
+        "import claimbench, torch\n"
+        "from claimbench.cache import RunStore, RunRecord, run_key\n"
+        "from claimbench.config import RunConfig\n"
         "store = RunStore()\n"
         "cfg = RunConfig()\n"
         "entry = store.put(run_key(cfg), RunRecord(cfg, {'test_error': 1.0, 'diverged_at': None}, {}, {}, "
         "{'w': torch.zeros(2)}))\n"
-        "print(repro.__file__)\n"
+        "print(claimbench.__file__)\n"
         "print(entry)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTHONPATH")}
     env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"))
-    for cwd, expected in ((project, project / ".cache" / "runs"), (elsewhere, tmp_path / "xdg" / "repro" / "runs")):
+    for cwd, expected in ((project, project / ".cache" / "runs"), (elsewhere, tmp_path / "xdg" / "claimbench" / "runs")):
         ran = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
                              timeout=300)
         assert ran.returncode == 0, ran.stderr[-2000:]

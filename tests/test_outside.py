@@ -1,8 +1,8 @@
-"""repro on claims outside this repository, as a researcher uses it.
+"""claimbench on claims outside this repository, as a researcher uses it.
 
 A one-claim folder (claim, base, paper description: what claims/README.md's "Your own claims"
-section shows) is built in a temporary directory; `repro verify` and `pytest` are run from there
-as subprocesses of this virtualenv's installed commands, so they see repro as any user would: the
+section shows) is built in a temporary directory; `claimbench verify` and `pytest` are run from there
+as subprocesses of this virtualenv's installed commands, so they see claimbench as any user would: the
 pytest plugin through its entry point, no conftest, no file of this repository. The claim trains
 one tiny run (10 steps of a width-0.125 BasicNet on digits: seconds).
 """
@@ -63,14 +63,14 @@ def outside(tmp_path_factory) -> Path:
 
 
 def command(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "PYTHONPATH")}
-    env["REPRO_CACHE"] = str(cwd / "cache")
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS", "PYTHONPATH")}
+    env["CLAIMBENCH_CACHE"] = str(cwd / "cache")
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def verified(outside: Path) -> subprocess.CompletedProcess:
-    return command(outside, str(BIN / "repro"), "verify", "--tier", "smoke", "--claims-dir", "my_claims",
+    return command(outside, str(BIN / "claimbench"), "verify", "--tier", "smoke", "--claims-dir", "my_claims",
                    "--out", "report", "--device", "cpu")
 
 
@@ -114,7 +114,7 @@ def test_a_misspelt_document_is_invalid_with_a_suggestion(outside, tmp_path):
     (claims / "_bases" / "tiny.yaml").write_text(BASE)
     (claims / "paper.yaml").write_text(PAPER)
     (claims / "tiny.yaml").write_text(CLAIM.replace("paper: fixture2019", "paper: fixture2091"))
-    result = command(tmp_path, str(BIN / "repro"), "validate", "--claims-dir", "claims_typo")
+    result = command(tmp_path, str(BIN / "claimbench"), "validate", "--claims-dir", "claims_typo")
     assert result.returncode == 2
     assert ("claims_typo/tiny.yaml:4: source.paper: unknown document (see claims_typo/paper.yaml) 'fixture2091' "
             "(did you mean 'fixture2019'?); known: fixture2019") in result.stderr
@@ -125,8 +125,8 @@ def test_a_misspelt_document_is_invalid_with_a_suggestion(outside, tmp_path):
 
 
 def test_paper_description_problems_name_file_line_and_field(tmp_path):
-    from repro.spec.paper import load_paper
-    from repro.spec.source import SpecError
+    from claimbench.spec.paper import load_paper
+    from claimbench.spec.source import SpecError
 
     path = tmp_path / "paper.yaml"
     path.write_text("title: T\nauthors: Ada\nvenu: X\ndocuments:\n  main: {name: m, txt: a.txt}\n  supp: just text\n")
@@ -143,7 +143,7 @@ def test_paper_description_problems_name_file_line_and_field(tmp_path):
 
 
 def test_citation_and_text_copy(tmp_path, monkeypatch):
-    from repro.spec.paper import cited, load_paper
+    from claimbench.spec.paper import cited, load_paper
 
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "main.txt").write_text("Intro.\nTable 1. Sparsity.\n Figure 2. Betas.\n")
@@ -166,7 +166,7 @@ def test_citation_and_text_copy(tmp_path, monkeypatch):
 
 
 def test_validate_warns_about_a_citation_the_text_lacks(tmp_path, capsys):
-    from repro import cli
+    from claimbench import cli
 
     claims = tmp_path / "c"
     (claims / "_bases").mkdir(parents=True)
@@ -189,8 +189,8 @@ def observed(mean: float, paper=None) -> dict:
 
 
 def test_index_summary_shows_what_the_deciding_check_is_about():
-    from repro.check.verdict import CheckResult, Verdict
-    from repro.report.markdown import headline
+    from claimbench.check.verdict import CheckResult, Verdict
+    from claimbench.report.markdown import headline
 
     axis = CheckResult("monotonic", "reproduced", "lam rises", "", observed={
         "lam@0 sparsity_gamma": observed(0.0, 0), "lam@0.001 sparsity_gamma": observed(30.0, 50),

@@ -3,12 +3,12 @@
 import shutil
 from pathlib import Path
 
-from repro.cache import RunStore, run_key
-from repro.plan import data_shape, plan_runs
-from repro.report import render_reports
-from repro.report.mdtable import escape_cell
-from repro.spec.claims import load_claims
-from repro.cache import RunRecord
+from claimbench.cache import RunStore, run_key
+from claimbench.plan import data_shape, plan_runs
+from claimbench.report import render_reports
+from claimbench.report.mdtable import escape_cell
+from claimbench.spec.claims import load_claims
+from claimbench.cache import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,8 @@ def test_shared_runs_are_planned_once(tmp_path):
 
 
 def test_data_shapes_without_loading_match_the_loaders():
-    from repro.config import DataConfig, RunConfig
-    from repro.data import load_dataset
+    from claimbench.config import DataConfig, RunConfig
+    from claimbench.data import load_dataset
 
     for dataset in ("digits", "shapes_clean"):
         cfg = RunConfig(data=DataConfig(dataset=dataset))
@@ -63,14 +63,14 @@ def test_report_renders_verdicts_from_the_cache(tmp_path):
 
 
 def test_plan_imports_no_torch():
-    """Planning prices runs from configs alone (repro.netshape, repro.data.catalog)."""
+    """Planning prices runs from configs alone (claimbench.netshape, claimbench.data.catalog)."""
     import subprocess
     import sys
 
-    code = "import sys, repro.plan; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('repro.')))"
+    code = "import sys, claimbench.plan; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('claimbench.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'torch'" not in out, out
-    assert "'repro.plan'" in out
+    assert "'claimbench.plan'" in out
 
 
 def test_netshape_matches_the_models():
@@ -79,9 +79,9 @@ def test_netshape_matches_the_models():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from repro.config import ModelConfig
-    from repro.netshape import conv_param_count, flops_per_image, net_spec
-    from repro.train.models import build_model
+    from claimbench.config import ModelConfig
+    from claimbench.netshape import conv_param_count, flops_per_image, net_spec
+    from claimbench.train.models import build_model
 
     for arch, dataset, side, classes in (("basicnet", "cifar10", 32, 10), ("basicnet", "imagenet", 224, 1000),
                                          ("vgg16", "cifar100", 32, 100), ("vgg19", "tinyimagenet", 64, 200)):
@@ -101,10 +101,10 @@ def test_every_dataset_size_the_plan_assumes_agrees_with_its_loader():
     """The published datasets cannot be loaded here: their planned shapes are pinned against the
     loaders' own constants and the published sizes (CIFAR 50,000 train, TinyImageNet 500 per class
     of 200, ImageNet-1k 1,281,167)."""
-    from repro.config import DataConfig, RunConfig
-    from repro.config import DATASET_SHAPES
-    from repro.data.cifar import SOURCES
-    from repro.data.folder import IMAGENET_CROP, TINY_SIZE
+    from claimbench.config import DataConfig, RunConfig
+    from claimbench.config import DATASET_SHAPES
+    from claimbench.data.cifar import SOURCES
+    from claimbench.data.folder import IMAGENET_CROP, TINY_SIZE
 
     assert set(DATASET_SHAPES) == {"digits", "shapes_clean", "shapes_cluttered", "cifar10", "cifar100",
                                    "tinyimagenet", "imagenet"}

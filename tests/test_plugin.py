@@ -1,7 +1,7 @@
 """The pytest plugin end to end on fabricated cached runs: collection, selection, outcomes, reports.
 
 Each test builds a project with pytester (a claims/ folder with its paper description and a base
-file; the plugin comes from repro's pytest11 entry point, as for any user) and points it at a run
+file; the plugin comes from claimbench's pytest11 entry point, as for any user) and points it at a run
 cache filled with fabricated records, with --no-train. One test trains a missing run (seconds).
 """
 
@@ -18,9 +18,9 @@ import pytest
 # namespace _inductor_test"), seen when test_cli ran after this file in one process.
 import torch._dynamo  # noqa: F401
 
-from repro.cache import RunStore, run_key
-from repro.spec.claims import load_claim
-from repro.cache import RunRecord
+from claimbench.cache import RunStore, run_key
+from claimbench.spec.claims import load_claim
+from claimbench.cache import RunRecord
 
 pytest_plugins = ["pytester"]
 
@@ -125,7 +125,7 @@ def project(pytester: pytest.Pytester, *names: str, folder: str = "claims", pape
 
 
 def run(pytester: pytest.Pytester, cache: Path, *args: str, where: str = "claims", train: bool = False):
-    return pytester.runpytest(where, "--tier", "smoke", "--repro-cache", str(cache), *([] if train else ["--no-train"]),
+    return pytester.runpytest(where, "--tier", "smoke", "--claimbench-cache", str(cache), *([] if train else ["--no-train"]),
                               "-p", "no:cacheprovider", *args)
 
 
@@ -145,7 +145,7 @@ def test_reproduced_claim_passes(pytester, cache):
     result = run(pytester, cache, "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["claims/good.yaml::claim-good PASSED*"])
-    result.stdout.fnmatch_lines(["repro: tier=smoke cache=*"])
+    result.stdout.fnmatch_lines(["claimbench: tier=smoke cache=*"])
     # -v shows the numbers that decided it, as the report prints them.
     line = next(line for line in result.stdout.lines if "claim-good PASSED" in line)
     assert re.search(r"PASSED \(.*\d.*\)", line), line
@@ -253,7 +253,7 @@ def test_yaml_without_a_paper_description_is_not_a_claim_unless_named(pytester, 
     folder = project(pytester, "good.yaml", folder="config", paper=False)
     result = run(pytester, cache, "--collect-only", "-q", where="config")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    # Named on the command line, a file is taken as a claim (what `repro verify` passes to pytest).
+    # Named on the command line, a file is taken as a claim (what `claimbench verify` passes to pytest).
     result = run(pytester, cache, "-q", where=str(folder / "good.yaml"))
     result.assert_outcomes(passed=1)
 
@@ -264,13 +264,13 @@ def test_projects_without_claims_are_left_alone(pytester):
     pytester.path.joinpath("settings.yaml").write_text("not: a claim\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    assert "repro:" not in result.stdout.str()
+    assert "claimbench:" not in result.stdout.str()
 
 
 def test_plugin_is_not_imported_with_torch(pytester):
-    # Loaded by every pytest run once repro is installed: it must not cost a torch import.
+    # Loaded by every pytest run once claimbench is installed: it must not cost a torch import.
     pytester.makeini("[pytest]\n")
-    pytester.makepyfile(test_torch="import sys\n\ndef test_no_torch():\n    assert 'repro.pytest_plugin' in sys.modules\n"
+    pytester.makepyfile(test_torch="import sys\n\ndef test_no_torch():\n    assert 'claimbench.pytest_plugin' in sys.modules\n"
                                    "    assert 'torch' not in sys.modules\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:hypothesispytest")
     result.assert_outcomes(passed=1)
@@ -278,10 +278,10 @@ def test_plugin_is_not_imported_with_torch(pytester):
 
 def test_a_conftest_that_also_loads_the_plugin_loads_it_once(pytester, cache):
     project(pytester, "good.yaml")
-    pytester.makeconftest('pytest_plugins = ["repro.pytest_plugin"]\n')
+    pytester.makeconftest('pytest_plugins = ["claimbench.pytest_plugin"]\n')
     result = run(pytester, cache, "-v")
     result.assert_outcomes(passed=1)  # registered twice, pluggy would refuse, and items would double
-    assert result.stdout.str().count("repro: tier=smoke") == 1
+    assert result.stdout.str().count("claimbench: tier=smoke") == 1
 
 
 TRAINED = """\
@@ -306,7 +306,7 @@ def test_missing_run_is_trained_then_read_from_the_cache(pytester, tmp_path):
     (claims / "trained.yaml").write_text(TRAINED)
     store = RunStore(tmp_path / "cache")
     assert store.keys() == []
-    result = run(pytester, store.root, "-v", "--repro-device", "cpu", train=True)
+    result = run(pytester, store.root, "-v", "--claimbench-device", "cpu", train=True)
     result.assert_outcomes(passed=1)
     (key,) = store.keys()
     record = store.get(key)

@@ -3,7 +3,7 @@
 examples/plugin-example/ (a stackable MLP with BatchNorm, scikit-learn's digits as one-channel
 images, its own training loop ``smoothsgd``, a claims folder with three claims) is copied to a
 temporary folder and installed there with pip (``--target``, found through PYTHONPATH, as an
-installed distribution: its entry points are what repro reads). ``repro verify`` then runs on
+installed distribution: its entry points are what claimbench reads). ``claimbench verify`` then runs on
 its claims as subprocesses: verdicts, the MLP's runs trained stacked, the trainer's run recorded
 with its metrics and provenance, a second run served from the cache, an edit of the model's code
 that retrains exactly the MLP's runs (the built-in BasicNet on the plug-in dataset stays cached),
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plugin-example"
 BIN = Path(sys.executable).parent
 RUNS = 8  # 6 MLP runs (L2 and none, 3 seeds) + 1 BasicNet on the plug-in dataset + 1 run of the trainer
-NAMED = ("repro_plugin_example.models:mlp,repro_plugin_example.datasets:skdigits,"
-         "repro_plugin_example.trainers:smoothsgd")
+NAMED = ("claimbench_plugin_example.models:mlp,claimbench_plugin_example.datasets:skdigits,"
+         "claimbench_plugin_example.trainers:smoothsgd")
 
 
 def install(src: Path, site: Path) -> None:
@@ -37,26 +37,26 @@ def install(src: Path, site: Path) -> None:
                              "--upgrade", "--target", str(site), str(src)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    for leftover in ("build", "repro_plugin_example.egg-info"):
+    for leftover in ("build", "claimbench_plugin_example.egg-info"):
         shutil.rmtree(src / leftover, ignore_errors=True)
 
 
 def command(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS")}
     env["PYTHONPATH"] = str(root / "site")
-    env["REPRO_CACHE"] = str(root / "cache")
+    env["CLAIMBENCH_CACHE"] = str(root / "cache")
     return subprocess.run(args, cwd=root / "src", env=env, capture_output=True, text=True, timeout=900)
 
 
 def verify(root: Path) -> subprocess.CompletedProcess:
     # One job: its groups stack (the default -j follows the machine's cores and memory).
-    return command(root, str(BIN / "repro"), "verify", "--tier", "smoke", "--claims-dir", "claims",
+    return command(root, str(BIN / "claimbench"), "verify", "--tier", "smoke", "--claims-dir", "claims",
                    "--out", str(root / "report"), "--device", "cpu", "-j", "1")
 
 
 def train_only(root: Path) -> subprocess.CompletedProcess:
     """What a verify trains, without its pytest run and report (what the retraining steps check)."""
-    return command(root, str(BIN / "repro"), "train", "--tier", "smoke", "--claims-dir", "claims", "--device", "cpu")
+    return command(root, str(BIN / "claimbench"), "train", "--tier", "smoke", "--claims-dir", "claims", "--device", "cpu")
 
 
 def trained_line(result: subprocess.CompletedProcess) -> str:
@@ -92,10 +92,10 @@ def test_verify_trains_caches_and_retrains_exactly_what_changed(example):
     mlp_groups = sorted(e["provenance"]["group_size"] for e in entries
                         if e["config"]["model"]["arch"] == "mlp" and "trainer" not in e["config"]["train"])
     assert mlp_groups == [2, 2, 4, 4, 4, 4], mlp_groups
-    # The trainer's run: its own numbers beside repro's measured ones, and which trainer of which
+    # The trainer's run: its own numbers beside claimbench's measured ones, and which trainer of which
     # distribution trained it.
     (trained_by,) = [e for e in entries if e["config"]["train"].get("trainer") == "smoothsgd"]
-    assert trained_by["provenance"]["trainer"]["distribution"] == "repro-plugin-example"
+    assert trained_by["provenance"]["trainer"]["distribution"] == "claimbench-plugin-example"
     assert trained_by["provenance"]["trainer"]["version"] == "0.1.0"
     assert trained_by["metrics"]["train_accuracy"] >= 99 and trained_by["metrics"]["sparsity_gamma"] is not None
 
@@ -109,7 +109,7 @@ def test_verify_trains_caches_and_retrains_exactly_what_changed(example):
 
     # The model's code changes: the 6 MLP runs and the trainer's (of the MLP) retrain, the BasicNet
     # on the plug-in data does not.
-    mlp = example / "src" / "repro_plugin_example" / "mlp.py"
+    mlp = example / "src" / "claimbench_plugin_example" / "mlp.py"
     text = mlp.read_text()
     assert "GroupedLinear(width, h, runs, bias=False)" in text
     mlp.write_text(text.replace("GroupedLinear(width, h, runs, bias=False)", "GroupedLinear(width, h, runs, bias=True)"))
@@ -125,8 +125,8 @@ def test_plugin_fields_are_validated_with_file_and_line(example, tmp_path):
     shutil.copytree(claims, bad)
     base = bad / "_bases" / "mlp.yaml"
     base.write_text(base.read_text().replace("params: {hidden: [128, 128]}", "params: {hiden: [128]}"))
-    # A metric that neither repro measures nor the run's trainer reports; and one the trainer
-    # reports, named for a run of repro's loop.
+    # A metric that neither claimbench measures nor the run's trainer reports; and one the trainer
+    # reports, named for a run of claimbench's loop.
     trainer_claim = bad / "smoothsgd_trains.yaml"
     text = trainer_claim.read_text()
     assert "metric: train_accuracy}" in text
@@ -153,7 +153,7 @@ def test_plugin_fields_are_validated_with_file_and_line(example, tmp_path):
               - {kind: distribution, a: {run: r, metric: test_error}, min: 0, max: 50}
               - {kind: distribution, a: {run: s, metric: train_accuracy}, min: 0, max: 100}
         """))
-    result = command(example, str(BIN / "repro"), "validate", "--claims-dir", str(bad))
+    result = command(example, str(BIN / "claimbench"), "validate", "--claims-dir", str(bad))
     assert result.returncode == 2, result.stdout + result.stderr
     err = result.stderr
     assert "model.params.hiden: unknown key 'hiden' (did you mean 'hidden'?)" in err, err
@@ -184,7 +184,7 @@ def fake_distribution(site: Path, name: str, group: str, entries: dict[str, str]
 
 @pytest.fixture
 def registry(monkeypatch, tmp_path):
-    from repro import plugins
+    from claimbench import plugins
 
     monkeypatch.syspath_prepend(str(tmp_path))
     plugins._resolve_with.cache_clear()
@@ -193,9 +193,9 @@ def registry(monkeypatch, tmp_path):
 
 
 def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(registry):
-    from repro.config import run_config_from_dict, ConfigError
+    from claimbench.config import run_config_from_dict, ConfigError
 
-    fake_distribution(registry, "clash", "repro.models", {"vgg11": "clash_mod:net", "tiny": "clash_mod:tiny"})
+    fake_distribution(registry, "clash", "claimbench.models", {"vgg11": "clash_mod:net", "tiny": "clash_mod:tiny"})
     # A built-in config never looks at plug-ins: it stays valid whatever is installed.
     assert run_config_from_dict({"model": {"arch": "vgg11"}, "data": {"dataset": "cifar10"}}).model.arch == "vgg11"
     with pytest.raises(ConfigError) as e:
@@ -206,11 +206,11 @@ def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(registry):
 
 
 def test_a_badly_declared_plugin_says_what_is_wrong(registry):
-    from repro.config import run_config_from_dict, ConfigError
+    from claimbench.config import run_config_from_dict, ConfigError
 
     (registry / "bad_mod.py").write_text(textwrap.dedent("""\
         from dataclasses import dataclass
-        from repro.plugins import ModelPlugin
+        from claimbench.plugins import ModelPlugin
 
         @dataclass
         class Loose:
@@ -218,7 +218,7 @@ def test_a_badly_declared_plugin_says_what_is_wrong(registry):
 
         net = ModelPlugin(name="net", build=lambda *a, **k: None, fields=Loose, stackable="yes")
         """))
-    fake_distribution(registry, "bad", "repro.models", {"net": "bad_mod:net"})
+    fake_distribution(registry, "bad", "claimbench.models", {"net": "bad_mod:net"})
     with pytest.raises(ConfigError) as e:
         run_config_from_dict({"model": {"arch": "net"}})
     message = str(e.value)
@@ -227,8 +227,8 @@ def test_a_badly_declared_plugin_says_what_is_wrong(registry):
 
 
 def test_builtin_canonical_json_has_no_plugin_fields():
-    from repro.cache.keys import run_key
-    from repro.config import RunConfig
+    from claimbench.cache.keys import run_key
+    from claimbench.config import RunConfig
 
     from tests.test_cache import GOLDEN_KEY
 
@@ -236,19 +236,19 @@ def test_builtin_canonical_json_has_no_plugin_fields():
     assert run_key(RunConfig(), "0" * 16) == GOLDEN_KEY
 
 
-def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):
+def test_named_as_module_attribute_in_the_folders_claimbench_yaml(tmp_path):
     """The same plug-ins, not installed (no entry points): the claims folder names them in
-    repro.yaml as "module:attribute" and the package is importable from PYTHONPATH. The folder
+    claimbench.yaml as "module:attribute" and the package is importable from PYTHONPATH. The folder
     validates, its BasicNet claim trains and verifies, and a bad name is a file:line error."""
     root = tmp_path
     shutil.copytree(EXAMPLE, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     claims = root / "src" / "claims"
-    (claims / "repro.yaml").write_text("plugins:\n" + "".join(f"  - {name}\n" for name in NAMED.split(",")))
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS")}
-    env.update(PYTHONPATH=str(root / "src"), REPRO_CACHE=str(root / "cache"), REPRO_ALLOW_PLUGINS="1")
+    (claims / "claimbench.yaml").write_text("plugins:\n" + "".join(f"  - {name}\n" for name in NAMED.split(",")))
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS", "CLAIMBENCH_PLUGINS")}
+    env.update(PYTHONPATH=str(root / "src"), CLAIMBENCH_CACHE=str(root / "cache"), CLAIMBENCH_ALLOW_PLUGINS="1")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "repro"), *args], cwd=root / "src", env=env, capture_output=True, text=True,
+        return subprocess.run([str(BIN / "claimbench"), *args], cwd=root / "src", env=env, capture_output=True, text=True,
                               timeout=900)
 
     validated = run("validate", "--claims-dir", "claims")
@@ -258,11 +258,11 @@ def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):
                    str(root / "report"), "--device", "cpu")
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
     assert "1 passed" in verified.stdout
-    # Without repro.yaml the names are unknown again; a name that is not module:attribute is refused.
-    (claims / "repro.yaml").write_text("plugins:\n  - repro_plugin_example.models\n")
+    # Without claimbench.yaml the names are unknown again; a name that is not module:attribute is refused.
+    (claims / "claimbench.yaml").write_text("plugins:\n  - claimbench_plugin_example.models\n")
     bad = run("validate", "--claims-dir", "claims")
-    assert bad.returncode == 2 and "repro.yaml:2: plugins[0]: expected \"module:attribute\"" in bad.stderr
-    (claims / "repro.yaml").unlink()
+    assert bad.returncode == 2 and "claimbench.yaml:2: plugins[0]: expected \"module:attribute\"" in bad.stderr
+    (claims / "claimbench.yaml").unlink()
     unknown = run("validate", "--claims-dir", "claims")
     assert unknown.returncode == 2 and "unknown architecture 'mlp'" in unknown.stderr
 
@@ -271,10 +271,10 @@ def test_named_as_module_attribute_in_the_folders_repro_yaml(tmp_path):
 
 
 def _forget_example() -> None:
-    from repro import plugins
-    from repro.cache import keys
+    from claimbench import plugins
+    from claimbench.cache import keys
 
-    for name in [m for m in sys.modules if m == "repro_plugin_example" or m.startswith("repro_plugin_example.")]:
+    for name in [m for m in sys.modules if m == "claimbench_plugin_example" or m.startswith("claimbench_plugin_example.")]:
         del sys.modules[name]
     plugins._resolve_with.cache_clear()
     keys._plugin_part.cache_clear()
@@ -282,20 +282,20 @@ def _forget_example() -> None:
 
 @pytest.fixture
 def named_example(monkeypatch, tmp_path):
-    """A copy of the example importable from sys.path and named in $REPRO_PLUGINS (as a claims
-    folder's repro.yaml names it); its modules and repro's lookups of it are forgotten around the
+    """A copy of the example importable from sys.path and named in $CLAIMBENCH_PLUGINS (as a claims
+    folder's claimbench.yaml names it); its modules and claimbench's lookups of it are forgotten around the
     test, so that each test reads its own copy."""
     src = tmp_path / "src"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     monkeypatch.syspath_prepend(str(src))
-    monkeypatch.setenv("REPRO_PLUGINS", NAMED)
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", NAMED)
     _forget_example()
     yield src
     _forget_example()
 
 
 def trainer_config(**params):
-    from repro.config import run_config_from_dict
+    from claimbench.config import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": "mlp", "params": {"hidden": [16, 8]}},
                                  "data": {"dataset": "skdigits", "flip": False},
@@ -304,7 +304,7 @@ def trainer_config(**params):
 
 
 def test_trainer_params_are_typed_by_the_trainer(named_example):
-    from repro.config import parse_run_config
+    from claimbench.config import parse_run_config
 
     config = trainer_config(lr=0.1)
     assert config.train.trainer == "smoothsgd" and type(config.train.params).__name__ == "SmoothSGDFields"
@@ -322,7 +322,7 @@ def test_trainer_params_are_typed_by_the_trainer(named_example):
 
 
 def test_an_unknown_trainer_is_an_error_listing_the_known_ones(named_example):
-    from repro.config import parse_run_config
+    from claimbench.config import parse_run_config
 
     _, errors = parse_run_config({"train": {"trainer": "smothsgd"}})
     assert [(e.path, e.message) for e in errors] == [
@@ -330,9 +330,9 @@ def test_an_unknown_trainer_is_an_error_listing_the_known_ones(named_example):
 
 
 def test_a_trainer_run_is_keyed_by_the_trainers_code_not_its_readme(named_example):
-    from repro.cache import keys
-    from repro.cache.keys import run_key
-    from repro.config import run_config_from_dict
+    from claimbench.cache import keys
+    from claimbench.cache.keys import run_key
+    from claimbench.config import run_config_from_dict
 
     trained = trainer_config()
     alone = run_config_from_dict({"model": {"arch": "mlp"}, "data": {"dataset": "skdigits", "flip": False}})
@@ -344,8 +344,8 @@ def test_a_trainer_run_is_keyed_by_the_trainers_code_not_its_readme(named_exampl
     keys._plugin_part.cache_clear()
     assert (run_key(trained), run_key(alone)) == before
 
-    # What the loop does changes: that trainer's runs get new keys; runs of repro's loop keep theirs.
-    loop = named_example / "repro_plugin_example" / "smoothsgd.py"
+    # What the loop does changes: that trainer's runs get new keys; runs of claimbench's loop keep theirs.
+    loop = named_example / "claimbench_plugin_example" / "smoothsgd.py"
     text = loop.read_text()
     assert "LOG_EVERY = 10" in text
     loop.write_text(text.replace("LOG_EVERY = 10", "LOG_EVERY = 20"))
@@ -354,10 +354,10 @@ def test_a_trainer_run_is_keyed_by_the_trainers_code_not_its_readme(named_exampl
     assert run_key(alone) == before[1]
 
 
-def test_the_example_trainer_is_seeded_by_repro(named_example):
+def test_the_example_trainer_is_seeded_by_claimbench(named_example):
     import torch
 
-    from repro.train.trainer import train_with_trainer
+    from claimbench.train.trainer import train_with_trainer
     from tests.test_loop import tiny_data
 
     data = tiny_data(side=8)
@@ -372,7 +372,7 @@ def test_the_example_trainer_is_seeded_by_repro(named_example):
 
 
 FAKE_TRAINERS = """\
-from repro.plugins import TrainerPlugin, TrainerResult
+from claimbench.plugins import TrainerPlugin, TrainerResult
 
 # What the trainers below return, set by the test; and the checkpoint each was handed.
 RETURN = {}
@@ -394,11 +394,11 @@ measured = TrainerPlugin(name="measured", train=train, metrics=("test_error",))
 
 @pytest.fixture
 def fake_trainers(monkeypatch, tmp_path):
-    from repro import plugins
+    from claimbench import plugins
 
     (tmp_path / "fake_trainers.py").write_text(FAKE_TRAINERS)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("REPRO_PLUGINS", "fake_trainers:fake,fake_trainers:resuming,fake_trainers:measured")
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "fake_trainers:fake,fake_trainers:resuming,fake_trainers:measured")
     sys.modules.pop("fake_trainers", None)
     plugins._resolve_with.cache_clear()
     import fake_trainers
@@ -409,7 +409,7 @@ def fake_trainers(monkeypatch, tmp_path):
 
 
 def fake_config(trainer: str = "fake"):
-    from repro.config import run_config_from_dict
+    from claimbench.config import run_config_from_dict
 
     return run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
                                  "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": trainer}})
@@ -418,7 +418,7 @@ def fake_config(trainer: str = "fake"):
 def test_what_a_trainer_returns_is_checked_and_non_finite_numbers_are_refused(fake_trainers):
     import torch
 
-    from repro.train.trainer import TrainerError, train_with_trainer
+    from claimbench.train.trainer import TrainerError, train_with_trainer
     from tests.test_loop import tiny_data
 
     data, cpu = tiny_data(), torch.device("cpu")
@@ -447,7 +447,7 @@ def test_what_a_trainer_returns_is_checked_and_non_finite_numbers_are_refused(fa
 def test_only_a_resumable_trainer_is_handed_the_checkpoint(fake_trainers, tmp_path):
     import torch
 
-    from repro.train.trainer import train_with_trainer
+    from claimbench.train.trainer import train_with_trainer
     from tests.test_loop import tiny_data
 
     path = tmp_path / "partial.pt"
@@ -456,16 +456,16 @@ def test_only_a_resumable_trainer_is_handed_the_checkpoint(fake_trainers, tmp_pa
     assert fake_trainers.CHECKPOINTS == [path, None]
 
 
-def test_a_trainer_may_not_report_a_metric_repro_measures(fake_trainers, tmp_path):
-    from repro.runs import run_and_measure
-    from repro.spec.claims import load_claim
-    from repro.spec.source import SpecError
-    from repro.train.trainer import TrainerError
+def test_a_trainer_may_not_report_a_metric_claimbench_measures(fake_trainers, tmp_path):
+    from claimbench.runs import run_and_measure
+    from claimbench.spec.claims import load_claim
+    from claimbench.spec.source import SpecError
+    from claimbench.train.trainer import TrainerError
 
     record = run_and_measure(fake_config("fake"), "cpu")
     assert record.metrics["score"] == 1.0 and record.provenance["trainer"]["name"] == "fake"
     fake_trainers.RETURN["metrics"] = {"test_error": 5.0}
-    with pytest.raises(TrainerError, match="reports test_error, which repro measures itself"):
+    with pytest.raises(TrainerError, match="reports test_error, which claimbench measures itself"):
         run_and_measure(fake_config("measured"), "cpu")
     # Found before anything trains: the claim's line that names the trainer.
     shutil.copy(EXAMPLE / "claims" / "paper.yaml", tmp_path / "paper.yaml")
@@ -488,7 +488,7 @@ def test_a_trainer_may_not_report_a_metric_repro_measures(fake_trainers, tmp_pat
         load_claim(tmp_path / "clash.yaml")
     text = str(e.value)
     assert "clash.yaml:11: tiers.smoke.runs.r.set.train.trainer: the trainer measured declares the metrics " \
-           "test_error, which repro measures itself" in text, text
+           "test_error, which claimbench measures itself" in text, text
     # The trainer of the run reports score no longer: naming it is an error too.
     assert "clash.yaml:13: tiers.smoke.checks[0].a.metric: unknown metric of a training run 'score'" in text, text
 
@@ -497,7 +497,7 @@ def test_a_trainer_may_not_report_a_metric_repro_measures(fake_trainers, tmp_pat
 
 
 def mlp_config(seed: int, **optim):
-    from repro.config import run_config_from_dict
+    from claimbench.config import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": "mlp", "params": {"hidden": [16, 8]}},
                                  "data": {"dataset": "skdigits", "flip": False},
@@ -509,9 +509,9 @@ def mlp_config(seed: int, **optim):
 def test_stacked_mlp_runs_end_as_the_runs_trained_alone(named_example):
     import torch
 
-    from repro.config import group_key, stackable
-    from repro.plan import PlannedRun, form_groups
-    from repro.train.loop import train_models
+    from claimbench.config import group_key, stackable
+    from claimbench.plan import PlannedRun, form_groups
+    from claimbench.train.loop import train_models
     from tests.test_loop import tiny_data
 
     group = [mlp_config(0, regularizer="l2", lam=1e-2), mlp_config(1, name="sgd", regularizer="wd", lam=1e-2)]
@@ -539,7 +539,7 @@ def test_stacked_mlp_runs_end_as_the_runs_trained_alone(named_example):
 FLAT = """\
 import torch
 from torch import nn
-from repro.plugins import ModelPlugin
+from claimbench.plugins import ModelPlugin
 
 
 def build(in_channels, image_size, num_classes, runs=1, honour_runs=True):
@@ -553,13 +553,13 @@ flat = ModelPlugin(name="flat", build=build, stackable=True)
 
 
 def test_a_stackable_plugin_whose_stack_is_not_its_runs_is_refused_by_name(monkeypatch, tmp_path):
-    from repro import plugins
-    from repro.config import ModelConfig
-    from repro.train.models import build_model, stack_models
+    from claimbench import plugins
+    from claimbench.config import ModelConfig
+    from claimbench.train.models import build_model, stack_models
 
     (tmp_path / "flat_plugin.py").write_text(FLAT)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("REPRO_PLUGINS", "flat_plugin:flat")
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "flat_plugin:flat")
     plugins._resolve_with.cache_clear()
     try:
         models = [build_model(ModelConfig(arch="flat"), 3, 8, 10, "digits") for _ in range(2)]
@@ -580,11 +580,11 @@ def test_a_stackable_plugin_whose_stack_is_not_its_runs_is_refused_by_name(monke
 def test_an_entry_whose_plugin_is_not_installed_here_is_left_in_place(fake_trainers, tmp_path, monkeypatch):
     """A run of a plug-in read where the plug-in is not installed (another virtualenv, the
     package uninstalled) is not damage: it is not used, said once, and stays where it is."""
-    from repro import plugins
-    from repro.cache import RunStore
-    from repro.cache.archive import entry_infos, verify_store
-    from repro.cache.keys import run_key
-    from repro.runs import run_and_measure
+    from claimbench import plugins
+    from claimbench.cache import RunStore
+    from claimbench.cache.archive import entry_infos, verify_store
+    from claimbench.cache.keys import run_key
+    from claimbench.runs import run_and_measure
 
     config = fake_config()
     store = RunStore(tmp_path / "cache")
@@ -592,7 +592,7 @@ def test_an_entry_whose_plugin_is_not_installed_here_is_left_in_place(fake_train
     store.put(key, run_and_measure(config, device="cpu"))
     assert store.get(key) is not None
 
-    monkeypatch.delenv("REPRO_PLUGINS")
+    monkeypatch.delenv("CLAIMBENCH_PLUGINS")
     plugins._resolve_with.cache_clear()
     elsewhere = RunStore(tmp_path / "cache")
     assert elsewhere.get(key) is None
@@ -601,6 +601,6 @@ def test_an_entry_whose_plugin_is_not_installed_here_is_left_in_place(fake_train
     assert "not readable here" in info.problem and "train.trainer" in info.problem
     assert not verify_store(elsewhere, repair=True).moved and store.entry_dir(key).is_dir()
 
-    monkeypatch.setenv("REPRO_PLUGINS", "fake_trainers:fake")
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "fake_trainers:fake")
     plugins._resolve_with.cache_clear()
     assert RunStore(tmp_path / "cache").get(key).config == config

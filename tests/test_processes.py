@@ -1,4 +1,4 @@
-"""Processes end with their parent: a job scheduler's SIGTERM to `repro train -j 2`, or a SIGKILL
+"""Processes end with their parent: a job scheduler's SIGTERM to `claimbench train -j 2`, or a SIGKILL
 that no handler sees, leaves no worker training on with nobody to store its result."""
 
 import os
@@ -56,8 +56,8 @@ def _wait(predicate, timeout_s: float) -> bool:
 
 
 def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
-    env = {**os.environ, "REPRO_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "train", "--tier", "smoke", "-k", "amsgrad", "-j", "2",
+    env = {**os.environ, "CLAIMBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "claimbench.cli", "train", "--tier", "smoke", "-k", "amsgrad", "-j", "2",
                              "--group-size", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     # Two pool workers, and the process that carries their progress updates.

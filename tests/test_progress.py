@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import replace
 
-from repro.progress import Progress
+from claimbench.progress import Progress
 
 
 def test_outside_a_terminal_a_line_every_interval_with_steps_and_eta():
@@ -44,13 +44,13 @@ def test_train_plan_reports_steps_of_all_runs_outside_a_terminal(tmp_path, monke
     """A real plan trained without a terminal prints run-step lines with an ETA."""
     from pathlib import Path
 
-    from repro.cache import RunStore
-    from repro.execute import train_plan
-    from repro.cache.keys import run_key
-    from repro.plan import PlannedRun, plan_runs, run_cost
-    from repro.spec.claims import load_claims
+    from claimbench.cache import RunStore
+    from claimbench.execute import train_plan
+    from claimbench.cache.keys import run_key
+    from claimbench.plan import PlannedRun, plan_runs, run_cost
+    from claimbench.spec.claims import load_claims
 
-    monkeypatch.setenv("REPRO_PROGRESS_EVERY_S", "0")
+    monkeypatch.setenv("CLAIMBENCH_PROGRESS_EVERY_S", "0")
     spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]
     store = RunStore(tmp_path / "c")
     plan = plan_runs([spec], "smoke", store, "cpu")

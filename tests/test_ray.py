@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import ray  # a test dependency (pyproject [test]); CI must exercise this executor
 
-from repro.cache import RunStore, run_key
-from repro.config import run_config_from_dict
-from repro.execute import train_plan, train_plan_ray
-from repro.plan import Plan, PlannedRun, run_cost
+from claimbench.cache import RunStore, run_key
+from claimbench.config import run_config_from_dict
+from claimbench.execute import train_plan, train_plan_ray
+from claimbench.plan import Plan, PlannedRun, run_cost
 
 
 def tiny(name="adam", seed=0, dataset="digits", lam=1e-2):
@@ -52,7 +52,7 @@ def test_ray_executor_matches_local(tmp_path, local_ray):
 
 
 def test_failing_task_is_reported_and_others_finish(tmp_path, local_ray, monkeypatch):
-    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("CLAIMBENCH_DATA", str(tmp_path / "no-data"))
     good, bad = tiny(seed=3), tiny(dataset="tinyimagenet")
     store = RunStore(tmp_path / "ray")
     summary = train_plan_ray(make_plan([good, bad]), store, progress=False, data_root=Path(tmp_path / "no-data"))
@@ -66,7 +66,7 @@ def test_a_run_shared_by_local_and_ray_executors_is_trained_once(tmp_path, local
     and reuse the run the first one trained, whichever starts first."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from repro.cache import checkpoint_path
+    from claimbench.cache import checkpoint_path
 
     from dataclasses import replace
 
@@ -106,8 +106,8 @@ def test_a_training_bug_fails_loudly_on_both_executors(tmp_path, local_ray):
 def test_only_environment_failures_are_recorded():
     import torch
 
-    from repro.data.base import DatasetError
-    from repro.execute import environment_failure
+    from claimbench.data.base import DatasetError
+    from claimbench.execute import environment_failure
 
     assert environment_failure(DatasetError("no CIFAR here"))
     assert environment_failure(torch.OutOfMemoryError("CUDA out of memory"))

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli
-from repro.cache import RunRecord, RunStore, run_key
-from repro.report import render_reports
-from repro.report.mdtable import escape_cell
-from repro.spec.claims import claim_files, load_claim, load_claims
-from repro.spec.source import SpecError
-from repro.spec.tables import load_table, load_tables, table_files
+from claimbench import cli
+from claimbench.cache import RunRecord, RunStore, run_key
+from claimbench.report import render_reports
+from claimbench.report.mdtable import escape_cell
+from claimbench.spec.claims import claim_files, load_claim, load_claims
+from claimbench.spec.source import SpecError
+from claimbench.spec.tables import load_table, load_tables, table_files
 
 pytest_plugins = ["pytester"]
 
@@ -113,7 +113,7 @@ def cells(line: str) -> list[str]:
 
 
 def test_claim_pages_show_table_cell_numbers_as_printed(full_report):
-    from repro.spec.tables import folder_tables
+    from claimbench.spec.tables import folder_tables
 
     tables = folder_tables(CLAIMS)
     checked = 0
@@ -290,7 +290,7 @@ def test_shown_operands_give_the_shown_result(smoke_report):
 
 
 def test_a_result_is_never_shown_on_the_wrong_side_of_its_bound():
-    from repro.check.verdict import show_arithmetic
+    from claimbench.check.verdict import show_arithmetic
 
     # 40.04 - 20 = 20.04 > 20: at one decimal it would read "40.0 - 20.0 = 20.0; need > 20".
     shown = show_arithmetic([40.04, 20.0], lambda v: [v[0] - v[1]], ((0, 20.0),))
@@ -338,7 +338,7 @@ def test_few_seed_verdict_says_so_on_pytests_line(pytester):
         cfg = spec.tier("smoke").groups[group].points[0].configs[0]
         store.put(run_key(cfg), RunRecord(cfg, _metrics(sparsity, 2.0), {}, {}))
     pytester.makeini("[pytest]\n")
-    result = pytester.runpytest("claims", "--tier", "smoke", "--repro-cache", str(store.root), "--no-train",
+    result = pytester.runpytest("claims", "--tier", "smoke", "--claimbench-cache", str(store.root), "--no-train",
                                 "-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*one-seed PASSED (decided on 1 seed: fewer than 3, so no significance test)*"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from repro.cache import RunStore
+from claimbench.cache import RunStore
 
 CONFIG = """\
 model: {width: 0.0625}
@@ -21,9 +21,9 @@ train: {unit: steps, phases: [500, 100], batch_size: 20, snapshots: 3}
 """
 
 
-def repro_run(cfg: Path, cache: Path, every_s: str, **popen):
-    env = {**os.environ, "REPRO_CHECKPOINT_EVERY_S": every_s, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "repro.cli", "run", str(cfg), "--cache-dir", str(cache), "--json"]
+def claimbench_run(cfg: Path, cache: Path, every_s: str, **popen):
+    env = {**os.environ, "CLAIMBENCH_CHECKPOINT_EVERY_S": every_s, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "claimbench.cli", "run", str(cfg), "--cache-dir", str(cache), "--json"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -36,10 +36,10 @@ def finished(proc) -> dict:
 def test_killed_run_resumes_bit_identical(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(CONFIG)
-    reference = finished(repro_run(cfg, tmp_path / "ref", "1e9"))
+    reference = finished(claimbench_run(cfg, tmp_path / "ref", "1e9"))
 
     cache = tmp_path / "killed"
-    proc = repro_run(cfg, cache, "0")
+    proc = claimbench_run(cfg, cache, "0")
     deadline = time.time() + 120
     partial = None
     while time.time() < deadline and proc.poll() is None:
@@ -55,7 +55,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     step_at_kill = torch.load(partial, map_location="cpu", weights_only=True)["step"]
     assert 150 <= step_at_kill < 600
 
-    resumed = finished(repro_run(cfg, cache, "0"))
+    resumed = finished(claimbench_run(cfg, cache, "0"))
     assert resumed["key"] == reference["key"] and resumed["cached"] is False
     assert not partial.exists()  # removed once the record is stored
     ref_rec = RunStore(tmp_path / "ref").get(reference["key"], with_weights=True)

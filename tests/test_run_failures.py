@@ -3,12 +3,12 @@
 One claims folder of tiny plug-ins (a 4x4 one-channel dataset of 64 images, a one-conv network,
 four steps per run), four of them broken the ways a researcher's first attempts break: a trainer
 that reports a NaN metric, one that returns weights of the wrong shape, one that raises mid-run,
-and a network without BatchNorm. One ``repro verify`` (two worker processes, so the failures
+and a network without BatchNorm. One ``claimbench verify`` (two worker processes, so the failures
 cross a process boundary as they do for a user's ``-j 2``) must exit 1 without a traceback, say
 per broken run one line naming the plug-in and the reason, store no entry for those runs (a
 failure record instead), still decide the good claim, and write a report whose pages say why each
-broken claim is an error. In-process tests pin the judge (``repro.execute.plugin_failure``): a
-plug-in's fault is named, with the line of its own code; anything else is repro's and keeps its
+broken claim is an error. In-process tests pin the judge (``claimbench.execute.plugin_failure``): a
+plug-in's fault is named, with the line of its own code; anything else is claimbench's and keeps its
 traceback.
 """
 
@@ -30,7 +30,7 @@ KIT = '''\
 
 from dataclasses import dataclass
 
-from repro.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, TrainerResult
+from claimbench.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, TrainerResult
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def write_kit(root: Path) -> Path:
     (root / "brokenkit.py").write_text(KIT)
     claims = root / "claims"
     claims.mkdir()
-    (claims / "repro.yaml").write_text("plugins:\n" + "".join(
+    (claims / "claimbench.yaml").write_text("plugins:\n" + "".join(
         f"  - brokenkit:{n}\n" for n in ("tinyset", "tinynet", "nobn", "nantrainer", "shapetrainer", "raisetrainer")))
     (claims / "paper.yaml").write_text("title: Tiny plug-ins\nauthors: [A. Researcher]\nvenue: lab notebook\n"
                                        "documents:\n  notebook: {name: the notebook}\n")
@@ -156,11 +156,11 @@ def write_kit(root: Path) -> Path:
     return claims
 
 
-def repro(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS")}
+def claimbench(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS", "CLAIMBENCH_PLUGINS")}
     # The broken plug-ins are the user's own code: allowed to run, as a researcher allows their own folder.
-    env.update(PYTHONPATH=str(root), REPRO_CACHE=str(root / "cache"), REPRO_ALLOW_PLUGINS="1")
-    return subprocess.run([str(BIN / "repro"), *args], cwd=root, env=env, capture_output=True, text=True,
+    env.update(PYTHONPATH=str(root), CLAIMBENCH_CACHE=str(root / "cache"), CLAIMBENCH_ALLOW_PLUGINS="1")
+    return subprocess.run([str(BIN / "claimbench"), *args], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -168,7 +168,7 @@ def repro(root: Path, *args: str) -> subprocess.CompletedProcess:
 def verified(tmp_path_factory):
     root = tmp_path_factory.mktemp("broken")
     write_kit(root)
-    result = repro(root, "verify", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "report"),
+    result = claimbench(root, "verify", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "report"),
                    "--device", "cpu", "-j", "2")
     return root, result
 
@@ -217,9 +217,9 @@ def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):
 
 
 def test_report_alone_reads_the_failures_back(verified):
-    """`repro report` trains nothing: the reasons come from the failure records."""
+    """`claimbench report` trains nothing: the reasons come from the failure records."""
     root, _ = verified
-    result = repro(root, "report", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "again"))
+    result = claimbench(root, "report", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "again"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 error, 2 reproduced" in result.stdout
     for case, (_, _, reason) in CASES.items():
@@ -227,14 +227,14 @@ def test_report_alone_reads_the_failures_back(verified):
 
 
 def test_report_reads_what_is_stored_where_the_plugins_are_not_installed(verified):
-    """The plug-ins' module made unimportable (not on PYTHONPATH): `repro report` still renders
+    """The plug-ins' module made unimportable (not on PYTHONPATH): `claimbench report` still renders
     every page, the same pages as where they are installed, and says which plug-ins trained the
     runs and that they were read as stored."""
     root, _ = verified
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS",
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS", "CLAIMBENCH_PLUGINS",
                                                            "PYTHONPATH")}
-    env["REPRO_CACHE"] = str(root / "cache")
-    result = subprocess.run([str(BIN / "repro"), "report", "--tier", "smoke", "--claims-dir", "claims", "--out",
+    env["CLAIMBENCH_CACHE"] = str(root / "cache")
+    result = subprocess.run([str(BIN / "claimbench"), "report", "--tier", "smoke", "--claims-dir", "claims", "--out",
                              str(root / "elsewhere")], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 error, 2 reproduced" in result.stdout
@@ -277,11 +277,11 @@ def test_labels_carry_the_settings_runs_differ_in_and_tables_what_checks_read(ve
 
 @pytest.fixture
 def kit(monkeypatch, tmp_path):
-    from repro import plugins
+    from claimbench import plugins
 
     write_kit(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("REPRO_PLUGINS", ",".join(f"brokenkit:{n}" for n in (
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", ",".join(f"brokenkit:{n}" for n in (
         "tinyset", "tinynet", "nobn", "nantrainer", "shapetrainer", "raisetrainer")))
     sys.modules.pop("brokenkit", None)
     plugins._resolve_with.cache_clear()
@@ -291,7 +291,7 @@ def kit(monkeypatch, tmp_path):
 
 
 def kit_config(**sets):
-    from repro.config import run_config_from_dict
+    from claimbench.config import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": sets.get("arch", "tinynet")},
                                  "data": {"dataset": "tinyset", "flip": False},
@@ -299,8 +299,8 @@ def kit_config(**sets):
                                            **({"trainer": sets["trainer"]} if "trainer" in sets else {})}})
 
 
-def test_a_plugins_fault_is_named_and_a_bug_in_repro_is_not(kit):
-    from repro.execute import RunFailed, train_group
+def test_a_plugins_fault_is_named_and_a_bug_in_claimbench_is_not(kit):
+    from claimbench.execute import RunFailed, train_group
 
     with pytest.raises(RunFailed) as e:
         train_group([kit_config(trainer="raisetrainer")], None, "cpu", None, 1)
@@ -311,19 +311,19 @@ def test_a_plugins_fault_is_named_and_a_bug_in_repro_is_not(kit):
     assert train_group([kit_config()], None, "cpu", None, 1)[0].metrics["steps"] == 4
 
 
-def test_an_error_outside_the_plugins_code_is_repros_and_keeps_its_traceback(kit, monkeypatch):
-    """The mutant this guard exists for: an exception raised by repro's own code during a plug-in
+def test_an_error_outside_the_plugins_code_is_claimbenchs_and_keeps_its_traceback(kit, monkeypatch):
+    """The mutant this guard exists for: an exception raised by claimbench's own code during a plug-in
     run must not be dressed up as the plug-in's fault."""
-    import repro.runs
-    from repro.execute import plugin_failure, train_group
+    import claimbench.runs
+    from claimbench.execute import plugin_failure, train_group
 
     def broken(*args, **kwargs):
-        raise ValueError("a bug in repro")
+        raise ValueError("a bug in claimbench")
 
-    monkeypatch.setattr(repro.runs, "measure_model", broken)
-    with pytest.raises(ValueError, match="a bug in repro"):
+    monkeypatch.setattr(claimbench.runs, "measure_model", broken)
+    with pytest.raises(ValueError, match="a bug in claimbench"):
         train_group([kit_config()], None, "cpu", None, 1)
-    assert plugin_failure(ValueError("a bug in repro"), [kit_config()]) is None
+    assert plugin_failure(ValueError("a bug in claimbench"), [kit_config()]) is None
     # The same error raised by a plug-in's own code is the plug-in's, at its line.
     import brokenkit
 
@@ -333,18 +333,18 @@ def test_an_error_outside_the_plugins_code_is_repros_and_keeps_its_traceback(kit
         reason = plugin_failure(error, [kit_config()])
     assert reason is not None and reason.startswith("model plug-in tinynet (brokenkit:tinynet): TypeError: ")
     assert "(at brokenkit.py:" in reason and "in build)" in reason
-    # repro's own error raised while it handled a plug-in's exception is still repro's.
+    # claimbench's own error raised while it handled a plug-in's exception is still claimbench's.
     try:
         try:
             brokenkit.build(1, 4, None)
         except TypeError:
-            raise ValueError("a bug in repro's handler")  # noqa: B904  (exactly the case: no `from`)
+            raise ValueError("a bug in claimbench's handler")  # noqa: B904  (exactly the case: no `from`)
     except ValueError as error:
         assert plugin_failure(error, [kit_config()]) is None
 
 
 def test_a_failure_record_is_read_back_and_forgotten(tmp_path):
-    from repro.cache.failures import failure_of, forget_failure, record_failure
+    from claimbench.cache.failures import failure_of, forget_failure, record_failure
 
     key = "ab" * 32
     assert failure_of(tmp_path, key) is None
@@ -363,21 +363,21 @@ def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_re
     """The plug-in's code changed and its run was trained again (a new key): read without the
     plug-in, the config finds both entries, reads the newer one and says so."""
     write_kit(tmp_path)
-    first = repro(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
+    first = claimbench(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
     assert first.returncode == 0, first.stdout + first.stderr
     kit = tmp_path / "brokenkit.py"
     kit.write_text(kit.read_text().replace("padding=1), nn.BatchNorm2d(width)", "padding=0), nn.BatchNorm2d(width)"))
-    second = repro(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
+    second = claimbench(tmp_path, "train", "--tier", "smoke", "--claims-dir", "claims", "-k", "good", "--device", "cpu")
     assert "trained 1, cached 0" in second.stdout, second.stdout + second.stderr
     entries = sorted(p for p in (tmp_path / "cache").glob("??/*") if (p / "manifest.json").is_file())
     assert len(entries) == 2
     newest = max(entries, key=lambda p: json.loads((p / "provenance.json").read_text())["finished_at"])
     kit.unlink()
-    env = {k: v for k, v in os.environ.items() if k not in ("REPRO_CACHE", "PYTEST_ADDOPTS", "REPRO_PLUGINS",
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAIMBENCH_CACHE", "PYTEST_ADDOPTS", "CLAIMBENCH_PLUGINS",
                                                            "PYTHONPATH")}
-    env["REPRO_CACHE"] = str(tmp_path / "cache")
+    env["CLAIMBENCH_CACHE"] = str(tmp_path / "cache")
     # The other claims name plug-ins none of these runs used: only this claim's file is read.
-    result = subprocess.run([str(BIN / "repro"), "report", "claims/good.yaml", "--tier", "smoke", "--claims-dir",
+    result = subprocess.run([str(BIN / "claimbench"), "report", "claims/good.yaml", "--tier", "smoke", "--claims-dir",
                              "claims", "--out", str(tmp_path / "report")], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -388,8 +388,8 @@ def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_re
 def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     """Derived by changing a setting and seeing whether the label changes, in any run's context:
     a slope shows on a leaky network's label, so it is not repeated; a learning rate never shows."""
-    from repro.config import run_config_from_dict
-    from repro.report.markdown import unshown_settings
+    from claimbench.config import run_config_from_dict
+    from claimbench.report.markdown import unshown_settings
 
     base = {"model": {"width": 0.125}, "data": {"dataset": "digits"}}
     relu = run_config_from_dict(base)

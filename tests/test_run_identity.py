@@ -1,4 +1,4 @@
-"""A run's identity follows what it computes: a behaviour-free refactor of repro keeps every key;
+"""A run's identity follows what it computes: a behaviour-free refactor of claimbench keeps every key;
 a plug-in gets one key whichever way it is found, and an edit of a helper it imports from outside
 its package retrains exactly its runs."""
 
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "repro"
+PACKAGE = ROOT / "claimbench"
 
 
 def _python(code: str, pythonpath: list[Path], extra_env: dict | None = None, cwd: Path = ROOT) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REPRO_PLUGINS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLAIMBENCH_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     env.update(extra_env or {})
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
@@ -31,7 +31,7 @@ def _python(code: str, pythonpath: list[Path], extra_env: dict | None = None, cw
 
 def _smoke_keys(pythonpath: list[Path], cwd: Path) -> dict[str, str]:
     # Run outside the checkout, so the package on the path is the one imported.
-    out = _python("import sys; from repro.cli import main; sys.exit(main(['plan', '--tier', 'smoke', '--json', "
+    out = _python("import sys; from claimbench.cli import main; sys.exit(main(['plan', '--tier', 'smoke', '--json', "
                   f"'--claims-dir', {str(ROOT / 'claims')!r}]))", pythonpath, cwd=cwd)
     return {r["summary"] + " " + ",".join(r["claims"]): r["key"] for r in json.loads(out)["runs"]}
 
@@ -51,14 +51,14 @@ def test_a_behaviour_free_refactor_keeps_every_smoke_key(tmp_path):
         path.write_text(text + "\n\ndef _an_unused_helper_added_by_a_refactor(x):\n    return [x, x * 2]\n")
     assert reworded >= 1
     after = _smoke_keys([tmp_path / "src"], tmp_path)
-    assert "perhaps you meant" in _python("import repro.config as c; print(c.unknown_name_message('x', 'adma', "
+    assert "perhaps you meant" in _python("import claimbench.config as c; print(c.unknown_name_message('x', 'adma', "
                                           "['adam']))", [tmp_path / "src"], cwd=tmp_path)  # the copy is what ran
     assert len(before) >= 20 and after == before
 
 
 PLUGIN_DECLARE = '''\
 """A model plug-in whose initialisation comes from a lab helper outside its package."""
-from repro.plugins import ModelPlugin
+from claimbench.plugins import ModelPlugin
 
 
 def build(in_channels, image_size, num_classes):
@@ -94,7 +94,7 @@ def _install(site: Path, src: Path) -> None:
     info = site / "labplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[repro.models]\nlabtiny = labplug.declare:labtiny\n")
+    (info / "entry_points.txt").write_text("[claimbench.models]\nlabtiny = labplug.declare:labtiny\n")
     (info / "top_level.txt").write_text("labplug\n")
     rows = []
     for f in sorted(site.rglob("*")):
@@ -107,8 +107,8 @@ def _install(site: Path, src: Path) -> None:
 
 KEYS = textwrap.dedent("""
     import json
-    from repro.cache import run_key
-    from repro.config import run_config_from_dict
+    from claimbench.cache import run_key
+    from claimbench.config import run_config_from_dict
     plugin = run_config_from_dict({"model": {"arch": "labtiny"}, "data": {"dataset": "digits"}})
     builtin = run_config_from_dict({"data": {"dataset": "digits"}})
     print(json.dumps([run_key(plugin), run_key(builtin)]))
@@ -116,7 +116,7 @@ KEYS = textwrap.dedent("""
 
 
 def _keys(pythonpath: list[Path], named: bool) -> list[str]:
-    env = {"REPRO_PLUGINS": "labplug.declare:labtiny"} if named else {}
+    env = {"CLAIMBENCH_PLUGINS": "labplug.declare:labtiny"} if named else {}
     return json.loads(_python(KEYS, pythonpath, env, cwd=pythonpath[0]))
 
 
@@ -152,8 +152,8 @@ def test_editing_a_helper_outside_the_package_retrains_exactly_its_runs(lab):
 
 STORE_ONE = textwrap.dedent("""
     import torch
-    from repro.cache import RunRecord, RunStore, run_key
-    from repro.config import run_config_from_dict
+    from claimbench.cache import RunRecord, RunStore, run_key
+    from claimbench.config import run_config_from_dict
     cfg = run_config_from_dict({"model": {"arch": "labtiny"}, "data": {"dataset": "digits"}})
     key = run_key(cfg)
     RunStore(CACHE).put(key, RunRecord(cfg, {"sparsity_gamma": 1.0, "diverged_at": None}, {"loss": [1.0]},
@@ -167,13 +167,13 @@ def test_installing_a_plugin_used_from_pythonpath_leaves_every_entry_in_place(la
     show serves it, and show, cache ls and cache verify move nothing (nothing under corrupt/)."""
     cache = lab / "cache"
     key = _python(STORE_ONE.replace("CACHE", repr(str(cache))), [lab / "src", lab / "lab"],
-                  {"REPRO_PLUGINS": "labplug.declare:labtiny"}, cwd=lab).strip()
+                  {"CLAIMBENCH_PLUGINS": "labplug.declare:labtiny"}, cwd=lab).strip()
     entry = cache / key[:2] / key
     assert entry.is_dir()
     installed = [lab / "site", lab / "lab"]
     for args in (["show", key[:12]], ["cache", "ls"], ["cache", "verify"]):
         argv = [*args, "--cache-dir", str(cache)]
-        out = _python(f"import sys; from repro.cli import main; sys.exit(main({argv!r}))", installed, cwd=lab)
+        out = _python(f"import sys; from claimbench.cli import main; sys.exit(main({argv!r}))", installed, cwd=lab)
         if args[0] == "show":
             assert "labtiny" in out, out
     assert entry.is_dir() and not (cache / "corrupt").exists()

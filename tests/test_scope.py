@@ -1,6 +1,6 @@
 """Scope: the region of the paper's tables a claim's words cover, judged on every row of it.
 
-`repro validate --against-paper` must name each row that goes against a claim's statement unless
+`claimbench validate --against-paper` must name each row that goes against a claim's statement unless
 the claim lists it as an exception with a reason, refuse exceptions that no longer contradict, and
 the claim's report page must show the region and its exceptions with the paper's numbers."""
 
@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import RunStore
-from repro.check.oracle import check_against_paper, scope_rows
-from repro.check.verdict import Verdict
-from repro.cli import main
-from repro.report.markdown import claim_page, index_page
-from repro.report.mdtable import escape_cell, parse_markdown_table
-from repro.report.tables import render_tables
-from repro.spec.claims import claim_files, load_claim, load_claims
-from repro.spec.source import SpecError
-from repro.spec.tables import load_tables, table_files
+from claimbench.cache import RunStore
+from claimbench.check.oracle import check_against_paper, scope_rows
+from claimbench.check.verdict import Verdict
+from claimbench.cli import main
+from claimbench.report.markdown import claim_page, index_page
+from claimbench.report.mdtable import escape_cell, parse_markdown_table
+from claimbench.report.tables import render_tables
+from claimbench.spec.claims import claim_files, load_claim, load_claims
+from claimbench.spec.source import SpecError
+from claimbench.spec.tables import load_tables, table_files
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"

@@ -1,5 +1,5 @@
 """Claims that try to cherry-pick: each probe is a claim file a careless or hopeful author could
-write, added to a copy of the shipped claims folder. `repro validate --against-paper` must exit 2
+write, added to a copy of the shipped claims folder. `claimbench validate --against-paper` must exit 2
 with a `file:line` error naming the rows or the statement at fault; the honest variant of each
 probe must pass, so the error is the probe's and not the fixture's."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.cli import main
+from claimbench.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 

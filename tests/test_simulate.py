@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from repro.simulate.low_gradient import (
+from claimbench.simulate.low_gradient import (
     OPTIMIZERS,
     DecayConfig,
     DecayResult,
@@ -20,7 +20,7 @@ from repro.simulate.low_gradient import (
     simulation_metrics,
     steps_to_level,
 )
-from repro.train.optim import make_torch_optimizer
+from claimbench.train.optim import make_torch_optimizer
 
 
 def g_main(cfg: DecayConfig) -> list[list[float]]:
@@ -229,7 +229,7 @@ def test_import_does_not_touch_matplotlib():
     import ast
     import inspect
 
-    import repro.simulate.low_gradient as mod
+    import claimbench.simulate.low_gradient as mod
 
     tree = ast.parse(inspect.getsource(mod))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
@@ -252,5 +252,5 @@ def test_decay_config_comes_without_torch():
     import subprocess
     import sys
 
-    code = "import sys; from repro.simulate import DecayConfig; DecayConfig('adam', 'l2', (1e-4,)); assert 'torch' not in sys.modules"
+    code = "import sys; from claimbench.simulate import DecayConfig; DecayConfig('adam', 'l2', (1e-4,)); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,10 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro import cli
-from repro.config import RunConfig
-from repro.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
-from repro.spec.source import SpecError, load_source
+from claimbench import cli
+from claimbench.config import RunConfig
+from claimbench.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
+from claimbench.spec.source import SpecError, load_source
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -322,7 +322,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-# --- repro validate ------------------------------------------------------------------------
+# --- claimbench validate ------------------------------------------------------------------------
 
 
 def test_validate_bad_file_exits_2(capsys):
@@ -603,11 +603,11 @@ def test_metric_catalogue_is_what_a_run_records():
     """The catalogue the schema validates against is pinned to what measurement produces."""
     import torch
 
-    from repro.config import ModelConfig
-    from repro.data.base import ImageData
-    from repro.measure import measure_model
-    from repro.spec.metrics import RUN_METRICS
-    from repro.train.models import build_model
+    from claimbench.config import ModelConfig
+    from claimbench.data.base import ImageData
+    from claimbench.measure import measure_model
+    from claimbench.spec.metrics import RUN_METRICS
+    from claimbench.train.models import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=0.0625), 3, 8, 10, "digits")
@@ -619,9 +619,9 @@ def test_metric_catalogue_is_what_a_run_records():
 
 
 def test_simulation_catalogue_is_what_the_simulation_records():
-    from repro.simulate.low_gradient import simulation_metrics
-    from repro.spec.metrics import SIMULATION_METRICS
-    from repro.spec.simulation import DecayConfig
+    from claimbench.simulate.low_gradient import simulation_metrics
+    from claimbench.spec.metrics import SIMULATION_METRICS
+    from claimbench.spec.simulation import DecayConfig
 
     sim = DecayConfig("adam", "l2", (1e-4,), steps=50, seeds=(0,))
     (per_seed,) = simulation_metrics(sim)[1e-4]
@@ -629,8 +629,8 @@ def test_simulation_catalogue_is_what_the_simulation_records():
 
 
 def test_dataset_facts_match_the_loaders():
-    from repro.config import DATASET_SHAPES, SHAPES_MAX_CLASSES
-    from repro.data.embedded import DIGITS_TRAIN, SHAPE_NAMES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
+    from claimbench.config import DATASET_SHAPES, SHAPES_MAX_CLASSES
+    from claimbench.data.embedded import DIGITS_TRAIN, SHAPE_NAMES, SHAPES_DEFAULT_SIZE, SHAPES_DEFAULT_TRAIN
 
     assert DATASET_SHAPES["digits"][0] == DIGITS_TRAIN and SHAPES_MAX_CLASSES == len(SHAPE_NAMES)
     assert DATASET_SHAPES["shapes_clean"] == DATASET_SHAPES["shapes_cluttered"]
@@ -638,8 +638,8 @@ def test_dataset_facts_match_the_loaders():
 
 
 def test_vgg19_has_network_slimmings_head():
-    from repro.config import VGG_POOLS, ModelConfig
-    from repro.netshape import VGG_LAYOUTS, net_spec
+    from claimbench.config import VGG_POOLS, ModelConfig
+    from claimbench.netshape import VGG_LAYOUTS, net_spec
 
     spec = net_spec(ModelConfig(arch="vgg19"), 3, 32, 10, "cifar10")
     assert spec.head_hidden == () and spec.convs[-1].out_channels == 512  # Linear(512, classes)
@@ -653,6 +653,6 @@ def test_spec_and_check_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, repro.spec.claims, repro.spec.select, repro.check.kinds, repro.check.evaluate, "
-            "repro.check.oracle, repro.claims_cli; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, claimbench.spec.claims, claimbench.spec.select, claimbench.check.kinds, claimbench.check.evaluate, "
+            "claimbench.check.oracle, claimbench.claims_cli; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

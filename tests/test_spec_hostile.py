@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro import cli
-from repro.spec import source as source_module
-from repro.spec.claims import load_claim
-from repro.spec.metrics import TOP5_MIN_CLASSES
-from repro.spec.source import MAX_ALIAS_NODES, SpecError, load_source, safe_loader
-from repro.spec.tables import load_table
+from claimbench import cli
+from claimbench.spec import source as source_module
+from claimbench.spec.claims import load_claim
+from claimbench.spec.metrics import TOP5_MIN_CLASSES
+from claimbench.spec.source import MAX_ALIAS_NODES, SpecError, load_source, safe_loader
+from claimbench.spec.tables import load_table
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIMS = REPO / "claims"
@@ -71,7 +71,7 @@ def line_of(path: Path, needle: str) -> int:
 
 
 def validate(path: Path, capsys) -> tuple[int, str]:
-    """``repro validate <path>``: exit code and stderr, which never holds a traceback."""
+    """``claimbench validate <path>``: exit code and stderr, which never holds a traceback."""
     code = cli.main(["validate", str(path)])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
@@ -100,10 +100,10 @@ PAPER = "baseline: {paper: {sparsity_gamma: 46}}"
 # fail this test (killed after GUARD_S seconds, at most 2 GiB more memory), not hang the suite.
 CHILD = """
 import resource, sys, time, yaml
-from repro import cli
-from repro.spec import source
+from claimbench import cli
+from claimbench.spec import source
 if sys.argv[2] == "run":
-    import repro.runs  # torch: imported before the clock starts
+    import claimbench.runs  # torch: imported before the clock starts
 source.YAML_LOADER = source.safe_loader(getattr(yaml, sys.argv[1]))
 size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (size + (2 << 30), size + (2 << 30)))
@@ -116,7 +116,7 @@ GUARD_S = 60
 
 
 def cli_child(loader: str, argv: list[str]) -> tuple[int, str]:
-    """``repro <argv>`` in a child process with the ``loader`` class of PyYAML: exit code and
+    """``claimbench <argv>`` in a child process with the ``loader`` class of PyYAML: exit code and
     output; it must finish within 5 seconds (importing aside) and print no traceback."""
     done = subprocess.run([sys.executable, "-c", CHILD, loader, *argv], capture_output=True, text=True,
                           timeout=GUARD_S, cwd=REPO)
@@ -256,7 +256,7 @@ rows:
 
 
 def write_table(tmp_path: Path, text: str) -> Path:
-    """tables/table01.yaml of a claims folder (with a valid claim: `repro validate` reads the
+    """tables/table01.yaml of a claims folder (with a valid claim: `claimbench validate` reads the
     tables of a folder of claims)."""
     folder = write_claim(tmp_path).parent / "tables"
     folder.mkdir(exist_ok=True)
@@ -382,6 +382,6 @@ def test_a_table_metric_the_cells_cannot_record(tmp_path, capsys):
 
 def test_top5_threshold_is_the_measurements():
     """The schema's class threshold for top-5 errors is the one measurement uses."""
-    from repro.measure import metrics as measured
+    from claimbench.measure import metrics as measured
 
     assert measured.TOP5_MIN_CLASSES == TOP5_MIN_CLASSES

@@ -1,4 +1,4 @@
-"""The step-trace detector (repro/train/profile.py) is shown each kind of host sync and
+"""The step-trace detector (claimbench/train/profile.py) is shown each kind of host sync and
 host-device copy, inserted into a real traced training step on the ``meta`` device, and must
 report it; tests/test_loop_trace.py relies on it to say a step has none."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import repro.train.loop as loop
-from repro.train.profile import meta_data, trace_step
+import claimbench.train.loop as loop
+from claimbench.train.profile import meta_data, trace_step
 from tests.test_fused import config
 
 DATA = meta_data(n=48, side=8, classes=3)

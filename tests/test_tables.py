@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli
-from repro.cache import RunStore, run_key
-from repro.plan import plan_runs
-from repro.report.mdtable import escape_cell
-from repro.report.tables import render_tables, smoke_analogs
-from repro.spec.claims import claim_files, load_claims
-from repro.spec.source import SpecError
-from repro.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
-from repro.cache import RunRecord
+from claimbench import cli
+from claimbench.cache import RunStore, run_key
+from claimbench.plan import plan_runs
+from claimbench.report.mdtable import escape_cell
+from claimbench.report.tables import render_tables, smoke_analogs
+from claimbench.spec.claims import claim_files, load_claims
+from claimbench.spec.source import SpecError
+from claimbench.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
+from claimbench.cache import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT / "claims" / "tables"
@@ -214,7 +214,7 @@ def test_full_plan_is_the_union_of_claims_and_table_cells(tmp_path, repo_claims,
 
 
 def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
-    """`repro report --tier full` writes one page per paper table, every paper number with "-"."""
+    """`claimbench report --tier full` writes one page per paper table, every paper number with "-"."""
     import json
 
     claims = tmp_path / "claims"
@@ -272,7 +272,7 @@ def write_cell_claim(tmp_path: Path, runs: str | None = None) -> Path:
 
 
 def test_a_run_naming_a_cell_has_its_configuration_seeds_and_numbers(tmp_path):
-    from repro.spec.claims import load_claim
+    from claimbench.spec.claims import load_claim
 
     spec = load_claim(write_cell_claim(tmp_path))
     table = load_table(tmp_path / "claims" / "tables" / "t.yaml")
@@ -317,7 +317,7 @@ def test_a_run_naming_a_cell_has_its_configuration_seeds_and_numbers(tmp_path):
      "unknown run-config field 'optim.lamb' (did you mean 'optim.lam'?)"),
 ])
 def test_cell_mistakes_name_file_line_field_and_a_hint(tmp_path, runs, field, words):
-    from repro.spec.claims import load_claim
+    from claimbench.spec.claims import load_claim
 
     path = write_cell_claim(tmp_path, runs)
     with pytest.raises(SpecError) as e:
@@ -329,7 +329,7 @@ def test_cell_mistakes_name_file_line_field_and_a_hint(tmp_path, runs, field, wo
 
 
 def test_a_cell_needs_a_tables_folder(tmp_path):
-    from repro.spec.claims import load_claim
+    from claimbench.spec.claims import load_claim
 
     path = tmp_path / "cells.yaml"
     path.write_text(CELL_CLAIM)
@@ -382,7 +382,7 @@ def test_no_full_tier_claim_number_is_typed_beside_the_table(repo_claims, repo_t
 
 
 def test_named_smoke_analogs_resolve_and_bad_ones_are_rejected(tmp_path, repo_claims, repo_tables):
-    from repro.report.tables import named_analogs, resolve_smoke
+    from claimbench.report.tables import named_analogs, resolve_smoke
 
     named = named_analogs(repo_claims)
     refs = [c.smoke for t in repo_tables for c in t.cells if c.smoke]

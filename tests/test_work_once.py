@@ -1,17 +1,17 @@
-"""Work done once: `repro verify` reads the claims once and plans once; a simulation runs once per
+"""Work done once: `claimbench verify` reads the claims once and plans once; a simulation runs once per
 configuration and code (stored like a run), and checks, reports and plots only read it."""
 
 from pathlib import Path
 
 import pytest
 
-import repro.claims_cli as claims_cli
-import repro.plan as plan_module
-import repro.simulate.low_gradient as low_gradient
-from repro.cache import RunStore
-from repro.check.evaluate import evaluate_claim
-from repro.cli import main
-from repro.spec.claims import load_claims
+import claimbench.claims_cli as claims_cli
+import claimbench.plan as plan_module
+import claimbench.simulate.low_gradient as low_gradient
+from claimbench.cache import RunStore
+from claimbench.check.evaluate import evaluate_claim
+from claimbench.cli import main
+from claimbench.spec.claims import load_claims
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIM = REPO / "claims" / "low_gradient_decay.yaml"
@@ -60,8 +60,8 @@ def test_a_report_never_simulates_and_says_what_is_missing(tmp_path, counted):
 
 
 def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
-    from repro.cache.simulations import SimulationStore
-    from repro.runs import ensure_simulations
+    from claimbench.cache.simulations import SimulationStore
+    from claimbench.runs import ensure_simulations
 
     (spec,) = load_claims([CLAIM])
     store = RunStore(tmp_path / "c")
@@ -76,9 +76,9 @@ def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
 
 
 def test_a_plot_whose_inputs_did_not_change_is_copied_not_drawn(tmp_path, monkeypatch):
-    import repro.report.plots as plots
-    from repro.report import render_reports
-    from repro.runs import ensure_simulations
+    import claimbench.report.plots as plots
+    from claimbench.report import render_reports
+    from claimbench.runs import ensure_simulations
 
     specs = load_claims([CLAIM])
     store = RunStore(tmp_path / "c")

@@ -2,7 +2,7 @@
 compute.
 
 Each case is a run config (tiny networks, a handful of steps with a learning-rate phase change)
-and the data it reads, trained by repro's plain path (one run, no graphs, per-parameter optimizer
+and the data it reads, trained by claimbench's plain path (one run, no graphs, per-parameter optimizer
 kernels) in float64 on one CPU thread, so what is recorded is the arithmetic of the training's
 semantics and not of a machine's fast path. What is recorded per case: the loss and learning-rate
 curves, the steps taken, and per tensor of the trained network its sum, its sum of squares and
@@ -14,7 +14,7 @@ shapes with flips, CIFAR-10/100 read from the official archive, TinyImageNet and
 JPEG folders with their crops); both precisions; schedules counted in steps and in epochs; the
 paper's variants of the network (Leaky ReLU, beta init, per-parameter learning-rate scales, no
 regularizer); checkpoint and resume; a plug-in model trained by a plug-in trainer (the trainer
-harness; in float32, as trainers get the network repro builds).
+harness; in float32, as trainers get the network claimbench builds).
 """
 
 from __future__ import annotations
@@ -123,18 +123,18 @@ def _environment(plugins: str | None) -> Iterator[None]:
     import torch
 
     threads = torch.get_num_threads()
-    saved = os.environ.get("REPRO_PLUGINS")
+    saved = os.environ.get("CLAIMBENCH_PLUGINS")
     torch.set_num_threads(1)
     if plugins:
-        os.environ["REPRO_PLUGINS"] = plugins
+        os.environ["CLAIMBENCH_PLUGINS"] = plugins
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         if saved is None:
-            os.environ.pop("REPRO_PLUGINS", None)
+            os.environ.pop("CLAIMBENCH_PLUGINS", None)
         else:
-            os.environ["REPRO_PLUGINS"] = saved
+            os.environ["CLAIMBENCH_PLUGINS"] = saved
 
 
 class _Interrupted(Exception):
@@ -145,9 +145,9 @@ def run_case(name: str, data_root: Path, checkpoint_dir: Path | None = None) -> 
     """Train case ``name`` and return what it computed (JSON-ready)."""
     import torch
 
-    from repro.config import run_config_from_dict
-    from repro.data import load_dataset
-    from repro.train.loop import train_models
+    from claimbench.config import run_config_from_dict
+    from claimbench.data import load_dataset
+    from claimbench.train.loop import train_models
 
     case = CASES[name]
     with _environment(case.plugins):

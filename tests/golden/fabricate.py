@@ -14,7 +14,7 @@ import numpy as np
 
 def cifar_archive(root: Path, dataset: str, per_file: int = 8, seed: int = 0) -> Path:
     """The official archive of ``dataset`` ("cifar10" or "cifar100") under ``root``, tiny batches."""
-    from repro.data import cifar
+    from claimbench.data import cifar
 
     src = cifar.SOURCES[dataset]
     rng = np.random.default_rng(seed)

@@ -1,11 +1,11 @@
 """A plug-in model and trainer for the behaviour suite: the smallest users of the plug-in harness
-(repro builds and seeds the network, hands it to the trainer, loads what comes back)."""
+(claimbench builds and seeds the network, hands it to the trainer, loads what comes back)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.plugins import ModelPlugin, TrainerPlugin
+from claimbench.plugins import ModelPlugin, TrainerPlugin
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ def train_plain_sgd(run):  # noqa: ANN001, ANN201
     import torch
     import torch.nn.functional as F
 
-    from repro.plugins import TrainerResult
+    from claimbench.plugins import TrainerResult
 
     opt = torch.optim.SGD(run.model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(run.config.train.seed)

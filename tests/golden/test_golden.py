@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from repro.train.semantics import TRAINING_SEMANTICS
+from claimbench.train.semantics import TRAINING_SEMANTICS
 from tests.golden.cases import CASES, differences, fabricate_data, run_case
 from tests.golden.update import EXPECTED
 
@@ -31,7 +31,7 @@ def expected() -> dict:
 def test_the_results_are_of_this_training_identity(expected):
     assert expected["semantics"] == TRAINING_SEMANTICS, (
         f"{EXPECTED.name} holds results for training identity {expected['semantics']}, the code says "
-        f"{TRAINING_SEMANTICS}: raise TRAINING_SEMANTICS in repro/train/semantics.py to {expected['semantics']} "
+        f"{TRAINING_SEMANTICS}: raise TRAINING_SEMANTICS in claimbench/train/semantics.py to {expected['semantics']} "
         "if training's behaviour changed on purpose, or run make golden-update")
     assert sorted(expected["cases"]) == sorted(CASES), "make golden-update records the cases added or removed"
 

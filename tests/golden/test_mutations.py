@@ -25,14 +25,14 @@ def _caught(cases: list[str], data_root: Path, tmp_path: Path) -> list[str]:
 
 
 def test_a_changed_schedule_constant_is_caught(monkeypatch, golden_data, tmp_path):  # noqa: F811
-    from repro.train import optim
+    from claimbench.train import optim
 
     monkeypatch.setattr(optim.StepSchedule, "factor", lambda self, step: 0.2 ** self.phase(step))
     assert _caught(["sgd-l2", "adam-l2"], golden_data, tmp_path) == ["sgd-l2", "adam-l2"]
 
 
 def test_weight_decay_applied_twice_is_caught(monkeypatch, golden_data, tmp_path):  # noqa: F811
-    from repro.train import optim
+    from claimbench.train import optim
 
     once = optim.Regularizer.after_step
 
@@ -45,7 +45,7 @@ def test_weight_decay_applied_twice_is_caught(monkeypatch, golden_data, tmp_path
 
 
 def test_a_flip_applied_to_the_wrong_images_is_caught(monkeypatch, golden_data, tmp_path):  # noqa: F811
-    from repro.data.base import ImageData
+    from claimbench.data.base import ImageData
 
     right = ImageData.train_batch
 
@@ -57,7 +57,7 @@ def test_a_flip_applied_to_the_wrong_images_is_caught(monkeypatch, golden_data, 
 
 
 def test_a_changed_optimizer_epsilon_is_caught(monkeypatch, golden_data, tmp_path):  # noqa: F811
-    from repro.train import optim
+    from claimbench.train import optim
 
     classes = dict(optim.OPTIMIZER_CLASSES)
     cls, kwargs = classes["adam"]
@@ -67,7 +67,7 @@ def test_a_changed_optimizer_epsilon_is_caught(monkeypatch, golden_data, tmp_pat
 
 
 def test_behaviour_changed_from_outside_the_code_fails_the_suite(tmp_path):
-    """BatchNorm's eps altered by a sitecustomize on PYTHONPATH (no file of repro touched): the
+    """BatchNorm's eps altered by a sitecustomize on PYTHONPATH (no file of claimbench touched): the
     suite, run as make golden runs it, fails."""
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
         import torch.nn.functional as F

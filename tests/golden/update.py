@@ -3,7 +3,7 @@
 Trains every case, compares with the committed results and writes the new ones. When some case
 computes something else, training's behaviour changed: the results are written for the next
 training identity, and the suite fails until ``TRAINING_SEMANTICS`` in
-``repro/train/semantics.py`` is raised to it (every user's runs then retrain, which is right:
+``claimbench/train/semantics.py`` is raised to it (every user's runs then retrain, which is right:
 they would compute other numbers). When nothing changed, nothing needs raising.
 """
 
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from repro.train.semantics import TRAINING_SEMANTICS
+from claimbench.train.semantics import TRAINING_SEMANTICS
 from tests.golden.cases import CASES, differences, fabricate_data, run_case
 
 EXPECTED = Path(__file__).with_name("expected.json")
@@ -46,7 +46,7 @@ def main() -> int:
           f"removed: {removed}")
     if semantics != TRAINING_SEMANTICS:
         print(f"training computes other numbers in {len(behaviour_changed)} cases ({', '.join(behaviour_changed)}): "
-              f"raise TRAINING_SEMANTICS in repro/train/semantics.py from {TRAINING_SEMANTICS} to {semantics} "
+              f"raise TRAINING_SEMANTICS in claimbench/train/semantics.py from {TRAINING_SEMANTICS} to {semantics} "
               "(every cached run then trains again)", file=sys.stderr)
         return 1
     print(f"training identity unchanged (TRAINING_SEMANTICS = {TRAINING_SEMANTICS})")

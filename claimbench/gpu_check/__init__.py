@@ -1,0 +1,556 @@
+"""``claimbench gpu-check``: prove the fast training path on this machine in minutes, before the long run.
+
+In:  the runs a tier plans (``claimbench.plan``), this machine's device, a cache root.
+Out: ``CheckResult``: per kind of group (dataset x architecture x the optimizers it mixes x graphs
+     or not x folder data or not, derived from the plan's groups of 16), whether each fast feature
+     gives the numbers the plain loop gives, steady-state step times of both; a markdown report; a
+     record under the cache root (``gpu-check.json``, keyed by machine, driver, torch and code)
+     that the training path consults (``SwitchedOff``): a feature that disagreed or raised is
+     switched off for that kind of group on this machine, and said so in one line.
+
+For each kind, one real group of its runs (up to 16) trains a few dozen steps twice, on fabricated
+data of the dataset's real shape and classes (random tensors: the check needs no dataset):
+
+(a) the fast path: the runs stacked in one network, the fastest optimizer kernels (fused, else
+    foreach), the step as a CUDA graph where there is one (capturable kernels, captured again at
+    the learning-rate drop inside the window), interrupted by a real SIGINT mid-phase, its
+    checkpoint saved and resumed (which captures again);
+(b) the plain path: each run alone, eager, no graph, optimizers stepping one parameter at a time.
+
+How a fast path is judged (every run's every tensor against its own tolerance, a float32
+disagreement confirmed in float64): ``claimbench.gpu_check.judge``.
+
+The features (``FEATURES``): ``stacked``, ``kernels``, ``graphs``, ``resume``. When (a) and (b)
+disagree, or (a) raises, or a capture fails, the fast path is trained again as it was: a
+disagreement that does not recur is reported flaky, with both measurements, and switches nothing
+off. One that recurs is isolated: the fast path trains with one feature off at a time, cheapest
+loss first, and the first feature whose absence agrees twice is switched off for that kind; if no
+single one does, features are given up in that order until it agrees.
+
+The modules, by job: ``kinds`` (what is checked), ``judge`` (the verdict), ``record`` (what the
+training path reads), ``report`` (the markdown), ``selftest`` (``claimbench gpu-check --self-test``:
+each kind of fault the check exists for injected into the fast path and shown caught).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from claimbench.config import DATASET_SHAPES, RunConfig
+# Names of the modules below are also this package's (``claimbench.gpu_check.distances``, ...): callers
+# and tests use one import.
+from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT_ROUNDOFF, Tolerance, Verdict,
+                                   distances, judge, run_name, tolerance_of)
+from claimbench.gpu_check.kinds import (FEATURE_OFF, FEATURE_TEXT, FEATURES, FOLDER_DATASETS, GroupKind, KindCase,
+                                   kind_of, kinds_of, select_kinds)
+from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
+                                    code_fingerprint, nvidia_query, passed_here, read_record, write_record)
+from claimbench.gpu_check.report import estimate_rows, format_s, render
+from claimbench.plan import machine_name, run_cost, unsteady_steps
+
+log = logging.getLogger(__name__)
+
+# The window: a few dozen steps on a GPU (3 warm-ups, a capture, replays; a phase change; a
+# resume mid-phase 2, which warms up and captures again); on a CPU a short one on shrunk networks.
+GPU_STEPS = 32
+CPU_STEPS = 10
+# CPU (quick) scale: the networks and groups shrunk so every kind runs in seconds.
+CPU_WIDTH, CPU_BATCH, CPU_RUNS, CPU_FC, CPU_SIDE = 0.0625, 8, 4, 64, 64
+EPOCH_BATCHES = 8  # fabricated training set: this many batches, so epochs turn over in the window
+REPORT = Path("reports/gpu-check.md")
+
+# -- what trains -------------------------------------------------------------------------------------
+
+
+def window(config: RunConfig, steps: int, quick: bool) -> RunConfig:
+    """``config`` over ``steps`` steps in two learning-rate phases (so graphs are captured again
+    inside the window), one snapshot; on the CPU (``quick``) shrunk in width and batch."""
+    first = max(1, round(steps * 0.45))
+    train = replace(config.train, unit="steps", phases=(first, steps - first), snapshots=1)
+    if quick:
+        train = replace(train, batch_size=min(train.batch_size, CPU_BATCH))
+        side = config.data.image_size or DATASET_SHAPES[config.data.dataset][1]
+        config = replace(config, data=replace(config.data, image_size=min(side, CPU_SIDE)))
+        from claimbench.netshape import default_head
+
+        head = config.model.fc_hidden if config.model.fc_hidden is not None else default_head(
+            config.model.arch, config.data.dataset)
+        config = replace(config, model=replace(config.model, width=min(config.model.width, CPU_WIDTH),
+                                               fc_hidden=tuple(min(h, CPU_FC) for h in head)))
+    return replace(config, train=train)
+
+
+def resume_at(steps: int) -> int:
+    """The step the fast path is interrupted after: mid-way through the second phase, leaving room
+    for 3 warm-ups, a capture and replays after the resume."""
+    first = max(1, round(steps * 0.45))
+    return first + max(1, (steps - first) // 2 - 1)
+
+
+def fabricated_data(config: RunConfig, device, seed: int = 0):
+    """Random images of the dataset's real shape and classes (``DATASET_SHAPES``), EPOCH_BATCHES
+    batches of training data. Folder datasets get host-decoded data (indices on the host, the
+    batch copied to the device per step), as the image-folder loader does."""
+    import torch
+
+    from claimbench.data.base import ImageData
+
+    d = config.data
+    _, native_side, channels, classes = DATASET_SHAPES[d.dataset]
+    side, classes = d.image_size or native_side, d.num_classes or classes
+    n = config.train.batch_size * EPOCH_BATCHES
+    g = torch.Generator().manual_seed(seed)
+    # Learnable: each class its own mean image, plus noise. With labels unrelated to the images the
+    # gradients are mostly cancelling noise, and Adam-like optimizers amplify rounding in them
+    # into differences a check cannot tell from a fault.
+    y = torch.randint(classes, (n,), generator=g)
+    means = torch.randn(classes, channels, side, side, generator=g)
+    x = means[y] + torch.randn(n, channels, side, side, generator=g)
+    cls = _host_decoded_class() if d.dataset in FOLDER_DATASETS else ImageData
+    b = config.train.batch_size
+    return cls(f"fabricated {d.dataset}", x, y, x[:b].clone(), y[:b].clone(), classes).to(device)
+
+
+def _host_decoded_class():
+    """An ImageData that keeps its images on the host and copies each batch to the device, with
+    host indices: the image-folder loader's contract (``decodes_on_host``, ``prefetch``)."""
+    from typing import ClassVar
+
+    import torch
+
+    from claimbench.data.base import ImageData
+
+    @dataclass(frozen=True)
+    class HostDecodedData(ImageData):
+        device: torch.device = torch.device("cpu")
+        decodes_on_host: ClassVar[bool] = True
+
+        def to(self, device):
+            device = torch.device(device)
+            return replace(self, device=device, train_y=self.train_y.to(device), test_y=self.test_y.to(device))
+
+        def prefetch(self, index, flip=None) -> None:
+            pass  # nothing to decode ahead: the images are in host memory
+
+        def train_batch(self, index, flip):
+            host = index.to("cpu")
+            x = self.train_x[host]
+            if flip is not None:
+                x = torch.where(flip.to("cpu")[..., None, None, None], x.flip(-1), x)
+            return x.to(self.device, non_blocking=True), self.train_y[index.to(self.train_y.device)]
+
+    return HostDecodedData
+
+
+@dataclass
+class Trained:
+    """One training path's outcomes (one per run, in the group's order), its step stamps per
+    process and its error, if it raised."""
+
+    outcomes: list = field(default_factory=list)
+    segments: list[list[tuple[int, float]]] = field(default_factory=list)
+    error: str | None = None
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _train(configs, data, device, *, stamps: list, **kw):
+    """``train_models`` with a stamp after each recorded step (every step in a short window)."""
+    from claimbench.train.loop import train_models
+
+    segment: list[tuple[int, float]] = []
+    stamps.append(segment)
+    user = kw.pop("on_step", None)
+
+    def on_step(step: int, total: int) -> None:
+        segment.append((step, time.perf_counter()))
+        if user is not None:
+            user(step, total)
+
+    return train_models(list(configs), data, device, on_step=on_step, **kw)
+
+
+def train_fast(configs, data, device, off: frozenset[str], backend, workdir: Path, stop: int,
+               dtype=None) -> Trained:
+    """The fast path with the features in ``off`` switched off (``dtype``: as ``train_plain``)."""
+    out = Trained()
+    groups = [[c] for c in configs] if "stacked" in off else [list(configs)]
+    graphs = "graphs" not in off and backend is not False
+    kw = {"cuda_graphs": graphs, "graph_backend": backend if graphs and backend else None,
+          "kernels": "plain" if "kernels" in off else "fastest", "dtype": dtype}
+    try:
+        for i, group in enumerate(groups):
+            if "resume" in off:
+                out.outcomes += _train(group, data, device, stamps=out.segments, **kw)
+                continue
+            path = workdir / f"fast-{i}.pt"
+            path.unlink(missing_ok=True)
+            interrupt_after(group, data, device, path, stop, out.segments, kw)
+            out.outcomes += _train(group, data, device, stamps=out.segments, checkpoint=path,
+                                   checkpoint_every_s=1e9, **kw)
+            path.unlink(missing_ok=True)
+    except Exception as e:  # noqa: BLE001  (any error of the fast path is a finding, reported by kind)
+        out.error = f"{type(e).__name__}: {e}"
+        log.debug("fast path raised:\n%s", traceback.format_exc())
+    return out
+
+
+def interrupt_after(group, data, device, path: Path, stop: int, segments: list, kw: dict) -> None:
+    """Train until ``stop`` steps are done and interrupt as Ctrl-C does (SIGINT: the loop ends the
+    step, saves the checkpoint and raises KeyboardInterrupt); only that interrupt is caught."""
+    asked = {"at": None}
+
+    def on_step(step: int, total: int) -> None:
+        if step == stop:
+            asked["at"] = step
+            os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        _train(group, data, device, stamps=segments, checkpoint=path, checkpoint_every_s=1e9, on_step=on_step, **kw)
+    except KeyboardInterrupt:
+        if asked["at"] is None or not path.is_file():
+            raise  # the user's Ctrl-C, not ours
+        return
+    raise Interrupted(f"the interrupt after step {stop} did not stop training (no checkpoint taken)")
+
+
+def train_plain(configs, data, device, dtype=None) -> Trained:
+    """Each run alone, eager, no graph, optimizers one parameter at a time (``dtype``: the
+    network's and the data's, None: float32)."""
+    out = Trained()
+    for c in configs:
+        out.outcomes += _train([c], data, device, stamps=out.segments, cuda_graphs=False, kernels="plain",
+                               dtype=dtype)
+    return out
+
+
+# -- the exact reference ------------------------------------------------------------------------
+
+
+def in_float64(data):
+    """``data`` with its images in float64: the exact-arithmetic reference's input."""
+    import torch
+
+    return replace(data, train_x=data.train_x.to(torch.float64), test_x=data.test_x.to(torch.float64))
+
+
+def exact_reference(configs, data, device) -> Trained:
+    """The plain path in float64 from the same float32 initial weights: exact arithmetic as far
+    as a few dozen steps can tell (float64 rounding is 2**29 times finer than float32's). Its
+    final weights come back as float32 (a run's single network is float32): one last rounding,
+    64 times below the tolerance's floor."""
+    import torch
+
+    return train_plain(configs, in_float64(data), device, dtype=torch.float64)
+
+
+# -- step times --------------------------------------------------------------------------------------
+
+
+def steady_step_s(trained: Trained, phases: list[dict] | None) -> float | None:
+    """Median seconds of the steady-state steps (not the first step of each process, not warm-ups
+    or captures: ``claimbench.plan.unsteady_steps``), over every process of ``trained``."""
+    per: list[float] = []
+    for seg in trained.segments:
+        if len(seg) < 2:
+            continue
+        total = seg[-1][0]
+        skip = unsteady_steps(phases, total) if phases else {0}
+        skip = skip | {seg[0][0] - 1}  # the first step this process timed includes its set-up
+        for (s0, t0), (s1, t1) in zip(seg, seg[1:]):
+            if s1 > s0 and not skip.intersection(range(s0, s1)):
+                per += [(t1 - t0) / (s1 - s0)] * (s1 - s0)
+    if not per:
+        return None
+    per.sort()
+    mid = len(per) // 2
+    return per[mid] if len(per) % 2 else (per[mid - 1] + per[mid]) / 2
+
+
+def plain_step_s(trained: Trained) -> float | None:
+    """Seconds of one step of every run of the group, one after another: the sum of each run's
+    median steady step."""
+    times = [steady_step_s(Trained(segments=[seg]), None) for seg in trained.segments]
+    return None if any(t is None for t in times) else sum(times)  # type: ignore[misc]
+
+
+# -- one kind ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    feature: str
+    status: str  # "passed", "failed", "not applicable"
+    why: str = ""
+
+    def line(self) -> str:
+        return self.status + (f": {self.why}" if self.why else "")
+
+
+@dataclass(frozen=True)
+class KindResult:
+    kind: GroupKind
+    runs: int
+    groups: int
+    batch_size: int
+    trained_as: str  # what the window trained (scale, steps)
+    features: tuple[FeatureResult, ...]
+    worst: float  # the fast path's largest distance over its tolerance (with the features kept)
+    worst_at: str  # the run and tensor it names, or how a float32 disagreement was excused
+    tolerance: str  # the tolerance, summarised
+    fast_step_s: float | None
+    plain_step_s: float | None
+    flops_per_step: float  # the real group's training FLOPs per step (all its runs)
+    kernels: str
+    seconds: float
+    flaky: str = ""  # a disagreement that did not recur: both measurements (nothing switched off)
+
+    @property
+    def switched_off(self) -> dict[str, str]:
+        return {f.feature: f.why for f in self.features if f.status == "failed"}
+
+
+@dataclass
+class Bench:
+    """One kind's group trained the plain way and in float64 (what every fast path of the kind is
+    judged against), and how to train that fast path again with some features off."""
+
+    configs: list
+    data: object
+    device: object
+    backend: object
+    workdir: Path
+    stop: int
+    plain: Trained
+    exact: Trained
+    tolerances: list[Tolerance]
+    names: list[str]
+    graphs_checked: bool  # graphs are one of the features this kind checks
+
+    @classmethod
+    def build(cls, configs, data, device, backend, workdir: Path, stop: int, graphs_checked: bool) -> "Bench":
+        precision = configs[0].train.precision
+        plain = train_plain(configs, data, device)
+        exact = exact_reference(configs, data, device)
+        tolerances = [tolerance_of(p, e, precision) for p, e in zip(plain.outcomes, exact.outcomes)]
+        return cls(list(configs), data, device, backend, workdir, stop, plain, exact, tolerances,
+                   [run_name(i, c) for i, c in enumerate(configs)], graphs_checked)
+
+    def fast(self, off: frozenset[str], dtype=None, trainer=None) -> Trained:
+        """The fast path with ``off`` switched off (``trainer``: another ``train_fast``, as the
+        self-test's faulty ones; default this module's, looked up when called)."""
+        data = in_float64(self.data) if dtype is not None else self.data
+        return (trainer or train_fast)(self.configs, data, self.device, off, self.backend, self.workdir, self.stop,
+                                       dtype)
+
+    def verdict(self, t: Trained, off: frozenset[str], trainer=None) -> Verdict:
+        """``t`` judged (``claimbench.gpu_check.judge``); a failed capture disagrees when graphs are on."""
+        import torch
+
+        capture = [p.error for o in t.outcomes[:1] for p in o.execution.phases if p.error]
+        if "graphs" not in off and self.graphs_checked and capture:
+            return Verdict(False, math.inf, why=f"capture failed: {capture[0]}")
+        return judge(t, self.plain, self.exact, self.tolerances, self.names,
+                     confirm=lambda: self.fast(off, torch.float64, trainer))
+
+
+def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, workdir: Path,
+               say: Callable[[str], None]) -> KindResult:
+    import torch
+
+    started = time.perf_counter()
+    kind = case.kind
+    configs = [window(c, steps, quick) for c in case.configs[: CPU_RUNS if quick else None]]
+    precision = configs[0].train.precision
+    data = fabricated_data(configs[0], device)
+    stop = resume_at(steps)
+
+    applicable: dict[str, str] = {}  # feature -> why not applicable
+    if len(configs) == 1:
+        applicable["stacked"] = "a group of one run"
+    on_gpu = torch.device(device).type == "cuda"
+    if not kind.graphs:
+        applicable["graphs"] = "folder data is decoded on the host per batch: never graphed"
+    elif not on_gpu and not backend:
+        applicable["graphs"] = "no CUDA device here (CPU run)"
+    if threading.current_thread() is not threading.main_thread():
+        applicable["resume"] = "needs the main thread (the interrupt is a real SIGINT)"
+    features = [f for f in FEATURES if f not in applicable]
+    na = frozenset(applicable)
+
+    bench = Bench.build(configs, data, device, backend, workdir, stop, "graphs" in features)
+    kept = bench.fast(na)
+    v = bench.verdict(kept, na)
+    failed: dict[str, str] = {}
+    flaky = ""
+    if not v.agrees:
+        # Trained again before any feature is blamed: a GPU may differ from itself from one run to
+        # the next (autotuned algorithms, atomics), and the first feature retried would otherwise
+        # take the blame for a disagreement that does not recur.
+        say(f"  fast path disagrees ({v.why}); training it again before isolating a feature")
+        again = bench.fast(na)
+        v2 = bench.verdict(again, na)
+        if v2.agrees:
+            flaky = (f"first {v.why} ({v.worst:.3g}x); trained again it agrees (worst {v2.worst:.2g}x, "
+                     f"{v2.why or v2.where})")
+            say(f"  flaky: {flaky}; nothing switched off")
+            kept, v = again, v2
+        else:
+            why = v.why
+            say(f"  it disagrees again ({v2.why}); finding the feature")
+            off = set(na)
+            for f in features:  # each alone, cheapest loss first
+                t = bench.fast(frozenset(off | {f}))
+                w = bench.verdict(t, frozenset(off | {f}))
+                if w.agrees:
+                    # Convicted only when switching it off agrees twice: one agreement can be the
+                    # same chance that can make a sound path disagree once.
+                    w2 = bench.verdict(bench.fast(frozenset(off | {f})), frozenset(off | {f}))
+                    if not w2.agrees:
+                        say(f"  {f} off agreed once, then not ({w2.why}): not convicted")
+                        continue
+                    failed[f] = why
+                    kept, v = t, w
+                    break
+            else:  # no single feature: give them up in order until it agrees
+                for f in features:
+                    off.add(f)
+                    failed[f] = why
+                    t = bench.fast(frozenset(off))
+                    w = bench.verdict(t, frozenset(off))
+                    if w.agrees:
+                        kept, v = t, w
+                        break
+    results = []
+    for f in ("stacked", "kernels", "graphs", "resume"):
+        if f in applicable:
+            results.append(FeatureResult(f, "not applicable", applicable[f]))
+        elif f in failed:
+            results.append(FeatureResult(f, "failed", failed[f]))
+        else:
+            results.append(FeatureResult(f, "passed"))
+    if "kernels" not in failed:
+        kernel_names = sorted({f"{k.optimizer} {k.kernel}{' capturable' if k.capturable else ''}"
+                               for o in kept.outcomes[:1] for k in o.execution.kernels})
+    else:
+        kernel_names = ["plain (switched off)"]
+    phases = [p.to_dict() for p in kept.outcomes[0].execution.phases] if kept.outcomes else None
+    fast_s = steady_step_s(kept, phases) if kept.error is None and "stacked" not in failed else None
+    flops = sum(run_cost(c)[1] / max(1, run_cost(c)[0]) for c in case.configs)
+    tol = bench.tolerances[0]
+    summary = (f"{SAFETY:g} x measured spread, floor {tol.floor:.2g} ({precision}); e.g. "
+               f"{configs[0].optim.name} conv1 {tol.of(_first_weight(tol)):.2g}, loss {tol.of('loss'):.2g}")
+    scale = (f"{len(configs)} run{'s' if len(configs) != 1 else ''}, width {configs[0].model.width:g}, batch {configs[0].train.batch_size}"
+             + (" (shrunk for the CPU)" if quick else ""))
+    return KindResult(kind, len(case.configs), case.groups, case.configs[0].train.batch_size,
+                      f"{scale}, {steps} steps in phases {list(configs[0].train.phases)}, resumed after {stop}",
+                      tuple(results), v.worst, (v.why if v.agrees and v.why else v.where), summary, fast_s,
+                      plain_step_s(bench.plain), flops, ", ".join(kernel_names), time.perf_counter() - started,
+                      flaky)
+
+
+def _first_weight(tol: Tolerance) -> str:
+    return next((k for k in tol.spread if k.endswith("weight")), "loss")
+
+
+# -- the whole check -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    results: tuple[KindResult, ...]
+    skipped: tuple[KindCase, ...]  # kinds not trained (--max-kinds)
+    device: dict
+    seconds: float
+    quick: bool
+    record: Path
+    report: Path | None
+
+    @property
+    def switched_off(self) -> dict[str, dict[str, str]]:
+        return {r.kind.id: r.switched_off for r in self.results if r.switched_off}
+
+
+def device_facts(device) -> dict:
+    import torch
+
+    dev = torch.device(device)
+    facts = {"device": "cpu", "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+             "cudnn": "none", "driver": "none", "machine": machine_name(str(dev))}
+    if dev.type == "cuda":
+        found = nvidia_query("driver_version")
+        facts.update(device=torch.cuda.get_device_name(dev), cudnn=str(torch.backends.cudnn.version()),
+                     driver=found[0] if found else "unknown")
+    else:
+        facts["device"] = facts["machine"]
+    facts["threads"] = str(torch.get_num_threads())
+    return facts
+
+
+def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "auto", steps: int | None = None,
+                  max_kinds: int | None = None, quick: bool | None = None, out: Path | None = REPORT,
+                  graph_backend=None, say: Callable[[str], None] = print, tier: str = "full") -> CheckResult:
+    """Check every kind of group ``configs`` form (``max_kinds``: at most that many, one of each
+    data family first). ``quick`` (default: on a CPU) shrinks networks and groups; ``graph_backend``
+    makes graphs on a CPU (tests). Writes the record (and the stamp when every kind was checked)
+    under ``cache_root`` and the report to ``out``."""
+    import torch
+
+    from claimbench.train.loop import resolve_device
+
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    quick = dev.type != "cuda" if quick is None else quick
+    steps = steps or (CPU_STEPS if quick else GPU_STEPS)
+    if steps < 8:
+        raise ValueError(f"--steps {steps}: the window needs at least 8 steps (two phases and a resume)")
+    own = [c for c in configs if c.train.trainer is None]
+    if len(own) < len(configs):
+        say(f"gpu-check: {len(configs) - len(own)} run(s) train with a registered trainer, not claimbench's loop: "
+            "its fast path is the trainer's own, so they are not checked")
+    cases = kinds_of(own)
+    chosen = select_kinds(cases, max_kinds)
+    facts = device_facts(dev)
+    say(f"gpu-check on {facts['device']}: {len(chosen)} of {len(cases)} kinds of group of the {tier} tier, "
+        f"{steps} steps each on fabricated data{' (CPU: shrunk networks)' if quick else ''}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="claimbench-gpu-check-") as tmp:
+        for i, case in enumerate(chosen, 1):
+            say(f"[{i}/{len(chosen)}] {case.kind.id} ({len(case.configs)} run{'s' if len(case.configs) != 1 else ''}) ...")
+            r = check_kind(case, dev, steps=steps, quick=quick, backend=graph_backend, workdir=Path(tmp),
+                           say=say)
+            for line in announce(r.kind.id, r.switched_off, Path(cache_root) / RECORD_FILE):
+                say(line)
+            # The worst ratio is the margin left: on a GPU, one above about 0.3 says the safety
+            # factor is mostly used up even where every feature passed.
+            say(f"  {', '.join(f'{f.feature} {f.status}' for f in r.features)}; worst {r.worst:.2g}x of the "
+                f"tolerance; {r.seconds:.1f} s (elapsed {time.perf_counter() - started:.0f} s)")
+            results.append(r)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    key = MachineKey.here(str(dev))
+    record = write_record(cache_root, key, results, complete=len(chosen) == len(cases))
+    result = CheckResult(tuple(results), tuple(c for c in cases if c not in chosen), facts,
+                         time.perf_counter() - started, quick, record, out)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(render(result, configs))
+        say(f"wrote {out}")
+    say(f"gpu-check took {format_s(result.seconds)}"
+        + (f"; switched off: {sum(len(v) for v in result.switched_off.values())} feature(s)" if result.switched_off
+           else "; every feature agrees with the plain loop"))
+    return result
+
+

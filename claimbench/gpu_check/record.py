@@ -1,0 +1,196 @@
+"""The record the training path reads: what a check found, per machine, driver, torch and code.
+
+In:  the cache root, this machine's device, a check's per-kind results.
+Out: ``gpu-check.json`` under the cache root (written atomically); ``SwitchedOff``, the features
+     a check switched off per kind of group, which ``claimbench.execute`` consults; ``announce``, one
+     line per switched-off feature.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import pkgutil
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from claimbench.config import RunConfig
+from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, kind_of
+from claimbench.plan import machine_name
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "gpu-check.json"
+
+
+def nvidia_query(field_name: str) -> list[str]:
+    """``nvidia-smi --query-gpu=FIELD`` per GPU (the driver version), without torch; [] when absent."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={field_name}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """The training code's fingerprint and this check's own (both by syntax, as cache keys are)."""
+    from claimbench.cache.keys import fingerprint, training_modules
+
+    # Every module of this package, found on disk: a module added later is covered without a list.
+    here = Path(__file__).parent
+    own = ("claimbench.gpu_check",) + tuple(f"claimbench.gpu_check.{m.name}" for m in pkgutil.iter_modules([str(here)]))
+    return fingerprint(training_modules() + own)
+
+
+@dataclass(frozen=True)
+class MachineKey:
+    """What a check's findings hold for: the device, its driver, torch and the code."""
+
+    machine: str
+    driver: str
+    torch: str
+    code: str
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def here(cls, device: str) -> "MachineKey":
+        driver = "none"
+        if device.startswith("cuda"):
+            found = nvidia_query("driver_version")
+            driver = found[0] if found else "unknown"
+        return cls(machine_name(device), driver, _torch_version(), code_fingerprint())
+
+
+def read_record(cache_root: Path) -> dict:
+    path = Path(cache_root) / RECORD_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raw = None
+        problem = f"unreadable: {str(e)[:120]}"
+    else:
+        problem = record_problem(raw)
+    if problem:
+        # The record lives in the cache root, which a project or a shared cache may ship: a bad
+        # one is ignored (the check runs again when a tier needs it) rather than trusted or fatal.
+        log.warning("%s: ignored, not a gpu-check record claimbench wrote (%s); `claimbench gpu-check` writes a new one",
+                    path, problem)
+        return {}
+    return raw
+
+
+def record_problem(raw: object) -> str | None:
+    """What makes ``raw`` no gpu-check record, or None: machine id -> {complete: bool, kinds:
+    {kind id -> {dataset, arch, precision: strings, switched_off: {known feature: reason}}}}."""
+    if not isinstance(raw, dict):
+        return f"a {type(raw).__name__}, expected an object"
+    for machine, entry in raw.items():
+        if not isinstance(entry, dict):
+            return f"{machine[:60]}: a {type(entry).__name__}, expected an object"
+        if not isinstance(entry.get("complete"), bool):
+            return f"{machine[:60]}.complete: {str(entry.get('complete'))[:20]!r} is not true or false"
+        kinds = entry.get("kinds")
+        if not isinstance(kinds, dict):
+            return f"{machine[:60]}.kinds: expected an object"
+        for kid, kind in kinds.items():
+            where = f"{machine[:60]}.kinds.{kid[:60]}"
+            if not isinstance(kind, dict) or not all(isinstance(kind.get(f), str) for f in ("dataset", "arch", "precision")):
+                return f"{where}: expected dataset, arch and precision"
+            off = kind.get("switched_off", {})
+            if not isinstance(off, dict):
+                return f"{where}.switched_off: expected an object"
+            for feature, why in off.items():
+                if feature not in FEATURES:
+                    return f"{where}.switched_off: unknown feature {feature[:40]!r}; known: {', '.join(FEATURES)}"
+                if not isinstance(why, str) or not why.strip():
+                    return f"{where}.switched_off.{feature}: expected the reason it was switched off"
+    return None
+
+
+class CheckRecordError(RuntimeError):
+    pass
+
+
+def write_record(cache_root: Path, key: MachineKey, results: list, complete: bool) -> Path:
+    """Merge ``results`` (``KindResult``s) into the record of ``key``; flaky findings are kept for
+    the reader, and switch nothing off."""
+    path = Path(cache_root) / RECORD_FILE
+    raw = read_record(cache_root)
+    entry = raw.get(key.id) or {**asdict(key), "kinds": {}, "complete": False}
+    entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch, "precision": r.kind.precision,
+                                       "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
+    entry["complete"] = bool(entry.get("complete")) or complete
+    entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    raw[key.id] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(raw, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def passed_here(cache_root: Path, device: str) -> dict | None:
+    """The complete check recorded for this machine, driver, torch and code (the stamp), or None."""
+    entry = read_record(cache_root).get(MachineKey.here(device).id)
+    return entry if entry and entry.get("complete") else None
+
+
+@dataclass(frozen=True)
+class SwitchedOff:
+    """The features a check switched off on this machine, per kind of group: what the training
+    path consults (``claimbench.execute.train_plan``)."""
+
+    kinds: dict  # kind id -> {feature: why}
+    meta: dict  # kind id -> {"dataset", "arch", "precision"}
+    path: Path
+
+    @classmethod
+    def load(cls, cache_root: Path, device: str) -> "SwitchedOff":
+        entry = read_record(cache_root).get(MachineKey.here(device).id) or {"kinds": {}}
+        kinds = {k: dict(v.get("switched_off") or {}) for k, v in entry["kinds"].items()}
+        return cls(kinds, entry["kinds"], Path(cache_root) / RECORD_FILE)
+
+    def for_group(self, configs: list[RunConfig]) -> dict[str, str]:
+        """{feature: why} for this group's kind. A kind the check did not train (another mix of
+        optimizers) takes every feature switched off for a checked kind of its dataset,
+        architecture and precision."""
+        kind = kind_of(configs)
+        if kind.id in self.kinds:
+            return self.kinds[kind.id]
+        out: dict[str, str] = {}
+        for kid, off in self.kinds.items():
+            m = self.meta[kid]
+            if (m["dataset"], m["arch"], m["precision"]) == (kind.dataset, kind.arch, kind.precision):
+                for f, why in off.items():
+                    out.setdefault(f, f"{why} (checked on {kid})")
+        return out
+
+
+def announce(kind_id: str, off: dict[str, str], path: Path) -> list[str]:
+    """One line per switched-off feature: what, why, how the training path gives it up."""
+    return [f"gpu-check switched off {f} ({FEATURE_TEXT[f]}) for {kind_id} on this machine: {why}; "
+            f"training uses {FEATURE_OFF[f]} for it (record: {path})" for f, why in sorted(off.items())]
+

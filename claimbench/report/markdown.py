@@ -1,0 +1,637 @@
+"""Claims + cache -> reports/<tier>/: index.md, one page per claim, runs.md, PNG plots.
+
+In:  ClaimSpecs, tier, RunStore (reports render from the cache alone; nothing is trained).
+Out: markdown files, deterministic for the same cache (sorted, no timestamps), and the Verdicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from claimbench.cache import RunStore, run_key
+from claimbench.cache.store import REFRESH_COMMAND
+from claimbench.check.evaluate import evaluate_claim
+from claimbench.check.verdict import NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt
+from claimbench.report.output import is_claimbench_output, prepare_output, replace_output
+from claimbench.report.plots import render_plots, write_plot_digests
+from claimbench.report.mdtable import Markup, markdown_table
+from claimbench.spec.claims import ClaimSpec, TierSpec
+from claimbench.spec.paper import PaperSpec, find_paper
+
+log = logging.getLogger(__name__)
+
+# Metrics shown in every run table, besides those the paper gives a number for.
+RUN_TABLE_METRICS = ("test_error", "sparsity_gamma", "sparsity_act", "pruned_test_error")
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive",
+                "error": "⚠️ error", "not run": "➖ not run"}
+
+
+def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = (),
+                   banner: str | None = None) -> list[Verdict]:
+    """Render into a temporary folder beside ``out`` and swap it into place, so a failed render
+    never leaves a half-written report; with no claims nothing is written at all, and a folder
+    claimbench did not write is refused before anything is rendered (``claimbench.report.output``). ``banner``: a
+    warning put at the top of every page (a dry run's: these are not results)."""
+    top = f"> **{banner}**\n\n" if banner else ""
+    if not specs:
+        raise ValueError("no claim matches: nothing to report")
+    out = prepare_output(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    previous = out if is_claimbench_output(out) else None  # its unchanged plots are reused
+    try:
+        verdicts = []
+        digests: dict[str, str] = {}
+        # Decided once for the whole report, as the index decides its columns: claims about one's
+        # own experiment give no paper numbers, and then no page speaks of a paper.
+        with_paper = paper_numbers_given(specs, tier)
+        for spec in sorted(specs, key=lambda s: s.id):
+            verdict = evaluate_claim(spec, tier, store)
+            verdicts.append(verdict)
+            t = spec.tier(tier)
+            plots = render_plots(spec, t, store, tmp, previous, digests) if not t.not_run else []
+            (tmp / f"{spec.id}.md").write_text(top + claim_page(spec, t, verdict, store, plots, with_paper))
+        write_plot_digests(tmp, digests)
+        # Paper tables regenerated beside ours (claimbench/report/tables.py), linked from the index.
+        from claimbench.report.tables import render_tables, tables_index
+
+        table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
+        (tmp / "index.md").write_text(top + index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
+        (tmp / "runs.md").write_text(top + runs_page(specs, tier, store))
+        replace_output(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return verdicts
+
+
+# --- the paper description titles the index; the headline shows what the check is about.
+def claims_paper(specs: list[ClaimSpec]) -> PaperSpec | None:
+    """The paper description shared by the claims' folders; None if they have none or several."""
+    papers = {folder: find_paper(folder) for folder in {s.path.parent.resolve() for s in specs}}
+    found = {p.path.resolve() if p else None: p for p in papers.values()}
+    return found.popitem()[1] if len(found) == 1 else None
+
+
+def number_text(value: Any) -> str:
+    """A paper number a claim types itself, as typed (a YAML reader keeps all but trailing zeros):
+    70 stays 70, 10.5 stays 10.5, a per-layer list stays a list."""
+    if isinstance(value, list):
+        return "[" + ", ".join(number_text(v) for v in value) + "]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def point_paper_texts(spec: ClaimSpec, point: Any) -> dict[str, str]:
+    """Metric -> the paper's number at a run point as printed: a table cell's text for a run that
+    names a cell (30.50 stays 30.50, 31.38* keeps its marker), else as the claim types it."""
+    cell = None
+    if getattr(point, "cell", None):
+        from claimbench.spec.tables import folder_tables
+
+        tables = folder_tables(spec.path.parent)
+        cell = tables.find_cell(point.cell)[0] if tables is not None else None
+    out = {}
+    for metric, value in point.paper.items():
+        if cell is not None and metric in cell.paper_text:
+            out[metric] = cell.paper_text[metric]
+        elif cell is not None and isinstance(value, list) and f"{metric}[1]" in cell.paper_text:
+            out[metric] = "[" + ", ".join(cell.paper_text.get(f"{metric}[{i}]", number_text(v))
+                                          for i, v in enumerate(value, 1)) + "]"
+        else:
+            out[metric] = number_text(value)
+    return out
+
+
+def _point(tier: TierSpec, sel: Any) -> Any:
+    from claimbench.spec.checks import same_value
+
+    group = tier.groups.get(sel.run)
+    if group is None:
+        return None
+    return next((p for p in group.points if sel.at is None or same_value(p.axis_value, sel.at)), None)
+
+
+def selection_paper_text(spec: ClaimSpec, tier: TierSpec, sel: Any) -> str | None:
+    """The paper's number for what a selection reads, as printed; None where the paper gives
+    none. A mean over several layers is computed, so it is shown as fmt writes numbers."""
+    from claimbench.check.kinds import paper_value
+
+    point = _point(tier, sel)
+    if point is None or sel.metric not in point.paper:
+        return None
+    ref = point.paper[sel.metric]
+    text = point_paper_texts(spec, point).get(sel.metric)
+    if sel.stat is not None:
+        return None  # a statistic of per-seed lists the paper does not print
+    if isinstance(ref, list):
+        if sel.layer is not None and not sel.layers:
+            items = text.strip("[]").split(", ") if text else []
+            return items[sel.layer - 1] if sel.layer <= len(items) else None
+        value = paper_value(ref, sel)
+        return fmt(value) if isinstance(value, (int, float)) else None
+    return text
+
+
+def check_selections(check: Any, tier: TierSpec) -> list:
+    """The selections a check reads, in order (for monotonic: one per point of its axis)."""
+    params = check.params
+    if check.kind == "monotonic":
+        group = tier.groups.get(params.run)
+        return [params.point(group, p.axis_value) for p in group.points] if group is not None else []
+    return list(params.selections().values())
+
+
+def printed_by_label(spec: ClaimSpec, tier: TierSpec) -> dict[str, str]:
+    """Selection label -> the paper's number for it as printed, over every check of the tier."""
+    out: dict[str, str] = {}
+    for check in tier.checks:
+        for sel in check_selections(check, tier):
+            text = selection_paper_text(spec, tier, sel)
+            if text is not None:
+                out.setdefault(sel.label, text)
+    return out
+
+
+def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[str, str]:
+    """(paper values, reproduced values) of the check that decided the verdict (else the first).
+
+    Both sides of a comparison (``a vs b``), the two ends of an axis (``first → last``), or the
+    one selection of a value/distribution check: mean ± std (n) each. ``printed``: selection
+    label -> the paper's number as printed, shown instead of the number re-formatted.
+    """
+    printed = printed or {}
+    deciding = [c for c in verdict.checks if c.status == verdict.status] or verdict.checks
+    for check in deciding:
+        items = list(check.observed.items())
+        if not items:
+            continue
+        sep = " → " if check.kind == "monotonic" else " vs "
+        if len(items) > 2:  # an axis: its two ends
+            items = [items[0], items[-1]]
+        papers = [o.get("paper") for _, o in items]
+        paper = sep.join(printed.get(label) or (fmt(x) if isinstance(x, (int, float)) else "-")
+                         for (label, _), x in zip(items, papers))
+        ours = sep.join(f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})" for label, o in items)
+        return (paper if any(isinstance(x, (int, float)) for x in papers) else "-"), ours
+    return "-", "-"
+
+
+def verdict_text(verdict: Verdict) -> str:
+    """The verdict and its reason as a reader sees it, once: "➖ not run: 6 of 6 runs missing"
+    (the reason of a claim not run starts with the words of its status, which are not doubled),
+    and whether it rests on fewer seeds than a significance test needs."""
+    status = VERDICT_MARK.get(verdict.status, verdict.status)
+    reason = verdict.reason
+    if reason.startswith(f"{verdict.status}: "):
+        reason = reason[len(verdict.status) + 2:]
+    if verdict.status != REPRODUCED and reason:
+        status += f": {reason}"
+    notes = [n for n in (verdict.unverified_note(), verdict.seeds_note()) if n]
+    return (f"⚠️ {status}" if verdict.unverified_note() else status) + "".join(f" ({n})" for n in notes)
+
+
+def short_reason(text: str) -> str:
+    """The first clause of a not-run reason, for the index's summary."""
+    words = " ".join(text.split())
+    for stop in (": ", "; ", ". "):
+        words = words.split(stop, 1)[0]
+    return words.rstrip(".")
+
+
+def paper_numbers_given(specs: list[ClaimSpec], tier: str) -> bool:
+    """Whether any claim gives a paper's number for a run of this tier: a folder of claims about
+    one's own experiment has none, and its pages then have no paper column or paper wording."""
+    return any(point.paper for s in specs if not s.tier(tier).not_run
+               for group in s.tier(tier).groups.values() for point in group.points)
+
+
+def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
+    """One paragraph: how many findings, how many reproduced at this tier (and on how few seeds),
+    how many did not, and what could not be run and why."""
+    by_id = {s.id: s for s in specs}
+    n = len(verdicts)
+    status = {v.claim_id: v.status for v in verdicts}
+    count = lambda st: sum(1 for x in status.values() if x == st)  # noqa: E731
+    if paper_numbers_given(specs, tier):
+        scale = ("the paper's own settings" if tier == "full" else
+                 "scaled analogs of the paper's settings (smaller data, networks and schedules), so they speak to "
+                 "directions and orders, not to the paper's digits")
+        text = [f"This report checks {n} finding{'s' if n != 1 else ''} of the paper, each written as a claim whose "
+                f"checks compare our runs with the paper's words and numbers. At the `{tier}` tier the runs are {scale}."]
+    else:
+        text = [f"This report checks {n} claim{'s' if n != 1 else ''}, each decided by checks on the runs it names "
+                f"(tier `{tier}`)."]
+    reproduced = [v for v in verdicts if v.status == REPRODUCED]
+    few = sum(1 for v in reproduced if v.seeds_note())
+    decided = [f"{len(reproduced)} reproduced at the `{tier}` tier"
+               + (f" ({few} of them decided on fewer than {TEST_SEEDS} seeds, with no significance test)" if few else "")]
+    decided += [f"{count(st)} {st}" for st in ("not reproduced", "inconclusive", "error") if count(st)]
+    text.append(", ".join(decided) + ".")
+    by_design = [v for v in verdicts if v.status == NOT_RUN and by_id[v.claim_id].tier(tier).not_run]
+    waiting = [v for v in verdicts if v.status == NOT_RUN and not by_id[v.claim_id].tier(tier).not_run]
+    if by_design:
+        reasons: dict[str, list[str]] = {}
+        for v in by_design:
+            reasons.setdefault(short_reason(by_id[v.claim_id].tier(tier).not_run), []).append(v.claim_id)
+        text.append(f"{len(by_design)} cannot be run at this tier: "
+                    + "; ".join(f"{why} ({', '.join(ids)})" for why, ids in reasons.items()) + ".")
+    if waiting:
+        cost = (", GPU work on the paper's datasets and schedules (`claimbench plan --tier full` prices it)"
+                if tier == "full" else "")
+        text.append(f"{len(waiting)} {'are' if len(waiting) != 1 else 'is'} not run yet because {'their' if len(waiting) != 1 else 'its'} "
+                    f"runs are not in this cache: `claimbench train --tier {tier}` trains them{cost}.")
+    return " ".join(text)
+
+
+def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None) -> str:
+    by_id = {s.id: s for s in specs}
+    rows = []
+    for v in sorted(verdicts, key=lambda v: v.claim_id):
+        s = by_id[v.claim_id]
+        t = s.tier(tier)
+        paper, ours = headline(v, printed_by_label(s, t) if not t.not_run else {})
+        if not v.checks and not t.not_run and t.checks:  # not run yet: what the first check will compare
+            paper = check_paper_numbers(s, t, t.checks[0])
+        status = verdict_text(v)
+        if not t.gate and v.status != NOT_RUN:
+            status += " (outside CI gate)"
+        rows.append((Markup(f"[{s.id}]({s.id}.md)"), f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
+                     status, paper, ours, scope_summary(s)))
+    # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
+    with_paper, with_scopes = paper_numbers_given(specs, tier), any(s.scope for s in specs)
+    keep = [True, True, True, with_paper, True, with_scopes]
+    headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "measured (mean ± std, n)",
+                                  "paper rows against it"), keep) if k]
+    rows = [tuple(x for x, k in zip(row, keep) if k) for row in rows]
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
+    scale_note = ("" if tier == "full" or not with_paper else
+                  "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
+                  "so compare directions and orders, not digits.\n\n")
+    scope_note = ("\n\n*Paper rows against it*: of the rows of the paper's tables the claim's words cover (its scope), "
+                  "how many the paper's own numbers contradict; each is a stated exception on the claim's page. "
+                  "Cells left out are the cells of the tables the claim touches that its words do not cover, each "
+                  "with the reason on the claim's page."
+                  if with_scopes else "")
+    n = len(verdicts)
+    return (f"# {title}, tier `{tier}`\n\n"
+            + summary_paragraph(specs, verdicts, tier) + "\n\n"
+            f"## Claims\n\n{n} claim{'s' if n != 1 else ''}: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says "
+            "so: there the margin or tolerance alone decided, without a significance test.\n\n"
+            + scale_note
+            + markdown_table(rows, headers) + scope_note
+            + "\n\nAll runs: [runs.md](runs.md)\n")
+
+
+def check_rule(check: Any, paper: str | None = None) -> str:
+    """What a check decides, in the words of its kind's rule (the same rule claimbench.check.kinds
+    applies), without any measured number. ``paper``: the paper's number a value check compares
+    with when it gives no ``expected``."""
+    p, kind = check.params, check.kind
+    sels = p.selections() if kind != "monotonic" else {}
+    a, b = (sels.get("a"), sels.get("b"))
+    test = f"; with {TEST_SEEDS}+ seeds a side, also a one-sided test at alpha {getattr(p, 'alpha', 0.05)}"
+    if kind in ("greater", "layer_pattern"):
+        return f"mean {a.label} - mean {b.label} > {fmt(p.margin)}{test}"
+    if kind == "less":
+        return f"mean {b.label} - mean {a.label} > {fmt(p.margin)}{test}"
+    if kind == "at_most":
+        return f"mean {a.label} <= mean {b.label} + {fmt(p.margin)}{test}"
+    if kind == "equal":
+        return f"|mean {a.label} - mean {b.label}| <= {fmt(p.tolerance)}; with {TEST_SEEDS}+ seeds a side, also its 95% CI"
+    if kind == "value":
+        expected = fmt(p.expected) if p.expected is not None else (paper or "the paper's number")
+        return f"|mean {a.label} - {expected}| <= {fmt(p.tolerance)}"
+    if kind == "monotonic":
+        return (f"{p.metric} {p.direction} along {p.run}'s axis: no step against it by more than {fmt(p.slack)}, "
+                f"last - first beyond {fmt(p.min_change)}")
+    if kind == "distribution":
+        bounds = " and ".join(x for x in (f">= {fmt(p.min)}" if p.min is not None else "",
+                                          f"<= {fmt(p.max)}" if p.max is not None else "") if x)
+        return f"mean {a.label} {bounds}"
+    return kind
+
+
+def check_paper_line(spec: ClaimSpec, tier: TierSpec, check: Any, with_paper: bool = True) -> str:
+    """"paper: a = 70, b = 40" (or the axis' values in order) for what a check reads; nothing in a
+    report without paper numbers (``with_paper`` False), where there is no paper to speak of."""
+    if not with_paper:
+        return ""
+    sels = check_selections(check, tier)
+    texts = [(s.label, selection_paper_text(spec, tier, s)) for s in sels]
+    if not any(t for _, t in texts):
+        return "the paper prints no number for what this check reads"
+    if check.kind == "monotonic":
+        return "the paper's numbers along the axis: " + " → ".join(t or "-" for _, t in texts)
+    return "the paper's numbers: " + ", ".join(f"{label} = {t or '-'}" for label, t in texts)
+
+
+def check_paper_numbers(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
+    """The paper's numbers a check reads, as the index's paper column shows them ("70 vs 40",
+    or the two ends of an axis, "0 → 70"); "-" where the paper prints none."""
+    texts = [selection_paper_text(spec, tier, s) for s in check_selections(check, tier)]
+    if not any(texts):
+        return "-"
+    if check.kind == "monotonic":
+        return f"{texts[0] or '-'} → {texts[-1] or '-'}"
+    return " vs ".join(t or "-" for t in texts)
+
+
+def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: str = "not run yet",
+                   with_paper: bool = True) -> list[str]:
+    """Each check: what was decided and the arithmetic; for a tier not run yet, what it would
+    check, with the paper's numbers, so a reader sees the test before any run exists (each
+    marked ``pending``)."""
+    if not verdict.checks:
+        parts = ["## Checks (what will be checked once the runs exist)\n"]
+        for check in tier.checks:
+            sels = check_selections(check, tier)
+            rule = check_rule(check, selection_paper_text(spec, tier, sels[0]) if sels else None)
+            desc = check.params.description
+            line = check_paper_line(spec, tier, check, with_paper)
+            parts.append(f"- **{pending}** — {desc + '  ' + chr(10) + '  rule: ' if desc else ''}`{rule}`"
+                         + (f"  \n  {line}" if line else ""))
+        return parts
+    parts = ["## Checks\n"]
+    # The checks read the same runs as the verdict: numbers not measured here are marked on each.
+    mark = "⚠️ " if verdict.unverified_note() else ""
+    for c, check in zip(verdict.checks, tier.checks):
+        line = check_paper_line(spec, tier, check, with_paper)
+        parts.append(f"- {mark}**{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+                     + (f"  \n  {line}" if line else ""))
+    note = verdict.seeds_note()
+    if note:
+        parts.append(f"\nThis verdict was {note}: where a side had fewer seeds, the margin or tolerance alone decided.")
+    if mark:
+        parts.append(f"\n⚠️ These checks read runs whose numbers were not measured here ({verdict.unverified_note()}): "
+                     "imported without re-measuring, or found in a cache this user did not train. "
+                     "`claimbench cache verify` re-measures those with weights and data.")
+    return parts
+
+
+def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str],
+               with_paper: bool = True) -> str:
+    parts = [f"# {spec.id}: {spec.title}\n",
+             f"**Verdict ({verdict.tier} tier): {verdict_text(verdict)}**\n",
+             "> " + spec.claim.replace("\n", "\n> ") + "\n",
+             f"Source: `{spec.source.get('paper', '')}`, {spec.source.get('where', '')}. Claim file: `{spec.path.name}`.\n"]
+    if spec.notes:
+        parts.append(spec.notes + "\n")
+    parts += scope_section(spec) + assumptions_section(spec)
+    if tier.not_run:
+        parts.append(f"**Not run at this tier:** {tier.not_run}\n")
+        for other in spec.tiers.values():
+            if other.name != tier.name and not other.not_run and other.checks:
+                parts.append(f"## What the `{other.name}` tier checks instead\n")
+                if other.why:
+                    parts.append(f"{' '.join(other.why.split())}\n")
+                parts += checks_section(spec, other, Verdict(spec.id, other.name, NOT_RUN), "checks", with_paper)[1:]
+                parts.append("")
+        return "\n".join(parts) + "\n"
+    if tier.why:
+        parts.append(f"## How this tier is scaled\n\n{tier.why}\n")
+    if not tier.gate:
+        parts.append(f"**Outside the CI gate:** {tier.gate_reason}\n")
+    parts += checks_section(spec, tier, verdict, with_paper=with_paper)
+    parts.append("\n## Runs (paper value beside ours; ours are mean ± std over seeds)\n" if with_paper
+                 else "\n## Runs (mean ± std over seeds)\n")
+    parts.append(runs_table(tier, store, spec))
+    trained_by = plugins_note([store.get(run_key(c)) for c in tier.configs()], store)
+    if trained_by:
+        parts.append(f"\n{trained_by}\n")
+    for p in plots:
+        parts.append(f"\n![{p}]({p})\n")
+    return "\n".join(parts) + "\n"
+
+
+def scope_summary(spec: ClaimSpec) -> str:
+    """The index's mark: how many rows of the claim's scope the paper's numbers go against."""
+    from claimbench.check.oracle import scope_rows
+
+    if not spec.scope:
+        return "no table region" if spec.no_scope else "-"
+    rows = [r for region in spec.scope for r in scope_rows(region)]
+    against = sum(not r.holds for r in rows)
+    mark = f"⚠️ {against} of {len(rows)} (stated exceptions)" if against else f"0 of {len(rows)}"
+    left = len({cid for o in spec.out_of_scope for cid in o.cells})
+    # What the claim leaves out counts too: a small region over a large table says so here.
+    return mark + (f"; {left} cells left out (reasons on its page)" if left else "")
+
+
+def scope_section(spec: ClaimSpec) -> list[str]:
+    """What the claim's words cover in the paper's tables, and every row there that goes against
+    them, with the paper's numbers and the stated reason."""
+    from claimbench.check.oracle import scope_rows
+    from claimbench.spec.scope import statement_words
+
+    if spec.no_scope:
+        return [f"**No table region:** {spec.no_scope}\n"]
+    if not spec.scope:
+        return []
+    parts = ["## What the claim covers in the paper's tables\n",
+             "Each statement is judged on the paper's own numbers in every row of its region; a row that goes "
+             "against it is an exception the claim states, with the reason.\n"]
+    for i, region in enumerate(spec.scope, 1):
+        rows = scope_rows(region)
+        against = [r for r in rows if not r.holds]
+        columns = f"; columns {', '.join(region.columns)}" if region.columns else ""
+        parts.append(f"{i}. **Table {region.table_number}** (`{region.table}`), {region.rows}{columns}; "
+                     f"metrics {', '.join(region.metrics)}. Statement: *{region.statement.description}* "
+                     f"(`{statement_words(region.statement)}`). {len(rows)} rows, "
+                     f"{len(against)} exception{'s' if len(against) != 1 else ''}.")
+        if against:
+            table = [(r.cell.split("/", 1)[1], r.metric, r.numbers, r.exception.reason if r.exception else "NOT LISTED")
+                     for r in against]
+            body = markdown_table(table, ("row", "metric", "the paper's numbers", "reason"))
+            parts.append("\n" + "\n".join("   " + line for line in body.splitlines()))
+    if spec.out_of_scope:
+        parts.append("\n### Rows of these tables the claim leaves out, and why\n")
+        table = [(f"Table {o.table_number}", o.rows + (f"; columns {', '.join(o.columns)}" if o.columns else ""),
+                  len(o.cells), o.reason) for o in spec.out_of_scope]
+        parts.append(markdown_table(table, ("table", "rows", "cells", "reason")))
+    return parts + [""]
+
+
+def assumptions_section(spec: ClaimSpec) -> list[str]:
+    """Settings the paper does not state that the claim's runs assume, each with its reason and
+    the table cells it applies to (marked beside them on the table pages)."""
+    if not spec.assume:
+        return []
+    parts = ["## Settings the paper does not state (assumed)\n"]
+    for a in spec.assume:
+        cells = f" Applies to: {', '.join(f'`{c}`' for c in a.cells)}." if a.cells else ""
+        parts.append(f"- **Assumed:** {a.text} *Why:* {a.reason}{cells}")
+    return parts + [""]
+
+
+def _settings(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A config's settings by dotted path ("model.params.width"), plug-in fields included."""
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_settings(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def _with_setting(obj: Any, path: list[str], value: Any) -> Any:
+    import dataclasses
+
+    head, rest = path[0], path[1:]
+    return dataclasses.replace(obj, **{head: _with_setting(getattr(obj, head), rest, value) if rest else value})
+
+
+def unshown_settings(configs: list[Any]) -> list[str]:
+    """Per config, the settings that differ between ``configs`` but that its summary label does
+    not show (" model.params.width=8"; "" where the label shows them all), seeds left out, so runs
+    that differ only in a plug-in's fields or a learning rate never carry one label. Which
+    settings the label shows is found by changing one and seeing whether the label changes."""
+    if len(configs) < 2:
+        return [""] * len(configs)
+    settings = [_settings(c) for c in configs]
+    differ = [k for k in settings[0] if k != "train.seed" and any(s.get(k) != settings[0][k] for s in settings)]
+    unshown = [k for k in differ if not any(_label_shows(c, s, k, settings) for c, s in zip(configs, settings))]
+    return ["".join(f" {k}={_setting_text(s[k])}" for k in unshown) for s in settings]
+
+
+def _label_shows(config: Any, setting: dict[str, Any], key: str, settings: list[dict[str, Any]]) -> bool:
+    """Whether ``config``'s label changes when ``key`` takes the value another config has (a
+    label may show a setting only in some contexts: a slope only for a leaky activation)."""
+    other = next((s[key] for s in settings if s.get(key) != setting[key]), setting[key])
+    try:
+        return _with_setting(config, key.split("."), other).summary() != config.summary()
+    except (TypeError, ValueError):
+        return False
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(_setting_text, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plugins_note(records: list[Any], store: RunStore) -> str:
+    """Which plug-ins, at which versions, trained these runs (from what each run recorded), and
+    whether they were read here without being installed; "" for runs of claimbench's own code."""
+    seen: dict[str, str] = {}
+    for r in records:
+        for item in (r.provenance.get("plugins") or []) if r is not None else []:
+            if isinstance(item, dict):
+                seen.setdefault(f"{item.get('kind')} {item.get('name')}",
+                                f"{item.get('kind')} `{item.get('name')}` ({item.get('entry_point')}, "
+                                f"{item.get('distribution')} {item.get('version')})")
+    if not seen:
+        return ""
+    text = "Plug-ins that trained these runs: " + "; ".join(seen[k] for k in sorted(seen)) + "."
+    if hasattr(store, "stored_key"):  # claimbench.report.stored: read where they are not installed
+        text += " They are not installed where this report was written: their runs were read as stored."
+    return text
+
+
+def runs_table(tier: TierSpec, store: RunStore, spec: ClaimSpec | None = None) -> str:
+    """One row per run point: ours (mean ± std, n) beside the paper's number as printed (as the
+    claim or the table cell it names types it; ``spec`` finds the cell)."""
+    from claimbench.check.evaluate import simulation_metrics
+    from claimbench.check.verdict import Stats
+
+    metrics = list(RUN_TABLE_METRICS)
+    for g in tier.groups.values():
+        for p in g.points:
+            metrics += [m for m in p.paper if m not in metrics]
+    # What the checks decide on is shown beside the rest (a trainer's own metrics included).
+    for check in tier.checks:
+        metrics += [s.metric for s in check_selections(check, tier) if getattr(s, "metric", None) not in (None, *metrics)]
+    firsts = [p.configs[0] for g in tier.groups.values() if g.simulate is None for p in g.points]
+    extra = dict(zip(map(id, firsts), unshown_settings(firsts)))
+    from claimbench.cache.failures import failure_of_run
+
+    rows = []
+    for g in tier.groups.values():
+        for p in g.points:
+            failed = False
+            if g.simulate is not None:
+                computed = simulation_metrics(g.simulate, store)
+                per_seed = computed[p.axis_value] if computed is not None else [None]
+                summary = f"simulation {g.simulate.optimizer}+{g.simulate.regularizer} lam={p.axis_value:g}"
+            else:
+                records = [store.get(run_key(c)) for c in p.configs]
+                per_seed = [r.metrics if r else None for r in records]
+                # A run that failed says so (its claim's verdict says why), not "missing".
+                failed = any(r is None and failure_of_run(store, run_key(c)) for r, c in zip(records, p.configs))
+                summary = p.configs[0].summary().rsplit(" s", 1)[0] + extra[id(p.configs[0])]
+                unverified = sum(1 for r in records if r is not None and not r.verified)
+                if unverified:  # numbers taken on an archive's word, not re-measured here
+                    summary += f" ({unverified} of {len(records)} seeds imported, unverified)"
+                stale = sum(1 for r in records if r is not None and r.metrics_stale)
+                if stale:  # a report only reads: it names the command that recomputes them
+                    summary += (f" ({stale} of {len(records)} seeds measured by older code; "
+                                f"`{REFRESH_COMMAND}` recomputes them)")
+            row = [g.name + (f"@{p.axis_value}" if p.axis_value is not None else ""), summary]
+            texts = point_paper_texts(spec, p) if spec is not None else {m: number_text(v) for m, v in p.paper.items()}
+            for m in metrics:
+                vals = [x[m] for x in per_seed if x is not None and isinstance(x.get(m), (int, float)) and not isinstance(x.get(m), bool)]
+                ours = str(Stats(tuple(vals))) if vals else ("failed" if failed else "missing"
+                                                             if any(x is None for x in per_seed) else "-")
+                ref = p.paper.get(m)
+                row.append(f"{ours}" + (f" / paper {texts[m]}" if ref is not None else ""))
+            rows.append(row)
+    return markdown_table(rows, ["run", "config", *metrics])
+
+
+def runs_page(specs: list[ClaimSpec], tier: str, store: RunStore) -> str:
+    from claimbench.cache.failures import failure_of_run
+
+    seen: dict[str, list[str]] = {}
+    configs = {}
+    for s in sorted(specs, key=lambda s: s.id):
+        for c in s.tier(tier).configs():
+            key = run_key(c)
+            seen.setdefault(key, []).append(s.id)
+            configs[key] = c
+    # Runs that share a label are told apart by the settings the label does not show.
+    by_label: dict[str, list[str]] = {}
+    for key, c in configs.items():
+        by_label.setdefault(c.summary(), []).append(key)
+    label = {}
+    for keys in by_label.values():
+        for key, extra in zip(keys, unshown_settings([configs[k] for k in keys])):
+            label[key] = configs[key].summary() + extra
+    # The key as stored (a run read where its plug-ins are not installed has another key here).
+    stored_key = getattr(store, "stored_key", lambda k: k)
+    rows = []
+    records = []
+    for key in sorted(seen, key=lambda k: (label[k], k)):
+        record = store.get(key)
+        records.append(record)
+        if record is None:
+            failed = failure_of_run(store, key)
+            rows.append((stored_key(key)[:12], label[key], f"failed: {failed.reason}" if failed else "not in cache",
+                         "", "", "", ", ".join(sorted(set(seen[key])))))
+            continue
+        m, prov = record.metrics, record.provenance
+        metrics = ", ".join(f"{k}={fmt(m[k])}" for k in ("test_error", "sparsity_gamma", "sparsity_act", "pruned_test_error",
+                                                         "conv_params_pruned_pct") if isinstance(m.get(k), (int, float)))
+        if m.get("diverged_at") is not None:
+            metrics = f"DIVERGED at step {m['diverged_at']}"
+        if record.provenance_label:
+            metrics += f" ({record.provenance_label})"
+        trainer = prov.get("trainer") if isinstance(prov.get("trainer"), dict) else {}
+        rows.append((stored_key(key)[:12], label[key], metrics, prov.get("device") or trainer.get("device", ""),
+                     prov.get("torch", ""), f"{prov.get('train_wall_s', '')} s", ", ".join(sorted(set(seen[key])))))
+    trained_by = plugins_note(records, store)
+    return (f"# Runs of the `{tier}` tier\n\n{len(rows)} distinct runs. Key = first 12 hex digits of the cache key "
+            "(`claimbench show KEY` prints the whole record).\n\n"
+            + markdown_table(rows, ("key", "config", "metrics", "device", "torch", "train time", "claims"))
+            + "\n" + (f"\n{trained_by}\n" if trained_by else ""))
