@@ -21,7 +21,7 @@ import pytest
 
 from claimbench.cache import RunRecord, RunStore, run_key
 from claimbench.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_store
-from claimbench.cache.store import entry_files, with_manifest
+from claimbench.cache.entry import entry_files, with_manifest
 from claimbench.cli import main
 from claimbench.data.catalog import DatasetError
 from claimbench.runs import remeasure, run_and_measure

@@ -313,10 +313,10 @@ def test_a_failed_move_aside_is_an_error_not_a_claim(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o002, 0o775, 0o664), (0o022, 0o755, 0o644)])
 def test_permissions_follow_the_umask(tmp_path, mask, dir_mode, file_mode, monkeypatch):
-    import claimbench.cache.store as store_module
+    import claimbench.cache.permissions as permissions
 
     old = os.umask(mask)
-    monkeypatch.setattr(store_module, "_UMASK", None)
+    monkeypatch.setattr(permissions, "_UMASK", None)
     try:
         store = RunStore(tmp_path / "cache")
         key = run_key(RunConfig())

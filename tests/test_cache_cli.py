@@ -138,13 +138,13 @@ def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
     cfg = run_config(shared_dir / "run.yaml")
     old = os.umask(0o022)
     try:
-        import claimbench.cache.store as store_module
+        import claimbench.cache.permissions as permissions
 
-        store_module._UMASK = None
+        permissions._UMASK = None
         RunStore(cache).put(run_key(cfg), fake_record(cfg, 2.5))
     finally:
         os.umask(old)
-        store_module._UMASK = None
+        permissions._UMASK = None
     entry = RunStore(cache).entry_dir(run_key(cfg))
     assert all(p.stat().st_mode & 0o005 for p in [entry, *entry.iterdir()])  # others may read
     if not AS_ROOT:

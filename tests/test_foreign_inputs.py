@@ -303,7 +303,7 @@ HUGE = 10 ** 400
 
 
 def test_an_integer_beyond_float_range_is_no_number_anywhere():
-    from claimbench.cache.store import metrics_problem
+    from claimbench.cache.entry import metrics_problem
     from claimbench.check.verdict import finite_number
 
     assert finite_number(HUGE) is False and finite_number(-HUGE) is False and finite_number(3) is True
@@ -372,7 +372,7 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
 @pytest.mark.parametrize("depth", [32, 100_000])
 def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(depth, tmp_path):
     from claimbench.cache import RunRecord, RunStore, run_key
-    from claimbench.cache.store import CacheError
+    from claimbench.cache.entry import CacheError
     from tests.test_archive_hostile import config_from
 
     config = config_from(tmp_path / "run.yaml")

@@ -1,5 +1,6 @@
 """The run cache: keys (``keys``), the stored record (``record``), the store with its reads that
-verify and its shared/read-only behaviour (``store``), and archives to ship entries (``archive``).
+verify and its shared/read-only behaviour (``store``), the format of one entry and its checks
+(``entry``), and archives to ship entries (``archive``).
 
 In:  RunConfigs, RunRecords, a cache root.
 Out: records served without training while the config and the training code's behaviour stay
@@ -9,6 +10,7 @@ Importing this package does not import torch (planning and reporting use it); to
 only where weights are saved or loaded.
 """
 
+from claimbench.cache.entry import CacheError, EntryDamaged
 from claimbench.cache.keys import (
     CACHE_FORMAT,
     metrics_fingerprint,
@@ -18,14 +20,7 @@ from claimbench.cache.keys import (
 )
 from claimbench.cache.location import CACHE_RULE, default_cache_root
 from claimbench.cache.record import RunRecord
-from claimbench.cache.store import (
-    CacheError,
-    EntryDamaged,
-    RunStore,
-    checkpoint_path,
-    ensure_run,
-    ensure_runs,
-)
+from claimbench.cache.store import RunStore, checkpoint_path, ensure_run, ensure_runs
 
 __all__ = [
     "CACHE_FORMAT",

@@ -15,18 +15,19 @@ files together. Import trusts nothing in it:
 
 - Members are read in two passes over the archive, one entry's files in memory at a time. The
   first pass reads only headers and the small manifests; a member larger than any file of its
-  kind may be (``store.SIZE_LIMITS``) refuses the whole archive before its data is decompressed.
+  kind may be (``entry.SIZE_LIMITS``) refuses the whole archive before its data is decompressed.
   The second pass reads each file in chunks, stopping past the size its manifest declares, so a
   gzip bomb costs neither memory nor much time. Only regular members with exactly the names above
   are read (no paths of the archive's choosing, no links); any other is reported, escaped.
 - Every JSON file is checked for size and nesting depth before it is parsed and for its shape
-  after (``store.record_from_files``), every file against the manifest's checksum and size, the
+  after (``entry.record_from_files``), every file against the manifest's checksum and size, the
   config against the key.
 - Checksums only prove that the files are the ones the archive's author listed, not that the
-  numbers came from training. An entry with weights is re-measured from them on the data here and
-  rejected if its metrics differ beyond ``METRICS_RTOL``; where the data is absent it is stored as
-  imported and unverified until ``claimbench cache verify`` can measure it. An entry without weights
-  stays imported and unverified: reports and pytest lines say so beside its numbers.
+  numbers came from training. An entry with weights is re-measured from them on the data here
+  and rejected if its metrics differ beyond ``remeasured.METRICS_RTOL``; where the data is absent
+  it is stored as imported and unverified until ``claimbench cache verify`` can measure it. An
+  entry without weights stays imported and unverified: reports and pytest lines say so beside its
+  numbers.
 - An import never replaces an entry the cache already holds (it says which it skipped).
 
 Entries trained by other training code are stored (unverified: this code cannot re-measure what
@@ -42,7 +43,6 @@ import io
 import json
 import logging
 import lzma
-import math
 import re
 import shutil
 import tarfile
@@ -51,35 +51,34 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import BinaryIO
 
-from claimbench.cache.keys import CACHE_FORMAT, metrics_fingerprint, training_code_fingerprint, training_identity
-from claimbench.cache.record import RunRecord
-from claimbench.cache.store import (
+from claimbench.cache.entry import (
     ENTRY_FILES,
-    JSON_FILES,
+    KEY_PATTERN,
     SIZE_LIMITS,
     WEIGHTS,
     CacheError,
     EntryDamaged,
-    entry_origin,
     EntryNotReadableHere,
-    RunStore,
     check_manifest,
+    entry_origin,
     load_weights,
+    manifest_identities,
     parse_json,
     record_from_files,
     sha256,
-    manifest_identities,
     with_manifest,
 )
+from claimbench.cache.keys import CACHE_FORMAT, metrics_fingerprint, training_code_fingerprint, training_identity
+from claimbench.cache.remeasured import Remeasure, metrics_file, now, remeasured
+from claimbench.cache.store import RunStore
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_FORMAT = 1
 ARCHIVE_MANIFEST = "claimbench-archive.json"
-_MEMBER = re.compile(r"entries/([0-9a-f]{64})/([a-z.]+)")
-_KEY = re.compile(r"[0-9a-f]{64}")
+_MEMBER = re.compile(rf"entries/({KEY_PATTERN.pattern})/([a-z.]+)")
 # An archive of every entry of a large cache has ~7 members per entry; far more is not one of ours
 # (and each member's header is kept in memory while the archive is read).
 MAX_MEMBERS = 200_000
@@ -87,14 +86,6 @@ MAX_MEMBERS = 200_000
 # refuses the archive (skipping it would mean decompressing it).
 STRAY_MEMBER_LIMIT = 1 << 20
 _CHUNK = 1 << 20
-# Re-measuring stored weights on another machine repeats the same float32 arithmetic in another
-# order: losses agree to ~1e-6 relative. Counts (errors, sparsity) agree exactly unless a value
-# sits on a threshold; a difference beyond this is numbers that did not come from these weights.
-METRICS_RTOL, METRICS_ATOL = 1e-4, 1e-6
-# These two are themselves float round-off (max |logit difference| between equivalent networks).
-_ROUNDOFF_METRICS = {"slim_max_abs_diff": 1e-3, "slim_folded_max_abs_diff": 1e-3}
-
-Remeasure = Callable[[RunRecord, str, "Path | None"], dict]
 
 
 def shown(name: str) -> str:
@@ -275,16 +266,16 @@ def _verify_import(store: RunStore, key: str, blobs: dict[str, bytes], manifest:
     stays unverified. EntryDamaged when its weights contradict its metrics."""
     record = record_from_files(blobs, manifest, key)
     state = load_weights(blobs[WEIGHTS], f"run {key[:12]}") if WEIGHTS in blobs else None
-    metrics, why = _remeasured(store, key, record, state, manifest, remeasure)
+    metrics, why = remeasured(store, key, record, state, manifest, remeasure)
     if why is not None:
         return why
     if not store.writable():
         return "confirmed by re-measuring, but the cache is read-only so it stays marked unverified"
-    files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | _metrics_file(metrics, record),
+    files = with_manifest({n: b for n, b in blobs.items() if n != "manifest.json"} | metrics_file(metrics, record),
                           key, metrics_fingerprint(),
                           # An entry found in the cache (not trained here) is from now on an import.
                           origin={**(manifest.get("origin") or {"source": "imported", "found_in_cache": True}),
-                                  "verified": True, "verified_at": _now()},
+                                  "verified": True, "verified_at": now()},
                           **manifest_identities(manifest))
     store.put_files(key, files)
     return None
@@ -532,101 +523,6 @@ def _entry_files(tar: tarfile.TarFile, key: str, members: dict[str, tarfile.TarI
     return blobs, manifest, state
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _metrics_file(metrics: dict, record: RunRecord) -> dict[str, bytes]:
-    if metrics is record.metrics:
-        return {}
-    return {"metrics.json": json.dumps(metrics, indent=1, sort_keys=True).encode()}
-
-
-def metrics_difference(stored: Any, measured: Any, name: str = "") -> str | None:
-    """Where ``stored`` metrics differ from ``measured`` beyond float tolerance (None: they agree)."""
-    if isinstance(measured, dict) or isinstance(stored, dict):
-        if not (isinstance(measured, dict) and isinstance(stored, dict)):
-            return f"{name or 'metrics'}: stored {type(stored).__name__}, measured {type(measured).__name__}"
-        for k in sorted(set(stored) | set(measured)):
-            if k not in measured:
-                return f"{k}: stored {str(stored[k])[:40]}, not something these weights measure"
-            if k not in stored:
-                return f"{k}: measured {str(measured[k])[:40]}, missing from the stored metrics"
-            problem = metrics_difference(stored[k], measured[k], k)
-            if problem:
-                return problem
-        return None
-    if isinstance(measured, list) or isinstance(stored, list):
-        if not (isinstance(measured, list) and isinstance(stored, list)) or len(stored) != len(measured):
-            return f"{name}: stored {str(stored)[:60]}, measured {str(measured)[:60]}"
-        for i, (s, m) in enumerate(zip(stored, measured)):
-            problem = metrics_difference(s, m, f"{name}[{i}]")
-            if problem:
-                return problem
-        return None
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (stored, measured))
-    if numbers:
-        atol = _ROUNDOFF_METRICS.get(name, METRICS_ATOL)
-        if (math.isnan(stored) and math.isnan(measured)) or math.isclose(stored, measured, rel_tol=METRICS_RTOL,
-                                                                           abs_tol=atol):
-            return None
-    elif stored == measured and type(stored) is type(measured):
-        return None
-    return f"{name}: stored {str(stored)[:40]}, measured from its weights {str(measured)[:40]}"
-
-
-def _remeasured(store: RunStore, key: str, record: RunRecord, state: dict | None, manifest: dict,
-                remeasure: Remeasure | None) -> tuple[dict, str | None]:
-    """(metrics to store, why they are not verified: None when re-measured here). EntryDamaged
-    when the weights do not fit the config or contradict the stored metrics."""
-    if manifest["training_fingerprint"] != training_identity():
-        return record.metrics, "trained by other training code: this code cannot re-measure its weights"
-    if state is None:
-        return record.metrics, "the archive holds no weights to re-measure it from"
-    if record.diverged:
-        return record.metrics, "a diverged run: its weights measure nothing to compare"
-    if remeasure is None:
-        return record.metrics, "no measurement code was given to re-measure it"
-    from claimbench.data.catalog import DatasetError  # torch-free
-
-    full = RunRecord(record.config, record.metrics, record.history, record.provenance, state,
-                     record.metrics_fingerprint)
-    try:
-        measured = remeasure(full, store.device, store.data_root)
-    except DatasetError as e:
-        return record.metrics, f"its data is not here ({str(e).splitlines()[0]}); `claimbench cache verify` re-measures it once it is"
-    except (OSError, MemoryError) as e:
-        return record.metrics, f"could not be re-measured here ({type(e).__name__}: {e})"
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-        if type(e).__name__ == "OutOfMemoryError":
-            return record.metrics, "could not be re-measured here (device out of memory)"
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise EntryDamaged(f"its weights do not fit its config ({type(e).__name__}: {first})") from e
-    # Numbers the weights cannot give (a trainer's own, or any name the measurement code does not
-    # produce) were copied, not measured: comparing them would compare the entry with itself.
-    own = sorted(set(record.trainer_metric_names) | (set(record.metrics) - set(measure_names(measured))))
-    if record.metrics_fingerprint != metrics_fingerprint():
-        # Measured by other measurement code: nothing to compare with, but the numbers kept are
-        # now this code's, from these weights.
-        kept = measured
-    else:
-        problem = metrics_difference(record.metrics, measured)
-        if problem:
-            raise EntryDamaged(f"metrics.json does not match its weights ({problem})")
-        kept = record.metrics
-    if own:
-        return kept, (f"its trainer's own metrics ({', '.join(n[:40] for n in own[:5])}) cannot be re-measured from "
-                      "its weights: they are the archive's word")
-    return kept, None
-
-
-def measure_names(measured: dict) -> set[str]:
-    """The metric names a re-measurement produced itself, not copied from the stored record."""
-    from claimbench.spec.metrics import RUN_METRICS
-
-    return {n for n in measured if n in RUN_METRICS or n in ("steps", "diverged_at")}
-
-
 def import_archive(store: RunStore, path: Path, remeasure: Remeasure | None = None) -> ImportResult:
     """Check and add every entry of the archive at ``path`` to ``store`` (entries with weights
     re-measured with ``remeasure`` on ``store.device``/``store.data_root``)."""
@@ -664,12 +560,12 @@ def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, m
         raise EntryDamaged("archive lacks manifest.json")
     blobs, manifest, state = _entry_files(tar, key, members, manifest_bytes)
     record = record_from_files(blobs, manifest, key)
-    metrics, why = _remeasured(store, key, record, state, manifest, remeasure)
+    metrics, why = remeasured(store, key, record, state, manifest, remeasure)
     del state
-    origin = {"source": "imported", "verified": why is None, "archive": path.name, "imported_at": _now()}
+    origin = {"source": "imported", "verified": why is None, "archive": path.name, "imported_at": now()}
     if why is not None:
         origin["unverified_because"] = why
-    files = with_manifest(blobs | _metrics_file(metrics, record), key,
+    files = with_manifest(blobs | metrics_file(metrics, record), key,
                           metrics_fingerprint() if metrics is not record.metrics else manifest["metrics_fingerprint"],
                           origin=origin, **manifest_identities(manifest))
     if store.put_files(key, files, replace=False) is None:
@@ -685,4 +581,4 @@ def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, m
 
 
 __all__ = ["EntryInfo", "ExportResult", "ImportResult", "JSON_FILES", "VerifyResult", "entry_infos",
-           "export_entries", "import_archive", "metrics_difference", "shown", "verify_store"]
+           "export_entries", "import_archive", "shown", "verify_store"]

@@ -119,6 +119,6 @@ def forget_failure(root: Path, key: str) -> None:
 
 
 def _umask() -> int:
-    from claimbench.cache.store import umask
+    from claimbench.cache.permissions import umask
 
     return umask()

@@ -6,34 +6,24 @@ Out: the same records back without training, for as long as neither the config n
      behaviour of the training code changes; metrics brought up to date with the measurement
      code from the stored weights.
 
-An entry is a directory ``<root>/<key[:2]>/<key>/`` holding config.json, metrics.json,
-history.json, provenance.json, optionally model.pt (the weights, a plain tensor state dict) and
-manifest.json (format, key, the training and metrics fingerprints, sha256 and size of every other
-file). It is written into a temporary directory and renamed into place, so a reader sees a whole
-entry or none.
+An entry is a directory ``<root>/<key[:2]>/<key>/`` holding the files ``claimbench.cache.entry``
+describes (the records' JSON files, optionally the weights, and a manifest with the checksum and
+size of each). It is written into a temporary directory and renamed into place, so a reader sees
+a whole entry or none.
 
-A read serves an entry only if the manifest's key is the key asked for, ``config.json`` hashes
-to that key under the identities the manifest records (and equals the requested config, when one
-is given), and every file served matches its checksum; model.pt is checked by size on every read
-and by checksum whenever the weights are loaded (``torch.load(weights_only=True,
-map_location="cpu")``: no pickled code runs). Anything else is damage: the entry is reported and
-treated as missing, so it is retrained. Reads never move entries: only ``claimbench cache verify
---repair`` moves a damaged entry to ``<root>/corrupt/``, and so does storing a freshly trained run
-under the key of a damaged one. An entry that cannot be read here (a plug-in missing or of
-another version, a key of an older claimbench's scheme) is listed with the reason and left in place;
-an entry trained under an older training identity is simply never asked for (its key differs)
-and stays until ``claimbench cache prune``. An entry this user may not read is an error, not damage.
-On a read-only cache a run the cache lacks is one clear ``CacheError`` (new runs cannot be
-stored there).
-
-Every JSON file is checked before it is used: size and nesting depth before it is parsed, then
-its shape (the manifest's fields, a metrics dict whose known metrics have the catalogue's types,
-dict-valued history and provenance). Entries added by ``claimbench cache import`` say so in their
-manifest (``origin``: imported, and whether their metrics were re-measured from their weights
-here); entries this user trained carry a mark only this user's claimbench can make
-(``claimbench.cache.trained_here``); any other entry was found in the cache (a project's shipped cache,
-a copy, an edit) and is served as unverified (origin "found"). A read carries that into
-``RunRecord.origin``/``verified``.
+A read serves an entry only if it passes the entry format's checks (``entry.check_manifest``,
+``entry.record_from_files``: the manifest is for the key asked for, the config hashes to it and
+equals the requested config when one is given, every file served matches its checksum); model.pt
+is checked by size on every read and by checksum whenever the weights are loaded. Anything else
+is damage: the entry is reported and treated as missing, so it is retrained. Reads never move
+entries: only ``claimbench cache verify --repair`` moves a damaged entry to ``<root>/corrupt/``,
+and so does storing a freshly trained run under the key of a damaged one. An entry that cannot be
+read here (a plug-in missing or of another version, a key of an older claimbench's scheme) is
+listed with the reason and left in place; an entry trained under an older training identity is
+simply never asked for (its key differs) and stays until ``claimbench cache prune``. An entry this
+user may not read is an error, not damage. On a read-only cache a run the cache lacks is one clear
+``CacheError`` (new runs cannot be stored there). A read carries where the entry came from
+(trained here, imported, or found in the cache) into ``RunRecord.origin``/``verified``.
 
 Temporary folders (``<root>/<xx>/.<key>-*``) are never entries. One left by a writer that was
 killed is removed by the next write, or by ``claimbench cache verify --repair``, once it is older than
@@ -44,9 +34,9 @@ have their metrics recomputed from the stored weights and the data on read (logg
 rewritten when the cache is writable). Entries without weights keep their metrics, with a
 warning.
 
-Sharing: directories and files get the permissions the umask allows (not mkdtemp's 0700), lock
-files too, so a group sharing a cache (umask 002) can read, write and lock each other's entries.
-``ensure_runs`` holds a cross-process file lock per key, so processes that need the same run
+Sharing: directories and files get the permissions the umask allows
+(``claimbench.cache.permissions``; not mkdtemp's 0700), lock files too, so a group sharing a cache
+(umask 002) can read, write and lock each other's entries. ``ensure_runs`` holds a cross-process file lock per key, so processes that need the same run
 train it once.
 """
 
@@ -54,50 +44,44 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from claimbench.cache.keys import (
-    CACHE_FORMAT,
-    metrics_fingerprint,
-    plugin_identity,
-    run_key,
-    training_code_fingerprint,
-    training_identity,
+from claimbench.cache.entry import (
+    JSON_FILES,
+    KEY_PATTERN,
+    SIZE_LIMITS,
+    WEIGHTS,
+    CacheError,
+    EntryDamaged,
+    EntryNotReadableHere,
+    check_manifest,
+    entry_files,
+    load_weights,
+    manifest_identities,
+    parse_json,
+    record_from_files,
+    refuse_unreadable,
+    sha256,
 )
+from claimbench.cache.keys import metrics_fingerprint, run_key
 from claimbench.cache.location import default_cache_root
-from claimbench.cache.trained_here import MARK_FIELD, is_trained_here, trained_here_mark
+from claimbench.cache.permissions import umask
 from claimbench.cache.record import RunRecord
-from claimbench.config import ConfigError, RunConfig, plugins_used, run_config_from_dict
-from claimbench.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
+from claimbench.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-JSON_FILES = ("config.json", "metrics.json", "history.json", "provenance.json")
-WEIGHTS = "model.pt"
-ENTRY_FILES = (*JSON_FILES, WEIGHTS)
 _DENIED = (errno.EACCES, errno.EPERM)
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
-_KEY = re.compile(r"[0-9a-f]{64}")
 
-# Limits on an entry's files. Real entries stay far below them (a full-tier history is a few
-# MB; VGG-16 with an ImageNet head is ~550 MB of weights); they exist so that a damaged file or
-# a hostile archive is refused before it is parsed or held in memory whole.
-SIZE_LIMITS = {"config.json": 1 << 20, "metrics.json": 16 << 20, "history.json": 64 << 20,
-               "provenance.json": 1 << 20, "manifest.json": 1 << 20, WEIGHTS: 1 << 30}
-# No entry file nests deeper than 4; json.loads recurses once per level, so a file nested
-# thousands deep would end in RecursionError instead of a message.
-MAX_JSON_DEPTH = 32
 # A temporary entry folder this old whose key is not locked was left by a killed writer (a
 # writer holds the key's lock while it writes, and writing an entry takes seconds).
 STALE_TEMPORARY_S = 600
@@ -108,295 +92,6 @@ STALE_TEMPORARY_S = 600
 REFRESH_COMMAND = "claimbench cache verify"
 # The one command that moves damaged entries aside.
 REPAIR_COMMAND = "claimbench cache verify --repair"
-
-
-class CacheError(RuntimeError):
-    """A cache entry that cannot be trusted or a cache root that cannot be used."""
-
-
-class EntryDamaged(CacheError):
-    """An entry whose files do not match its manifest or its key."""
-
-
-class EntryNotReadableHere(CacheError):
-    """An entry that may well be sound but cannot be used in this environment: it stays where it
-    is and is listed with the reason (reads never move entries)."""
-
-
-class EntryOtherIdentity(EntryNotReadableHere):
-    """An entry whose key cannot be checked by this claimbench (an older scheme of plug-in keys)."""
-
-
-class EntryNeedsPlugin(EntryNotReadableHere):
-    """An entry whose config names an architecture, dataset or trainer that no plug-in installed
-    here provides, or fields the installed version of it does not have: sound, perhaps, but
-    unreadable in this environment. It stays where it is (an
-    uninstalled package must not cost a user their runs)."""
-
-
-# The config fields that name a plug-in when they name no built-in.
-PLUGIN_FIELDS = ("model.arch", "data.dataset", "train.trainer")
-# A plug-in's own fields: another version of it may have renamed them.
-PLUGIN_PARAMS = ("model.params", "train.params")
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-_UMASK: int | None = None
-
-
-def umask() -> int:
-    """The process umask (read once; os.umask can only be read by setting it)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
-def _json_bytes(value: Any, indent: int | None = 1) -> bytes:
-    try:
-        return json.dumps(value, indent=indent, sort_keys=True).encode()
-    except RecursionError:  # a trainer's history nested thousands deep
-        raise CacheError(f"a record nested deeper than {MAX_JSON_DEPTH} levels cannot be stored") from None
-
-
-def state_dict_bytes(state: dict) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def load_weights(data: bytes | BinaryIO, where: str) -> dict:
-    """A state dict from model.pt bytes (or a seekable file), without running pickled code;
-    CacheError otherwise."""
-    import torch
-
-    try:
-        state = torch.load(io.BytesIO(data) if isinstance(data, bytes) else data, weights_only=True,
-                           map_location="cpu")
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad input
-        raise EntryDamaged(f"{where}: model.pt is not a plain tensor state dict ({str(e).splitlines()[0]})") from e
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise EntryDamaged(f"{where}: model.pt is not a name -> tensor state dict")
-    return state
-
-
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_BRACKET = re.compile(rb"[][{}]")
-
-
-def json_depth(data: bytes, limit: int) -> int:
-    """How deep ``data`` nests arrays and objects, counted without recursion (strings skipped);
-    the count stops early once it passes ``limit``."""
-    depth = deepest = 0
-    for m in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                break
-        else:
-            depth -= 1
-    return deepest
-
-
-def parse_json(data: bytes, name: str, limit: int | None = None) -> Any:
-    """``data`` (the file ``name``) parsed, once its size and nesting depth are within bounds;
-    EntryDamaged otherwise."""
-    limit = SIZE_LIMITS.get(name, 1 << 20) if limit is None else limit
-    if len(data) > limit:
-        raise EntryDamaged(f"{name} has {len(data)} bytes, more than the {limit} allowed")
-    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise EntryDamaged(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(data)
-    except ValueError as e:  # UnicodeDecodeError included
-        raise EntryDamaged(f"{name} is not valid JSON ({e})") from e
-
-
-def _is_number(v: Any) -> bool:
-    # An integer beyond float range is no measurement: every check would have to convert it.
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, float) or abs(v) <= _FLOAT_MAX)
-
-
-_FLOAT_MAX = int(1.7976931348623157e308)
-
-
-def metrics_problem(metrics: Any) -> str | None:
-    """Why ``metrics`` is not a metrics dict (None if it is): each metric of the catalogue must
-    have its shape's type (a scalar: a number, a bool or null; per layer: a list of numbers; per
-    feature: a list of lists of numbers). Names outside the catalogue are left as they are."""
-    if not isinstance(metrics, dict):
-        return f"metrics.json holds a {type(metrics).__name__}, not an object"
-    for name, value in metrics.items():
-        metric = RUN_METRICS.get(name)
-        if metric is None:
-            continue
-        if metric.shape == PER_LAYER:
-            ok = isinstance(value, list) and all(_is_number(v) for v in value)
-        elif metric.shape == PER_FEATURE:
-            ok = isinstance(value, list) and all(isinstance(layer, list) and all(_is_number(v) for v in layer)
-                                                 for layer in value)
-        else:
-            ok = value is None or isinstance(value, bool) or _is_number(value)
-        if not ok:
-            return f"metrics.json: {name} is {type(value).__name__} {str(value)[:40]!r}, not {metric.shape}"
-    return None
-
-
-def entry_files(record: RunRecord, key: str, with_weights: bool = True,
-                identities: dict | None = None) -> dict[str, bytes]:
-    """The files of an entry for ``record`` under ``key``, manifest included; ``identities``
-    (``manifest_identities`` of the entry's manifest) when an existing entry is rewritten, so it
-    keeps the identities its key was computed under."""
-    files: dict[str, bytes] = {
-        "config.json": _json_bytes(record.config.to_dict()),
-        "metrics.json": _json_bytes(record.metrics),
-        "history.json": _json_bytes(record.history, indent=None),
-        "provenance.json": _json_bytes({**record.provenance, "key": key}),
-    }
-    if with_weights and record.state_dict is not None:
-        files[WEIGHTS] = state_dict_bytes(record.state_dict)
-    if record.origin == "local":
-        origin = None
-    elif record.origin == "found":  # rewritten here (metrics refreshed): still not trained here
-        origin = {"source": "imported", "verified": record.verified, "found_in_cache": True}
-    else:
-        origin = {"source": record.origin, "verified": record.verified}
-    if identities is None:
-        identities = {"plugins": plugin_identity(record.config)}
-    return with_manifest(files, key, record.metrics_fingerprint or metrics_fingerprint(), origin=origin,
-                         **identities)
-
-
-def with_manifest(files: dict[str, bytes], key: str, metrics_fp: str,
-                  training_fp: str | None = None, origin: dict | None = None, plugins: str | None = None,
-                  training_code: str | None = None) -> dict[str, bytes]:
-    """``files`` with a manifest for them; ``origin`` ({"source": "imported", "verified": bool,
-    ...}) marks an imported entry; without it the entry is one trained here, and the manifest
-    gets this user's mark (``claimbench.cache.trained_here``).
-
-    ``training_fingerprint`` in the manifest is the training identity the key was computed under
-    (``keys.training_identity``; entries of older versions: the code fingerprint they were keyed
-    by), ``plugins`` the plug-ins' identity the key holds (``keys.plugin_identity``) and
-    ``training_code`` the fingerprint of the training code's text (provenance only). With both
-    identities in the manifest an entry's key is checked from the entry alone, whatever is
-    installed here."""
-    files = {n: b for n, b in files.items() if n != "manifest.json"}
-    manifest = {
-        "format": CACHE_FORMAT,
-        "key": key,
-        "training_fingerprint": training_fp or training_identity(),
-        "training_code": training_code or training_code_fingerprint(),
-        "metrics_fingerprint": metrics_fp,
-        "files": {n: sha256(b) for n, b in files.items()},
-        "sizes": {n: len(b) for n, b in files.items()},
-    }
-    if plugins:
-        manifest["plugins"] = plugins
-    if origin is not None:
-        manifest["origin"] = origin
-    else:
-        mark = trained_here_mark(key, manifest["files"])
-        if mark is not None:
-            manifest[MARK_FIELD] = mark
-    return {**files, "manifest.json": _json_bytes(manifest)}
-
-
-def manifest_identities(manifest: dict) -> dict:
-    """The identity fields of ``manifest`` to carry into a rewritten manifest of the same entry."""
-    return {"training_fp": manifest["training_fingerprint"], "plugins": manifest.get("plugins"),
-            "training_code": manifest.get("training_code") or "unknown"}
-
-
-def check_manifest(manifest: Any, key: str) -> dict:
-    """The manifest if it is one of this format for ``key``, every field of its type; EntryDamaged
-    otherwise."""
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else "?"
-        raise EntryDamaged(f"cache format {str(found)[:20]} is not {CACHE_FORMAT}")
-    if manifest.get("key") != key:
-        raise EntryDamaged(f"manifest is for key {str(manifest.get('key'))[:12]}, not {key[:12]}")
-    files, sizes = manifest.get("files"), manifest.get("sizes")
-    if not isinstance(files, dict) or any(n not in ENTRY_FILES for n in files) \
-            or any(n not in files for n in JSON_FILES):
-        raise EntryDamaged("manifest does not list the entry's files")
-    if not all(isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h) for h in files.values()):
-        raise EntryDamaged("manifest.json: files must map each file to its sha256 (64 hex digits)")
-    if not isinstance(sizes, dict) or set(sizes) != set(files):
-        raise EntryDamaged("manifest.json: sizes must give the size of every file it lists")
-    for name, size in sizes.items():
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SIZE_LIMITS[name]:
-            raise EntryDamaged(f"manifest.json: sizes.{name} is {str(size)[:30]!r}, not a byte count "
-                               f"from 0 to {SIZE_LIMITS[name]}")
-    if not isinstance(manifest.get("training_fingerprint"), str):
-        raise EntryDamaged("manifest.json: training_fingerprint is not a string")
-    if not isinstance(manifest.get("metrics_fingerprint"), (str, type(None))):
-        raise EntryDamaged("manifest.json: metrics_fingerprint is not a string")
-    for name in ("plugins", "training_code", MARK_FIELD):
-        if not isinstance(manifest.get(name), (str, type(None))):
-            raise EntryDamaged(f"manifest.json: {name} is not a string")
-    origin = manifest.get("origin")
-    if origin is not None and not (isinstance(origin, dict) and origin.get("source") == "imported"
-                                   and isinstance(origin.get("verified"), bool)):
-        raise EntryDamaged("manifest.json: origin must be {source: imported, verified: true|false}")
-    if origin is not None and origin.get("contradicted"):
-        # `claimbench cache verify` measured its weights and they contradict its numbers.
-        raise EntryDamaged(f"its numbers were contradicted by its weights ({str(origin['contradicted'])[:200]})")
-    return manifest
-
-
-def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
-                      config: RunConfig | None = None) -> RunRecord:
-    """Parse checked JSON files (sizes, depth, shapes); the config must hash to ``key`` (and
-    equal ``config``)."""
-    for name in JSON_FILES:
-        if len(blobs[name]) != manifest["sizes"][name]:
-            raise EntryDamaged(f"{name} has {len(blobs[name])} bytes, the manifest says {manifest['sizes'][name]}")
-    parsed = {n: parse_json(blobs[n], n) for n in JSON_FILES}
-    for name in ("config.json", "history.json", "provenance.json"):
-        if not isinstance(parsed[name], dict):
-            raise EntryDamaged(f"{name} holds a {type(parsed[name]).__name__}, not an object")
-    problem = metrics_problem(parsed["metrics.json"])
-    if problem:
-        raise EntryDamaged(problem)
-    try:
-        stored = run_config_from_dict(parsed["config.json"])
-    except ConfigError as e:
-        if e.path in PLUGIN_FIELDS or e.path.startswith(PLUGIN_PARAMS):
-            raise EntryNeedsPlugin(f"its config.json's {e.path}: {e.message}") from e
-        raise EntryDamaged(f"unreadable config.json: {e}") from e
-    except (ValueError, TypeError, AttributeError) as e:
-        raise EntryDamaged(f"unreadable config.json: {e}") from e
-    if run_key(stored, manifest["training_fingerprint"], manifest.get("plugins") or "") != key:
-        if plugins_used(stored) and "plugins" not in manifest and "training_code" not in manifest:
-            # Written by a claimbench that keyed plug-in code differently and did not record it: sound,
-            # perhaps, but not checkable here, and never served for a key of this claimbench.
-            raise EntryOtherIdentity("keyed by an older claimbench's plug-in fingerprint, which this claimbench "
-                                     "does not recompute")
-        raise EntryDamaged("config.json does not belong to this key")
-    if config is not None and stored != config:
-        raise EntryDamaged("config.json is not the requested config")
-    origin, verified = entry_origin(manifest, key)
-    return RunRecord(stored, parsed["metrics.json"], parsed["history.json"], parsed["provenance.json"],
-                     None, manifest.get("metrics_fingerprint"), origin=origin, verified=verified)
-
-
-def entry_origin(manifest: dict, key: str) -> tuple[str, bool]:
-    """(origin, verified) of a checked manifest: "imported" as its origin says, "local" when it
-    carries this user's trained-here mark, else "found" and unverified."""
-    origin = manifest.get("origin")
-    if origin:
-        return origin["source"], origin["verified"]
-    if is_trained_here(manifest, key):
-        return "local", True
-    return "found", False
 
 
 class RunStore:
@@ -460,7 +155,7 @@ class RunStore:
         """Every entry's key: folders ``<xx>/<key>`` with a manifest (temporary folders are not
         entries). A root or shard this user cannot read is a CacheError, never "no entries"."""
         return sorted(key for shard in self._shards() for key in self._listdir(shard)
-                      if _KEY.fullmatch(key) and key[:2] == shard.name and (shard / key / "manifest.json").is_file())
+                      if KEY_PATTERN.fullmatch(key) and key[:2] == shard.name and (shard / key / "manifest.json").is_file())
 
     def _listdir(self, path: Path) -> list[str]:
         try:
@@ -492,7 +187,7 @@ class RunStore:
                 if now - newest < older_than_s:
                     continue
                 key = name[1:65]
-                if _KEY.fullmatch(key) and self.writable():
+                if KEY_PATTERN.fullmatch(key) and self.writable():
                     lock = self.lock(key)
                     try:
                         lock.acquire(timeout=0)
@@ -526,7 +221,7 @@ class RunStore:
         with self.lock(key):
             if not replace and self.contains(key):
                 return None
-            _refuse_unreadable(key, files)
+            refuse_unreadable(key, files)
             try:
                 self.remove_stale_temporaries()
             except CacheError as e:  # a shard this user cannot read: not a reason to refuse the write
@@ -762,19 +457,6 @@ class RunStore:
         except OSError as e:
             raise CacheError(f"could not move cache entry {entry} aside to {target}: {e}") from e
         return target
-
-
-def _refuse_unreadable(key: str, files: dict[str, bytes]) -> None:
-    """Refuse to store what a read would refuse (a file over its size limit, JSON nested deeper
-    than a read parses): stored, it would be judged damaged on every read and trained again."""
-    for name, data in files.items():
-        limit = SIZE_LIMITS.get(name)
-        if limit is not None and len(data) > limit:
-            raise CacheError(f"run {key[:12]} cannot be stored: its {name} has {len(data)} bytes, more than the "
-                             f"{limit} a cache entry may hold (a trainer's history too large?)")
-        if name.endswith(".json") and json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-            raise CacheError(f"run {key[:12]} cannot be stored: its {name} nests deeper than {MAX_JSON_DEPTH} "
-                             "levels, more than a cache entry may (a trainer's history nested too deep?)")
 
 
 def _with_state(record: RunRecord, state: dict | None) -> RunRecord:
