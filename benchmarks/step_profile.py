@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 

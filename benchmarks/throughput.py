@@ -23,7 +23,8 @@ import time
 import torch
 from tabulate import tabulate
 
-from claimbench.config import RunConfig, run_config_from_dict
+from claimbench.config import RunConfig
+from claimbench.runconfig import run_config_from_dict
 from claimbench.data.base import ImageData
 from claimbench.plan import run_cost
 from claimbench.train.loop import resolve_device, set_precision, train_models

@@ -2,6 +2,7 @@
 config and checksums, damage moved aside (checked) and retrained, permissions for shared caches,
 metrics recomputed when the measurement code changes, one training per key across processes."""
 
+import dataclasses
 import json
 import re
 import multiprocessing as mp
@@ -22,7 +23,9 @@ from claimbench.cache.keys import (
     training_fingerprint_of,
     training_modules,
 )
-from claimbench.config import RunConfig, run_config_from_dict
+from claimbench.cache.entry import JSON_FILES, EntryDamaged, EntryNeedsPlugin, entry_files, record_from_files
+from claimbench.config import PLUGIN_FIELDS, ConfigError, ModelConfig, RunConfig, plugins_used
+from claimbench.runconfig import PluginUnavailable, run_config_from_dict
 
 GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
 
@@ -160,14 +163,58 @@ def test_a_new_module_imported_by_the_loop_enters_the_key(source_copy):
 
 def test_rewording_a_message_retrains_nothing_but_raising_differently_does(source_copy):
     train0 = training_fingerprint_of(source_copy)
-    config = source_copy / "config.py"
-    text = config.read_text()
-    messages = re.findall(r'raise ConfigError\(path, f?"([^"]{12,})', text)
-    assert messages, "config.py raises ConfigError with a message"
-    config.write_text(text.replace(messages[0], "reworded: " + messages[0], 1))
+    plugins = source_copy / "plugins.py"  # in every run's training code (GOLDEN_TRAINING_MODULES)
+    text = plugins.read_text()
+    raised = re.search(r'raise PluginError\(f?"([^"{}]{12,})', text)
+    assert raised, "plugins.py raises PluginError with a message"
+    plugins.write_text(text[:raised.start(1)] + "reworded: " + text[raised.start(1):])
     assert training_fingerprint_of(source_copy) == train0
-    config.write_text(text.replace("raise ConfigError(path,", "raise TypeError(path,", 1))
+    plugins.write_text(text[:raised.start()] + "raise TypeError(" + text[raised.start() + len("raise PluginError("):])
     assert training_fingerprint_of(source_copy) != train0
+
+
+def _entry_of(store: RunStore, config: RunConfig, plugins: str = "") -> tuple[str, dict[str, bytes], dict]:
+    """A stored entry of ``config`` (not validated: a config a reader may meet in a cache), its
+    JSON files and its manifest."""
+    key = run_key(config, plugins=plugins)
+    store.put_files(key, entry_files(record(config), key, identities={"plugins": plugins or None}))
+    entry = store.entry_dir(key)
+    files = {name: (entry / name).read_bytes() for name in JSON_FILES}
+    return key, files, json.loads((entry / "manifest.json").read_bytes())
+
+
+def test_a_config_error_on_model_arch_that_is_not_about_plugins_is_damage(tmp_path):
+    """VGG-16 pools five times: digits' 8x8 images are too small, an error on model.arch. That is
+    a config no run could have had, not a plug-in missing here: the entry is damaged."""
+    config = RunConfig(model=ModelConfig(arch="vgg16"))
+    with pytest.raises(ConfigError) as raised:
+        run_config_from_dict(config.to_dict())
+    assert raised.value.path == "model.arch" and "pooling stages need images" in raised.value.message
+    assert not isinstance(raised.value, PluginUnavailable)
+    key, files, manifest = _entry_of(RunStore(tmp_path), config)
+    with pytest.raises(EntryDamaged, match="unreadable config.json: model.arch: 5 2x2 pooling stages"):
+        record_from_files(files, manifest, key)
+
+
+@pytest.mark.parametrize("field", PLUGIN_FIELDS, ids=lambda f: f.path)
+def test_every_plugin_field_of_the_config_is_one_the_cache_keeps_when_its_plugin_is_missing(tmp_path, field, caplog):
+    """config.PLUGIN_FIELDS is the one list of the fields that name plug-ins: each one, naming a
+    plug-in not installed here, is a plug-in the run's key covers, a PluginUnavailable when parsed,
+    and an entry the store leaves in place as not readable here (not damaged)."""
+    section, name = field.path.split(".")
+    config = RunConfig()
+    config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section),
+                                                                         **{name: "not_installed_here"})})
+    assert plugins_used(config) == ((field.kind, "not_installed_here"),)
+    with pytest.raises(PluginUnavailable) as raised:
+        run_config_from_dict(config.to_dict())
+    assert raised.value.path == field.path
+    store = RunStore(tmp_path)
+    key, files, manifest = _entry_of(store, config, plugins=f"{field.kind} not_installed_here")
+    with pytest.raises(EntryNeedsPlugin, match=f"its config.json's {re.escape(field.path)}: unknown"):
+        record_from_files(files, manifest, key)
+    assert store.get(key) is None and store.entry_dir(key).is_dir()
+    assert "cannot be read here" in caplog.text and "damaged" not in caplog.text
 
 
 def test_roundtrip_with_weights(tmp_path):

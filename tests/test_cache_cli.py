@@ -17,7 +17,7 @@ import torch
 
 from claimbench.cache import RunRecord, RunStore, run_key, training_identity
 from claimbench.cli import main
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 from claimbench.report import render_reports
 from claimbench.spec.claims import load_claims
 from tests.other_user import AS_ROOT, as_other_user

@@ -400,7 +400,7 @@ def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_not
     first batch of each epoch), from host indices, and trains exactly as without prefetching."""
     import threading
 
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     from claimbench.train.loop import train_models, use_cuda_graphs
 
     _imagenet_tree(tmp_path)

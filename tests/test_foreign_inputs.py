@@ -409,7 +409,7 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measure
     import sys
 
     from claimbench import plugins
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     from claimbench.runs import run_and_measure
 
     (tmp_path / "cheat_trainer.py").write_text(CHEAT)
@@ -444,7 +444,7 @@ def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatc
     import sys
 
     from claimbench import plugins
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     from claimbench.runs import run_and_measure
 
     (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 from claimbench.measure import measure_model
 from claimbench.train.loop import group_key, train_models
 from tests.test_loop import tiny_data

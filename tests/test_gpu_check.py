@@ -16,7 +16,7 @@ import claimbench.claims_cli as claims_cli
 import claimbench.gpu_check as gc
 from claimbench.gpu_check.selftest import EagerGraphs
 from claimbench.cli import main
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 
 CPU = torch.device("cpu")
 

@@ -23,7 +23,7 @@ import torch
 
 import claimbench.runs as run_module
 from claimbench.cache import RunStore, run_key
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 from claimbench.train.loop import StepGraph, train_models
 from tests.test_fused import BN_CANCELLED
 from tests.test_loop import tiny_data

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 from claimbench.data.base import ImageData
 from claimbench.train.loop import BatchStream, train_models
 

@@ -193,7 +193,8 @@ def registry(monkeypatch, tmp_path):
 
 
 def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(registry):
-    from claimbench.config import run_config_from_dict, ConfigError
+    from claimbench.config import ConfigError
+    from claimbench.runconfig import run_config_from_dict
 
     fake_distribution(registry, "clash", "claimbench.models", {"vgg11": "clash_mod:net", "tiny": "clash_mod:tiny"})
     # A built-in config never looks at plug-ins: it stays valid whatever is installed.
@@ -206,7 +207,8 @@ def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(registry):
 
 
 def test_a_badly_declared_plugin_says_what_is_wrong(registry):
-    from claimbench.config import run_config_from_dict, ConfigError
+    from claimbench.config import ConfigError
+    from claimbench.runconfig import run_config_from_dict
 
     (registry / "bad_mod.py").write_text(textwrap.dedent("""\
         from dataclasses import dataclass
@@ -295,7 +297,7 @@ def named_example(monkeypatch, tmp_path):
 
 
 def trainer_config(**params):
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": "mlp", "params": {"hidden": [16, 8]}},
                                  "data": {"dataset": "skdigits", "flip": False},
@@ -304,7 +306,7 @@ def trainer_config(**params):
 
 
 def test_trainer_params_are_typed_by_the_trainer(named_example):
-    from claimbench.config import parse_run_config
+    from claimbench.runconfig import parse_run_config
 
     config = trainer_config(lr=0.1)
     assert config.train.trainer == "smoothsgd" and type(config.train.params).__name__ == "SmoothSGDFields"
@@ -322,7 +324,7 @@ def test_trainer_params_are_typed_by_the_trainer(named_example):
 
 
 def test_an_unknown_trainer_is_an_error_listing_the_known_ones(named_example):
-    from claimbench.config import parse_run_config
+    from claimbench.runconfig import parse_run_config
 
     _, errors = parse_run_config({"train": {"trainer": "smothsgd"}})
     assert [(e.path, e.message) for e in errors] == [
@@ -332,7 +334,7 @@ def test_an_unknown_trainer_is_an_error_listing_the_known_ones(named_example):
 def test_a_trainer_run_is_keyed_by_the_trainers_code_not_its_readme(named_example):
     from claimbench.cache import keys
     from claimbench.cache.keys import run_key
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
 
     trained = trainer_config()
     alone = run_config_from_dict({"model": {"arch": "mlp"}, "data": {"dataset": "skdigits", "flip": False}})
@@ -409,7 +411,7 @@ def fake_trainers(monkeypatch, tmp_path):
 
 
 def fake_config(trainer: str = "fake"):
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
 
     return run_config_from_dict({"model": {"width": 0.0625, "pool_after": [1, 3]},
                                  "train": {"unit": "steps", "phases": [4], "batch_size": 8, "trainer": trainer}})
@@ -497,7 +499,7 @@ def test_a_trainer_may_not_report_a_metric_claimbench_measures(fake_trainers, tm
 
 
 def mlp_config(seed: int, **optim):
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": "mlp", "params": {"hidden": [16, 8]}},
                                  "data": {"dataset": "skdigits", "flip": False},

@@ -7,7 +7,7 @@ import pytest
 import ray  # a test dependency (pyproject [test]); CI must exercise this executor
 
 from claimbench.cache import RunStore, run_key
-from claimbench.config import run_config_from_dict
+from claimbench.runconfig import run_config_from_dict
 from claimbench.execute import train_plan, train_plan_ray
 from claimbench.plan import Plan, PlannedRun, run_cost
 

@@ -291,7 +291,7 @@ def kit(monkeypatch, tmp_path):
 
 
 def kit_config(**sets):
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
 
     return run_config_from_dict({"model": {"arch": sets.get("arch", "tinynet")},
                                  "data": {"dataset": "tinyset", "flip": False},
@@ -388,7 +388,7 @@ def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_re
 def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     """Derived by changing a setting and seeing whether the label changes, in any run's context:
     a slope shows on a leaky network's label, so it is not repeated; a learning rate never shows."""
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     from claimbench.report.markdown import unshown_settings
 
     base = {"model": {"width": 0.125}, "data": {"dataset": "digits"}}

@@ -51,7 +51,7 @@ def test_a_behaviour_free_refactor_keeps_every_smoke_key(tmp_path):
         path.write_text(text + "\n\ndef _an_unused_helper_added_by_a_refactor(x):\n    return [x, x * 2]\n")
     assert reworded >= 1
     after = _smoke_keys([tmp_path / "src"], tmp_path)
-    assert "perhaps you meant" in _python("import claimbench.config as c; print(c.unknown_name_message('x', 'adma', "
+    assert "perhaps you meant" in _python("import claimbench.runconfig as c; print(c.unknown_name_message('x', 'adma', "
                                           "['adam']))", [tmp_path / "src"], cwd=tmp_path)  # the copy is what ran
     assert len(before) >= 20 and after == before
 
@@ -108,7 +108,7 @@ def _install(site: Path, src: Path) -> None:
 KEYS = textwrap.dedent("""
     import json
     from claimbench.cache import run_key
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     plugin = run_config_from_dict({"model": {"arch": "labtiny"}, "data": {"dataset": "digits"}})
     builtin = run_config_from_dict({"data": {"dataset": "digits"}})
     print(json.dumps([run_key(plugin), run_key(builtin)]))
@@ -153,7 +153,7 @@ def test_editing_a_helper_outside_the_package_retrains_exactly_its_runs(lab):
 STORE_ONE = textwrap.dedent("""
     import torch
     from claimbench.cache import RunRecord, RunStore, run_key
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     cfg = run_config_from_dict({"model": {"arch": "labtiny"}, "data": {"dataset": "digits"}})
     key = run_key(cfg)
     RunStore(CACHE).put(key, RunRecord(cfg, {"sparsity_gamma": 1.0, "diverged_at": None}, {"loss": [1.0]},

@@ -40,7 +40,8 @@ from claimbench.cache.keys import (
 )
 from claimbench.cache.record import RunRecord
 from claimbench.cache.trained_here import MARK_FIELD, is_trained_here, trained_here_mark
-from claimbench.config import ConfigError, RunConfig, plugins_used, run_config_from_dict
+from claimbench.config import ConfigError, RunConfig, plugins_used
+from claimbench.runconfig import PluginUnavailable, run_config_from_dict
 from claimbench.spec.metrics import PER_FEATURE, PER_LAYER, RUN_METRICS
 
 JSON_FILES = ("config.json", "metrics.json", "history.json", "provenance.json")
@@ -78,15 +79,9 @@ class EntryOtherIdentity(EntryNotReadableHere):
 
 class EntryNeedsPlugin(EntryNotReadableHere):
     """An entry whose config names an architecture, dataset or trainer that no plug-in installed
-    here provides, or fields the installed version of it does not have: sound, perhaps, but
-    unreadable in this environment. It stays where it is (an
-    uninstalled package must not cost a user their runs)."""
-
-
-# The config fields that name a plug-in when they name no built-in.
-PLUGIN_FIELDS = ("model.arch", "data.dataset", "train.trainer")
-# A plug-in's own fields: another version of it may have renamed them.
-PLUGIN_PARAMS = ("model.params", "train.params")
+    here provides, or fields the installed version of it does not have (parsing it raised
+    ``claimbench.runconfig.PluginUnavailable``): sound, perhaps, but unreadable in this
+    environment. It stays where it is (an uninstalled package must not cost a user their runs)."""
 
 
 def sha256(data: bytes) -> str:
@@ -305,9 +300,9 @@ def record_from_files(blobs: dict[str, bytes], manifest: dict, key: str,
         raise EntryDamaged(problem)
     try:
         stored = run_config_from_dict(parsed["config.json"])
+    except PluginUnavailable as e:
+        raise EntryNeedsPlugin(f"its config.json's {e.path}: {e.message}") from e
     except ConfigError as e:
-        if e.path in PLUGIN_FIELDS or e.path.startswith(PLUGIN_PARAMS):
-            raise EntryNeedsPlugin(f"its config.json's {e.path}: {e.message}") from e
         raise EntryDamaged(f"unreadable config.json: {e}") from e
     except (ValueError, TypeError, AttributeError) as e:
         raise EntryDamaged(f"unreadable config.json: {e}") from e

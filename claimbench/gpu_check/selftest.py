@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from claimbench.config import RunConfig, run_config_from_dict
+from claimbench.config import RunConfig
+from claimbench.runconfig import run_config_from_dict
 from claimbench.gpu_check.judge import Verdict
 
 # The group: three runs that stack (same architecture, data, batch and schedule), one of them with

@@ -35,7 +35,8 @@ from claimbench.cache import RunRecord, RunStore, run_key
 from claimbench.cache.failures import failed_keys, raw_failure
 from claimbench.cache.provenance import stand_in
 from claimbench.cache.entry import JSON_FILES, EntryDamaged, metrics_problem, parse_json
-from claimbench.config import ConfigError, run_config_from_dict
+from claimbench.config import ConfigError
+from claimbench.runconfig import run_config_from_dict
 from claimbench.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, add_named
 from claimbench.spec.folder import plugins_allowed
 

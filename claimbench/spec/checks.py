@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from claimbench.config import parse_number, unknown_keys, unknown_name_message
+from claimbench.runconfig import parse_number, unknown_keys, unknown_name_message
 from claimbench.spec.metrics import PER_FEATURE, PER_LAYER, SCALAR, Metric, metric_catalogue, missing_layers, unrecorded
 
 # A per-feature list -> one number (percentages are 0..100).

@@ -30,14 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from claimbench.config import (
-    ConfigError,
-    RunConfig,
-    deep_merge,
-    dotted_to_nested,
-    parse_number,
-    unknown_name_message,
-)
+from claimbench.config import ConfigError, RunConfig
+from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, unknown_name_message
 from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
 from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers,
                                 trainer_metric_clash, unrecorded)

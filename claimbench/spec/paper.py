@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from claimbench.config import unknown_name_message
+from claimbench.runconfig import unknown_name_message
 from claimbench.spec.source import SpecError, SpecProblem, display_path, load_source
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from claimbench.config import SEED_LIMIT, RunConfig, deep_merge, has_path, parse_run_config, seed_problem, unknown_keys
+from claimbench.config import SEED_LIMIT, RunConfig
+from claimbench.runconfig import deep_merge, has_path, parse_run_config, seed_problem, unknown_keys
 from claimbench.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 
 MAX_INCLUDE_DEPTH = 5

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from claimbench.config import RunConfig, deep_merge, dotted_to_nested, has_path, parse_run_config
+from claimbench.config import RunConfig
+from claimbench.runconfig import deep_merge, dotted_to_nested, has_path, parse_run_config
 from claimbench.spec.source import SpecError, SpecProblem, load_source, parse_value
 
 

@@ -34,7 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import ConfigError, dotted_to_nested, parse_number, unknown_name_message
+from claimbench.config import ConfigError
+from claimbench.runconfig import dotted_to_nested, parse_number, unknown_name_message
 from claimbench.spec.checks import same_value
 from claimbench.spec.parsing import Problems, flatten
 from claimbench.spec.tables import FolderTables, TableCell, TableSpec, cell_paper

@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import BASE_LR, OPTIMIZERS, parse_number, unknown_keys, unknown_name_message
+from claimbench.config import BASE_LR, OPTIMIZERS
+from claimbench.runconfig import parse_number, unknown_keys, unknown_name_message
 from claimbench.config import REGULARIZERS as _ALL_REGULARIZERS
 
 # The training loop's regularizers (claimbench.config); "none" is no experiment here.

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from claimbench.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, unknown_name_message
+from claimbench.config import ConfigError, RunConfig
+from claimbench.runconfig import deep_merge, dotted_to_nested, unknown_name_message
 from claimbench.spec.metrics import RUN_METRICS, TABLE_LAYER_METRICS, TABLE_SCALAR_METRICS, missing_layers, unrecorded
 from claimbench.spec.parsing import (
     TABLES_FOLDER,

@@ -145,7 +145,7 @@ def run_case(name: str, data_root: Path, checkpoint_dir: Path | None = None) -> 
     """Train case ``name`` and return what it computed (JSON-ready)."""
     import torch
 
-    from claimbench.config import run_config_from_dict
+    from claimbench.runconfig import run_config_from_dict
     from claimbench.data import load_dataset
     from claimbench.train.loop import train_models
 
