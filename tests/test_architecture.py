@@ -20,7 +20,7 @@ def lint(root: Path) -> subprocess.CompletedProcess:
 def test_the_contracts_hold():
     out = lint(REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "Contracts: 2 kept, 0 broken" in out.stdout
+    assert "Contracts: 3 kept, 0 broken" in out.stdout
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -45,6 +45,15 @@ def test_torch_in_a_reading_stage_breaks_the_torch_line(tmp_path):
     verdict.write_text(verdict.read_text() + "\n\ndef _inverted():\n    import torch\n    return torch\n")
     out = lint(root)
     assert out.returncode != 0 and "claimbench.check.verdict -> torch" in out.stdout
+
+
+def test_parsing_in_training_code_breaks_the_training_contract(tmp_path):
+    """Training reads the typed config; the parsing and its messages (claimbench.runconfig) stay out."""
+    root = _copy(tmp_path)
+    optim = root / "claimbench" / "train" / "optim.py"
+    optim.write_text(optim.read_text() + "\n\ndef _inverted():\n    from claimbench import runconfig\n    return runconfig\n")
+    out = lint(root)
+    assert out.returncode != 0 and "claimbench.train.optim -> claimbench.runconfig" in out.stdout
 
 
 def test_every_module_of_the_package_has_a_layer():
