@@ -6,6 +6,7 @@ Out: a frozen parameter record per kind (``CompareParams``, ``EqualParams``, ...
      problems, each ``(field, message)``. The records are the one definition of each kind's
      parameters: ``claimbench validate`` builds them and ``claimbench.check.kinds`` evaluates them, so a
      parameter the schema does not know (``margn: 15``) is an error, never a silent default.
+     ``CHECK_PARAMS`` is the one list of check kinds; the evaluators register against it.
 
 A *selection* names what to measure on which runs:
     adam_l2                       a run group without axis (every seed)
@@ -409,6 +410,9 @@ class LayerPatternParams(CheckParams):
         return problems
 
 
+# The one list of check kinds: what a claim file may name, with each kind's parameter record. The
+# evaluators (claimbench.check.kinds.KINDS) register against these names and fail to import when
+# a kind here has none (claimbench.spec.registry).
 CHECK_PARAMS: dict[str, type[CheckParams]] = {
     "greater": CompareParams,
     "less": CompareParams,

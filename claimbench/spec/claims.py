@@ -38,8 +38,8 @@ from claimbench.config import (
     parse_number,
     unknown_name_message,
 )
-from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
-from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers,
+from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value
+from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue,
                                 trainer_metric_clash, unrecorded)
 from claimbench.spec.folder import FOLDER_FILE, use_folder_plugins
 from claimbench.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
@@ -49,6 +49,7 @@ from claimbench.spec.simulation import DecayConfig, parse_simulation
 from claimbench.spec.source import Source, SpecError, SpecProblem, display_path, load_source
 from claimbench.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
 from claimbench.spec.paper import PAPER_FILE, find_paper
+from claimbench.spec.plots import parse_plots
 
 TIERS = ("smoke", "full")
 CLAIM_KEYS = ("id", "title", "claim", "source", "finding", "tiers", "notes", "paper_noise", "scope", "no_scope",
@@ -316,7 +317,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
         errs.add(f"{fld}.gate_reason", "a claim kept out of the CI gate must state why")
     if gate is True and gate_reason is not None:
         errs.add(f"{fld}.gate_reason", "only a tier with gate: false takes a gate_reason")
-    plots = _parse_plots(raw.get("plots", []), f"{fld}.plots", groups, errs)
+    plots = parse_plots(raw.get("plots", []), f"{fld}.plots", groups, errs)
     return TierSpec(name, str(why).strip(), groups, tuple(checks), None, gate,
                     str(gate_reason).strip() if gate_reason else None, tuple(plots))
 
@@ -559,7 +560,7 @@ def _parse_simulation_group(name: str, sim_raw: Any, fld: str, seeds: list[int],
     return RunGroup(name, "lam", points, errs.source.line(fld), simulate=sim, seeds=tuple(seeds))
 
 
-# --- checks and plots ----------------------------------------------------------------------
+# --- checks --------------------------------------------------------------------------------
 
 
 def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> CheckSpec | None:
@@ -576,94 +577,3 @@ def _parse_check(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems
     if params is None:
         return None
     return CheckSpec(kind, params, errs.source.line(fld), fld)
-
-
-@dataclass(frozen=True)
-class PlotKind:
-    """What a plot entry of a kind takes (the drawing is claimbench.report.plots)."""
-
-    keys: tuple[str, ...]
-    groups: str  # "runs" (any), "axis" (groups with an axis), "simulation"
-
-
-PLOT_KINDS = {
-    "layers": PlotKind(("runs", "metric"), "runs"),
-    "axis": PlotKind(("run", "runs", "metric"), "axis"),
-    "bn_evolution": PlotKind(("runs", "layer"), "runs"),
-    "universality": PlotKind(("runs", "layers"), "runs"),
-    "decay": PlotKind(("runs",), "simulation"),
-}
-
-
-# Plot kinds that draw chosen conv layers: the key and the layers drawn when it is not given
-# (claimbench.report.plots).
-PLOT_LAYERS = {"bn_evolution": ("layer", 6), "universality": ("layers", [4, 5, 6, 7])}
-
-
-def _plot_layers_exist(entry: dict, names: list[str], groups: dict[str, RunGroup], pfld: str,
-                       errs: Problems) -> bool:
-    """The layers a plot draws are 1-based conv layers of every run it draws."""
-    key, default = PLOT_LAYERS[entry["kind"]]
-    value = entry.get(key, default)
-    layers = [value] if key == "layer" else value
-    if not isinstance(layers, list) or not layers or not all(
-            isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in layers):
-        what = "a 1-based conv layer number" if key == "layer" else "a non-empty list of 1-based conv layer numbers"
-        errs.add(f"{pfld}.{key}", f"expected {what}, got {value!r}")
-        return False
-    for name in names:
-        group = groups[split_run(name)[0]]
-        for point in group.points:
-            why = missing_layers(layers, point.configs[0]) if point.configs else None
-            if why:
-                errs.add(f"{pfld}.{key}", f"run {group.name!r}: {why}")
-                return False
-    return True
-
-
-def _parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> list[dict]:
-    if not isinstance(raw, list):
-        errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
-        return []
-    plots = []
-    for i, entry in enumerate(raw):
-        pfld = f"{fld}[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or entry["kind"] not in PLOT_KINDS:
-            kind = entry.get("kind") if isinstance(entry, dict) else None
-            errs.add(f"{pfld}.kind", unknown_name_message("plot kind", kind, PLOT_KINDS))
-            continue
-        kind = PLOT_KINDS[entry["kind"]]
-        errs.unknown_keys({k: v for k, v in entry.items() if k != "kind"}, kind.keys, pfld,
-                          f"key of a {entry['kind']} plot")
-        names = entry.get("runs", [entry["run"]] if "run" in entry else None)
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            errs.add(f"{pfld}.runs", "expected a non-empty list of run names")
-            continue
-        ok = True
-        for name in names:
-            group_name, at = split_run(name)
-            group = groups.get(group_name)
-            if group is None:
-                errs.add(f"{pfld}.runs", unknown_name_message("run", group_name, groups))
-                ok = False
-            elif kind.groups == "simulation" and group.simulate is None:
-                errs.add(f"{pfld}.runs", f"run {group_name!r} is not a simulation")
-                ok = False
-            elif kind.groups == "axis" and group.axis is None:
-                errs.add(f"{pfld}.runs", f"run {group_name!r} has no axis to plot along")
-                ok = False
-            elif kind.groups == "runs" and group.simulate is not None:
-                errs.add(f"{pfld}.runs", f"run {group_name!r} is a simulation; plot it with kind decay")
-                ok = False
-            elif at is None and group.axis is not None and len(group.points) > 1 and kind.groups == "runs":
-                errs.add(f"{pfld}.runs", f"run {group_name!r} has an axis; name a point as {group_name}@<value>")
-                ok = False
-        if ok and entry["kind"] in PLOT_LAYERS:
-            ok = _plot_layers_exist(entry, names, groups, pfld, errs)
-        metric = entry.get("metric")
-        if metric is not None and (not isinstance(metric, str) or metric not in metric_catalogue(False)):
-            errs.add(f"{pfld}.metric", unknown_name_message("metric", metric, metric_catalogue(False)))
-            ok = False
-        if ok:
-            plots.append(entry)
-    return plots
