@@ -430,7 +430,7 @@ def scope_section(spec: ClaimSpec) -> list[str]:
     """What the claim's words cover in the paper's tables, and every row there that goes against
     them, with the paper's numbers and the stated reason."""
     from claimbench.check.oracle import scope_rows
-    from claimbench.spec.scope import statement_words
+    from claimbench.spec.statement import statement_words
 
     if spec.no_scope:
         return [f"**No table region:** {spec.no_scope}\n"]

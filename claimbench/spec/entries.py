@@ -46,3 +46,13 @@ def entry_mappings(entries: list, fld: str, keys: Sequence[str], what: str,
         entry = entry_mapping(raw, efld, keys, what, errs)
         if entry is not None:
             yield efld, entry
+
+
+def entry_text(raw: dict, key: str, fld: str, errs: Problems) -> str:
+    """The required text at ``raw[key]``, its whitespace runs made single spaces; "" (and the
+    problem at ``fld.key``) when it is absent or blank."""
+    v = raw.get(key)
+    if not isinstance(v, str) or not v.strip():
+        errs.add(f"{fld}.{key}", "required, non-empty text")
+        return ""
+    return " ".join(v.split())
