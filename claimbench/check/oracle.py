@@ -46,7 +46,8 @@ from claimbench.spec.claims import CheckSpec, ClaimSpec, RunGroup
 from claimbench.spec.scope import ScopeException, ScopeRegion, cited_tables, table_rows_left, units_outside
 from claimbench.spec.statement import Statement, statement_words
 from claimbench.spec.source import SpecProblem, display_path
-from claimbench.spec.tables import TableCell, folder_tables
+from claimbench.spec.table_folder import folder_tables
+from claimbench.spec.tables import TableCell
 from claimbench.spec.units import unit_value
 
 PAPER_SEEDS = 3

@@ -91,7 +91,7 @@ def point_paper_texts(spec: ClaimSpec, point: Any) -> dict[str, str]:
     names a cell (30.50 stays 30.50, 31.38* keeps its marker), else as the claim types it."""
     cell = None
     if getattr(point, "cell", None):
-        from claimbench.spec.tables import folder_tables
+        from claimbench.spec.table_folder import folder_tables
 
         tables = folder_tables(spec.path.parent)
         cell = tables.find_cell(point.cell)[0] if tables is not None else None

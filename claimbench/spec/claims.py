@@ -42,12 +42,13 @@ from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params
 from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue,
                                 trainer_metric_clash, unrecorded)
 from claimbench.spec.folder import FOLDER_FILE, use_folder_plugins
-from claimbench.spec.parsing import Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
+from claimbench.spec.parsing import TABLES_FOLDER, Problems, config_error_field, expand_seeds, flatten, load_all, parse_seeds, resolve_base
 from claimbench.spec.scope import (Assumption, OutOfScope, ScopeRegion, parse_assume, parse_no_scope,
                                parse_out_of_scope, parse_scope)
 from claimbench.spec.simulation import DecayConfig, parse_simulation
 from claimbench.spec.source import Source, SpecError, SpecProblem, display_path, load_source
-from claimbench.spec.tables import TABLES_FOLDER, cell_paper, cell_prints, folder_tables
+from claimbench.spec.table_folder import folder_tables
+from claimbench.spec.tables import cell_paper, cell_prints
 from claimbench.spec.paper import PAPER_FILE, find_paper
 from claimbench.spec.plots import parse_plots
 

@@ -1,7 +1,7 @@
 """What a claim's words cover in the paper's tables: ``scope:``, ``no_scope:`` and ``assume:``.
 
 In:  the raw ``scope`` / ``no_scope`` / ``assume`` values of a claim file and the tables beside
-     its folder (claimbench.spec.tables). Layout (claims/README.md, "Scope" is the reference):
+     its folder (claimbench.spec.table_folder). Layout (claims/README.md, "Scope" is the reference):
 
     scope:
       - table: table01                             # a table file of tables/, without .yaml
@@ -38,7 +38,8 @@ from claimbench.config import unknown_name_message
 from claimbench.spec.entries import entry_list, entry_mappings, entry_text
 from claimbench.spec.parsing import Problems
 from claimbench.spec.statement import Statement, parse_statement
-from claimbench.spec.tables import FolderTables, TableSpec
+from claimbench.spec.table_folder import FolderTables
+from claimbench.spec.tables import TableSpec
 from claimbench.spec.units import Unit, printed, steps, unit_value, units_of
 
 REGION_KEYS = ("table", "rows", "columns", "metrics", "statement", "exceptions")
