@@ -54,8 +54,9 @@ from claimbench.spec.checks import (
     ValueParams,
     same_value,
 )
-from claimbench.spec.claims import CheckSpec, RunGroup
+from claimbench.spec.claims import CheckSpec
 from claimbench.spec.registry import registered
+from claimbench.spec.run_groups import RunGroup
 
 
 class CheckFailure(Exception):

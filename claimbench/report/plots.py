@@ -24,9 +24,10 @@ import numpy as np
 
 from claimbench.cache import RunStore, run_key
 from claimbench.cache.keys import fingerprint, import_closure
-from claimbench.spec.claims import ClaimSpec, RunGroup, TierSpec
+from claimbench.spec.claims import ClaimSpec, TierSpec
 from claimbench.spec.plots import PLOT_KINDS
 from claimbench.spec.registry import registered
+from claimbench.spec.run_groups import RunGroup
 
 log = logging.getLogger(__name__)
 

@@ -155,7 +155,7 @@ def validate_selection(sel: Selection, groups: dict) -> list[tuple[str, str]]:
     return problems
 
 
-def group_catalogue(group) -> dict[str, Metric]:  # noqa: ANN001  (a claimbench.spec.claims.RunGroup)
+def group_catalogue(group) -> dict[str, Metric]:  # noqa: ANN001  (a claimbench.spec.run_groups.RunGroup)
     """The metrics a run group's runs or simulation may record: claimbench's, and those of the
     trainers its runs name (judged per point by ``_config_problems``)."""
     return metric_catalogue(group.simulate is not None, (p.configs[0] for p in group.points if p.configs))

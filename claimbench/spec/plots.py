@@ -1,6 +1,6 @@
 """A claim tier's ``plots:`` list -> validated plot entries, and the one list of plot kinds.
 
-In:  the raw ``plots:`` value of a tier and the tier's run groups (``claimbench.spec.claims.RunGroup``),
+In:  the raw ``plots:`` value of a tier and the tier's run groups (``claimbench.spec.run_groups.RunGroup``),
      e.g. ``[{kind: layers, runs: [adam_l2, sgd_l2], metric: layer_sparsity_gamma}]``.
 Out: the entries that name runs the kind can draw (as written: the report reads them), every other
      one a problem at its field. ``PLOT_KINDS`` is the one list of plot kinds, with what each takes;
@@ -18,6 +18,7 @@ from claimbench.spec.checks import split_run
 from claimbench.spec.entries import entry_mapping
 from claimbench.spec.metrics import metric_catalogue, missing_layers
 from claimbench.spec.parsing import Problems
+from claimbench.spec.run_groups import RunGroup
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ PLOT_KINDS: dict[str, PlotKind] = {
 }
 
 
-def _plot_layers_exist(kind: PlotKind, entry: dict, names: list[str], groups: dict, pfld: str,
+def _plot_layers_exist(kind: PlotKind, entry: dict, names: list[str], groups: dict[str, RunGroup], pfld: str,
                        errs: Problems) -> bool:
     """The layers a plot draws are 1-based conv layers of every run it draws."""
     assert kind.layers is not None
@@ -67,7 +68,7 @@ def _plot_layers_exist(kind: PlotKind, entry: dict, names: list[str], groups: di
     return True
 
 
-def _group_problem(kind: PlotKind, group_name: str, at: Any, groups: dict) -> str | None:
+def _group_problem(kind: PlotKind, group_name: str, at: Any, groups: dict[str, RunGroup]) -> str | None:
     """Why a plot of ``kind`` cannot draw the run group a name selects (None: it can)."""
     group = groups.get(group_name)
     if group is None:
@@ -83,7 +84,7 @@ def _group_problem(kind: PlotKind, group_name: str, at: Any, groups: dict) -> st
     return None
 
 
-def parse_plots(raw: Any, fld: str, groups: dict, errs: Problems) -> list[dict]:
+def parse_plots(raw: Any, fld: str, groups: dict[str, RunGroup], errs: Problems) -> list[dict]:
     """A tier's plot entries whose runs, layers and metric the kind can draw."""
     if not isinstance(raw, list):
         errs.add(fld, "expected a list of plots, e.g. [{kind: layers, runs: [a, b]}]")
