@@ -41,7 +41,7 @@ def full_tier_groups(group_size: int) -> list[list]:
     from claimbench.cache import RunStore
     from claimbench.plan import form_groups, plan_runs
     from claimbench.spec.claims import claim_files, load_claims
-    from claimbench.spec.tables import load_tables, table_files
+    from claimbench.spec.table_folder import load_tables, table_files
 
     specs = load_claims(claim_files(ROOT / "claims"))
     tables = load_tables(table_files(ROOT / "claims" / "tables"))

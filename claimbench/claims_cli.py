@@ -117,7 +117,7 @@ def select_claims(args: argparse.Namespace) -> list[ClaimSpec]:
 
 def select_tables(args: argparse.Namespace) -> list:
     """Paper-table specs (claims/tables/*.yaml), when no claim selection narrows the run."""
-    from claimbench.spec.tables import load_tables, table_files
+    from claimbench.spec.table_folder import load_tables, table_files
 
     if getattr(args, "claims", None) or getattr(args, "k", None):
         return []

@@ -111,7 +111,7 @@ def test_numbers_without_weights_are_shown_as_unverified(trained, tmp_path, caps
 def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
     from claimbench.pytest_plugin import UNVERIFIED, format_verdict, pytest_report_teststatus
     from claimbench.check.verdict import Verdict
-    from claimbench.report.markdown import runs_page, runs_table
+    from claimbench.report.runs_page import runs_page, runs_table
     from claimbench.spec.claims import load_claims
 
     claims = tmp_path / "claims"

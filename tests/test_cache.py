@@ -441,7 +441,7 @@ def test_a_reading_store_never_measures_and_marks_stale_metrics(tmp_path, caplog
     """Reports and plans read through a store without ``remeasure``: metrics from older
     measurement code are served as stored, marked stale, and the page names the command that
     recomputes them. Nothing trains or measures behind the reader's back."""
-    from claimbench.report.markdown import runs_table
+    from claimbench.report.runs_page import runs_table
     from claimbench.spec.claims import load_claims
 
     spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]

@@ -25,7 +25,8 @@ from claimbench.check.verdict import (
     welch_diff_ci,
     welch_greater,
 )
-from claimbench.spec.claims import CheckSpec, RunGroup, RunPoint, load_claim
+from claimbench.spec.claims import CheckSpec, load_claim
+from claimbench.spec.run_groups import RunGroup, RunPoint
 from claimbench.cache import RunRecord
 
 

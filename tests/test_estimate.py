@@ -19,7 +19,7 @@ from claimbench.execute import measured_step_times
 from claimbench.plan import (STEADY_STATE, Plan, StepTime, StepTimes, estimate_target, group_id, part_of, plan_runs,
                         steady_step_time, unsteady_steps)
 from claimbench.spec.claims import claim_files, load_claims
-from claimbench.spec.tables import load_tables, table_files
+from claimbench.spec.table_folder import load_tables, table_files
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_TIER_RUNS = 374  # the claims' runs and the paper tables' runs, deduplicated

@@ -23,7 +23,8 @@ from claimbench.report import render_reports
 from claimbench.report.mdtable import escape_cell
 from claimbench.spec.claims import claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError
-from claimbench.spec.tables import load_table, load_tables, table_files
+from claimbench.spec.table_folder import load_tables, table_files
+from claimbench.spec.tables import load_table
 
 pytest_plugins = ["pytester"]
 
@@ -113,7 +114,7 @@ def cells(line: str) -> list[str]:
 
 
 def test_claim_pages_show_table_cell_numbers_as_printed(full_report):
-    from claimbench.spec.tables import folder_tables
+    from claimbench.spec.table_folder import folder_tables
 
     tables = folder_tables(CLAIMS)
     checked = 0

@@ -389,7 +389,7 @@ def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     """Derived by changing a setting and seeing whether the label changes, in any run's context:
     a slope shows on a leaky network's label, so it is not repeated; a learning rate never shows."""
     from claimbench.runconfig import run_config_from_dict
-    from claimbench.report.markdown import unshown_settings
+    from claimbench.report.runs_page import unshown_settings
 
     base = {"model": {"width": 0.125}, "data": {"dataset": "digits"}}
     relu = run_config_from_dict(base)

@@ -21,7 +21,7 @@ from claimbench.report.mdtable import escape_cell, parse_markdown_table
 from claimbench.report.tables import render_tables
 from claimbench.spec.claims import claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError
-from claimbench.spec.tables import load_tables, table_files
+from claimbench.spec.table_folder import load_tables, table_files
 
 REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"

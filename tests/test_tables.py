@@ -13,7 +13,8 @@ from claimbench.report.mdtable import escape_cell
 from claimbench.report.tables import render_tables, smoke_analogs
 from claimbench.spec.claims import claim_files, load_claims
 from claimbench.spec.source import SpecError
-from claimbench.spec.tables import cell_paper, cell_prints, load_table, load_tables, table_files
+from claimbench.spec.table_folder import load_tables, table_files
+from claimbench.spec.tables import cell_paper, cell_prints, load_table
 from claimbench.cache import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]

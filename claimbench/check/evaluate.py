@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from claimbench.check.kinds import Observations, check_claim_tier
 from claimbench.check.verdict import ERROR, NOT_RUN, Verdict
-from claimbench.spec.claims import ClaimSpec, RunGroup
+from claimbench.spec.claims import ClaimSpec
+from claimbench.spec.run_groups import RunGroup
 from claimbench.spec.simulation import DecayConfig
 
 if TYPE_CHECKING:

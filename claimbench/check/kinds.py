@@ -4,8 +4,10 @@ In:  a CheckSpec (its kind and its typed parameter record from ``claimbench.spec
      ``Observations`` (per-seed metric values of run selections).
 Out: a CheckResult with status, the arithmetic that decided it, and the observed statistics.
 
-The parameters of each kind are declared once, in ``claimbench.spec.checks.CHECK_PARAMS``; this module
-only reads them. Adding a kind = a parameter record there and a ``Kind`` in KINDS here.
+The kinds and their parameters are declared once, in ``claimbench.spec.checks.CHECK_PARAMS``; this
+module registers an evaluator against each of those names (``claimbench.spec.registry``), so a kind
+added there without a ``Kind`` here, or a ``Kind`` for a name the parser does not accept, stops this
+module from importing. Adding a kind = a parameter record there and a ``Kind`` in KINDS here.
 
 Fail closed: every number a kind compares comes from ``Observations.stats``, which refuses a
 selection with no seeds, a run not trained or diverged, and a metric that is absent, None, not a
@@ -41,6 +43,7 @@ from claimbench.check.verdict import (
     welch_greater,
 )
 from claimbench.spec.checks import (
+    CHECK_PARAMS,
     STATS,
     CompareParams,
     DistributionParams,
@@ -51,7 +54,9 @@ from claimbench.spec.checks import (
     ValueParams,
     same_value,
 )
-from claimbench.spec.claims import CheckSpec, RunGroup
+from claimbench.spec.claims import CheckSpec
+from claimbench.spec.registry import registered
+from claimbench.spec.run_groups import RunGroup
 
 
 class CheckFailure(Exception):
@@ -365,7 +370,8 @@ class Kind:
     min_seeds: int = 1
 
 
-KINDS: dict[str, Kind] = {
+# One evaluator per kind the parser accepts, checked against its list as this module loads.
+KINDS: dict[str, Kind] = registered(CHECK_PARAMS, {
     "greater": Kind(compare),
     "less": Kind(compare),
     "at_most": Kind(compare),
@@ -374,7 +380,7 @@ KINDS: dict[str, Kind] = {
     "value": Kind(value),
     "monotonic": Kind(monotonic),
     "distribution": Kind(distribution),
-}
+}, "check kind", "claimbench.check.kinds")
 
 
 def evaluate_check(spec: CheckSpec, obs: Observations) -> CheckResult:

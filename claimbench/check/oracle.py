@@ -42,11 +42,14 @@ from claimbench.check.kinds import Observations, evaluate_check
 from claimbench.check.verdict import ERROR, REPRODUCED
 from claimbench.spec.checks import same_value, selection_range
 from claimbench.spec.metrics import RUN_METRICS
-from claimbench.spec.claims import CheckSpec, ClaimSpec, RunGroup
-from claimbench.spec.scope import (ScopeException, ScopeRegion, Statement, cited_tables, statement_words,
-                               table_rows_left, unit_value, units_outside)
+from claimbench.spec.claims import CheckSpec, ClaimSpec
+from claimbench.spec.run_groups import RunGroup
+from claimbench.spec.scope import ScopeException, ScopeRegion, cited_tables, table_rows_left, units_outside
+from claimbench.spec.statement import Statement, statement_words
 from claimbench.spec.source import SpecProblem, display_path
-from claimbench.spec.tables import TableCell, folder_tables
+from claimbench.spec.table_folder import folder_tables
+from claimbench.spec.tables import TableCell
+from claimbench.spec.units import unit_value
 
 PAPER_SEEDS = 3
 

@@ -7,7 +7,8 @@ Out: PNG files next to the claim page; their file names. A plot whose inputs (en
 Kinds: ``layers`` (per-layer sparsity bars, paper Table 2), ``axis`` (a metric along a run's axis:
 sparsity vs lambda / batch size), ``bn_evolution`` (gamma and beta distributions of one layer over
 training, paper Fig. 2), ``universality`` (per-layer histograms, paper Fig. 3), ``decay`` (the
-low-gradient simulation, paper Fig. 4 / supplement Fig. 3).
+low-gradient simulation, paper Fig. 4 / supplement Fig. 3). The kinds, and what each entry takes, are
+``claimbench.spec.plots.PLOT_KINDS``; ``PLOTTERS`` registers a plotter against each of them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import numpy as np
 
 from claimbench.cache import RunStore, run_key
 from claimbench.cache.keys import fingerprint, import_closure
-from claimbench.spec.claims import ClaimSpec, RunGroup, TierSpec
+from claimbench.spec.claims import ClaimSpec, TierSpec
+from claimbench.spec.plots import PLOT_KINDS
+from claimbench.spec.registry import registered
+from claimbench.spec.run_groups import RunGroup
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ def plot_axis(entry, tier, store, path, title) -> bool:
 
 def plot_bn_evolution(entry, tier, store, path, title) -> bool:
     plt = _plt()
-    layer = int(entry.get("layer", 6))
+    layer = int(PLOT_KINDS["bn_evolution"].drawn_layers(entry))
     runs = entry["runs"]
     fig, axes = plt.subplots(2, len(runs), figsize=(3.2 * len(runs), 5), squeeze=False)
     drawn = False
@@ -238,7 +242,7 @@ def plot_bn_evolution(entry, tier, store, path, title) -> bool:
 
 def plot_universality(entry, tier, store, path, title) -> bool:
     plt = _plt()
-    layers = entry.get("layers", [4, 5, 6, 7])
+    layers = PLOT_KINDS["universality"].drawn_layers(entry)
     runs = entry["runs"]
     fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3), squeeze=False)
     drawn = False
@@ -274,10 +278,12 @@ def plot_decay(entry, tier, store, path, title) -> bool:
     return path.exists()
 
 
-PLOTTERS = {
+# One plotter per kind the parser accepts (claimbench.spec.plots.PLOT_KINDS), checked against its
+# list as this module loads.
+PLOTTERS = registered(PLOT_KINDS, {
     "layers": plot_layers,
     "axis": plot_axis,
     "bn_evolution": plot_bn_evolution,
     "universality": plot_universality,
     "decay": plot_decay,
-}
+}, "plot kind", "claimbench.report.plots")

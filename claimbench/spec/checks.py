@@ -6,6 +6,7 @@ Out: a frozen parameter record per kind (``CompareParams``, ``EqualParams``, ...
      problems, each ``(field, message)``. The records are the one definition of each kind's
      parameters: ``claimbench validate`` builds them and ``claimbench.check.kinds`` evaluates them, so a
      parameter the schema does not know (``margn: 15``) is an error, never a silent default.
+     ``CHECK_PARAMS`` is the one list of check kinds; the evaluators register against it.
 
 A *selection* names what to measure on which runs:
     adam_l2                       a run group without axis (every seed)
@@ -154,7 +155,7 @@ def validate_selection(sel: Selection, groups: dict) -> list[tuple[str, str]]:
     return problems
 
 
-def group_catalogue(group) -> dict[str, Metric]:  # noqa: ANN001  (a claimbench.spec.claims.RunGroup)
+def group_catalogue(group) -> dict[str, Metric]:  # noqa: ANN001  (a claimbench.spec.run_groups.RunGroup)
     """The metrics a run group's runs or simulation may record: claimbench's, and those of the
     trainers its runs name (judged per point by ``_config_problems``)."""
     return metric_catalogue(group.simulate is not None, (p.configs[0] for p in group.points if p.configs))
@@ -409,6 +410,9 @@ class LayerPatternParams(CheckParams):
         return problems
 
 
+# The one list of check kinds: what a claim file may name, with each kind's parameter record. The
+# evaluators (claimbench.check.kinds.KINDS) register against these names and fail to import when
+# a kind here has none (claimbench.spec.registry).
 CHECK_PARAMS: dict[str, type[CheckParams]] = {
     "greater": CompareParams,
     "less": CompareParams,

@@ -24,12 +24,12 @@ In:  one YAML file per paper table. Layout (claims/tables/README.md is the refer
 Out: TableSpec with one ``TableCell`` per (row, column) the paper prints: its metrics' paper
 values, the RunConfig per seed (none for reference / not-run cells), its assumptions and source.
 Every problem of a file is reported at once as a SpecError naming file, line and field, like
-claim files; unknown keys are rejected with a did-you-mean hint.
+claim files; unknown keys are rejected with a did-you-mean hint. The tables of a claims folder,
+loaded once, and cells named by id: ``claimbench.spec.table_folder``.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +39,13 @@ from claimbench.config import ConfigError, RunConfig
 from claimbench.runconfig import deep_merge, dotted_to_nested, unknown_name_message
 from claimbench.spec.metrics import RUN_METRICS, TABLE_LAYER_METRICS, TABLE_SCALAR_METRICS, missing_layers, unrecorded
 from claimbench.spec.parsing import (
-    TABLES_FOLDER,
     Problems,
     config_error_field,
     expand_seeds,
-    load_all,
     parse_seeds,
     resolve_base,
 )
-from claimbench.spec.source import Source, SpecError, SpecProblem, display_path, load_source
+from claimbench.spec.source import Source, SpecError, load_source
 
 TABLE_KEYS = {"table", "title", "source", "notes", "base", "seeds", "metrics", "headers", "columns", "cells",
               "rows", "layout", "assume", "markers"}
@@ -168,84 +166,6 @@ def cell_prints(cell: TableCell, metric: str) -> bool:
     """Whether the cell prints a number for ``metric`` (for a per-layer metric: for any layer)."""
     return any(v is not None and (name == metric or name.startswith(metric + "["))
                for name, v in cell.paper.items())
-
-
-# --- the tables beside a claims folder, for claims whose runs name a cell ----------------------
-
-
-
-@dataclass(frozen=True)
-class FolderTables:
-    """The tables of one claims folder, by id (file stem); a file with problems is listed in
-    ``broken`` with its first problem instead."""
-
-    folder: Path
-    tables: dict[str, TableSpec]
-    broken: dict[str, SpecProblem]
-
-    def find_cell(self, ref: Any) -> tuple[TableCell | None, str | None]:
-        """``"table01/Adam L2 1e-04/CIFAR10"`` (a cell's id, as ``claimbench plan --json`` names it) ->
-        the cell, or None and what is wrong, with a did-you-mean."""
-        if not isinstance(ref, str) or "/" not in ref:
-            return None, (f"expected a table cell as <table>/<row>[/<column>], e.g. \"table01/Adam L2 1e-04/CIFAR10\" "
-                          f"(the cell names of `claimbench plan --json`), got {ref!r}")
-        table_id = ref.split("/", 1)[0]
-        if table_id in self.broken:
-            return None, f"table {table_id!r} has problems (`claimbench validate` lists them), first: {self.broken[table_id]}"
-        table = self.tables.get(table_id)
-        if table is None:
-            return None, (unknown_name_message("table", table_id, self.tables)
-                          + f" (a table is named by its file in {TABLES_FOLDER}/ beside the claims, without .yaml)")
-        cell = next((c for c in table.cells if c.id == ref), None)
-        if cell is None:
-            close = difflib.get_close_matches(ref, [c.id for c in table.cells], n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            rows = ", ".join(repr(f"{g} {label}".strip()) for g, label in table.rows)
-            columns = f"; its columns: {', '.join(table.columns)}" if table.columns else "; it has no columns"
-            return None, f"{table_id} has no cell {ref!r}{hint}; its rows: {rows}{columns}"
-        if cell.not_run:
-            return None, f"cell {ref!r} is not run ({cell.not_run}): it cannot be a claim's run"
-        if cell.reference:
-            return None, f"cell {ref!r} is another method's number ({cell.reference}): there is nothing to train"
-        return cell, None
-
-
-_FOLDER_CACHE: dict[Path, tuple[tuple, FolderTables]] = {}
-
-
-def folder_tables(claims_dir: Path) -> FolderTables | None:
-    """The tables in ``claims_dir/tables`` (None when there is no such folder). Loaded once per
-    state of the folder's YAML files (tables and the bases they include), so that every claim
-    file of a folder can name cells without reading the tables again."""
-    root = Path(claims_dir).resolve()
-    folder = root / TABLES_FOLDER
-    if not folder.is_dir():
-        return None
-    stamp = tuple(sorted((str(p), st.st_mtime_ns, st.st_size) for p in root.rglob("*.yaml") for st in [p.stat()]))
-    cached = _FOLDER_CACHE.get(folder)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    tables: dict[str, TableSpec] = {}
-    broken: dict[str, SpecProblem] = {}
-    for path in table_files(folder):
-        try:
-            tables[path.stem] = load_table(path)
-        except SpecError as e:
-            broken[path.stem] = e.problems[0]
-    result = FolderTables(folder, tables, broken)
-    _FOLDER_CACHE[folder] = (stamp, result)
-    return result
-
-
-def table_files(root: Path) -> list[Path]:
-    """claims/tables/*.yaml (files starting with '_' are not tables)."""
-    return sorted(p for p in Path(root).glob("*.yaml") if not p.name.startswith("_"))
-
-
-def load_tables(paths: list[Path]) -> list[TableSpec]:
-    """Every file; one SpecError with the problems of all files (table numbers must be unique)."""
-    return load_all(paths, load_table, lambda s: s.number, lambda s, earlier: SpecProblem(
-        display_path(s.path), None, "table", f"duplicate table {s.number!r} (also in {earlier.path.name})"))
 
 
 def load_table(path: Path) -> TableSpec:
