@@ -580,5 +580,5 @@ def _import_entry(store: RunStore, path: Path, tar: tarfile.TarFile, key: str, m
         result.other_code.append(key)
 
 
-__all__ = ["EntryInfo", "ExportResult", "ImportResult", "JSON_FILES", "VerifyResult", "entry_infos",
+__all__ = ["EntryInfo", "ExportResult", "ImportResult", "VerifyResult", "entry_infos",
            "export_entries", "import_archive", "shown", "verify_store"]

@@ -33,16 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
-from claimbench.config import ConfigError, RunConfig
-from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, unknown_name_message
-from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params, same_value, split_run
-from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, missing_layers,
-                                trainer_metric_clash, unrecorded)
-=======
-from claimbench.config import RunConfig, parse_number, unknown_name_message
+from claimbench.config import RunConfig
+from claimbench.runconfig import parse_number, unknown_name_message
 from claimbench.spec.checks import CHECK_PARAMS, CheckParams, parse_check_params
->>>>>>> s-spec
 from claimbench.spec.folder import FOLDER_FILE, use_folder_plugins
 from claimbench.spec.paper import PAPER_FILE, find_paper
 from claimbench.spec.parsing import Problems, load_all, resolve_base

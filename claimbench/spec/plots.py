@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import unknown_name_message
+from claimbench.runconfig import unknown_name_message
 from claimbench.spec.checks import split_run
 from claimbench.spec.entries import entry_mapping
 from claimbench.spec.metrics import metric_catalogue, missing_layers

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import ConfigError, RunConfig, deep_merge, dotted_to_nested, parse_number, unknown_name_message
+from claimbench.config import ConfigError, RunConfig
+from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, unknown_name_message
 from claimbench.spec.checks import same_value
 from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, trainer_metric_clash,
                                      unrecorded)

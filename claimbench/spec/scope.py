@@ -34,21 +34,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-<<<<<<< HEAD
-from claimbench.config import ConfigError
-from claimbench.runconfig import dotted_to_nested, parse_number, unknown_name_message
-from claimbench.spec.checks import same_value
-from claimbench.spec.parsing import Problems, flatten
-from claimbench.spec.tables import FolderTables, TableCell, TableSpec, cell_paper
-=======
-from claimbench.config import unknown_name_message
+from claimbench.runconfig import unknown_name_message
 from claimbench.spec.entries import entry_list, entry_mappings, entry_text
 from claimbench.spec.parsing import Problems
 from claimbench.spec.statement import Statement, parse_statement
 from claimbench.spec.table_folder import FolderTables
 from claimbench.spec.tables import TableSpec
 from claimbench.spec.units import Unit, printed, steps, unit_value, units_of
->>>>>>> s-spec
 
 REGION_KEYS = ("table", "rows", "columns", "metrics", "statement", "exceptions")
 OUT_OF_SCOPE_KEYS = ("table", "rows", "columns", "reason")

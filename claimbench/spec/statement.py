@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import parse_number, unknown_name_message
+from claimbench.runconfig import parse_number, unknown_name_message
 from claimbench.spec.entries import entry_text
 from claimbench.spec.parsing import Problems
 from claimbench.spec.tables import TableSpec

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from claimbench.config import unknown_name_message
+from claimbench.runconfig import unknown_name_message
 from claimbench.spec.parsing import TABLES_FOLDER, load_all
 from claimbench.spec.source import SpecError, SpecProblem, display_path
 from claimbench.spec.tables import TableCell, TableSpec, load_table

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from claimbench.config import ConfigError, dotted_to_nested, unknown_name_message
+from claimbench.config import ConfigError
+from claimbench.runconfig import dotted_to_nested, unknown_name_message
 from claimbench.spec.checks import same_value
 from claimbench.spec.parsing import Problems, flatten
 from claimbench.spec.statement import Partner, Statement
