@@ -47,8 +47,8 @@ def test_a_group_that_would_not_fit_is_split_before_training_and_said(tmp_path, 
     trained: list[int] = []
     monkeypatch.setattr(group, "run_and_measure_group",
                         lambda configs, *a, **kw: trained.append(len(configs)) or [c.train.seed for c in configs])
-    monkeypatch.setattr(execute, "device_free_bytes", lambda device: 79 * GiB)
-    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
+    monkeypatch.setattr(group, "device_free_bytes", lambda device: 79 * GiB)
+    with caplog.at_level(logging.WARNING, logger="claimbench.group"):
         records = group.train_group(vgg, tmp_path / "g.pt", "cuda", None, 0)
     assert records == list(range(16)) and trained == [len(p) for p in parts]
     assert [r.getMessage() for r in caplog.records] == [line]
@@ -69,7 +69,7 @@ def test_out_of_device_memory_retries_the_group_in_halves(tmp_path, monkeypatch,
         return [c.train.seed for c in configs]
 
     monkeypatch.setattr(group, "run_and_measure_group", fake)
-    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.group"):
         records = group.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)
     assert records == [0, 1, 2, 3] and tried == [4, 2, 2]
     (line,) = [r.getMessage() for r in caplog.records]

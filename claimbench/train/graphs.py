@@ -100,7 +100,8 @@ class CudaGraphBackend:
 
 
 class StepGraph:
-    """``step_on_batch`` (the loop's eager step) as one graph (``backend``; optimizers made ``capturable`` if it says so).
+    """``step_on_batch`` (the loop's eager step, handed in) as one graph (``backend``; optimizers
+    made ``capturable`` if it says so).
 
     The first steps run eagerly (``backend.warmup``: optimizer state, cuDNN autotuning), then the
     step is captured reading static index/flip buffers and replayed; the learning rate and weight
