@@ -27,7 +27,8 @@ from claimbench.config import RunConfig
 from claimbench.runconfig import run_config_from_dict
 from claimbench.data.base import ImageData
 from claimbench.plan import run_cost
-from claimbench.train.loop import resolve_device, set_precision, train_models
+from claimbench.train.device import resolve_device, set_precision
+from claimbench.train.loop import train_models
 from claimbench.train.models import build_model
 
 # name -> (cudnn.benchmark, CUDA graphs)

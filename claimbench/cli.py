@@ -59,9 +59,9 @@ def metrics_table(metrics: dict, trainer_metrics: list[str] | tuple[str, ...] = 
 def cmd_run(args: argparse.Namespace) -> int:
     from claimbench.cache.failures import forget_failure, record_failure
     from claimbench.data.catalog import data_shape
-    from claimbench.execute import RunFailed, plugin_failure
+    from claimbench.run_failures import RunFailed, plugin_failure
     from claimbench.progress import Progress
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
     from claimbench.spec.runfile import load_run_config
 
     config = load_run_config(Path(args.config) if args.config else None, args.set or [])
@@ -448,7 +448,7 @@ def _run_command(args: argparse.Namespace) -> int:
               "checkpoints when asked again", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as e:
-        from claimbench.execute import out_of_memory
+        from claimbench.run_failures import out_of_memory
 
         where = out_of_memory(e)
         if where is None:

@@ -238,7 +238,7 @@ PLUGIN_FIELD = {f.kind: f for f in PLUGIN_FIELDS}
 def plugin_registry() -> types.ModuleType:
     """``claimbench.plugins``, imported when a config names an architecture or dataset that is not
     built in, or a trainer (it is in every run's training key, being imported by this module; a
-    plug-in run's key also covers the plug-in's own code: claimbench.cache.keys.plugin_fingerprint)."""
+    plug-in run's key also covers the plug-in's own code: claimbench.cache.keys.plugin_identity)."""
     from claimbench import plugins
 
     return plugins

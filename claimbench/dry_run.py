@@ -11,6 +11,11 @@ per group, per part of the tier and in total, stored in ``<cache>/step-times.jso
 plan``. The tier is the one ``claimbench plan`` plans: at the full tier, the claims and the paper's
 tables (``tables``).
 
+Each record's provenance carries its group's step stamps (``claimbench.group.train_group``);
+``measured_step_times`` turns them into each kind of group's steady-state step time, which
+``claimbench plan`` uses. The records live in their own store (``dry_run_store``), under their real
+keys, so checks and reports read them as they read real runs while the real cache never sees them.
+
 Exit status: 0 when every run trained and every claim could be checked (whatever the verdicts: a
 few steps reproduce nothing), 1 when a run failed or a verdict is an error (a run that does not
 produce what the checks read, a diverged run), or pytest itself failed to run.
@@ -22,10 +27,13 @@ import sys
 from pathlib import Path
 
 from claimbench.cache import RunStore
-from claimbench.execute import LocalExecutor, RayExecutor, dry_run_store, measured_step_times, train_plan
-from claimbench.plan import (Plan, StepTimes, detected_device, format_duration, group_id, machine_name, parts_table,
-                        plan_runs)
+from claimbench.execute import LocalExecutor, RayExecutor, train_plan
+from claimbench.plan import (Plan, StepTime, StepTimes, detected_device, format_duration, group_id, machine_name,
+                             parts_table, plan_runs, steady_step_time)
 from claimbench.spec.claims import ClaimSpec
+
+# Where a dry run's records go, under the real cache's root (``dry_run_store``).
+DRY_RUN_DIR = "dry-run"
 
 # Steps per run on a CPU: no graphs there, so only step 0 is left out of the timing.
 DEFAULT_STEPS = 5
@@ -38,6 +46,38 @@ def default_steps(device: str) -> int:
     """A dry run's steps per run on ``device``: on a GPU enough to time a graphed group's steady
     state (5 would be all warm-ups and captures), on a CPU few."""
     return TIMING_STEPS if str(device).startswith("cuda") else DEFAULT_STEPS
+
+
+def dry_run_store(store: RunStore, steps: int) -> RunStore:
+    """The namespace of N-step dry runs: records under their real keys, never in the real store."""
+    return RunStore(store.root / DRY_RUN_DIR / f"steps-{steps}")
+
+
+def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
+    """Steady-state step time per kind of group, from the dry-run records of ``plan`` in ``store``.
+
+    Warm-up steps are left out here, where the times are used, from what the record says ran
+    (``claimbench.plan.unsteady_steps``): the first step (allocation, optimizer state, cuDNN
+    autotuning), the loop's eager warm-ups before a CUDA graph capture (3) and each capture step
+    (one per learning-rate phase). A record without per-step stamps (written before they were
+    kept) or without the loop's phase records is not judged: its kind of group stays modelled."""
+    times: dict[str, StepTime] = {}
+    for run in plan.runs:
+        record = store.get(run.key)
+        info = record.provenance.get("dry_run") if record is not None else None
+        if not info:
+            continue
+        t = steady_step_time(info, record.provenance.get("cuda_graph_phases"), int(record.provenance["group_size"]))
+        if t is None:
+            continue
+        gid = group_id(run.config)
+        # Several groups of one kind: keep the largest (the real tier's size), then the slowest.
+        old = times.get(gid)
+        if old is None or (t.group_size, t.step_s) > (old.group_size, old.step_s):
+            times[gid] = t
+    return times
+
+
 BANNER = ("DRY RUN: every run below trained {steps} steps instead of its real schedule. These are not "
           "results: the verdicts only show that the pipeline runs end to end.")
 

@@ -24,7 +24,8 @@ from claimbench.cache.archive import ARCHIVE_MANIFEST, import_archive, verify_st
 from claimbench.cache.entry import entry_files, with_manifest
 from claimbench.cli import main
 from claimbench.data.catalog import DatasetError
-from claimbench.runs import remeasure, run_and_measure
+from claimbench.group import run_and_measure
+from claimbench.runs import remeasure
 from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]

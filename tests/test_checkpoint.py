@@ -9,7 +9,8 @@ import signal
 import pytest
 import torch
 
-from claimbench.train.loop import load_checkpoint, train_models
+from claimbench.train.checkpoint import load_checkpoint
+from claimbench.train.loop import train_models
 from tests.test_fused import config
 from tests.test_loop import tiny_data
 
@@ -59,7 +60,7 @@ def test_a_foreign_checkpoint_is_refused_named_and_moved_aside(tmp_path, monkeyp
         torch.save({"format": 2, "configs": ["{}"]}, path)
     else:
         path.write_bytes(b"\x00" * 100)
-    with caplog.at_level(logging.WARNING, logger="claimbench.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.train.checkpoint"):
         assert load_checkpoint(path, RUNS) is None
     assert not (tmp_path / "PWNED").exists()  # never unpickled
     assert not path.exists()
@@ -73,8 +74,6 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_g
     happened, and the run still ends as an uninterrupted one (the checkpoint is insurance)."""
     import errno
 
-    import claimbench.train.loop as loop
-
     data, device = tiny_data(), torch.device("cpu")
     reference = train_models(RUNS, data, device)
     real_save = torch.save
@@ -83,9 +82,9 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_g
         real_save(obj, f, *args, **kwargs)  # some bytes reach the file first
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(loop.torch, "save", full_disk)
+    monkeypatch.setattr(torch, "save", full_disk)
     path = tmp_path / "partial" / "group.pt"
-    with caplog.at_level(logging.WARNING, logger="claimbench.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="claimbench.train.checkpoint"):
         outcomes = train_models(RUNS, data, device, checkpoint=path, checkpoint_every_s=0.0)
     assert not path.exists() and list(path.parent.iterdir()) == []
     assert "No space left on device" in caplog.text and "partial file was removed" in caplog.text

@@ -401,7 +401,8 @@ def test_the_loop_announces_each_next_imagenet_batch_and_prefetching_changes_not
     import threading
 
     from claimbench.runconfig import run_config_from_dict
-    from claimbench.train.loop import train_models, use_cuda_graphs
+    from claimbench.train.graphs import use_cuda_graphs
+    from claimbench.train.loop import train_models
 
     _imagenet_tree(tmp_path)
     cfg = run_config_from_dict({

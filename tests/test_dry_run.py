@@ -19,7 +19,9 @@ from claimbench.cache import RunStore, run_key
 from claimbench.cli import main
 from claimbench.config import RunConfig, phase_steps
 from claimbench.data.catalog import data_shape
-from claimbench.execute import dry_run_config, dry_run_store, measured_step_times, train_plan
+from claimbench.dry_run import dry_run_store, measured_step_times
+from claimbench.execute import train_plan
+from claimbench.group import dry_run_config
 from claimbench.plan import Plan, PlannedRun, StepTime, StepTimes, group_id, machine_name, plan_runs, run_cost
 from claimbench.spec.claims import claim_files, load_claims
 from tests.test_data import make_cifar_archive

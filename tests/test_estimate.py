@@ -15,7 +15,7 @@ from claimbench.cache import RunStore
 from claimbench.cli import main
 from claimbench.devices import ACHIEVABLE_FRACTION, match_gpu, parse_peak_tflops
 from claimbench.dry_run import dry_run_plan
-from claimbench.execute import measured_step_times
+from claimbench.dry_run import measured_step_times
 from claimbench.plan import (STEADY_STATE, Plan, StepTime, StepTimes, estimate_target, group_id, part_of, plan_runs,
                         steady_step_time, unsteady_steps)
 from claimbench.spec.claims import claim_files, load_claims
@@ -286,7 +286,7 @@ def test_the_default_dry_run_on_a_gpu_leaves_steady_steps_on_every_graphed_group
     """``claimbench verify --dry-run`` without --steps: on a GPU every full-tier run's shrunk schedule
     leaves steps after the warm-ups and the capture of each phase (5 steps left none)."""
     from claimbench.dry_run import default_steps
-    from claimbench.execute import dry_run_config
+    from claimbench.group import dry_run_config
 
     assert default_steps("cpu") == 5
     for run in full_plan(paper, tmp_path).runs:

@@ -247,7 +247,7 @@ def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(tra
 def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
     from claimbench.cache import RunStore
     from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
     # The archive claims a number the weights cannot give, listed as a trainer's own.
@@ -333,7 +333,7 @@ def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, ca
     import hashlib
 
     from claimbench.cache import RunStore
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
     from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
@@ -410,7 +410,7 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measure
 
     from claimbench import plugins
     from claimbench.runconfig import run_config_from_dict
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
 
     (tmp_path / "cheat_trainer.py").write_text(CHEAT)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -445,7 +445,7 @@ def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatc
 
     from claimbench import plugins
     from claimbench.runconfig import run_config_from_dict
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
 
     (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -5,7 +5,8 @@ import torch
 
 from claimbench.runconfig import run_config_from_dict
 from claimbench.measure import measure_model
-from claimbench.train.loop import group_key, train_models
+from claimbench.config import group_key
+from claimbench.train.loop import train_models
 from tests.test_loop import tiny_data
 
 

@@ -305,12 +305,12 @@ class Reached(Exception):
 
 
 def test_switched_off_features_reach_the_loop_as_arguments_not_through_the_environment(tmp_path, monkeypatch):
-    """What a kind gave up is handed to ``train_models`` by the group that trains (the environment
+    """What a kind gave up is handed to ``train_runs`` by the group that trains (the environment
     is shared by every thread of the process: a Ray driver's or another group's)."""
     import os
 
-    import claimbench.runs
-    from claimbench.execute import train_group
+    import claimbench.group
+    from claimbench.group import train_group
 
     seen: list[dict] = []
 
@@ -318,7 +318,7 @@ def test_switched_off_features_reach_the_loop_as_arguments_not_through_the_envir
         seen.append(kw)
         raise Reached
 
-    monkeypatch.setattr(claimbench.runs, "train_models", recorder)
+    monkeypatch.setattr(claimbench.group, "train_runs", recorder)
     configs = group(1, dataset="digits")
     env = {k: v for k, v in os.environ.items() if k.startswith("CLAIMBENCH_")}
     for off, graphs, kernels, checkpoint in ((("graphs", "kernels", "resume"), False, "plain", None),

@@ -1,6 +1,6 @@
 """The graph path of the training loop, run for real on the CPU with a fake graph backend.
 
-``FakeGraphs`` stands where torch.cuda's graphs stand (``claimbench.train.loop.GraphBackend``): its
+``FakeGraphs`` stands where torch.cuda's graphs stand (``claimbench.train.graphs.GraphBackend``): its
 capture records the step without running it, as CUDA does, and its replay runs it; it records
 every warm-up, pool, capture, replay and release, and flags what a real GPU would not survive
 (a pool given to two graphs, a released graph replayed or released twice). With it the real
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-import claimbench.runs as run_module
+import claimbench.group as group_module
 from claimbench.cache import RunStore, run_key
 from claimbench.runconfig import run_config_from_dict
-from claimbench.train.loop import StepGraph, train_models
+from claimbench.train.graphs import StepGraph
+from claimbench.train import train_runs
+from claimbench.train.loop import train_models
 from tests.test_fused import BN_CANCELLED
 from tests.test_loop import tiny_data
 
@@ -183,8 +185,8 @@ def test_provenance_of_a_stored_run_says_a_failed_capture_failed(tmp_path, monke
         "train": {"unit": "steps", "phases": [6, 3], "batch_size": 20, "snapshots": 1},
     })
     fake = FakeGraphs(fail={0: RuntimeError("capture broke")})
-    monkeypatch.setattr(run_module, "train_models", functools.partial(train_models, graph_backend=fake))
-    (record,) = run_module.run_and_measure_group([cfg], device="cpu")
+    monkeypatch.setattr(group_module, "train_runs", functools.partial(train_runs, graph_backend=fake))
+    (record,) = group_module.run_and_measure_group([cfg], device="cpu")
     store = RunStore(tmp_path)
     store.put(run_key(cfg), record)
     prov = store.get(run_key(cfg)).provenance  # as read back from provenance.json
@@ -196,8 +198,8 @@ def test_provenance_of_a_stored_run_says_a_failed_capture_failed(tmp_path, monke
     assert prov["cudnn_benchmark"] is False and isinstance(prov["fp32_flags"], dict)
 
     # The same run with captures that work says so.
-    monkeypatch.setattr(run_module, "train_models", functools.partial(train_models, graph_backend=FakeGraphs()))
-    (ok,) = run_module.run_and_measure_group([cfg], device="cpu")
+    monkeypatch.setattr(group_module, "train_runs", functools.partial(train_runs, graph_backend=FakeGraphs()))
+    (ok,) = group_module.run_and_measure_group([cfg], device="cpu")
     assert ok.provenance["cuda_graphs"] is True
     assert [p["captures"] for p in ok.provenance["cuda_graph_phases"]] == [1, 1]
 
@@ -287,7 +289,7 @@ def test_a_group_with_adagrad_keeps_its_graphs():
 def test_the_cuda_backend_goes_back_to_the_callers_stream_when_capture_fails(monkeypatch, where):
     # torch.cuda.graph enters the capture stream before capture_begin and leaves it after
     # capture_end; when either raises it stays there. torch.cuda is faked: no GPU here.
-    from claimbench.train.loop import CudaGraphBackend
+    from claimbench.train.graphs import CudaGraphBackend
 
     current = ["default"]
 

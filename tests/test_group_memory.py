@@ -8,8 +8,7 @@ import logging
 
 import pytest
 
-import claimbench.execute as execute
-import claimbench.runs
+import claimbench.group as group
 from claimbench.runconfig import run_config_from_dict
 from claimbench.plan import memory_group_cap, run_memory_bytes
 
@@ -38,19 +37,19 @@ def test_a_group_that_would_not_fit_is_split_before_training_and_said(tmp_path, 
     cifar = [config("basicnet", "cifar10", 40, i) for i in range(16)]
     cap = memory_group_cap(vgg[0], 79 * GiB)
     assert 1 <= cap < 16
-    parts, line = execute.split_by_memory(vgg, 79 * GiB)
+    parts, line = group.split_by_memory(vgg, 79 * GiB)
     assert [len(p) for p in parts] == [cap] * (16 // cap) + ([16 % cap] if 16 % cap else [])
     assert [c for p in parts for c in p] == vgg
     assert "16 runs of" in line and f"groups of at most {cap}" in line
-    assert execute.split_by_memory(cifar, 79 * GiB) == ([cifar], "")
-    assert execute.split_by_memory(vgg, None) == ([vgg], "")  # a CPU: no cap
+    assert group.split_by_memory(cifar, 79 * GiB) == ([cifar], "")
+    assert group.split_by_memory(vgg, None) == ([vgg], "")  # a CPU: no cap
     # In the process that trains: the parts train one after another, the line said once.
     trained: list[int] = []
-    monkeypatch.setattr(claimbench.runs, "run_and_measure_group",
+    monkeypatch.setattr(group, "run_and_measure_group",
                         lambda configs, *a, **kw: trained.append(len(configs)) or [c.train.seed for c in configs])
-    monkeypatch.setattr(execute, "device_free_bytes", lambda device: 79 * GiB)
-    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
-        records = execute.train_group(vgg, tmp_path / "g.pt", "cuda", None, 0)
+    monkeypatch.setattr(group, "device_free_bytes", lambda device: 79 * GiB)
+    with caplog.at_level(logging.WARNING, logger="claimbench.group"):
+        records = group.train_group(vgg, tmp_path / "g.pt", "cuda", None, 0)
     assert records == list(range(16)) and trained == [len(p) for p in parts]
     assert [r.getMessage() for r in caplog.records] == [line]
 
@@ -69,9 +68,9 @@ def test_out_of_device_memory_retries_the_group_in_halves(tmp_path, monkeypatch,
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return [c.train.seed for c in configs]
 
-    monkeypatch.setattr(claimbench.runs, "run_and_measure_group", fake)
-    with caplog.at_level(logging.WARNING, logger="claimbench.execute"):
-        records = execute.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)
+    monkeypatch.setattr(group, "run_and_measure_group", fake)
+    with caplog.at_level(logging.WARNING, logger="claimbench.group"):
+        records = group.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)
     assert records == [0, 1, 2, 3] and tried == [4, 2, 2]
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("out of GPU memory with 4 runs in one group") and "groups of 2 and 2" in line
@@ -79,6 +78,6 @@ def test_out_of_device_memory_retries_the_group_in_halves(tmp_path, monkeypatch,
     def broken(configs, *a, **kw):
         raise ValueError("a bug, not memory")
 
-    monkeypatch.setattr(claimbench.runs, "run_and_measure_group", broken)
+    monkeypatch.setattr(group, "run_and_measure_group", broken)
     with pytest.raises(ValueError):
-        execute.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)
+        group.train_group(configs, tmp_path / "g.pt", "cpu", None, 0)

@@ -6,7 +6,8 @@ import torch
 
 from claimbench.runconfig import run_config_from_dict
 from claimbench.data.base import ImageData
-from claimbench.train.loop import BatchStream, train_models
+from claimbench.train.loop import train_models
+from claimbench.train.state import BatchStream
 
 
 
@@ -82,7 +83,7 @@ def test_batch_stream_draws_each_run_as_if_alone():
 
 
 def test_precision_is_set_explicitly_and_labelled():
-    from claimbench.train.loop import set_precision
+    from claimbench.train.device import set_precision
 
     tf32 = run_config_from_dict({**tiny_config().to_dict(), "train": {**tiny_config().to_dict()["train"], "precision": "tf32"}})
     assert "tf32" in tf32.summary() and "tf32" not in tiny_config().summary()
@@ -99,7 +100,7 @@ def test_precision_is_set_explicitly_and_labelled():
 
 
 def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):
-    from claimbench.train.loop import CUDA_GRAPHS_ENV, use_cuda_graphs
+    from claimbench.train.graphs import CUDA_GRAPHS_ENV, use_cuda_graphs
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     adam, adagrad = tiny_config(), tiny_config(name="adagrad")

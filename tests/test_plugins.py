@@ -459,7 +459,7 @@ def test_only_a_resumable_trainer_is_handed_the_checkpoint(fake_trainers, tmp_pa
 
 
 def test_a_trainer_may_not_report_a_metric_claimbench_measures(fake_trainers, tmp_path):
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
     from claimbench.spec.claims import load_claim
     from claimbench.spec.source import SpecError
     from claimbench.train.trainer import TrainerError
@@ -586,7 +586,7 @@ def test_an_entry_whose_plugin_is_not_installed_here_is_left_in_place(fake_train
     from claimbench.cache import RunStore
     from claimbench.cache.archive import entry_infos, verify_store
     from claimbench.cache.keys import run_key
-    from claimbench.runs import run_and_measure
+    from claimbench.group import run_and_measure
 
     config = fake_config()
     store = RunStore(tmp_path / "cache")

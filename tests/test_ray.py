@@ -107,7 +107,7 @@ def test_only_environment_failures_are_recorded():
     import torch
 
     from claimbench.data.base import DatasetError
-    from claimbench.execute import environment_failure
+    from claimbench.run_failures import environment_failure
 
     assert environment_failure(DatasetError("no CIFAR here"))
     assert environment_failure(torch.OutOfMemoryError("CUDA out of memory"))

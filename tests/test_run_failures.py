@@ -7,7 +7,7 @@ and a network without BatchNorm. One ``claimbench verify`` (two worker processes
 cross a process boundary as they do for a user's ``-j 2``) must exit 1 without a traceback, say
 per broken run one line naming the plug-in and the reason, store no entry for those runs (a
 failure record instead), still decide the good claim, and write a report whose pages say why each
-broken claim is an error. In-process tests pin the judge (``claimbench.execute.plugin_failure``): a
+broken claim is an error. In-process tests pin the judge (``claimbench.run_failures.plugin_failure``): a
 plug-in's fault is named, with the line of its own code; anything else is claimbench's and keeps its
 traceback.
 """
@@ -300,7 +300,8 @@ def kit_config(**sets):
 
 
 def test_a_plugins_fault_is_named_and_a_bug_in_claimbench_is_not(kit):
-    from claimbench.execute import RunFailed, train_group
+    from claimbench.group import train_group
+    from claimbench.run_failures import RunFailed
 
     with pytest.raises(RunFailed) as e:
         train_group([kit_config(trainer="raisetrainer")], None, "cpu", None, 1)
@@ -314,13 +315,14 @@ def test_a_plugins_fault_is_named_and_a_bug_in_claimbench_is_not(kit):
 def test_an_error_outside_the_plugins_code_is_claimbenchs_and_keeps_its_traceback(kit, monkeypatch):
     """The mutant this guard exists for: an exception raised by claimbench's own code during a plug-in
     run must not be dressed up as the plug-in's fault."""
-    import claimbench.runs
-    from claimbench.execute import plugin_failure, train_group
+    import claimbench.group
+    from claimbench.group import train_group
+    from claimbench.run_failures import plugin_failure
 
     def broken(*args, **kwargs):
         raise ValueError("a bug in claimbench")
 
-    monkeypatch.setattr(claimbench.runs, "measure_model", broken)
+    monkeypatch.setattr(claimbench.group, "measure_model", broken)
     with pytest.raises(ValueError, match="a bug in claimbench"):
         train_group([kit_config()], None, "cpu", None, 1)
     assert plugin_failure(ValueError("a bug in claimbench"), [kit_config()]) is None

@@ -43,9 +43,10 @@ from claimbench.train.semantics import training_identity  # noqa: F401  (re-expo
 CACHE_FORMAT = 2
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = PACKAGE_DIR.name
-# What training runs: the loop (models, optimizers, schedules through its imports) and the
-# dataset loaders (what the loop is fed). Everything they import is training code.
-TRAINING_ENTRY = ("claimbench.train.loop", "claimbench.data")
+# What training runs: claimbench.train (``train_runs``, which hands a group to the loop or to a
+# registered trainer's harness; models, optimizers, schedules through their imports) and the
+# dataset loaders (what training is fed). Everything they import is training code.
+TRAINING_ENTRY = ("claimbench.train", "claimbench.data")
 # What turns trained weights into metrics.
 METRICS_ENTRY = ("claimbench.measure",)
 # What computes a low-gradient simulation (it uses the training loop's optimizers).

@@ -508,7 +508,7 @@ def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "
     under ``cache_root`` and the report to ``out``."""
     import torch
 
-    from claimbench.train.loop import resolve_device
+    from claimbench.train.device import resolve_device
 
     started = time.perf_counter()
     dev = resolve_device(device)

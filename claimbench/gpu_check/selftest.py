@@ -252,7 +252,8 @@ def run_self_test(device: str = "auto", *, faults: tuple[Fault, ...] | None = No
     import torch
 
     import claimbench.gpu_check as gc
-    from claimbench.train.loop import CudaGraphBackend, resolve_device
+    from claimbench.train.device import resolve_device
+    from claimbench.train.graphs import CudaGraphBackend
 
     faults = FAULTS if faults is None else faults
     started = time.perf_counter()

@@ -7,7 +7,7 @@ Out: ``read_without_plugins(store)``: stand-in declarations of those plug-ins ma
      serves their stored runs; or None when no entry names such a plug-in.
 
 A run of a plug-in records in its provenance which plug-ins trained it and what they declared
-(``claimbench.runs.plugin_provenance``: typed fields and their defaults, a dataset's shape, a
+(``claimbench.cache.provenance.plugin_provenance``: typed fields and their defaults, a dataset's shape, a
 trainer's metrics). A stand-in is that declaration without code: it validates a config as the
 real one did, and anything that would run it (build, load, train) raises. Its runs cannot be
 keyed here, since their keys cover the plug-in's code, which is absent; so each stored run is

@@ -33,7 +33,8 @@ from torch.utils._pytree import tree_flatten
 
 from claimbench.config import RunConfig
 from claimbench.data.base import ImageData
-from claimbench.train.loop import init_state, start_phase, train_step
+from claimbench.train.loop import start_phase, train_step
+from claimbench.train.state import init_state
 
 # Operators that read a device value back to the host.
 _SYNC_OPS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero", "aten::equal"}

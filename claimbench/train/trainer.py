@@ -16,8 +16,9 @@ recorded (a claim that needs it is an error, never reproduced). The history reco
 snapshots at the start and the end (what claimbench's plots read) and the trainer's own history
 under ``trainer``.
 
-``train_models`` (claimbench/train/loop.py) calls ``train_with_trainer`` for such a run, so this
-module is part of the training code every run's cache key covers.
+``claimbench.train.train_runs`` calls ``train_with_trainer`` for such a run (and sets the run's
+float32 precision first), so this module is part of the training code whose fingerprint every
+run's provenance holds, and of the behaviour suite (``tests/golden/``) that pins its semantics.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import torch
 from claimbench.config import RunConfig
 from claimbench.data.base import ImageData
 from claimbench.plugins import PluginError, TrainerResult, TrainerRun, trainer_plugin
-from claimbench.train.loop import TrainOutcome, bn_snapshot, fp32_flags
+from claimbench.train.device import fp32_flags
 from claimbench.train.models import build_model
+from claimbench.train.outcome import TrainOutcome, bn_snapshot
 
 
 class TrainerError(PluginError):

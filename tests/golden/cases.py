@@ -147,7 +147,7 @@ def run_case(name: str, data_root: Path, checkpoint_dir: Path | None = None) -> 
 
     from claimbench.runconfig import run_config_from_dict
     from claimbench.data import load_dataset
-    from claimbench.train.loop import train_models
+    from claimbench.train import train_runs
 
     case = CASES[name]
     with _environment(case.plugins):
@@ -173,11 +173,11 @@ def run_case(name: str, data_root: Path, checkpoint_dir: Path | None = None) -> 
                     raise _Interrupted
 
             with contextlib.suppress(_Interrupted):
-                train_models([config], data, cpu, on_step=stop, checkpoint=checkpoint, checkpoint_every_s=0.0,
-                             **options)
+                train_runs([config], data, cpu, on_step=stop, checkpoint=checkpoint, checkpoint_every_s=0.0,
+                           **options)
             assert checkpoint.is_file(), "the interrupted run left no checkpoint"
             options.update(checkpoint=checkpoint)
-        (outcome,) = train_models([config], data, cpu, **options)
+        (outcome,) = train_runs([config], data, cpu, **options)
     return summary(outcome)
 
 
