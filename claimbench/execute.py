@@ -47,8 +47,9 @@ from typing import Any, Callable, Iterable
 from claimbench.cache import CacheError, RunStore, ensure_runs
 from claimbench.cache.failures import forget_failure, record_failure
 from claimbench.config import RunConfig
-from claimbench.plan import (Plan, PlannedRun, StepTime, default_group_size, form_groups, group_id, group_label, now,
-                        steady_step_time)
+from claimbench.plan import Plan
+from claimbench.plan.groups import PlannedRun, default_group_size, form_groups, group_id, group_label
+from claimbench.plan.step_times import StepTime, now, steady_step_time
 from claimbench.progress import Progress, QueueReader
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def measured_step_times(plan: Plan, store: RunStore) -> dict[str, StepTime]:
     """Steady-state step time per kind of group, from the dry-run records of ``plan`` in ``store``.
 
     Warm-up steps are left out here, where the times are used, from what the record says ran
-    (``claimbench.plan.unsteady_steps``): the first step (allocation, optimizer state, cuDNN
+    (``claimbench.plan.step_times.unsteady_steps``): the first step (allocation, optimizer state, cuDNN
     autotuning), the loop's eager warm-ups before a CUDA graph capture (3) and each capture step
     (one per learning-rate phase). A record without per-step stamps (written before they were
     kept) or without the loop's phase records is not judged: its kind of group stays modelled."""
@@ -195,7 +196,7 @@ def split_by_memory(configs: list[RunConfig], free_bytes: int | None) -> tuple[l
     """``configs`` in groups that each fit ``free_bytes`` of device memory by
     ``memory_group_cap`` (VGG at 224 px, 16 runs, needs more than an 80 GB GPU has), and the
     line that says so ("" when nothing is split)."""
-    from claimbench.plan import memory_group_cap, run_memory_bytes
+    from claimbench.plan.estimate import memory_group_cap, run_memory_bytes
 
     cap = memory_group_cap(configs[0], free_bytes) if free_bytes is not None else None
     if cap is None or len(configs) <= cap:
