@@ -56,7 +56,8 @@ def estimate_rows(result, configs: list[RunConfig]) -> tuple[list[tuple], str]:
     for name in [*parts, "total"]:
         sel = list(parts.values()) if name == "total" else [parts[name]]
         n, flops, model, est, measured, groups = (sum(x[i] for x in sel) for i in range(6))
-        source = "measured" if measured == groups else "modelled" if measured == 0 else f"{measured} of {groups} groups measured"
+        source = ("measured" if measured == groups else "modelled" if measured == 0
+                  else f"{measured} of {groups} groups measured")
         rows.append((name, int(n), f"{flops / 1e15:,.0f}", f"{model / 3600:,.1f}", f"{est / 3600:,.1f}", source))
     where = (f"{device.name} (this machine)" if peak else f"{device.name} (modelled: not this machine)")
     if result.quick:

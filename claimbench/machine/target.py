@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from claimbench.machine import detect
-from claimbench.machine.peaks import ACHIEVABLE_FRACTION, DEFAULT_GPU, PRECISIONS, DevicePeak, match_gpu, parse_peak_tflops
+from claimbench.machine.peaks import (ACHIEVABLE_FRACTION, DEFAULT_GPU, PRECISIONS, DevicePeak, match_gpu,
+                                     parse_peak_tflops)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ Out: ``training_device(requested)``, the device every stage of the command then 
      ``DeviceError`` saying what to fix.
 
 torch alone decides whether a GPU can be trained on. ``nvidia-smi`` (through
-``claimbench.machine.detect.detected_device``, which planning uses without torch) only tells whether a GPU is
-there: when it sees one that torch cannot use (a CPU build of torch, a driver too old for the
+``claimbench.machine.detect.detected_device``, which planning uses without torch) only tells
+whether a GPU is there: when it sees one that torch cannot use (a CPU build of torch, a driver too old for the
 installed CUDA build), the user meant to train on that GPU and would otherwise get a CPU run
 planned as a GPU one, so it is an error naming the fix, not a silent fall back to the CPU.
 """
