@@ -39,7 +39,8 @@ def full_tier_groups(group_size: int) -> list[list]:
     """The full tier's training groups, as ``claimbench train --tier full`` forms them (claims and
     paper tables; no torch needed)."""
     from claimbench.cache import RunStore
-    from claimbench.plan import form_groups, plan_runs
+    from claimbench.plan import plan_runs
+    from claimbench.plan.groups import form_groups
     from claimbench.spec.claims import claim_files, load_claims
     from claimbench.spec.table_folder import load_tables, table_files
 

@@ -26,7 +26,7 @@ from tabulate import tabulate
 from claimbench.config import RunConfig
 from claimbench.runconfig import run_config_from_dict
 from claimbench.data.base import ImageData
-from claimbench.plan import run_cost
+from claimbench.plan.estimate import run_cost
 from claimbench.train.device import resolve_device, set_precision
 from claimbench.train.loop import train_models
 from claimbench.train.models import build_model

@@ -214,8 +214,8 @@ def _plan(args: argparse.Namespace, selection: Selection | None = None, device: 
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from claimbench.devices import parse_peak_tflops
-    from claimbench.plan import estimate_target
+    from claimbench.machine.peaks import parse_peak_tflops
+    from claimbench.machine.target import estimate_target
 
     if args.peak_tflops is not None:
         try:
@@ -265,7 +265,7 @@ def cmd_train(args: argparse.Namespace, planned=None, device: str | None = None,
     """Train what the plan lacks and compute the simulations the claims name. ``planned``:
     (plan, store) and ``selection`` when the caller has read and planned already."""
     from claimbench.execute import train_plan
-    from claimbench.machine import training_device
+    from claimbench.machine.training import training_device
     from claimbench.runs import ensure_simulations
 
     device = device or training_device(args.device)
@@ -296,10 +296,10 @@ def refresh_metrics(store, keys: list[str]) -> int:
 
 
 def default_jobs_for(args: argparse.Namespace, device: str) -> None:
-    """``args.jobs`` as given, else this machine's default (``claimbench.plan.default_jobs``), said
+    """``args.jobs`` as given, else this machine's default (``claimbench.plan.groups.default_jobs``), said
     once so a user sees what ran in parallel and how to change it."""
     if args.jobs is None:
-        from claimbench.plan import default_jobs
+        from claimbench.plan.groups import default_jobs
 
         args.jobs = default_jobs(device)
         print(f"-j {args.jobs}: {'one job per core, as memory allows' if not device.startswith('cuda') else 'one GPU'} "
@@ -381,7 +381,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     requested_tier = args.tier
-    from claimbench.machine import training_device
+    from claimbench.machine.training import training_device
 
     device = training_device(args.device)  # a GPU torch cannot use stops here, before any work
     default_jobs_for(args, device)
@@ -438,7 +438,7 @@ def cmd_gpu_check(args: argparse.Namespace, device: str | None = None) -> int:
     """Train every kind of group the tier plans a few dozen steps, fast path against plain loop,
     switch off what disagrees on this machine, write the report (``claimbench.gpu_check``)."""
     from claimbench.gpu_check import run_gpu_check
-    from claimbench.machine import training_device
+    from claimbench.machine.training import training_device
 
     device = device or training_device(args.device)
     if getattr(args, "self_test", False):
@@ -514,7 +514,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
                    help="estimate for this GPU (H100, H100 PCIe, H200, A100, L40S, A10, RTX 4090, V100, T4; "
                         "default: this machine's, or H100 SXM for the full tier on a machine without one)")
     p.add_argument("--peak-tflops", metavar="FP32[,TF32]", default=None,
-                   help="the GPU's dense peak TFLOP/s, for one not in claimbench/devices.py (or to override it)")
+                   help="the GPU's dense peak TFLOP/s, for one not in claimbench/machine/peaks.py (or to override it)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")

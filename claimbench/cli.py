@@ -20,7 +20,7 @@ from pathlib import Path
 from claimbench.cache import CACHE_RULE, CacheError, RunStore, ensure_run, run_key, training_identity
 from claimbench.config import ConfigError
 from claimbench.data.catalog import DatasetError
-from claimbench.machine import DeviceError, training_device
+from claimbench.machine.training import DeviceError, training_device
 from claimbench.spec.claims import TIERS
 from claimbench.spec.metrics import PRINTED_METRICS
 from claimbench.spec.source import SpecError

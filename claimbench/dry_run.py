@@ -6,7 +6,7 @@ Out: the dry-run records in ``<cache>/dry-run/steps-N/`` (never in the real cach
 checked on them (pytest with the plugin, then the report into ``reports/<tier>-dry-run/`` under
 a banner saying these are not results), and a calibrated estimate of the real tier on this
 machine: each kind of group's steady-state step time (the median after leaving out the first
-step, the CUDA graph warm-ups and each capture: ``claimbench.plan.unsteady_steps``) x its real steps,
+step, the CUDA graph warm-ups and each capture: ``claimbench.plan.step_times.unsteady_steps``) x its real steps,
 per group, per part of the tier and in total, stored in ``<cache>/step-times.json`` for ``claimbench
 plan``. The tier is the one ``claimbench plan`` plans: at the full tier, the claims and the paper's
 tables (``tables``).
@@ -28,8 +28,10 @@ from pathlib import Path
 
 from claimbench.cache import RunStore
 from claimbench.execute import LocalExecutor, RayExecutor, train_plan
-from claimbench.plan import (Plan, StepTime, StepTimes, detected_device, format_duration, group_id, machine_name,
-                             parts_table, plan_runs, steady_step_time)
+from claimbench.machine.detect import detected_device, machine_name
+from claimbench.plan import Plan, format_duration, parts_table, plan_runs
+from claimbench.plan.groups import group_id
+from claimbench.plan.step_times import StepTime, StepTimes, steady_step_time
 from claimbench.spec.claims import ClaimSpec
 
 # Where a dry run's records go, under the real cache's root (``dry_run_store``).

@@ -49,7 +49,8 @@ from typing import Any, Callable, Iterable
 from claimbench.cache import RunStore, ensure_runs
 from claimbench.cache.failures import forget_failure, record_failure
 from claimbench.config import RunConfig
-from claimbench.plan import Plan, PlannedRun, default_group_size, form_groups, group_label
+from claimbench.plan import Plan
+from claimbench.plan.groups import PlannedRun, default_group_size, form_groups, group_label
 from claimbench.progress import Progress, QueueReader
 from claimbench.run_failures import environment_failure, failure_message
 

@@ -44,7 +44,8 @@ from claimbench.config import RunConfig, phase_steps, plugins_used
 from claimbench.data import load_dataset
 from claimbench.data.catalog import data_shape
 from claimbench.measure import measure_model
-from claimbench.plan import memory_group_cap, now, run_memory_bytes
+from claimbench.plan.estimate import memory_group_cap, run_memory_bytes
+from claimbench.plan.step_times import now
 from claimbench.run_failures import RunFailed, out_of_memory, plugin_failure
 from claimbench.train import train_runs
 from claimbench.train.device import resolve_device

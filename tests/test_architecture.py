@@ -20,7 +20,8 @@ def lint(root: Path) -> subprocess.CompletedProcess:
 def test_the_contracts_hold():
     out = lint(REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "Contracts: 3 kept, 0 broken" in out.stdout
+    contracts = (REPO / ".importlinter").read_text().count("[importlinter:contract:")
+    assert f"Contracts: {contracts} kept, 0 broken" in out.stdout
 
 
 def _copy(tmp_path: Path) -> Path:

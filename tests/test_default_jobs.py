@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import os
 
-from claimbench import plan
-from claimbench.plan import CPU_JOB_BYTES, default_jobs
+from claimbench.machine import detect
+from claimbench.plan.groups import CPU_JOB_BYTES, default_jobs
 
 
 def test_one_job_per_core_as_memory_allows_and_one_on_a_gpu(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(plan, "available_memory", lambda: 64 * CPU_JOB_BYTES)
+    monkeypatch.setattr(detect, "available_memory", lambda: 64 * CPU_JOB_BYTES)
     assert default_jobs("cpu") == 4
     assert default_jobs("cuda") == default_jobs("cuda:1") == 1
-    monkeypatch.setattr(plan, "available_memory", lambda: int(2.5 * CPU_JOB_BYTES))
+    monkeypatch.setattr(detect, "available_memory", lambda: int(2.5 * CPU_JOB_BYTES))
     assert default_jobs("cpu") == 2
-    monkeypatch.setattr(plan, "available_memory", lambda: CPU_JOB_BYTES // 2)
+    monkeypatch.setattr(detect, "available_memory", lambda: CPU_JOB_BYTES // 2)
     assert default_jobs("cpu") == 1  # never none
-    monkeypatch.setattr(plan, "available_memory", lambda: None)
+    monkeypatch.setattr(detect, "available_memory", lambda: None)
     assert default_jobs("cpu") == 4
 
 
 def test_available_memory_is_read_on_this_machine():
-    memory = plan.available_memory()
+    memory = detect.available_memory()
     assert memory is None or memory > 0

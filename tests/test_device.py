@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from claimbench.machine import DeviceError, training_device
+from claimbench.machine.training import DeviceError, training_device
 
 REPO = Path(__file__).resolve().parent.parent
 needs_cpu_torch = pytest.mark.skipif(torch.cuda.is_available(), reason="shows what a CPU-only torch does")
@@ -25,14 +25,14 @@ def _fake_nvidia_smi(folder: Path) -> dict:
 
 @needs_cpu_torch
 def test_no_gpu_anywhere_trains_on_the_cpu(monkeypatch):
-    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cpu")
+    monkeypatch.setattr("claimbench.machine.detect.detected_device", lambda: "cpu")
     assert training_device("auto") == "cpu"
     assert training_device("cpu") == "cpu"
 
 
 @needs_cpu_torch
 def test_a_gpu_torch_cannot_use_is_an_error_naming_the_fix(monkeypatch):
-    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cuda")
+    monkeypatch.setattr("claimbench.machine.detect.detected_device", lambda: "cuda")
     with pytest.raises(DeviceError, match="CPU-only build.*TORCH_SPEC"):
         training_device("auto")
     with pytest.raises(DeviceError, match="--device cuda:1 was asked for"):

@@ -22,7 +22,11 @@ from claimbench.data.catalog import data_shape
 from claimbench.dry_run import dry_run_store, measured_step_times
 from claimbench.execute import train_plan
 from claimbench.group import dry_run_config
-from claimbench.plan import Plan, PlannedRun, StepTime, StepTimes, group_id, machine_name, plan_runs, run_cost
+from claimbench.machine.detect import machine_name
+from claimbench.plan import Plan, plan_runs
+from claimbench.plan.estimate import run_cost
+from claimbench.plan.groups import PlannedRun, group_id
+from claimbench.plan.step_times import StepTime, StepTimes
 from claimbench.spec.claims import claim_files, load_claims
 from tests.test_data import make_cifar_archive
 

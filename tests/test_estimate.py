@@ -13,11 +13,14 @@ import pytest
 
 from claimbench.cache import RunStore
 from claimbench.cli import main
-from claimbench.devices import ACHIEVABLE_FRACTION, match_gpu, parse_peak_tflops
+from claimbench.machine.peaks import ACHIEVABLE_FRACTION, match_gpu, parse_peak_tflops
 from claimbench.dry_run import dry_run_plan
 from claimbench.dry_run import measured_step_times
-from claimbench.plan import (STEADY_STATE, Plan, StepTime, StepTimes, estimate_target, group_id, part_of, plan_runs,
-                        steady_step_time, unsteady_steps)
+from claimbench.machine.target import estimate_target
+from claimbench.plan import Plan, plan_runs
+from claimbench.plan.estimate import part_of
+from claimbench.plan.groups import group_id
+from claimbench.plan.step_times import STEADY_STATE, StepTime, StepTimes, steady_step_time, unsteady_steps
 from claimbench.spec.claims import claim_files, load_claims
 from claimbench.spec.table_folder import load_tables, table_files
 
@@ -33,8 +36,8 @@ def paper():
 @pytest.fixture
 def no_gpu(monkeypatch):
     """This machine as one without a GPU, whatever it has."""
-    monkeypatch.setattr("claimbench.plan._nvidia_gpu_names", lambda: [])
-    monkeypatch.setattr("claimbench.plan.detected_device", lambda: "cpu")
+    monkeypatch.setattr("claimbench.machine.detect.gpu_names", lambda: [])
+    monkeypatch.setattr("claimbench.machine.detect.detected_device", lambda: "cpu")
 
 
 def full_plan(paper, tmp_path, target=None) -> Plan:
@@ -122,7 +125,9 @@ def test_a_modelled_row_prints_its_basis_not_a_ratio_and_a_measured_row_its_shar
     assumption (always 57% or 15%), said as one, with the basis under the table."""
     from claimbench.cache import run_key
     from claimbench.config import RunConfig
-    from claimbench.plan import MODEL_BASIS, PlannedRun, parts_table, run_cost
+    from claimbench.plan import MODEL_BASIS, parts_table
+    from claimbench.plan.estimate import run_cost
+    from claimbench.plan.groups import PlannedRun
 
     text = parts_table(full_plan(paper, tmp_path, estimate_target("full", "cpu", gpu="H100")), only_missing=False)
     rows = [line for line in text.splitlines() if line.startswith(("CIFAR", "VGG", "Tiny", "ImageNet", "total"))]
@@ -135,8 +140,8 @@ def test_a_modelled_row_prints_its_basis_not_a_ratio_and_a_measured_row_its_shar
     record = type("Record", (), {"provenance": {"group_size": 16, "cuda_graph_phases": phases,
                                                  "dry_run": {"step_ends": stamps([0.05] * 20), "measured_at": "x"}}})
     store = type("Store", (), {"get": lambda self, key: record})()
-    from claimbench.devices import match_gpu
-    from claimbench.plan import Target
+    from claimbench.machine.peaks import match_gpu
+    from claimbench.machine.target import Target
 
     here = Target("cuda", "NVIDIA H100 SXM", match_gpu("H100"), True)  # as if this machine were the H100
     plan = Plan("full", [PlannedRun(run_key(config), config, [], False, *run_cost(config))], "cuda", target=here)
@@ -250,7 +255,8 @@ def test_warmup_and_capture_steps_do_not_move_the_calibration(tmp_path):
     # Through measured_step_times and the plan: the estimate is the same with or without them.
     from claimbench.cache import run_key
     from claimbench.config import RunConfig
-    from claimbench.plan import PlannedRun, run_cost
+    from claimbench.plan.estimate import run_cost
+    from claimbench.plan.groups import PlannedRun
 
     config = replace(RunConfig(), train=replace(RunConfig().train, unit="steps", phases=(1000,)))
     estimates = []

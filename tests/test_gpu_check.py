@@ -93,7 +93,7 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
 
     # The training path consults the record: this kind trains without graphs, and says so.
     from claimbench.execute import honour_gpu_check
-    from claimbench.plan import PlannedRun
+    from claimbench.plan.groups import PlannedRun
 
     planned = [[PlannedRun(str(i), c) for i, c in enumerate(configs)]]
     groups, switched = honour_gpu_check(planned, cache, "cpu")

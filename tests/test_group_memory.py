@@ -10,7 +10,7 @@ import pytest
 
 import claimbench.group as group
 from claimbench.runconfig import run_config_from_dict
-from claimbench.plan import memory_group_cap, run_memory_bytes
+from claimbench.plan.estimate import memory_group_cap, run_memory_bytes
 
 GiB = 2 ** 30
 

@@ -4,7 +4,8 @@ import shutil
 from pathlib import Path
 
 from claimbench.cache import RunStore, run_key
-from claimbench.plan import data_shape, plan_runs
+from claimbench.plan import plan_runs
+from claimbench.plan.estimate import data_shape
 from claimbench.report import render_reports
 from claimbench.report.mdtable import escape_cell
 from claimbench.spec.claims import load_claims

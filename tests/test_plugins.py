@@ -512,7 +512,7 @@ def test_stacked_mlp_runs_end_as_the_runs_trained_alone(named_example):
     import torch
 
     from claimbench.config import group_key, stackable
-    from claimbench.plan import PlannedRun, form_groups
+    from claimbench.plan.groups import PlannedRun, form_groups
     from claimbench.train.loop import train_models
     from tests.test_loop import tiny_data
 

@@ -47,7 +47,9 @@ def test_train_plan_reports_steps_of_all_runs_outside_a_terminal(tmp_path, monke
     from claimbench.cache import RunStore
     from claimbench.execute import train_plan
     from claimbench.cache.keys import run_key
-    from claimbench.plan import PlannedRun, plan_runs, run_cost
+    from claimbench.plan import plan_runs
+    from claimbench.plan.estimate import run_cost
+    from claimbench.plan.groups import PlannedRun
     from claimbench.spec.claims import load_claims
 
     monkeypatch.setenv("CLAIMBENCH_PROGRESS_EVERY_S", "0")

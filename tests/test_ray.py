@@ -9,7 +9,9 @@ import ray  # a test dependency (pyproject [test]); CI must exercise this execut
 from claimbench.cache import RunStore, run_key
 from claimbench.runconfig import run_config_from_dict
 from claimbench.execute import train_plan, train_plan_ray
-from claimbench.plan import Plan, PlannedRun, run_cost
+from claimbench.plan import Plan
+from claimbench.plan.estimate import run_cost
+from claimbench.plan.groups import PlannedRun
 
 
 def tiny(name="adam", seed=0, dataset="digits", lam=1e-2):

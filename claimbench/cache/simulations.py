@@ -7,7 +7,7 @@ Out: ``SimulationStore.get(config)`` -> the record or None; ``put(config, record
 
 A record is one JSON file, ``<root>/simulations/<key[:2]>/<key>.json``, keyed by
 ``keys.simulation_key`` (configuration, record format and the behaviour of the simulation code),
-written to a temporary file and renamed into place. A file that is not a whole record of its
+written whole or not at all (``claimbench.cache.side_records``). A file that is not a whole record of its
 configuration is reported and treated as missing (it is computed again and replaced). No torch.
 """
 
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from claimbench.cache.keys import simulation_key
+from claimbench.cache.side_records import write_json
 from claimbench.simulate.result import check_record
 from claimbench.spec.simulation import DecayConfig
 
@@ -58,24 +57,10 @@ class SimulationStore:
         check_record(record, config)
         path = self.path(config)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(record, f, separators=(",", ":"))
-                os.chmod(tmp, 0o666 & ~_umask())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_json(path, record, separators=(",", ":"))
         except OSError as e:
             log.warning("cannot store the simulation in %s (%s); it will be computed again when needed",
                         self.root, e.strerror or e)
             return None
         return path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

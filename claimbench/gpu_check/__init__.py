@@ -54,9 +54,11 @@ from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT
 from claimbench.gpu_check.kinds import (FEATURE_OFF, FEATURE_TEXT, FEATURES, FOLDER_DATASETS, GroupKind, KindCase,
                                    kind_of, kinds_of, select_kinds)
 from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
-                                    code_fingerprint, nvidia_query, passed_here, read_record, write_record)
+                                    code_fingerprint, passed_here, read_record, write_record)
 from claimbench.gpu_check.report import estimate_rows, format_s, render
-from claimbench.plan import machine_name, run_cost, unsteady_steps
+from claimbench.machine.detect import machine_name, nvidia_query
+from claimbench.plan.estimate import run_cost
+from claimbench.plan.step_times import steady_median
 
 log = logging.getLogger(__name__)
 
@@ -260,23 +262,11 @@ def exact_reference(configs, data, device) -> Trained:
 
 
 def steady_step_s(trained: Trained, phases: list[dict] | None) -> float | None:
-    """Median seconds of the steady-state steps (not the first step of each process, not warm-ups
-    or captures: ``claimbench.plan.unsteady_steps``), over every process of ``trained``."""
-    per: list[float] = []
-    for seg in trained.segments:
-        if len(seg) < 2:
-            continue
-        total = seg[-1][0]
-        skip = unsteady_steps(phases, total) if phases else {0}
-        skip = skip | {seg[0][0] - 1}  # the first step this process timed includes its set-up
-        for (s0, t0), (s1, t1) in zip(seg, seg[1:]):
-            if s1 > s0 and not skip.intersection(range(s0, s1)):
-                per += [(t1 - t0) / (s1 - s0)] * (s1 - s0)
-    if not per:
-        return None
-    per.sort()
-    mid = len(per) // 2
-    return per[mid] if len(per) % 2 else (per[mid - 1] + per[mid]) / 2
+    """Median seconds of the steady-state steps over every process of ``trained``: the plan's
+    median (``claimbench.plan.step_times.steady_median``: not warm-ups or captures), leaving out
+    each process's first timed step too, which includes its set-up (a resumed process's first)."""
+    found = steady_median(trained.segments, phases or None, first_timed_unsteady=True)
+    return None if found is None else found[0]
 
 
 def plain_step_s(trained: Trained) -> float | None:

@@ -1,6 +1,6 @@
 """What gpu-check checks: the kinds of group a tier forms and the fast features each may use.
 
-In:  the runs a tier plans (``RunConfig``s), grouped as a GPU groups them (``claimbench.plan``).
+In:  the runs a tier plans (``RunConfig``s), grouped as a GPU groups them (``claimbench.plan.groups``).
 Out: ``KindCase``s, one per kind of group (dataset x architecture x the optimizers it mixes x
      graphs or not x folder data or not x precision), each with one real group to train; the
      fast features (``FEATURES``) and how the training path gives each up.
@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from claimbench.config import DATASET_SHAPES, RunConfig
-from claimbench.plan import form_groups, run_cost
+from claimbench.plan.estimate import run_cost
+from claimbench.plan.groups import PlannedRun, form_groups
 
 # The fast features, in the order they are given up when the fast path disagrees: the one whose
 # loss costs least first (resume is insurance; kernels gain little; graphs more; stacking most).
@@ -22,7 +23,7 @@ FEATURE_TEXT = {
     "graphs": "CUDA graphs (capture, replay, capture again per learning-rate phase)",
     "resume": "checkpoint save and resume",
 }
-# How the training path gives each feature up (``claimbench.execute.train_group``), for messages.
+# How the training path gives each feature up (``claimbench.group.train_group``), for messages.
 FEATURE_OFF = {
     "stacked": "groups of one run (--group-size 1 for every kind)",
     "kernels": "plain (for-loop) optimizer kernels",
@@ -77,8 +78,6 @@ class KindCase:
 def kinds_of(configs: list[RunConfig], group_size: int = 16) -> list[KindCase]:
     """Every kind of group the runs form in groups of ``group_size`` (a GPU's), each with one real
     group: the paper's batch of 40 where the kind has it, else its largest group."""
-    from claimbench.plan import PlannedRun
-
     runs = [PlannedRun("", c, steps=0, flops=run_cost(c)[1]) for c in configs]
     by: dict[GroupKind, list[list[RunConfig]]] = {}
     for g in form_groups(runs, group_size):

@@ -1,7 +1,8 @@
 """The record the training path reads: what a check found, per machine, driver, torch and code.
 
 In:  the cache root, this machine's device, a check's per-kind results.
-Out: ``gpu-check.json`` under the cache root (written atomically); ``SwitchedOff``, the features
+Out: ``gpu-check.json`` under the cache root (merged under its lock, written whole:
+     ``claimbench.cache.side_records``); ``SwitchedOff``, the features
      a check switched off per kind of group, which ``claimbench.execute`` consults; ``announce``, one
      line per switched-off feature.
 """
@@ -12,34 +13,20 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import pkgutil
-import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from claimbench.cache.side_records import update_json
 from claimbench.config import RunConfig
 from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, kind_of
-from claimbench.plan import machine_name
+from claimbench.machine.detect import machine_name, nvidia_query
 
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "gpu-check.json"
-
-
-def nvidia_query(field_name: str) -> list[str]:
-    """``nvidia-smi --query-gpu=FIELD`` per GPU (the driver version), without torch; [] when absent."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={field_name}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def _torch_version() -> str:
@@ -83,6 +70,7 @@ class MachineKey:
 
 
 def read_record(cache_root: Path) -> dict:
+    """The record under ``cache_root`` ({} when there is none, or it is not one claimbench wrote)."""
     path = Path(cache_root) / RECORD_FILE
     try:
         raw = json.loads(path.read_text())
@@ -138,17 +126,20 @@ def write_record(cache_root: Path, key: MachineKey, results: list, complete: boo
     """Merge ``results`` (``KindResult``s) into the record of ``key``; flaky findings are kept for
     the reader, and switch nothing off."""
     path = Path(cache_root) / RECORD_FILE
-    raw = read_record(cache_root)
-    entry = raw.get(key.id) or {**asdict(key), "kinds": {}, "complete": False}
-    entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch, "precision": r.kind.precision,
-                                       "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
-    entry["complete"] = bool(entry.get("complete")) or complete
-    entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    raw[key.id] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(raw, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+
+    def merge(raw: dict) -> dict:
+        entry = raw.get(key.id) or {**asdict(key), "kinds": {}, "complete": False}
+        entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch,
+                                           "precision": r.kind.precision, "switched_off": r.switched_off,
+                                           "flaky": r.flaky} for r in results})
+        entry["complete"] = bool(entry.get("complete")) or complete
+        entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        raw[key.id] = entry
+        return raw
+
+    # Two checks finishing at once (two GPUs of one machine, or two machines sharing a cache)
+    # each merge their findings: read under the lock, so neither is lost.
+    update_json(path, merge, read=lambda p: read_record(p.parent), indent=1, sort_keys=True)
     return path
 
 

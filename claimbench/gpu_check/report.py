@@ -12,7 +12,14 @@ import math
 from claimbench.config import RunConfig
 from claimbench.gpu_check.judge import FLOOR_ULPS, SAFETY, UNIT_ROUNDOFF
 from claimbench.gpu_check.kinds import FEATURE_TEXT, kind_of
-from claimbench.plan import PARTS, form_groups, gpu_model_seconds, part_of, run_cost
+from claimbench.machine.peaks import DEFAULT_GPU, match_gpu
+from claimbench.machine.target import Target
+from claimbench.plan import Plan
+from claimbench.plan.estimate import by_part, run_cost
+from claimbench.plan.groups import PlannedRun, default_group_size
+
+# The groups the tier trains in on a GPU, wherever the check ran.
+GPU_GROUP_SIZE = default_group_size("cuda", 1)
 
 
 def format_s(seconds: float) -> str:
@@ -26,39 +33,33 @@ def _ms(s: float | None) -> str:
 def estimate_rows(result, configs: list[RunConfig]) -> tuple[list[tuple], str]:
     """Per part of the tier: its hours with the measured rate of each kind of group where the
     check measured it at real scale (FLOPs of each group over the measured FLOP/s of its kind),
-    else modelled (claimbench.plan's share of the peak for an H100 SXM, or this GPU)."""
-    from claimbench.devices import DEFAULT_GPU, match_gpu
-    from claimbench.plan import PlannedRun
-
+    else modelled (the plan's share of the peak for an H100 SXM, or this GPU). The sums are the
+    plan's (``Plan.group_estimates`` given the measured rates, ``by_part``); the wording of the
+    source column is this report's: how many of a part's groups were measured."""
     peak = match_gpu(result.device["device"]) if result.device["device"] != result.device["machine"] else None
-    target = peak or match_gpu(DEFAULT_GPU)
+    device = peak or match_gpu(DEFAULT_GPU)
     rate = {}
     if not result.quick:
         for r in result.results:
             if r.fast_step_s and r.fast_step_s > 0:
                 rate[r.kind] = r.flops_per_step / r.fast_step_s
     runs = [PlannedRun("", c, steps=run_cost(c)[0], flops=run_cost(c)[1]) for c in configs]
-    parts: dict[str, list[float]] = {}
-    for g in form_groups(runs, 16):
-        kind = kind_of([r.config for r in g])
-        flops = sum(r.flops for r in g)
-        model = sum(gpu_model_seconds(r.flops, target, r.config.train.precision) or 0.0 for r in g)
-        est = flops / rate[kind] if kind in rate else model
-        row = parts.setdefault(part_of(g[0].config), [0, 0.0, 0.0, 0.0, 0])
-        row[0] += len(g)
-        row[1] += flops
-        row[2] += model
-        row[3] += est
-        row[4] += int(kind in rate)
-    names = [p for p in PARTS if p in parts] + sorted(set(parts) - set(PARTS))
+    plan = Plan("", runs, "cuda", target=Target("cuda", device.name, device, peak is not None))
+    modelled = by_part(plan.group_estimates(GPU_GROUP_SIZE, only_missing=False))
+    estimated = by_part(plan.group_estimates(GPU_GROUP_SIZE, only_missing=False,
+                                             rate_of=lambda group: rate.get(kind_of(group))))
+    parts = {name: (sum(g.size for g in groups), sum(g.flops for g in groups),
+                    sum(g.seconds or 0.0 for g in modelled[name]), sum(g.seconds or 0.0 for g in groups),
+                    sum(int(g.measured) for g in groups), len(groups))
+             for name, groups in estimated.items()}
     rows = []
-    for name in names + ["total"]:
-        sel = [parts[n] for n in names] if name == "total" else [parts[name]]
-        n, flops, model, est, measured = (sum(x[i] for x in sel) for i in range(5))
-        groups = sum(1 for g in form_groups(runs, 16) if name == "total" or part_of(g[0].config) == name)
-        source = "measured" if measured == groups else "modelled" if measured == 0 else f"{measured} of {groups} groups measured"
+    for name in [*parts, "total"]:
+        sel = list(parts.values()) if name == "total" else [parts[name]]
+        n, flops, model, est, measured, groups = (sum(x[i] for x in sel) for i in range(6))
+        source = ("measured" if measured == groups else "modelled" if measured == 0
+                  else f"{measured} of {groups} groups measured")
         rows.append((name, int(n), f"{flops / 1e15:,.0f}", f"{model / 3600:,.1f}", f"{est / 3600:,.1f}", source))
-    where = (f"{target.name} (this machine)" if peak else f"{target.name} (modelled: not this machine)")
+    where = (f"{device.name} (this machine)" if peak else f"{device.name} (modelled: not this machine)")
     if result.quick:
         where += "; this run's step times are of shrunk networks and are not used"
     return rows, where

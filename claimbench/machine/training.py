@@ -5,13 +5,15 @@ Out: ``training_device(requested)``, the device every stage of the command then 
      ``DeviceError`` saying what to fix.
 
 torch alone decides whether a GPU can be trained on. ``nvidia-smi`` (through
-``claimbench.plan.detected_device``, which planning uses without torch) only tells whether a GPU is
-there: when it sees one that torch cannot use (a CPU build of torch, a driver too old for the
+``claimbench.machine.detect.detected_device``, which planning uses without torch) only tells
+whether a GPU is there: when it sees one that torch cannot use (a CPU build of torch, a driver too old for the
 installed CUDA build), the user meant to train on that GPU and would otherwise get a CPU run
 planned as a GPU one, so it is an error naming the fix, not a silent fall back to the CPU.
 """
 
 from __future__ import annotations
+
+from claimbench.machine import detect
 
 
 class DeviceError(RuntimeError):
@@ -26,15 +28,13 @@ def _torch_cuda() -> tuple[bool, str, str | None]:
 
 def training_device(requested: str = "auto") -> str:
     """``"cuda"``/``"cuda:N"`` or ``"cpu"``: where training runs, as torch sees this machine."""
-    from claimbench.plan import detected_device
-
     cuda_ok, torch_version, cuda_build = _torch_cuda()
     if requested == "cpu":
         return "cpu"
     if requested == "auto":
         if cuda_ok:
             return "cuda"
-        if detected_device() != "cuda":
+        if detect.detected_device() != "cuda":
             return "cpu"
         why = "an NVIDIA GPU is present (nvidia-smi lists it) but this torch cannot use it"
     elif requested.startswith("cuda"):
