@@ -137,21 +137,9 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
-# Cycles that exist and are someone's to remove, each with where it is. The test fails on any
-# other cycle, and on one of these once it is gone (then delete it here): this list only shrinks.
-KNOWN_CYCLES = {
-    # gpu_check/report.py imports CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH from the package
-    # inside a function, and gpu_check/__init__.py imports the report: the constants belong in a
-    # module both import.
-    frozenset({"claimbench.gpu_check", "claimbench.gpu_check.report"}),
-}
-
-
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert "claimbench.train.loop" in graph and graph["claimbench.train.loop"], "the reader found no imports"
     found = knots(graph)
-    new = [find_cycle({n: graph[n] & knot for n in knot}) for knot in found if knot not in KNOWN_CYCLES]
+    new = [find_cycle({n: graph[n] & knot for n in knot}) for knot in found]
     assert not new, "import cycle (imports inside functions count): " + "; ".join(" -> ".join(c) for c in new)
-    gone = KNOWN_CYCLES - set(found)
-    assert not gone, f"no longer a cycle, remove it from KNOWN_CYCLES: {sorted(sorted(k) for k in gone)}"

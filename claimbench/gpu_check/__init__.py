@@ -51,8 +51,9 @@ from claimbench.config import DATASET_SHAPES, RunConfig
 # and tests use one import.
 from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT_ROUNDOFF, Tolerance, Verdict,
                                    distances, judge, run_name, tolerance_of)
-from claimbench.gpu_check.kinds import (FEATURE_OFF, FEATURE_TEXT, FEATURES, FOLDER_DATASETS, GroupKind, KindCase,
-                                   kind_of, kinds_of, select_kinds)
+from claimbench.gpu_check.kinds import (CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH, FEATURE_OFF, FEATURE_TEXT,
+                                        FEATURES, FOLDER_DATASETS, GroupKind, KindCase, kind_of, kinds_of,
+                                        select_kinds)
 from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
                                     code_fingerprint, passed_here, read_record, write_record)
 from claimbench.gpu_check.report import estimate_rows, format_s, render
@@ -66,8 +67,6 @@ log = logging.getLogger(__name__)
 # resume mid-phase 2, which warms up and captures again); on a CPU a short one on shrunk networks.
 GPU_STEPS = 32
 CPU_STEPS = 10
-# CPU (quick) scale: the networks and groups shrunk so every kind runs in seconds.
-CPU_WIDTH, CPU_BATCH, CPU_RUNS, CPU_FC, CPU_SIDE = 0.0625, 8, 4, 64, 64
 EPOCH_BATCHES = 8  # fabricated training set: this many batches, so epochs turn over in the window
 REPORT = Path("reports/gpu-check.md")
 

@@ -14,6 +14,9 @@ from claimbench.config import DATASET_SHAPES, RunConfig
 from claimbench.plan.estimate import run_cost
 from claimbench.plan.groups import PlannedRun, form_groups
 
+# CPU (quick) scale: the networks and groups shrunk so every kind runs in seconds.
+CPU_WIDTH, CPU_BATCH, CPU_RUNS, CPU_FC, CPU_SIDE = 0.0625, 8, 4, 64, 64
+
 # The fast features, in the order they are given up when the fast path disagrees: the one whose
 # loss costs least first (resume is insurance; kernels gain little; graphs more; stacking most).
 FEATURES = ("resume", "kernels", "graphs", "stacked")

@@ -69,7 +69,7 @@ def render(result, configs: list[RunConfig]) -> str:
     """The report of ``result`` (a ``CheckResult``)."""
     from tabulate import tabulate
 
-    from claimbench.gpu_check import CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH
+    from claimbench.gpu_check.kinds import CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH
 
     d = result.device
     lines = ["# gpu-check: the fast training path on this machine", ""]
