@@ -19,37 +19,26 @@ and reports import ``claimbench.train.semantics`` (and so run this file) without
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import torch
 
     from claimbench.config import RunConfig
     from claimbench.data.base import ImageData
-    from claimbench.train.graphs import GraphBackend
     from claimbench.train.outcome import TrainOutcome
 
 
-def train_runs(
-    configs: list[RunConfig],
-    data: ImageData,
-    device: torch.device,
-    on_step: Callable[[int, int], None] | None = None,
-    checkpoint: Path | None = None,
-    checkpoint_every_s: float = 300.0,
-    cuda_graphs: bool | None = None,
-    cudnn_benchmark: bool | None = None,
-    graph_backend: GraphBackend | None = None,
-    kernels: str | None = None,
-    dtype: torch.dtype | None = None,
-) -> list[TrainOutcome]:
+def train_runs(configs: list[RunConfig], data: ImageData, device: torch.device,
+               on_step: Callable[[int, int], None] | None = None, checkpoint: Path | None = None,
+               cudnn_benchmark: bool | None = None, **loop_options: Any) -> list[TrainOutcome]:
     """Train ``configs`` as one group and return their outcomes, in order.
 
     A run whose config names a registered trainer is trained by it, one run at a time (a group of
     such runs is an error), with claimbench's float32 precision and cuDNN settings applied first;
     graphs, kernels and dtype are then the trainer's business, and ``checkpoint`` reaches it only
     when it is resumable. Every other group is ``claimbench.train.loop.train_models``, which
-    documents the options.
+    documents ``loop_options`` (checkpoint_every_s, cuda_graphs, graph_backend, kernels, dtype).
     """
     if any(c.train.trainer is not None for c in configs):
         from claimbench.train.device import set_precision
@@ -61,6 +50,5 @@ def train_runs(
         return [train_with_trainer(configs[0], data, device, on_step, checkpoint)]
     from claimbench.train.loop import train_models
 
-    return train_models(configs, data, device, on_step=on_step, checkpoint=checkpoint,
-                        checkpoint_every_s=checkpoint_every_s, cuda_graphs=cuda_graphs,
-                        cudnn_benchmark=cudnn_benchmark, graph_backend=graph_backend, kernels=kernels, dtype=dtype)
+    return train_models(configs, data, device, on_step=on_step, checkpoint=checkpoint, cudnn_benchmark=cudnn_benchmark,
+                        **loop_options)
