@@ -79,6 +79,7 @@ def import_cli(archive: Path, cache: Path, capsys) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+@pytest.mark.slow
 def test_genuine_numbers_are_confirmed_and_invented_ones_rejected(trained, tmp_path, capsys):
     key, genuine = forged(trained)
     rc, out, err = import_cli(archive_of(tmp_path / "genuine.tar", {key: genuine}), tmp_path / "a", capsys)
@@ -137,6 +138,7 @@ def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
     assert pytest_report_teststatus(Report(), None) is None
 
 
+@pytest.mark.slow
 def test_data_absent_holds_the_entry_unverified_until_verify_can_measure_it(trained, tmp_path):
     key, files = forged(trained)
     store = RunStore(tmp_path / "cache", device="cpu")
@@ -361,6 +363,7 @@ def unreadable_cache():
     shutil.rmtree(base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["cache", "ls"], ["cache", "verify"], ["cache", "export", "{base}/out.tar"],
                                   ["plan", "--tier", "smoke"]])
 def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadable_cache):

@@ -72,6 +72,7 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.slow
 def test_golden_fingerprints_follow_behaviour_not_text(source_copy):
     """The training key survives comments, docstrings and formatting in the training code, and
     any edit of the measurement code; a behaviour edit changes it. Same for the metrics."""
@@ -124,6 +125,7 @@ def _all_modules(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_module_edited_in_turn_moves_exactly_the_keys_it_should(source_copy):
     """The training key follows the import closure of the loop and the loaders, nothing else:
     a behaviour edit of netshape retrains everything; of the CLI, reports, checks or plans,
@@ -425,6 +427,7 @@ def _slow_train_worker(root: str, marker_dir: str, barrier) -> None:
     ensure_run(cfg, store, train)
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_shared_run_once(tmp_path):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)

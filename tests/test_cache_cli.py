@@ -90,6 +90,7 @@ def make_read_only(path: Path) -> None:
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
+@pytest.mark.slow
 def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir):
     cache = shared_dir / "cache"
     store = RunStore(cache)
@@ -117,6 +118,7 @@ def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir
     assert damaged.is_dir() and not (cache / "corrupt").exists()
 
 
+@pytest.mark.slow
 def test_train_on_a_read_only_cache_says_so_once_and_trains_nothing(shared_dir):
     """Runs that could not be stored are not trained at all (hours lost otherwise), and the
     reason is said once, not once per group."""
@@ -206,6 +208,7 @@ def _claims(tmp_path: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
     claims = _claims(tmp_path)
     specs = load_claims(sorted(claims.glob("*.yaml")))

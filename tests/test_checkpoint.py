@@ -21,6 +21,7 @@ def states_equal(a, b) -> bool:
     return all(torch.equal(va, vb) for va, vb in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at_step", [4, 12])  # 12: the last step of the run
 def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identical(tmp_path, at_step):
     data, device = tiny_data(), torch.device("cpu")
@@ -69,6 +70,7 @@ def test_a_foreign_checkpoint_is_refused_named_and_moved_aside(tmp_path, monkeyp
     assert str(path) in caplog.text and str(moved[0]) in caplog.text
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_goes_on(tmp_path, monkeypatch, caplog):
     """ENOSPC halfway through a checkpoint: no partial file is left, the message says what
     happened, and the run still ends as an uninterrupted one (the checkpoint is insurance)."""

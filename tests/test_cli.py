@@ -22,6 +22,7 @@ def tiny_yaml(tmp_path):
     return p
 
 
+@pytest.mark.slow
 def test_run_trains_then_returns_from_cache(tiny_yaml, tmp_path, capsys):
     cache = str(tmp_path / "cache")
     assert main(["run", str(tiny_yaml), "--cache-dir", cache]) == 0
@@ -43,6 +44,7 @@ def test_run_trains_then_returns_from_cache(tiny_yaml, tmp_path, capsys):
     assert "provenance" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_set_overrides_change_the_key(tiny_yaml, tmp_path, capsys):
     cache = str(tmp_path / "cache")
     main(["run", str(tiny_yaml), "--cache-dir", cache, "--json"])

@@ -42,6 +42,7 @@ def test_a_gpu_torch_cannot_use_is_an_error_naming_the_fix(monkeypatch):
         training_device("tpu")
 
 
+@pytest.mark.slow
 @needs_cpu_torch
 @pytest.mark.parametrize("argv", [["verify", "--tier", "full"], ["train", "--tier", "smoke", "-k", "amsgrad"],
                                   ["run", "examples/digits-adam-l2.yaml"]])

@@ -84,6 +84,7 @@ def cpu_sized(config: RunConfig) -> RunConfig:
     return replace(config, train=replace(config.train, batch_size=min(config.train.batch_size, cap)))
 
 
+@pytest.mark.slow
 def test_every_kind_of_full_tier_group_dry_runs(tmp_path):
     data_root = tmp_path / "data"
     fabricate_datasets(data_root)
@@ -144,6 +145,7 @@ def test_plan_uses_a_measured_step_time_and_says_so(tmp_path):
     assert StepTimes(store.root).load("cpu some other machine") == {}
 
 
+@pytest.mark.slow
 def test_verify_dry_run_cli_leaves_the_real_cache_empty(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cache = tmp_path / "cache"

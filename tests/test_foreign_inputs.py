@@ -75,6 +75,7 @@ def test_allow_plugins_imports_them(hostile_folder, capsys):
     assert flag.exists()
 
 
+@pytest.mark.slow
 def test_verify_does_not_run_the_folders_conftest_or_ini(hostile_folder, capsys):
     claims, flag = hostile_folder
     (claims / "evil.yaml").unlink()
@@ -191,6 +192,7 @@ def shipped_project(tmp_path, trained_cache, monkeypatch):
     return proj, entry.name
 
 
+@pytest.mark.slow
 def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, capsys):
     proj, key = shipped_project
     assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
@@ -223,6 +225,7 @@ def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, caps
     assert "metrics.json does not match its weights (test_error: stored 0.0" in found.out + found.err
 
 
+@pytest.mark.slow
 def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(trained_cache, tmp_path, monkeypatch,
                                                                              capsys):
     import shutil
@@ -244,6 +247,7 @@ def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(tra
     assert listed["origin"] == "imported" and listed["verified"] is True
 
 
+@pytest.mark.slow
 def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
     from claimbench.cache import RunStore
     from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
@@ -329,6 +333,7 @@ def test_cache_export_to_no_file_is_a_clear_error(target, tmp_path, capsys):
     assert "name the archive file to write" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, capsys):
     import hashlib
 
@@ -405,6 +410,7 @@ cheat = TrainerPlugin(name="cheat", train=train)
 """
 
 
+@pytest.mark.slow
 def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measures(tmp_path, monkeypatch):
     import sys
 
@@ -440,6 +446,7 @@ huge = TrainerPlugin(name="huge", train=train)
 """
 
 
+@pytest.mark.slow
 def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
     import sys
 

@@ -32,6 +32,7 @@ GROUP = [
 ]
 
 
+@pytest.mark.slow
 def test_group_matches_runs_trained_alone():
     data = tiny_data()
     device = torch.device("cpu")
@@ -54,6 +55,7 @@ def test_group_matches_runs_trained_alone():
         assert m_fused["test_loss"] == pytest.approx(m_alone["test_loss"], rel=2e-2)
 
 
+@pytest.mark.slow
 def test_runs_in_a_group_do_not_interact():
     # The same run trained with different partners ends the same.
     data = tiny_data()
@@ -65,6 +67,7 @@ def test_runs_in_a_group_do_not_interact():
         assert torch.allclose(va.float(), vb.float(), rtol=1e-5, atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_a_diverging_run_leaves_its_group_alone():
     data = tiny_data()
     bad = config(5, regularizer="l2", lam=1e-3, lr=1e30)
@@ -106,6 +109,7 @@ MIXED = [
 TOLERANCE = {"sgd": (1e-3, 1e-3)}
 
 
+@pytest.mark.slow
 def test_mixed_optimizer_group_matches_runs_trained_alone():
     data = tiny_data()
     device = torch.device("cpu")

@@ -36,6 +36,7 @@ def group(n: int = 2, dataset: str = "cifar10", names=("adam", "sgd")) -> list:
     }) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_applicable(tmp_path, capsys):
     """The default, as CI runs it: every kind of group of the full tier, on fabricated data."""
     out = tmp_path / "gpu-check.md"
@@ -75,6 +76,7 @@ class ReplayOnce(ReplayTwice):
         graph()
 
 
+@pytest.mark.slow
 def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_honoured(tmp_path, monkeypatch):
     configs = group(2)
     cache = tmp_path / "cache"
@@ -108,6 +110,7 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
     assert ok.results[0].worst < 1
 
 
+@pytest.mark.slow
 def test_a_stacked_group_that_loses_a_run_is_caught(tmp_path, monkeypatch):
     # A fault in stacking: the fast path's second run comes back as the first run's copy.
     real = gc.train_fast
@@ -159,6 +162,7 @@ def test_a_check_that_breaks_stops_the_full_tier_before_training(tmp_path, monke
     assert not trained and "full tier was not started" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_tolerance_is_derived_per_precision_from_the_distance_to_exact_arithmetic():
     (c,) = group(1)
     data = gc.fabricated_data(c, CPU)
@@ -201,6 +205,7 @@ def moving(which_runs, when, tensors=None, factor=1.01, size=3):
     return fast
 
 
+@pytest.mark.slow
 def test_a_float32_flip_in_one_run_is_confirmed_in_float64_and_a_fault_is_not_excused(tmp_path, monkeypatch):
     """A rounding-triggered discrete event in one run (a few of its tensors, or all of them when it
     happened early) passes when float64 agrees, in a group of one too; the same float32 distance

@@ -214,6 +214,7 @@ def test_universality_k_of_n():
 # ------------------------------------------------------------------------------------ pruning
 
 
+@pytest.mark.slow
 def test_zeroing_dead_channels_keeps_logits():
     m = make_model()
     randomize_bn(m)
@@ -267,6 +268,7 @@ def test_slim_matches_zeroed_and_counts():
     assert r["slim_folded_params"] == slim_params - 217 - 512
 
 
+@pytest.mark.slow
 def test_slim_with_avgpool_head_and_top5():
     """ImageNet-style head: avgpool(5, stride 4) on 9x9 -> 2x2, each channel owns 4 fc columns."""
     torch.manual_seed(3)
@@ -328,6 +330,7 @@ def test_fold_batchnorm_is_exact():
 # ------------------------------------------------------------------------- the whole report
 
 
+@pytest.mark.slow
 def test_measure_model_losses_keys_and_no_side_effects():
     m = make_model()
     randomize_bn(m)

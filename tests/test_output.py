@@ -131,6 +131,7 @@ def test_the_rule_is_written_the_same_everywhere(capsys):
     assert "".join(capsys.readouterr().out.split()) .find("".join(CACHE_RULE.split())) >= 0
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_stores_runs_where_the_docs_say(tmp_path):
     """Built and installed like a user's `pip install claimbench` (a wheel into a folder of its own),
     then a run stored by the installed package: it lands beside the project's claims folder, or

@@ -74,6 +74,7 @@ def verified(outside: Path) -> subprocess.CompletedProcess:
                    "--out", "report", "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_verify_from_outside_the_repository(outside, verified):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "1 of 1 claim files valid" in verified.stdout
@@ -95,6 +96,7 @@ def test_report_is_titled_from_the_folders_paper_description(outside, verified):
         assert str(outside) not in path.read_text() and str(REPO) not in path.read_text()
 
 
+@pytest.mark.slow
 def test_pytest_collects_the_folder_and_reads_the_verdict_from_the_cache(outside, verified):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     collected = command(outside, str(BIN / "python"), "-m", "pytest", "my_claims", "--tier", "smoke",

@@ -73,6 +73,7 @@ def example(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_verify_trains_caches_and_retrains_exactly_what_changed(example):
     first = verify(example)
     out = first.stdout + first.stderr
@@ -238,6 +239,7 @@ def test_builtin_canonical_json_has_no_plugin_fields():
     assert run_key(RunConfig(), "0" * 16) == GOLDEN_KEY
 
 
+@pytest.mark.slow
 def test_named_as_module_attribute_in_the_folders_claimbench_yaml(tmp_path):
     """The same plug-ins, not installed (no entry points): the claims folder names them in
     claimbench.yaml as "module:attribute" and the package is importable from PYTHONPATH. The folder
@@ -331,6 +333,7 @@ def test_an_unknown_trainer_is_an_error_listing_the_known_ones(named_example):
         ("train.trainer", "unknown trainer 'smothsgd' (did you mean 'smoothsgd'?); known: smoothsgd")]
 
 
+@pytest.mark.slow
 def test_a_trainer_run_is_keyed_by_the_trainers_code_not_its_readme(named_example):
     from claimbench.cache import keys
     from claimbench.cache.keys import run_key

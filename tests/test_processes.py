@@ -68,6 +68,7 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     return proc, workers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 def test_sigterm_to_the_parent_ends_its_workers(tmp_path):
     proc, workers = _start_training(tmp_path)
@@ -78,6 +79,7 @@ def test_sigterm_to_the_parent_ends_its_workers(tmp_path):
     assert _wait(lambda: not any(_alive(w) for w in workers), 30), "workers outlived their parent"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 def test_workers_end_when_the_parent_is_killed_outright(tmp_path):
     proc, workers = _start_training(tmp_path)

@@ -6,6 +6,8 @@ import re
 import time
 from dataclasses import replace
 
+import pytest
+
 from claimbench.progress import Progress
 
 
@@ -40,6 +42,7 @@ def test_updates_never_count_twice_or_backwards():
     assert p.done == 100
 
 
+@pytest.mark.slow
 def test_train_plan_reports_steps_of_all_runs_outside_a_terminal(tmp_path, monkeypatch, capsys):
     """A real plan trained without a terminal prints run-step lines with an ETA."""
     from pathlib import Path

@@ -35,6 +35,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path, local_ray):
     configs = [tiny(seed=0), tiny(seed=1, lam=1e-3), tiny(name="sgd")]
     local, remote = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from claimbench.cache import RunStore
@@ -33,6 +34,7 @@ def finished(proc) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(CONFIG)

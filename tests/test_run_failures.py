@@ -173,6 +173,7 @@ def verified(tmp_path_factory):
     return root, result
 
 
+@pytest.mark.slow
 def test_verify_fails_without_a_traceback_and_decides_the_good_claim(verified):
     root, result = verified
     out = result.stdout + result.stderr
@@ -216,6 +217,7 @@ def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):
     assert {r["key"] for r in records}.isdisjoint(p.name for p in entries)
 
 
+@pytest.mark.slow
 def test_report_alone_reads_the_failures_back(verified):
     """`claimbench report` trains nothing: the reasons come from the failure records."""
     root, _ = verified
@@ -361,6 +363,7 @@ def test_a_failure_record_is_read_back_and_forgotten(tmp_path):
     assert failure_of(tmp_path, key) is None
 
 
+@pytest.mark.slow
 def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_read(tmp_path):
     """The plug-in's code changed and its run was trained again (a new key): read without the
     plug-in, the config finds both entries, reads the newer one and says so."""

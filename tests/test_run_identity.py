@@ -131,6 +131,7 @@ def lab(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_one_plugin_gets_one_key_whichever_way_it_is_found(lab):
     on_path = _keys([lab / "src", lab / "lab"], named=True)
     installed_named = _keys([lab / "site", lab / "lab"], named=True)
@@ -139,6 +140,7 @@ def test_one_plugin_gets_one_key_whichever_way_it_is_found(lab):
     assert on_path[0] != on_path[1]
 
 
+@pytest.mark.slow
 def test_editing_a_helper_outside_the_package_retrains_exactly_its_runs(lab):
     plugin0, builtin0 = _keys([lab / "site", lab / "lab"], named=False)
     helper = lab / "lab" / "labhelper.py"
@@ -162,6 +164,7 @@ STORE_ONE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_installing_a_plugin_used_from_pythonpath_leaves_every_entry_in_place(lab):
     """A run trained with the plug-in on PYTHONPATH is the same run once the plug-in is installed:
     show serves it, and show, cache ls and cache verify move nothing (nothing under corrupt/)."""

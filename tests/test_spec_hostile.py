@@ -171,6 +171,7 @@ def test_alias_bomb_problem_names_its_field(tmp_path, loader):
     assert (p.line, p.field) == (line_of(path, OVER), "notes.l4[0]") and "aliases" in p.message
 
 
+@pytest.mark.slow
 def test_a_run_file_and_a_set_value_with_an_alias_bomb(tmp_path, loader):
     run_file = tmp_path / "run.yaml"
     run_file.write_text("model: {width: 0.125}\nextra:" + bomb("  ") + "\n")

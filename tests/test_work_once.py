@@ -37,6 +37,7 @@ def counted(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_verify_reads_the_claims_once_and_simulates_each_configuration_once(tmp_path, monkeypatch, counted):
     monkeypatch.chdir(REPO)
     sims = {g.simulate for s in load_claims([CLAIM]) for g in s.tier("smoke").groups.values() if g.simulate}
@@ -59,6 +60,7 @@ def test_a_report_never_simulates_and_says_what_is_missing(tmp_path, counted):
     assert counted["simulate"] == 0
 
 
+@pytest.mark.slow
 def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
     from claimbench.cache.simulations import SimulationStore
     from claimbench.runs import ensure_simulations
@@ -75,6 +77,7 @@ def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
     assert SimulationStore(store.root).get(sim) is not None
 
 
+@pytest.mark.slow
 def test_a_plot_whose_inputs_did_not_change_is_copied_not_drawn(tmp_path, monkeypatch):
     import claimbench.report.plots as plots
     from claimbench.report import render_reports
