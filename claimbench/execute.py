@@ -129,6 +129,18 @@ def _ray_train(configs: list[RunConfig], checkpoint: str, device: str, data_root
 # -- executors -----------------------------------------------------------------------------------
 
 
+def _thread_limit() -> int | None:
+    """The threads this process was told it may use (``OMP_NUM_THREADS``, as a pytest-xdist worker,
+    a batch scheduler or a user sets it), else None. Honoured because a share of the cores taken
+    twice over is slow, not just unfair: with two thread pools spinning on two cores, a 8-second
+    run took 300 seconds."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
 class LocalExecutor:
     """Groups in this process (``jobs=1``) or in ``jobs`` spawned processes; on CPU each gets
     ``threads`` torch threads (default: cores // jobs)."""
@@ -145,7 +157,8 @@ class LocalExecutor:
     def thread_count(self, device: str, groups: int) -> int:
         if device.startswith("cuda"):
             return 0
-        return self.threads or max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, groups)))
+        share = max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, groups)))
+        return self.threads or min(share, _thread_limit() or share)
 
     def processes(self, n_jobs: int) -> bool:
         """Whether ``n_jobs`` groups train in worker processes (else in this one)."""
