@@ -507,3 +507,31 @@ def test_an_experiments_pages_say_holds_and_never_paper_or_reproduced(experiment
     for page in ("net-trains.md", "l2-sparser.md"):
         assert "## Runs (mean ± std over seeds)" in written[page]
 
+
+def test_an_experiments_verdict_lines_in_pytest_say_does_not_hold(experiment):
+    from claimbench.check.evaluate import evaluate_claim
+    from claimbench.pytest_plugin import format_verdict
+
+    _, by_id, cache = experiment
+    spec = by_id["l2-sparser"]
+    verdict = evaluate_claim(spec, "smoke", RunStore(cache))
+    assert verdict.status == "not reproduced"  # the machine-readable value is the same
+    assert verdict.to_dict()["status"] == "not reproduced"
+    text = format_verdict(spec, verdict)
+    assert "at tier smoke: DOES NOT HOLD" in text and "[does not hold]" in text
+    assert "reproduc" not in text.lower() and "paper" not in text.lower()
+
+
+def test_a_papers_claim_that_quotes_no_number_still_reads_as_the_papers():
+    """l2-adam-low-gradient-decay quotes no number at any tier (a simulation): its words come from
+    its folder, whose other claims quote the paper, so alone it is still 'reproduced'."""
+    from claimbench.check.verdict import Verdict
+    from claimbench.pytest_plugin import format_verdict
+    from claimbench.report.markdown import index_page
+    from claimbench.report.paper_numbers import paper_to_reproduce, quotes_a_paper
+
+    spec = load_claim(CLAIMS / "low_gradient_decay.yaml")
+    assert not quotes_a_paper(spec) and paper_to_reproduce([spec])
+    verdict = Verdict(spec.id, "smoke", "not reproduced")
+    assert "at tier smoke: NOT REPRODUCED" in format_verdict(spec, verdict)
+    assert "❌ not reproduced" in index_page([spec], [verdict], "smoke")
