@@ -329,12 +329,13 @@ def report(args: argparse.Namespace, selection: Selection | None = None) -> tupl
     store = open_store(args)
     if selection is None:
         selection, store = _selection_for_reading(args, store)
+    from claimbench.report.markdown import tally
+    from claimbench.report.paper_numbers import paper_to_reproduce
+
     verdicts = render_reports(list(selection.specs), args.tier, store, out, tables=list(selection.tables))
-    counts: dict[str, int] = {}
-    for v in verdicts:
-        counts[v.status] = counts.get(v.status, 0) + 1
     unverified = sum(1 for v in verdicts if v.unverified_note())
-    print(f"wrote {out}/index.md: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    # In the pages' words: claims about one's own experiment hold or do not, nothing is reproduced.
+    print(f"wrote {out}/index.md: " + tally(verdicts, paper_to_reproduce(list(selection.specs), selection.tables))
           + (f" ({unverified} of them on unverified runs: numbers not measured here, marked ⚠️)" if unverified else ""))
     return 0, verdicts
 
@@ -426,7 +427,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _, verdicts = report(args, selection)
     trusted = unverified_verdicts(verdicts)
     if trusted:
-        print(f"{'note' if args.allow_unverified else 'error'}: {trusted} claim(s) reproduced only on unverified runs "
+        from claimbench.report.paper_numbers import paper_to_reproduce
+
+        passed = "reproduced" if paper_to_reproduce(list(selection.specs), selection.tables) else "holding"
+        print(f"{'note' if args.allow_unverified else 'error'}: {trusted} claim(s) {passed} only on unverified runs "
               "(imported without re-measuring, or found in a cache this user did not train): "
               + ("accepted (--allow-unverified)" if args.allow_unverified else
                  "`claimbench cache verify` re-measures what has weights and data; --allow-unverified accepts them"),

@@ -198,7 +198,11 @@ class ClaimItem(pytest.Item):
             return
         # Outside the gate a claim may fail to reproduce, but a broken run (error) still fails.
         if not tier.gate and verdict.status != ERROR:
-            pytest.xfail(f"{verdict.status} (kept out of the CI gate: {tier.gate_reason})"
+            from claimbench.check.verdict import status_words
+            from claimbench.report.paper_numbers import paper_to_reproduce
+
+            words = status_words(verdict.status, paper_to_reproduce([self.spec]))
+            pytest.xfail(f"{words} (kept out of the CI gate: {tier.gate_reason})"
                          + (f"; {unverified} runs imported, unverified" if unverified else "")
                          + (f"; {verdict.seeds_note()}" if verdict.seeds_note() else ""))
         raise ClaimNotReproduced(verdict)
@@ -291,9 +295,15 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
 
 
 def format_verdict(spec: "ClaimSpec", verdict: "Verdict", unverified: int = 0) -> str:
-    from claimbench.check.verdict import fmt
+    """The failure text of a claim: its verdict, and each check with the numbers that decided it.
+    A claim about one's own experiment (its folder quotes no paper) "does not hold"; a paper's
+    claim is "not reproduced"."""
+    from claimbench.check.verdict import fmt, status_words
+    from claimbench.report.paper_numbers import paper_to_reproduce
 
-    lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {verdict.status.upper()}",
+    paper = paper_to_reproduce([spec])
+    status = status_words(verdict.status, paper).upper()
+    lines = [f"claim {spec.id} ({spec.path}:{spec.line}) at tier {verdict.tier}: {status}",
              f"  {spec.title}", f"  source: {spec.source.get('paper', '')} {spec.source.get('where', '')}"]
     if unverified:
         lines.append(f"  runs: {unverified} imported, unverified (their numbers were not re-measured here)")
@@ -302,7 +312,7 @@ def format_verdict(spec: "ClaimSpec", verdict: "Verdict", unverified: int = 0) -
     if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
         lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:
-        lines.append(f"  [{c.status}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
+        lines.append(f"  [{status_words(c.status, paper)}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
         for label, o in c.observed.items():
             paper = f"   paper: {o['paper']}" if o.get("paper") is not None else ""
             lines.append(f"      {label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']}){paper}")

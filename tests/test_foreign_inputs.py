@@ -197,12 +197,12 @@ def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, caps
     proj, key = shipped_project
     assert main(["report", "--claims-dir", "claims", "--out", "rep"]) == 0
     out = capsys.readouterr().out
-    assert "1 reproduced (1 of them on unverified runs" in out
+    assert "1 holds (1 of them on unverified runs" in out
     index = (proj / "rep" / "index.md").read_text()
     page = (proj / "rep" / "tiny-trains.md").read_text()
-    assert "⚠️ ✅ reproduced (on 1 unverified run" in index
-    assert "**Verdict (smoke tier): ⚠️ ✅ reproduced (on 1 unverified run" in page
-    assert "- ⚠️ **reproduced** —" in page and "These checks read runs whose numbers were not measured here" in page
+    assert "⚠️ ✅ holds (on 1 unverified run" in index
+    assert "**Verdict (smoke tier): ⚠️ ✅ holds (on 1 unverified run" in page
+    assert "- ⚠️ **holds** —" in page and "These checks read runs whose numbers were not measured here" in page
     assert "not trained here, unverified" in (proj / "rep" / "runs.md").read_text()
     # cache ls never says "here" for it.
     assert main(["cache", "ls", "--json"]) == 0
@@ -216,7 +216,7 @@ def test_a_shipped_cache_cannot_reproduce_a_claim_unmarked(shipped_project, caps
     # verify does not succeed on it, and says why; the user may accept it.
     assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
-    assert "1 claim(s) reproduced only on unverified runs" in err and "Traceback" not in err
+    assert "1 claim(s) holding only on unverified runs" in err and "Traceback" not in err
     assert main(["verify", "--claims-dir", "claims", "--out", "rep", "--device", "cpu", "--allow-unverified"]) == 0
     capsys.readouterr()
     # `claimbench cache verify` re-measures it from its weights and finds the edit.

@@ -80,7 +80,7 @@ def test_verify_from_outside_the_repository(outside, verified):
     assert "1 of 1 claim files valid" in verified.stdout
     assert "trained 1, cached 0, failed 0" in verified.stdout
     assert "1 passed" in verified.stdout
-    assert "wrote report/index.md: 1 reproduced" in verified.stdout
+    assert "wrote report/index.md: 1 holds" in verified.stdout
 
 
 def test_report_is_titled_from_the_folders_paper_description(outside, verified):
@@ -90,7 +90,7 @@ def test_report_is_titled_from_the_folders_paper_description(outside, verified):
     assert "| [tiny-trains](tiny-trains.md) |" in index and "fixture2019: Table 1" in index
     assert "Mehta" not in index
     page = (outside / "report" / "tiny-trains.md").read_text()
-    assert "**Verdict (smoke tier): ✅ reproduced (decided on 1 seed: fewer than 3, so no significance test)**" in page
+    assert "**Verdict (smoke tier): ✅ holds (decided on 1 seed: fewer than 3, so no significance test)**" in page
     # Reports point at nothing outside the folder they describe.
     for path in (outside / "report").glob("*.md"):
         assert str(outside) not in path.read_text() and str(REPO) not in path.read_text()

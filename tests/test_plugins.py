@@ -80,7 +80,7 @@ def test_verify_trains_caches_and_retrains_exactly_what_changed(example):
     assert first.returncode == 0, out
     assert "3 of 3 claim files valid" in first.stdout
     assert trained_line(first).startswith(f"trained {RUNS}, cached 0, failed 0"), out
-    assert "1 not reproduced, 2 reproduced" in first.stdout, out
+    assert "1 does not hold, 2 holds" in first.stdout, out
     index = (example / "report" / "index.md").read_text()
     assert "[basicnet-learns-skdigits]" in index and "[mlp-l2-sparsity]" in index
     assert "[smoothsgd-trains-the-mlp]" in index

@@ -417,3 +417,121 @@ def test_a_folder_without_paper_numbers_gets_pages_without_a_paper(tmp_path):
     assert cells(header) == ["claim", "source", "verdict", "measured (mean ± std, n)"]
     assert "paper" not in index.lower().replace("paper rows", "")
     assert "1 claim:" in index and "1 of 1 run missing" in index and "1 claims" not in index
+
+
+# --- 11. claims about one's own experiment read as an experiment's, not as a paper's -------------
+
+EXPERIMENT = """\
+title: Sparsity in my digits network
+authors: [A. Researcher]
+venue: lab notebook
+documents:
+  notebook: {name: the lab notebook}
+"""
+BASE = ("{model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},\n"
+        "           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}")
+TRAINS = f"""\
+id: net-trains
+title: My network trains
+claim: "a network trained on digits is better than chance"
+source: {{paper: notebook, where: "2026-12, page 3"}}
+tiers:
+  smoke:
+    why: one short run
+    base: {BASE}
+    seeds: [0]
+    runs:
+      mine: {{}}
+    checks:
+      - {{kind: distribution, a: {{run: mine, metric: test_error}}, min: 0, max: 90}}
+"""
+SPARSER = f"""\
+id: l2-sparser
+title: L2 switches off more units of my network
+claim: "with L2 more BatchNorm scales of my network are near zero than without"
+source: {{paper: notebook, where: "2026-12, page 4"}}
+assume:
+  - text: Adam at its default learning rate.
+    reason: the notebook does not record the rate.
+tiers:
+  smoke:
+    why: three seeds of a short run each way
+    base: {BASE}
+    seeds: [0, 1, 2]
+    runs:
+      l2: {{set: {{optim.regularizer: l2, optim.lam: 0.01}}}}
+      none: {{set: {{optim.regularizer: none, optim.lam: 0}}}}
+    checks:
+      - {{kind: greater, metric: sparsity_gamma, a: l2, b: none, margin: 0}}
+"""
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """A claims folder about one's own experiment (no paper numbers anywhere) and a cache holding
+    its runs, fabricated: net-trains holds, l2-sparser does not (less sparse with L2)."""
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "paper.yaml").write_text(EXPERIMENT)
+    (folder / "trains.yaml").write_text(TRAINS)
+    (folder / "sparser.yaml").write_text(SPARSER)
+    by_id = {s.id: s for s in load_claims(claim_files(folder))}
+    store = RunStore(tmp_path / "cache")
+    fabricate(store, by_id["net-trains"], {"mine": [(5.0, 10.0)]})
+    fabricate(store, by_id["l2-sparser"], {"l2": [(1.0, 9.0), (2.0, 9.0), (1.5, 9.0)],
+                                           "none": [(30.0, 9.0), (31.0, 9.0), (29.0, 9.0)]})
+    return folder, by_id, tmp_path / "cache"
+
+
+def test_an_experiments_pages_say_holds_and_never_paper_or_reproduced(experiment, tmp_path, capsys):
+    folder, _, cache = experiment
+    out = tmp_path / "report"
+    assert cli.main(["report", "--tier", "smoke", "--claims-dir", str(folder), "--cache-dir", str(cache),
+                     "--out", str(out)]) == 0
+    # The console's tally is in the pages' words too.
+    assert "wrote " in (said := capsys.readouterr().out) and "1 does not hold, 1 holds" in said
+    assert "reproduc" not in said
+    written = pages(out)
+    assert set(written) == {"index.md", "net-trains.md", "l2-sparser.md", "runs.md"}
+    for name, text in written.items():
+        assert "paper" not in text.lower() and "reproduc" not in text.lower(), name
+    assert "**Verdict (smoke tier): ✅ holds (decided on 1 seed" in written["net-trains.md"]
+    assert "- **holds** —" in written["net-trains.md"]
+    assert "**Verdict (smoke tier): ❌ does not hold" in written["l2-sparser.md"]
+    assert "- **does not hold** —" in written["l2-sparser.md"]
+    assert "## Settings assumed\n" in written["l2-sparser.md"]
+    index = written["index.md"]
+    assert "2 claims: 1 does not hold, 1 holds." in index
+    assert "1 holds at the `smoke` tier (1 of them decided on fewer than 3 seeds" in index and "1 does not hold." in index
+    # Run tables show our numbers only.
+    for page in ("net-trains.md", "l2-sparser.md"):
+        assert "## Runs (mean ± std over seeds)" in written[page]
+
+
+def test_an_experiments_verdict_lines_in_pytest_say_does_not_hold(experiment):
+    from claimbench.check.evaluate import evaluate_claim
+    from claimbench.pytest_plugin import format_verdict
+
+    _, by_id, cache = experiment
+    spec = by_id["l2-sparser"]
+    verdict = evaluate_claim(spec, "smoke", RunStore(cache))
+    assert verdict.status == "not reproduced"  # the machine-readable value is the same
+    assert verdict.to_dict()["status"] == "not reproduced"
+    text = format_verdict(spec, verdict)
+    assert "at tier smoke: DOES NOT HOLD" in text and "[does not hold]" in text
+    assert "reproduc" not in text.lower() and "paper" not in text.lower()
+
+
+def test_a_papers_claim_that_quotes_no_number_still_reads_as_the_papers():
+    """l2-adam-low-gradient-decay quotes no number at any tier (a simulation): its words come from
+    its folder, whose other claims quote the paper, so alone it is still 'reproduced'."""
+    from claimbench.check.verdict import Verdict
+    from claimbench.pytest_plugin import format_verdict
+    from claimbench.report.markdown import index_page
+    from claimbench.report.paper_numbers import paper_to_reproduce, quotes_a_paper
+
+    spec = load_claim(CLAIMS / "low_gradient_decay.yaml")
+    assert not quotes_a_paper(spec) and paper_to_reproduce([spec])
+    verdict = Verdict(spec.id, "smoke", "not reproduced")
+    assert "at tier smoke: NOT REPRODUCED" in format_verdict(spec, verdict)
+    assert "❌ not reproduced" in index_page([spec], [verdict], "smoke")

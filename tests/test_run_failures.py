@@ -181,7 +181,7 @@ def test_verify_fails_without_a_traceback_and_decides_the_good_claim(verified):
     assert "Traceback" not in out, out
     assert "trained 2, cached 0, failed 4" in result.stdout, out
     assert "4 failed, 2 passed" in result.stdout, out
-    assert "wrote " in result.stdout and "4 error, 2 reproduced" in result.stdout, out
+    assert "wrote " in result.stdout and "4 error, 2 holds" in result.stdout, out
     # A failed run's steps never count as done.
     assert "8/8 run-steps (100%)" in result.stderr, result.stderr
 
@@ -223,7 +223,7 @@ def test_report_alone_reads_the_failures_back(verified):
     root, _ = verified
     result = claimbench(root, "report", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "again"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 error, 2 reproduced" in result.stdout
+    assert "4 error, 2 holds" in result.stdout
     for case, (_, _, reason) in CASES.items():
         assert reason in (root / "again" / f"{case}-case.md").read_text()
 
@@ -239,7 +239,7 @@ def test_report_reads_what_is_stored_where_the_plugins_are_not_installed(verifie
     result = subprocess.run([str(BIN / "claimbench"), "report", "--tier", "smoke", "--claims-dir", "claims", "--out",
                              str(root / "elsewhere")], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 error, 2 reproduced" in result.stdout
+    assert "4 error, 2 holds" in result.stdout
     assert "note: not installed here, read from the runs they trained: " in result.stderr
     here = sorted(p.name for p in (root / "report").glob("*.md"))
     assert sorted(p.name for p in (root / "elsewhere").glob("*.md")) == here

@@ -25,10 +25,20 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 ERROR = "error"
 NOT_RUN = "not run"
+# How a status reads where the claims are about one's own experiment, not a paper's: there is
+# nothing to reproduce, a claim holds or it does not. Only the words shown change; the status
+# itself (JSON, exit codes, pytest's outcome and user property) is the same.
+EXPERIMENT_WORDS = {REPRODUCED: "holds", NOT_REPRODUCED: "does not hold"}
 # The fewest seeds per side a significance test is made with (below it the margin alone decides).
 TEST_SEEDS = 3
 # Worst first: a claim's verdict is the worst of its checks'.
 SEVERITY = (ERROR, NOT_REPRODUCED, INCONCLUSIVE, REPRODUCED)
+
+
+def status_words(status: str, paper: bool = True) -> str:
+    """How ``status`` reads: as it is for a paper's claims; "holds" / "does not hold" for claims
+    about one's own experiment (``paper`` False). The other statuses read the same in both."""
+    return status if paper else EXPERIMENT_WORDS.get(status, status)
 
 
 class NonFinite(ValueError):

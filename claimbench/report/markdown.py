@@ -18,20 +18,35 @@ from typing import Any
 
 from claimbench.cache import RunStore, run_key
 from claimbench.check.evaluate import evaluate_claim
-from claimbench.check.verdict import NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt
+from claimbench.check.verdict import NOT_REPRODUCED, NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt, status_words
 from claimbench.report.output import is_claimbench_output, prepare_output, replace_output
 from claimbench.report.plots import render_plots, write_plot_digests
 from claimbench.report.mdtable import Markup, markdown_table
-from claimbench.report.paper_numbers import (check_paper_line, check_paper_numbers, check_selections, printed_by_label,
-                                             selection_paper_text)
+from claimbench.report.paper_numbers import (check_paper_line, check_paper_numbers, check_selections, paper_to_reproduce,
+                                             printed_by_label, selection_paper_text)
 from claimbench.report.runs_page import plugins_note, runs_page, runs_table
 from claimbench.spec.claims import ClaimSpec, TierSpec
 from claimbench.spec.paper import PaperSpec, find_paper
 
 log = logging.getLogger(__name__)
 
-VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive",
-                "error": "⚠️ error", "not run": "➖ not run"}
+# Marked by status, not by its words: a claim about one's own experiment holds or does not.
+VERDICT_ICON = {REPRODUCED: "✅", NOT_REPRODUCED: "❌", "inconclusive": "❔", "error": "⚠️", NOT_RUN: "➖"}
+
+
+def verdict_mark(status: str, with_paper: bool = True) -> str:
+    """"✅ reproduced" for a paper's claim, "✅ holds" for one about one's own experiment."""
+    words = status_words(status, with_paper)
+    return f"{VERDICT_ICON[status]} {words}" if status in VERDICT_ICON else words
+
+
+def tally(verdicts: list[Verdict], with_paper: bool = True) -> str:
+    """"1 not reproduced, 2 reproduced": how many of each status, in the claims' words ("2 holds"
+    for claims about one's own experiment), ordered by the status so both read in one order."""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    return ", ".join(f"{n} {status_words(s, with_paper)}" for s, n in sorted(counts.items()))
 
 
 def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path, tables: list = (),
@@ -49,9 +64,9 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
     try:
         verdicts = []
         digests: dict[str, str] = {}
-        # Decided once for the whole report, as the index decides its columns: claims about one's
-        # own experiment give no paper numbers, and then no page speaks of a paper.
-        with_paper = paper_numbers_given(specs, tier)
+        # Decided once for the whole report, on the claims' folders: claims about one's own
+        # experiment give no paper numbers, and then no page speaks of a paper or of reproducing.
+        with_paper = paper_to_reproduce(specs, tables)
         for spec in sorted(specs, key=lambda s: s.id):
             verdict = evaluate_claim(spec, tier, store)
             verdicts.append(verdict)
@@ -63,7 +78,8 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         from claimbench.report.tables import render_tables, tables_index
 
         table_pages = render_tables(list(tables), tier, store, tmp, specs) if tables else []
-        (tmp / "index.md").write_text(top + index_page(specs, verdicts, tier, claims_paper(specs)) + tables_index(table_pages))
+        (tmp / "index.md").write_text(top + index_page(specs, verdicts, tier, claims_paper(specs), with_paper)
+                                      + tables_index(table_pages))
         (tmp / "runs.md").write_text(top + runs_page(specs, tier, store))
         replace_output(tmp, out)
     except BaseException:
@@ -104,11 +120,12 @@ def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[s
     return "-", "-"
 
 
-def verdict_text(verdict: Verdict) -> str:
+def verdict_text(verdict: Verdict, with_paper: bool = True) -> str:
     """The verdict and its reason as a reader sees it, once: "➖ not run: 6 of 6 runs missing"
     (the reason of a claim not run starts with the words of its status, which are not doubled),
-    and whether it rests on fewer seeds than a significance test needs."""
-    status = VERDICT_MARK.get(verdict.status, verdict.status)
+    and whether it rests on fewer seeds than a significance test needs. ``with_paper`` False:
+    in the words of claims about one's own experiment ("✅ holds")."""
+    status = verdict_mark(verdict.status, with_paper)
     reason = verdict.reason
     if reason.startswith(f"{verdict.status}: "):
         reason = reason[len(verdict.status) + 2:]
@@ -126,21 +143,17 @@ def short_reason(text: str) -> str:
     return words.rstrip(".")
 
 
-def paper_numbers_given(specs: list[ClaimSpec], tier: str) -> bool:
-    """Whether any claim gives a paper's number for a run of this tier: a folder of claims about
-    one's own experiment has none, and its pages then have no paper column or paper wording."""
-    return any(point.paper for s in specs if not s.tier(tier).not_run
-               for group in s.tier(tier).groups.values() for point in group.points)
-
-
-def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str) -> str:
+def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, with_paper: bool | None = None) -> str:
     """One paragraph: how many findings, how many reproduced at this tier (and on how few seeds),
-    how many did not, and what could not be run and why."""
+    how many did not, and what could not be run and why. ``with_paper``: whether the claims are a
+    paper's (``paper_to_reproduce``, decided from ``specs`` when not given)."""
+    if with_paper is None:
+        with_paper = paper_to_reproduce(specs)
     by_id = {s.id: s for s in specs}
     n = len(verdicts)
     status = {v.claim_id: v.status for v in verdicts}
     count = lambda st: sum(1 for x in status.values() if x == st)  # noqa: E731
-    if paper_numbers_given(specs, tier):
+    if with_paper:
         scale = ("the paper's own settings" if tier == "full" else
                  "scaled analogs of the paper's settings (smaller data, networks and schedules), so they speak to "
                  "directions and orders, not to the paper's digits")
@@ -151,9 +164,10 @@ def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str
                 f"(tier `{tier}`)."]
     reproduced = [v for v in verdicts if v.status == REPRODUCED]
     few = sum(1 for v in reproduced if v.seeds_note())
-    decided = [f"{len(reproduced)} reproduced at the `{tier}` tier"
+    decided = [f"{len(reproduced)} {status_words(REPRODUCED, with_paper)} at the `{tier}` tier"
                + (f" ({few} of them decided on fewer than {TEST_SEEDS} seeds, with no significance test)" if few else "")]
-    decided += [f"{count(st)} {st}" for st in ("not reproduced", "inconclusive", "error") if count(st)]
+    decided += [f"{count(st)} {status_words(st, with_paper)}" for st in (NOT_REPRODUCED, "inconclusive", "error")
+                if count(st)]
     text.append(", ".join(decided) + ".")
     by_design = [v for v in verdicts if v.status == NOT_RUN and by_id[v.claim_id].tier(tier).not_run]
     waiting = [v for v in verdicts if v.status == NOT_RUN and not by_id[v.claim_id].tier(tier).not_run]
@@ -164,14 +178,20 @@ def summary_paragraph(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str
         text.append(f"{len(by_design)} cannot be run at this tier: "
                     + "; ".join(f"{why} ({', '.join(ids)})" for why, ids in reasons.items()) + ".")
     if waiting:
-        cost = (", GPU work on the paper's datasets and schedules (`claimbench plan --tier full` prices it)"
-                if tier == "full" else "")
+        cost = ("" if tier != "full" else
+                ", GPU work on the paper's datasets and schedules (`claimbench plan --tier full` prices it)" if with_paper
+                else ", GPU work (`claimbench plan --tier full` prices it)")
         text.append(f"{len(waiting)} {'are' if len(waiting) != 1 else 'is'} not run yet because {'their' if len(waiting) != 1 else 'its'} "
                     f"runs are not in this cache: `claimbench train --tier {tier}` trains them{cost}.")
     return " ".join(text)
 
 
-def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None) -> str:
+def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper_spec: PaperSpec | None = None,
+               with_paper: bool | None = None) -> str:
+    """``with_paper``: whether the claims are a paper's (``paper_to_reproduce``, decided from
+    ``specs`` when not given); if not, no paper column and the verdicts in an experiment's words."""
+    if with_paper is None:
+        with_paper = paper_to_reproduce(specs)
     by_id = {s.id: s for s in specs}
     rows = []
     for v in sorted(verdicts, key=lambda v: v.claim_id):
@@ -180,21 +200,17 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
         paper, ours = headline(v, printed_by_label(s, t) if not t.not_run else {})
         if not v.checks and not t.not_run and t.checks:  # not run yet: what the first check will compare
             paper = check_paper_numbers(s, t, t.checks[0])
-        status = verdict_text(v)
+        status = verdict_text(v, with_paper)
         if not t.gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
         rows.append((Markup(f"[{s.id}]({s.id}.md)"), f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours, scope_summary(s)))
     # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
-    with_paper, with_scopes = paper_numbers_given(specs, tier), any(s.scope for s in specs)
+    with_scopes = any(s.scope for s in specs)
     keep = [True, True, True, with_paper, True, with_scopes]
     headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "measured (mean ± std, n)",
                                   "paper rows against it"), keep) if k]
     rows = [tuple(x for x, k in zip(row, keep) if k) for row in rows]
-    counts: dict[str, int] = {}
-    for v in verdicts:
-        counts[v.status] = counts.get(v.status, 0) + 1
-    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
     scale_note = ("" if tier == "full" or not with_paper else
                   "Paper values are at the paper's scale; at this tier the runs are scaled analogs (see each page), "
@@ -206,8 +222,8 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
                   if with_scopes else "")
     n = len(verdicts)
     return (f"# {title}, tier `{tier}`\n\n"
-            + summary_paragraph(specs, verdicts, tier) + "\n\n"
-            f"## Claims\n\n{n} claim{'s' if n != 1 else ''}: {tally}. A verdict on fewer than {TEST_SEEDS} seeds says "
+            + summary_paragraph(specs, verdicts, tier, with_paper) + "\n\n"
+            f"## Claims\n\n{n} claim{'s' if n != 1 else ''}: {tally(verdicts, with_paper)}. A verdict on fewer than {TEST_SEEDS} seeds says "
             "so: there the margin or tolerance alone decided, without a significance test.\n\n"
             + scale_note
             + markdown_table(rows, headers) + scope_note
@@ -263,7 +279,7 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
     mark = "⚠️ " if verdict.unverified_note() else ""
     for c, check in zip(verdict.checks, tier.checks):
         line = check_paper_line(spec, tier, check, with_paper)
-        parts.append(f"- {mark}**{c.status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+        parts.append(f"- {mark}**{status_words(c.status, with_paper)}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
                      + (f"  \n  {line}" if line else ""))
     note = verdict.seeds_note()
     if note:
@@ -278,12 +294,12 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
 def claim_page(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, store: RunStore, plots: list[str],
                with_paper: bool = True) -> str:
     parts = [f"# {spec.id}: {spec.title}\n",
-             f"**Verdict ({verdict.tier} tier): {verdict_text(verdict)}**\n",
+             f"**Verdict ({verdict.tier} tier): {verdict_text(verdict, with_paper)}**\n",
              "> " + spec.claim.replace("\n", "\n> ") + "\n",
              f"Source: `{spec.source.get('paper', '')}`, {spec.source.get('where', '')}. Claim file: `{spec.path.name}`.\n"]
     if spec.notes:
         parts.append(spec.notes + "\n")
-    parts += scope_section(spec) + assumptions_section(spec)
+    parts += scope_section(spec) + assumptions_section(spec, with_paper)
     if tier.not_run:
         parts.append(f"**Not run at this tier:** {tier.not_run}\n")
         for other in spec.tiers.values():
@@ -358,12 +374,13 @@ def scope_section(spec: ClaimSpec) -> list[str]:
     return parts + [""]
 
 
-def assumptions_section(spec: ClaimSpec) -> list[str]:
+def assumptions_section(spec: ClaimSpec, with_paper: bool = True) -> list[str]:
     """Settings the paper does not state that the claim's runs assume, each with its reason and
-    the table cells it applies to (marked beside them on the table pages)."""
+    the table cells it applies to (marked beside them on the table pages); for claims about one's
+    own experiment (``with_paper`` False) the settings its runs assume, with no paper to name."""
     if not spec.assume:
         return []
-    parts = ["## Settings the paper does not state (assumed)\n"]
+    parts = ["## Settings the paper does not state (assumed)\n" if with_paper else "## Settings assumed\n"]
     for a in spec.assume:
         cells = f" Applies to: {', '.join(f'`{c}`' for c in a.cells)}." if a.cells else ""
         parts.append(f"- **Assumed:** {a.text} *Why:* {a.reason}{cells}")

@@ -3,15 +3,19 @@
 In:  a ClaimSpec, its tier and a check or a run point (a selection: a run, an axis value, a metric).
 Out: text: a number as the claim or the table cell it names types it (30.50 stays 30.50, 31.38* keeps
      its marker, a per-layer list stays a list), the paper's number a selection reads, the selections
-     a check reads in order, and the lines of a claim page or the index's paper column that show them.
+     a check reads in order, and the lines of a claim page or the index's paper column that show them;
+     and whether the claims are a paper's at all (``paper_to_reproduce``), or one's own experiment's.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from claimbench.check.verdict import fmt
-from claimbench.spec.claims import ClaimSpec, TierSpec
+from claimbench.spec.claims import ClaimSpec, TierSpec, claim_files, load_claim
+from claimbench.spec.source import SpecError
 
 
 def number_text(value: Any) -> str:
@@ -118,3 +122,49 @@ def check_paper_numbers(spec: ClaimSpec, tier: TierSpec, check: Any) -> str:
     if check.kind == "monotonic":
         return f"{texts[0] or '-'} → {texts[-1] or '-'}"
     return " vs ".join(t or "-" for t in texts)
+
+
+def quotes_a_paper(spec: ClaimSpec) -> bool:
+    """Whether a claim quotes a paper's number at some tier, or covers rows of a paper's tables."""
+    return bool(spec.scope or spec.out_of_scope) or any(
+        point.paper for t in spec.tiers.values() for group in t.groups.values() for point in group.points)
+
+
+def paper_to_reproduce(specs: list[ClaimSpec], tables: Any = ()) -> bool:
+    """Whether these claims are a paper's, to be reproduced: the paper's tables are given, or a
+    claim of their folders quotes a paper's number or covers rows of its tables. A folder of
+    claims about one's own experiment does none of this; its pages then speak of no paper and its
+    verdicts read "holds" / "does not hold".
+
+    Decided on the claims' whole folders, not on the claims selected or the tier: a paper's claim
+    that quotes no number itself (a scaled analog, a simulation) is still the paper's, in a report
+    of it alone, at any tier and as a pytest item, so its words never depend on what ran beside it."""
+    if tables or any(quotes_a_paper(s) for s in specs):
+        return True
+    return any(_folder_quotes_a_paper(folder, _folder_state(folder))
+               for folder in sorted({s.path.parent.resolve() for s in specs}))
+
+
+def _folder_state(folder: Path) -> tuple:
+    """The folder's claim files as (name, modification time, size): a changed file is read again."""
+    out = []
+    for path in claim_files(folder):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _folder_quotes_a_paper(folder: Path, state: tuple) -> bool:
+    # Each pytest item asks for its own folder: read once per folder state, not once per claim.
+    for name, _, _ in state:
+        try:
+            spec = load_claim(folder / name)
+        except (SpecError, OSError):  # a broken claim says nothing about the folder; its own item reports it
+            continue
+        if quotes_a_paper(spec):
+            return True
+    return False
