@@ -463,8 +463,8 @@ def gpu_check_first(device: str, cache_root: Path, configs: list) -> bool:
     kinds = [c.kind for c in gpu_check.kinds_of(gpu_check.own_loop(configs))]
     done, todo = gpu_check.split_by_record(kinds, cache_root, device)
     if done:
-        print(f"gpu-check: already checked on this machine, driver, torch and code "
-              f"({cache_root / gpu_check.RECORD_FILE}): {'; '.join(done)}" + ("" if todo else "; not run again"))
+        print(f"gpu-check: {'' if todo else 'not run again: '}already checked on this machine, driver, torch and "
+              f"code ({cache_root / gpu_check.RECORD_FILE}): {'; '.join(done)}")
     if not todo:
         return True
     print(f"gpu-check: checking first (minutes): {'; '.join(todo)}")
