@@ -403,9 +403,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                        args.steps or default_steps(device), _executor(args),
                        device, Path(args.data_root) if args.data_root else None, args.group_size, args.k,
                        Path(args.out) if args.out else None, tables=list(selection.tables))
-    if args.tier == "full" and not gpu_check_first(args, device, store.root):
-        return 1
     planned = _plan(args, selection, device, measure=True)
+    if args.tier == "full" and not gpu_check_first(device, store.root, [r.config for r in planned[0].missing]):
+        return 1
     print_plan(planned[0])
     if args.tier != requested_tier:
         print(f"note: running the SMOKE tier, not the {requested_tier} tier: no CUDA GPU on this machine "
@@ -458,20 +458,22 @@ def cmd_gpu_check(args: argparse.Namespace, device: str | None = None) -> int:
     return 0
 
 
-def gpu_check_first(args: argparse.Namespace, device: str, cache_root: Path) -> bool:
-    """Before the full tier: run ``claimbench gpu-check`` unless it passed on this machine, driver,
-    torch and code (its record under the cache root); False (say why) when it could not run."""
-    from claimbench.gpu_check import RECORD_FILE, passed_here
+def gpu_check_first(device: str, cache_root: Path, configs: list) -> bool:
+    """Before the full tier: check the kinds of group ``configs`` (the runs it will train) form
+    that the record under the cache root lacks for this machine, driver, torch and code (``claimbench
+    gpu-check`` for those kinds only); False (say why) when the check could not run."""
+    from claimbench import gpu_check
 
-    if passed_here(cache_root, device):
-        print(f"gpu-check: already done on this machine, driver, torch and code ({cache_root / RECORD_FILE}); "
-              "not run again")
+    kinds = [c.kind for c in gpu_check.kinds_of(gpu_check.own_loop(configs))]
+    done, todo = gpu_check.split_by_record(kinds, cache_root, device)
+    if done:
+        print(f"gpu-check: {'' if todo else 'not run again: '}already checked on this machine, driver, torch and "
+              f"code ({cache_root / gpu_check.RECORD_FILE}): {'; '.join(done)}")
+    if not todo:
         return True
-    print("gpu-check: not yet done on this machine, driver, torch and code: running it first (minutes)")
-    check = argparse.Namespace(**{**vars(args), "tier": "full", "steps": None, "max_kinds": None, "size": "auto",
-                                  "out": "reports/gpu-check.md"})
+    print(f"gpu-check: checking first (minutes): {'; '.join(todo)}")
     try:
-        cmd_gpu_check(check, device)
+        gpu_check.run_gpu_check(configs, cache_root, device=device, kinds=todo, tier="full")
     except Exception as e:  # noqa: BLE001  (the long run does not start on a check that broke)
         print(f"error: gpu-check failed ({type(e).__name__}: {e}); the full tier was not started. "
               "Run `claimbench gpu-check` to see it.", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 In:  selected ClaimSpecs (and their files), a tier, the real RunStore, a step count, an executor,
      the device and data root.
-Out: the dry-run records in ``<cache>/dry-run/steps-N/`` (never in the real cache), the claims
+Out: the dry-run records in ``<cache>/dry-run/steps-N/`` (never in the real cache; trained as the
+real cache's ``gpu-check.json`` allows on this machine, as real training is), the claims
 checked on them (pytest with the plugin, then the report into ``reports/<tier>-dry-run/`` under
 a banner saying these are not results), and a calibrated estimate of the real tier on this
 machine: each kind of group's steady-state step time (the median after leaving out the first
@@ -123,8 +124,10 @@ def dry_run(specs: list[ClaimSpec], claim_paths: list[Path], tier: str, store: R
     target = detected_device() if device == "auto" else device
     plan = dry_run_plan(specs, tier, store, target, tables)
     dstore = dry_run_store(store, steps)
+    # What gpu-check switched off on this machine is in the real cache's record, not the dry-run
+    # store's: a dry run that used it would time (or crash on) a feature the check gave up.
     summary = train_plan(plan, dstore, device=device, data_root=data_root, progress=progress,
-                         group_size=group_size, executor=executor, dry_run_steps=steps)
+                         group_size=group_size, executor=executor, dry_run_steps=steps, check_root=store.root)
     from claimbench.runs import ensure_simulations
 
     ensure_simulations(specs, tier, dstore)  # exact and cheap: the whole simulation, not a shortened one

@@ -29,8 +29,8 @@ traceback.
 
 Dry run (``dry_run_steps=N``): every run trains N steps (its schedule's phases shrunk to N steps in
 all, ``claimbench.group.dry_run_config``) through the same code, into the store the caller gives
-(``claimbench.dry_run.dry_run_store``: ``<cache>/dry-run/steps-N/``); each record's provenance
-carries the group's step stamps, which ``claimbench.dry_run.measured_step_times`` reads.
+(``claimbench.dry_run.dry_run_store``: ``<cache>/dry-run/steps-N/``), honouring the real cache's
+gpu-check record (``check_root``); each record's provenance carries the group's step stamps, which ``claimbench.dry_run.measured_step_times`` reads.
 """
 
 from __future__ import annotations
@@ -292,11 +292,13 @@ def _as_completed(pool: Executor, fn: Callable[[GroupJob], list[tuple[str, bool]
 def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
                data_root: Path | None = None, progress: bool = True, group_size: int | None = None,
                threads: int | None = None, executor: LocalExecutor | RayExecutor | None = None,
-               dry_run_steps: int | None = None, progress_stream=None, progress_label: str = "") -> TrainSummary:
+               dry_run_steps: int | None = None, progress_stream=None, progress_label: str = "",
+               check_root: Path | None = None) -> TrainSummary:
     """Train what ``plan`` lacks in ``store`` on ``executor`` (default: ``LocalExecutor(jobs,
     threads)``). ``threads``: torch threads per job on CPU; a caller that is itself one of several
     processes (a pytest-xdist worker) passes its share, or the cores are oversubscribed. With
-    ``dry_run_steps``, ``store`` should be a ``dry_run_store``. ``progress``: show the run-steps of
+    ``dry_run_steps``, ``store`` should be a ``dry_run_store``, and ``check_root`` the real cache's
+    root, whose ``claimbench gpu-check`` record it honours (default: the store's). ``progress``: show the run-steps of
     all runs with an ETA (``claimbench.progress``) on ``progress_stream`` (default stderr), each line
     starting with ``progress_label``."""
     executor = executor or LocalExecutor(jobs, threads)
@@ -311,7 +313,7 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
         return summary
     groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device
-    groups, switched = honour_gpu_check(groups, store.root, worker_device)
+    groups, switched = honour_gpu_check(groups, check_root or store.root, worker_device)
     n_threads = executor.thread_count(plan.device, len(groups))
     jobs_ = [GroupJob(tuple(r.config for r in g),
                       tuple(r.key for r in g), str(store.root), str(data_root) if data_root else None,
@@ -372,10 +374,11 @@ def honour_gpu_check(groups: list[list[PlannedRun]], cache_root: Path,
 
 def train_plan_ray(plan: Plan, store: RunStore, address: str | None = None, device: str = "auto",
                    data_root: Path | None = None, group_size: int | None = None,
-                   progress: bool = True, max_retries: int = 3, dry_run_steps: int | None = None) -> TrainSummary:
+                   progress: bool = True, max_retries: int = 3, dry_run_steps: int | None = None,
+                   check_root: Path | None = None) -> TrainSummary:
     """``train_plan`` on a Ray cluster (``address``; None starts a local instance)."""
     return train_plan(plan, store, device=device, data_root=data_root, progress=progress, group_size=group_size,
-                      executor=RayExecutor(address, max_retries), dry_run_steps=dry_run_steps)
+                      executor=RayExecutor(address, max_retries), dry_run_steps=dry_run_steps, check_root=check_root)
 
 
 def _collect(summary: TrainSummary, group: list[PlannedRun], call: Callable[[], list[tuple[str, bool]]],

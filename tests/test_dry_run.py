@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,8 +20,8 @@ from claimbench.cache import RunStore, run_key
 from claimbench.cli import main
 from claimbench.config import RunConfig, phase_steps
 from claimbench.data.catalog import data_shape
-from claimbench.dry_run import dry_run_store, measured_step_times
-from claimbench.execute import train_plan
+from claimbench.dry_run import dry_run, dry_run_plan, dry_run_store, measured_step_times
+from claimbench.execute import LocalExecutor, train_plan
 from claimbench.group import dry_run_config
 from claimbench.machine.detect import machine_name
 from claimbench.plan import Plan, plan_runs
@@ -160,3 +161,36 @@ def test_verify_dry_run_cli_leaves_the_real_cache_empty(tmp_path, monkeypatch, c
     planned = json.loads(capsys.readouterr().out)
     assert planned["cached_runs"] == 0 and planned["estimate"] == "measured"
     assert RunStore(cache).keys() == []
+
+
+class Capture(LocalExecutor):
+    """An executor that keeps the jobs it is given and trains none of them."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.given: list = []
+
+    def run(self, jobs):
+        self.given += jobs
+        return iter(())
+
+
+def test_a_dry_run_honours_the_gpu_check_record_of_the_real_cache(tmp_path, monkeypatch, caplog):
+    """The dry run trains into a sub-folder of the cache, but what the check switched off on this
+    machine is in the real cache's record: the dry run gives it up as training would."""
+    import claimbench.report
+    import claimbench.gpu_check as gc
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pytest, "main", lambda *a, **k: 0)
+    monkeypatch.setattr(claimbench.report, "render_reports", lambda *a, **k: [])
+    specs = [s for s in load_claims(claim_files(ROOT / "claims")) if s.id == "adam-l2-vs-wd"]
+    store = RunStore(tmp_path / "cache")
+    plan = dry_run_plan(specs, "smoke", store, "cpu")
+    results = [SimpleNamespace(kind=c.kind, switched_off={"kernels": "fused adam drifted"}, flaky="")
+               for c in gc.kinds_of([r.config for r in plan.runs])]
+    gc.write_record(store.root, gc.MachineKey.here("cpu"), results)
+    executor = Capture()
+    dry_run(specs, [], "smoke", store, 2, executor, device="cpu", progress=False)
+    assert executor.given and all("kernels" in j.switched_off for j in executor.given)
+    assert "gpu-check switched off kernels" in caplog.text and str(store.root / gc.RECORD_FILE) in caplog.text

@@ -272,7 +272,7 @@ def _kind(**off):
 
 @pytest.mark.parametrize("record", [
     "{not json",
-    {"MACHINE": {"complete": "false", "kinds": {}}},
+    {"MACHINE": {"kinds": {"k": {**_kind(), "optimizers": "adam"}}}},
     {"MACHINE": {"complete": True}},
     {"MACHINE": {"complete": True, "kinds": {"k": _kind(bogus="why")}}},
     {"MACHINE": {"complete": True, "kinds": {"k": {**_kind(), "switched_off": ["kernels"]}}}},
@@ -281,23 +281,30 @@ def _kind(**off):
     ["a list"],
 ])
 def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path, caplog):
-    from claimbench.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here, read_record
+    from claimbench.gpu_check import RECORD_FILE, GroupKind, MachineKey, SwitchedOff, read_record, split_by_record
 
     machine = MachineKey.here("cpu").id
     text = record if isinstance(record, str) else json.dumps(record).replace("MACHINE", machine)
     (tmp_path / RECORD_FILE).write_text(text)
     assert read_record(tmp_path) == {}
-    assert passed_here(tmp_path, "cpu") is None  # never "already done" on a record that says nothing
+    kind = GroupKind("digits", "basicnet", ("adam",), False, True)
+    # Never "already checked" on a record that says nothing.
+    assert split_by_record([kind], tmp_path, "cpu") == ([], [kind.id])
     assert SwitchedOff.load(tmp_path, "cpu").kinds == {}
     assert "ignored, not a gpu-check record claimbench wrote" in caplog.text
 
 
 def test_a_well_formed_gpu_check_record_is_read(tmp_path):
-    from claimbench.gpu_check import RECORD_FILE, MachineKey, SwitchedOff, passed_here
+    from claimbench.gpu_check import RECORD_FILE, GroupKind, MachineKey, SwitchedOff, split_by_record
 
     machine = MachineKey.here("cpu").id
+    # An older record's "complete" is left alone; it covers the kinds it names.
     (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
-    assert passed_here(tmp_path, "cpu") is not None
+    kind = GroupKind("digits", "basicnet", ("adam",), False, True)
+    assert split_by_record([kind], tmp_path, "cpu") == ([], [kind.id])
+    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"kinds": {"k": {**_kind(kernels="off"),
+                                                                             "optimizers": ["adam", "sgd"]}}}}))
+    assert split_by_record([kind], tmp_path, "cpu") == ([kind.id], [])
     assert SwitchedOff.load(tmp_path, "cpu").kinds == {"k": {"kernels": "off"}}
 
 

@@ -1,7 +1,7 @@
 """claimbench gpu-check on the CPU: the command runs every feature but graphs and writes its report; a
 feature that disagrees (a graph backend whose replay steps twice) is caught, switched off for its
-kind, recorded, announced and honoured by the training path; the record makes a second
-``verify --tier full`` skip the check; the tolerance is derived per precision."""
+kind, recorded, announced and honoured by the training path; ``verify --tier full`` checks the
+kinds of its plan the record lacks, and only those; the tolerance is derived per precision."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def test_a_graph_replay_that_steps_twice_is_caught_switched_off_recorded_and_hon
     assert any(line.startswith("gpu-check switched off graphs") and "eager steps" in line for line in said)
     record = json.loads((cache / gc.RECORD_FILE).read_text())
     (entry,) = record.values()
-    assert entry["kinds"][r.kind.id]["switched_off"].keys() == {"graphs"} and entry["complete"]
+    assert entry["kinds"][r.kind.id]["switched_off"].keys() == {"graphs"}
+    assert entry["kinds"][r.kind.id]["optimizers"] == ["adam", "sgd"]
     assert "graphs (" in (tmp_path / "r.md").read_text().split("## Switched off")[1]
 
     # The training path consults the record: this kind trains without graphs, and says so.
@@ -128,34 +129,83 @@ def test_a_stacked_group_that_loses_a_run_is_caught(tmp_path, monkeypatch):
     assert result.switched_off[result.results[0].kind.id].keys() == {"stacked"}
 
 
-def test_a_second_full_verify_skips_the_check_by_its_stamp(tmp_path, monkeypatch, capsys):
-    ran: list[str] = []
+def _stamp(cache: Path, kinds: list, drop: str | None = None) -> None:
+    """A record for this machine holding ``kinds`` (``GroupKind``s) checked, ``drop`` left out."""
+    path = cache / gc.RECORD_FILE
+    record = json.loads(path.read_text()) if path.exists() else {}
+    key = gc.MachineKey.here("cpu")
+    entry = record.setdefault(key.id, {"complete": True, "kinds": {}})
+    entry["kinds"].update({k.id: {"dataset": k.dataset, "arch": k.arch, "precision": k.precision,
+                                  "optimizers": list(k.optimizers), "switched_off": {}} for k in kinds})
+    entry["kinds"].pop(drop, None)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
 
-    def fake_check(args, device=None):
-        ran.append(device)
-        gc.write_record(Path(args.cache_dir), gc.MachineKey.here(device), [], complete=True)
-        return 0
 
-    monkeypatch.setattr(claims_cli, "cmd_gpu_check", fake_check)
+def _tier_kinds(tier: str, cache: Path, *k: str) -> list:
+    from claimbench.cli import build_parser
+
+    plan, _ = claims_cli._plan(build_parser().parse_args(["plan", "--tier", tier, "--cache-dir", str(cache), *k]),
+                               device="cpu")
+    return [c.kind for c in gc.kinds_of([r.config for r in plan.runs])]
+
+
+def test_a_full_verify_checks_the_kinds_of_its_plan_the_record_lacks(tmp_path, monkeypatch, capsys):
+    """The stamp is per kind of group: a smoke-tier check does not stand for the full tier's kinds,
+    and a kind added to the claims after a check is checked alone."""
+    cache = tmp_path / "cache"
+    checked: list[list[str]] = []
+
+    def fake_check(configs, cache_root, *, device="auto", kinds=None, **kw):
+        cases = [c for c in gc.kinds_of(configs) if kinds is None or c.kind.id in kinds]
+        checked.append(sorted(c.kind.id for c in cases))
+        _stamp(Path(cache_root), [c.kind for c in cases])
+
+    monkeypatch.setattr(gc, "run_gpu_check", fake_check)
     monkeypatch.setattr(claims_cli, "cmd_train", lambda *a, **k: 0)
     monkeypatch.setattr(claims_cli, "cmd_report", lambda *a, **k: 0)
     import pytest as pytest_module
 
     monkeypatch.setattr(pytest_module, "main", lambda *a, **k: 0)
-    argv = ["verify", "--tier", "full", "--force", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(tmp_path / "out"), "-k", "amsgrad"]
+    _stamp(cache, _tier_kinds("smoke", cache))  # `claimbench gpu-check --tier smoke`
+    full = sorted(k.id for k in _tier_kinds("full", cache, "-k", "adam-l2-vs-wd"))
+    assert len(full) == 2
+    argv = ["verify", "--tier", "full", "--force", "--device", "cpu", "--cache-dir", str(cache),
+            "--out", str(tmp_path / "out"), "-k", "adam-l2-vs-wd"]
     assert run_cli(*argv) == 0
-    assert ran == ["cpu"] and "running it first" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert checked == [full] and "not run again" not in out and all(k in out for k in full)
+
+    assert run_cli(*argv) == 0  # every kind of the plan checked now
+    assert checked == [full] and "not run again" in capsys.readouterr().out
+
+    _stamp(cache, [], drop=full[1])  # a kind the claims gained after the check
     assert run_cli(*argv) == 0
-    assert ran == ["cpu"] and "not run again" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert checked == [full, [full[1]]]
+    already, now = [line for line in out.splitlines() if line.startswith("gpu-check:")][:2]
+    assert full[0] in already and full[1] not in already and full[1] in now
+
+
+def test_a_check_of_the_whole_tier_covers_the_optimizer_mixes_of_a_narrowed_plan(tmp_path):
+    """Which optimizers a group mixes depends on the runs a plan holds: each optimizer checked on
+    the kind's dataset, architecture and precision covers it; one never checked there does not."""
+    def kind(dataset, *optimizers):
+        return gc.GroupKind(dataset, "basicnet", tuple(optimizers), False, True)
+
+    _stamp(tmp_path, [kind("cifar10", "adagrad", "adam", "sgd"), kind("cifar10", "adam", "rmsprop")])
+    asked = [kind("cifar10", "adam", "sgd"), kind("cifar10", "rmsprop", "sgd"), kind("cifar10", "adamax"),
+             kind("cifar100", "adam"), gc.GroupKind("cifar10", "basicnet", ("adam",), False, True, "tf32")]
+    done, todo = gc.split_by_record(asked, tmp_path, "cpu")
+    assert done == [k.id for k in asked[:2]] and todo == [k.id for k in asked[2:]]
 
 
 def test_a_check_that_breaks_stops_the_full_tier_before_training(tmp_path, monkeypatch, capsys):
-    def broken(args, device=None):
+    def broken(*args, **kw):
         raise RuntimeError("CUDA error: an illegal memory access")
 
     trained: list = []
-    monkeypatch.setattr(claims_cli, "cmd_gpu_check", broken)
+    monkeypatch.setattr(gc, "run_gpu_check", broken)
     monkeypatch.setattr(claims_cli, "cmd_train", lambda *a, **k: trained.append(1) or 0)
     assert run_cli("verify", "--tier", "full", "--force", "--device", "cpu", "--cache-dir", str(tmp_path / "c"),
                    "--out", str(tmp_path / "out"), "-k", "amsgrad") == 1

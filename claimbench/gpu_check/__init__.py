@@ -4,8 +4,9 @@ In:  the runs a tier plans (``claimbench.plan``), this machine's device, a cache
 Out: ``CheckResult``: per kind of group (dataset x architecture x the optimizers it mixes x graphs
      or not x folder data or not, derived from the plan's groups of 16), whether each fast feature
      gives the numbers the plain loop gives, steady-state step times of both; a markdown report; a
-     record under the cache root (``gpu-check.json``, keyed by machine, driver, torch and code)
-     that the training path consults (``SwitchedOff``): a feature that disagreed or raised is
+     record under the cache root (``gpu-check.json``, keyed by machine, driver, torch and code,
+     naming the kinds checked: ``split_by_record`` says which a plan still lacks) that the
+     training path consults (``SwitchedOff``): a feature that disagreed or raised is
      switched off for that kind of group on this machine, and said so in one line.
 
 For each kind, one real group of its runs (up to 16) trains a few dozen steps twice, on fabricated
@@ -44,7 +45,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from claimbench.config import DATASET_SHAPES, RunConfig
 # Names of the modules below are also this package's (``claimbench.gpu_check.distances``, ...): callers
@@ -53,9 +54,9 @@ from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT
                                    distances, judge, run_name, tolerance_of)
 from claimbench.gpu_check.kinds import (CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH, FEATURE_OFF, FEATURE_TEXT,
                                         FEATURES, FOLDER_DATASETS, GroupKind, KindCase, kind_of, kinds_of,
-                                        select_kinds)
+                                        own_loop, select_kinds)
 from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
-                                    code_fingerprint, passed_here, read_record, write_record)
+                                    code_fingerprint, covered, read_record, split_by_record, write_record)
 from claimbench.gpu_check.report import estimate_rows, format_s, render
 from claimbench.machine.detect import machine_name, nvidia_query
 from claimbench.plan.estimate import run_cost
@@ -490,11 +491,12 @@ def device_facts(device) -> dict:
 
 def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "auto", steps: int | None = None,
                   max_kinds: int | None = None, quick: bool | None = None, out: Path | None = REPORT,
-                  graph_backend=None, say: Callable[[str], None] = print, tier: str = "full") -> CheckResult:
-    """Check every kind of group ``configs`` form (``max_kinds``: at most that many, one of each
-    data family first). ``quick`` (default: on a CPU) shrinks networks and groups; ``graph_backend``
-    makes graphs on a CPU (tests). Writes the record (and the stamp when every kind was checked)
-    under ``cache_root`` and the report to ``out``."""
+                  graph_backend=None, say: Callable[[str], None] = print, tier: str = "full",
+                  kinds: Collection[str] | None = None) -> CheckResult:
+    """Check every kind of group ``configs`` form (``kinds``: only those of these ids;
+    ``max_kinds``: at most that many, one of each data family first). ``quick`` (default: on a
+    CPU) shrinks networks and groups; ``graph_backend`` makes graphs on a CPU (tests). Writes the
+    kinds checked into the record under ``cache_root`` and the report to ``out``."""
     import torch
 
     from claimbench.train.device import resolve_device
@@ -505,14 +507,15 @@ def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "
     steps = steps or (CPU_STEPS if quick else GPU_STEPS)
     if steps < 8:
         raise ValueError(f"--steps {steps}: the window needs at least 8 steps (two phases and a resume)")
-    own = [c for c in configs if c.train.trainer is None]
+    own = own_loop(configs)
     if len(own) < len(configs):
         say(f"gpu-check: {len(configs) - len(own)} run(s) train with a registered trainer, not claimbench's loop: "
             "its fast path is the trainer's own, so they are not checked")
-    cases = kinds_of(own)
+    cases = [c for c in kinds_of(own) if kinds is None or c.kind.id in kinds]
     chosen = select_kinds(cases, max_kinds)
     facts = device_facts(dev)
-    say(f"gpu-check on {facts['device']}: {len(chosen)} of {len(cases)} kinds of group of the {tier} tier, "
+    say(f"gpu-check on {facts['device']}: {len(chosen)} of {len(cases)} kinds of group of the {tier} tier"
+        f"{' not yet checked here' if kinds is not None else ''}, "
         f"{steps} steps each on fabricated data{' (CPU: shrunk networks)' if quick else ''}")
     results = []
     with tempfile.TemporaryDirectory(prefix="claimbench-gpu-check-") as tmp:
@@ -530,7 +533,7 @@ def run_gpu_check(configs: list[RunConfig], cache_root: Path, *, device: str = "
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     key = MachineKey.here(str(dev))
-    record = write_record(cache_root, key, results, complete=len(chosen) == len(cases))
+    record = write_record(cache_root, key, results)
     result = CheckResult(tuple(results), tuple(c for c in cases if c not in chosen), facts,
                          time.perf_counter() - started, quick, record, out)
     if out is not None:

@@ -71,6 +71,11 @@ def kind_of(configs: list[RunConfig]) -> GroupKind:
                      not folder, c.train.precision)
 
 
+def own_loop(configs: list[RunConfig]) -> list[RunConfig]:
+    """The runs claimbench's loop trains: a registered trainer's fast path is its own, not checked."""
+    return [c for c in configs if c.train.trainer is None]
+
+
 @dataclass(frozen=True)
 class KindCase:
     kind: GroupKind

@@ -2,7 +2,8 @@
 
 In:  the cache root, this machine's device, a check's per-kind results.
 Out: ``gpu-check.json`` under the cache root (merged under its lock, written whole:
-     ``claimbench.cache.side_records``); ``SwitchedOff``, the features
+     ``claimbench.cache.side_records``), per machine the kinds of group checked there (the stamp:
+     ``split_by_record`` says which kinds a plan still needs checked); ``SwitchedOff``, the features
      a check switched off per kind of group, which ``claimbench.execute`` consults; ``announce``, one
      line per switched-off feature.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from claimbench.cache.side_records import update_json
 from claimbench.config import RunConfig
-from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, kind_of
+from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, GroupKind, kind_of
 from claimbench.machine.detect import machine_name, nvidia_query
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,15 @@ def read_record(cache_root: Path) -> dict:
 
 
 def record_problem(raw: object) -> str | None:
-    """What makes ``raw`` no gpu-check record, or None: machine id -> {complete: bool, kinds:
-    {kind id -> {dataset, arch, precision: strings, switched_off: {known feature: reason}}}}."""
+    """What makes ``raw`` no gpu-check record, or None: machine id -> {kinds: {kind id -> {dataset,
+    arch, precision: strings, optimizers: [strings] (written since the stamp is per kind),
+    switched_off: {known feature: reason}}}}. Other keys (an older record's ``complete``) are
+    left alone."""
     if not isinstance(raw, dict):
         return f"a {type(raw).__name__}, expected an object"
     for machine, entry in raw.items():
         if not isinstance(entry, dict):
             return f"{machine[:60]}: a {type(entry).__name__}, expected an object"
-        if not isinstance(entry.get("complete"), bool):
-            return f"{machine[:60]}.complete: {str(entry.get('complete'))[:20]!r} is not true or false"
         kinds = entry.get("kinds")
         if not isinstance(kinds, dict):
             return f"{machine[:60]}.kinds: expected an object"
@@ -110,6 +111,9 @@ def record_problem(raw: object) -> str | None:
             where = f"{machine[:60]}.kinds.{kid[:60]}"
             if not isinstance(kind, dict) or not all(isinstance(kind.get(f), str) for f in ("dataset", "arch", "precision")):
                 return f"{where}: expected dataset, arch and precision"
+            optimizers = kind.get("optimizers", [])
+            if not isinstance(optimizers, list) or not all(isinstance(o, str) for o in optimizers):
+                return f"{where}.optimizers: expected a list of names"
             off = kind.get("switched_off", {})
             if not isinstance(off, dict):
                 return f"{where}.switched_off: expected an object"
@@ -125,17 +129,20 @@ class CheckRecordError(RuntimeError):
     pass
 
 
-def write_record(cache_root: Path, key: MachineKey, results: list, complete: bool) -> Path:
-    """Merge ``results`` (``KindResult``s) into the record of ``key``; flaky findings are kept for
-    the reader, and switch nothing off."""
+def write_record(cache_root: Path, key: MachineKey, results: list) -> Path:
+    """Merge ``results`` (``KindResult``s) into the record of ``key``: the kinds it holds are the
+    ones checked on this machine, driver, torch and code. Flaky findings are kept for the reader,
+    and switch nothing off."""
     path = Path(cache_root) / RECORD_FILE
 
     def merge(raw: dict) -> dict:
-        entry = raw.get(key.id) or {**asdict(key), "kinds": {}, "complete": False}
+        entry = raw.get(key.id) or {**asdict(key), "kinds": {}}
+        # Whether a tier was checked whole is no stamp: it said nothing of another tier's kinds,
+        # another claims folder's or kinds added later. The kinds themselves are.
+        entry.pop("complete", None)
         entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch,
-                                           "precision": r.kind.precision, "switched_off": r.switched_off,
-                                           "flaky": r.flaky} for r in results})
-        entry["complete"] = bool(entry.get("complete")) or complete
+                                           "precision": r.kind.precision, "optimizers": list(r.kind.optimizers),
+                                           "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
         entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         raw[key.id] = entry
         return raw
@@ -146,10 +153,24 @@ def write_record(cache_root: Path, key: MachineKey, results: list, complete: boo
     return path
 
 
-def passed_here(cache_root: Path, device: str) -> dict | None:
-    """The complete check recorded for this machine, driver, torch and code (the stamp), or None."""
-    entry = read_record(cache_root).get(MachineKey.here(device).id)
-    return entry if entry and entry.get("complete") else None
+def covered(checked: dict, kind: GroupKind) -> bool:
+    """Whether the kinds ``checked`` (a machine's record) cover ``kind``: checked itself, or each
+    of its optimizers checked in a kind of its dataset, architecture and precision (the data path
+    follows from the dataset). Which optimizers a group mixes depends on which runs a plan holds
+    (-k, what is cached already): judged per optimizer, a check of the whole tier covers the groups
+    of a narrowed plan, as ``SwitchedOff.for_group`` applies its findings to them."""
+    if kind.id in checked:
+        return True
+    seen = {o for k in checked.values() if (k["dataset"], k["arch"], k["precision"]) ==
+            (kind.dataset, kind.arch, kind.precision) for o in k.get("optimizers", [])}
+    return set(kind.optimizers) <= seen
+
+
+def split_by_record(kinds: list[GroupKind], cache_root: Path, device: str) -> tuple[list[str], list[str]]:
+    """The ids of ``kinds`` this machine, driver, torch and code's record covers, and of those it lacks."""
+    checked = (read_record(cache_root).get(MachineKey.here(device).id) or {}).get("kinds", {})
+    done = [k.id for k in kinds if covered(checked, k)]
+    return done, [k.id for k in kinds if k.id not in done]
 
 
 @dataclass(frozen=True)
