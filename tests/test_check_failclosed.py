@@ -35,7 +35,7 @@ from claimbench.check.verdict import (
 )
 from claimbench.spec.checks import Selection, parse_check_params, same_value
 from claimbench.spec.claims import CheckSpec, load_claim
-from tests.test_check import BETAS, CLAIM, LAYERS, Runs, fabricate, per_seed, sweep, two
+from tests.helpers import BETAS, DIVERGE_CLAIM, LAYERS, Runs, fabricate, sweep, two
 
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 MISSING = ("None", "absent", "untrained")  # the value is None, the key is absent, the run is not stored
@@ -245,7 +245,7 @@ def test_a_kind_that_needs_a_spread_is_inconclusive_on_fewer_seeds(monkeypatch):
 
 def test_a_nan_in_the_cache_names_the_training_seed(tmp_path):
     path = tmp_path / "claim.yaml"
-    path.write_text(CLAIM)
+    path.write_text(DIVERGE_CLAIM)
     spec = load_claim(path)
     store = RunStore(tmp_path / "cache")
     groups = spec.tier("smoke").groups
