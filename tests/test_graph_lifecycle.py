@@ -27,8 +27,7 @@ from claimbench.runconfig import run_config_from_dict
 from claimbench.train.graphs import StepGraph
 from claimbench.train import train_runs
 from claimbench.train.loop import train_models
-from tests.test_fused import BN_CANCELLED
-from tests.test_loop import tiny_data
+from tests.helpers import BN_CANCELLED, tiny_data
 
 CPU = torch.device("cpu")
 
