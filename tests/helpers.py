@@ -178,6 +178,8 @@ def make_cifar_archive(where: Path, dataset: str, per_file: int = 4, seed: int =
 
 # --- a broken plug-in kit (tests/test_run_failures.py) -------------------------------------
 
+# A claims folder of tiny plug-ins (``write_kit``), four of them broken on purpose; KIT_CASES says
+# per broken claim what its run sets, what its check reads and what its error must say.
 
 KIT = '''\
 """Tiny plug-ins, four of them broken on purpose."""

@@ -26,8 +26,8 @@ from claimbench.cache.keys import (
 from claimbench.cache.entry import JSON_FILES, EntryDamaged, EntryNeedsPlugin, entry_files, record_from_files
 from claimbench.config import PLUGIN_FIELDS, ConfigError, ModelConfig, RunConfig, plugins_used
 from claimbench.runconfig import PluginUnavailable, run_config_from_dict
+from tests.helpers import GOLDEN_KEY
 
-GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
 
 
 def record(config: RunConfig, value: float = 1.0) -> RunRecord:

@@ -28,7 +28,7 @@ from claimbench.plan.estimate import run_cost
 from claimbench.plan.groups import PlannedRun, group_id
 from claimbench.plan.step_times import StepTime, StepTimes
 from claimbench.spec.claims import claim_files, load_claims
-from tests.test_data import make_cifar_archive
+from tests.helpers import make_cifar_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -233,7 +233,7 @@ def test_builtin_canonical_json_has_no_plugin_fields():
     from claimbench.cache.keys import run_key
     from claimbench.config import RunConfig
 
-    from tests.test_cache import GOLDEN_KEY
+    from tests.helpers import GOLDEN_KEY
 
     assert "params" not in RunConfig().canonical_json()
     assert run_key(RunConfig(), "0" * 16) == GOLDEN_KEY
