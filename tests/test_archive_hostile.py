@@ -26,57 +26,15 @@ from claimbench.cli import main
 from claimbench.data.catalog import DatasetError
 from claimbench.group import run_and_measure
 from claimbench.runs import remeasure
+from tests.helpers import archive_of, config_from, forged, import_cli
 from tests.other_user import AS_ROOT, as_other_user
 
 ROOT = Path(__file__).resolve().parents[1]
-
-CONFIG_YAML = """\
-model: {arch: basicnet, width: 0.125}
-data: {dataset: digits}
-optim: {name: adam, regularizer: l2, lam: 1.0e-2}
-train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
-"""
-
-
-def config_from(path: Path, extra: str = ""):
-    from claimbench.spec.runfile import load_run_config
-
-    path.write_text(CONFIG_YAML + extra)
-    return load_run_config(path, [])
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> RunRecord:
     """One real (25-step) training on the embedded digits: weights and the numbers they give."""
     return run_and_measure(config_from(tmp_path_factory.mktemp("cfg") / "run.yaml"), "cpu")
-
-
-def archive_of(path: Path, entries: dict[str, dict[str, bytes]], header: bytes | None = None,
-               extra: list[tuple[str, bytes]] = ()) -> Path:
-    """A tar archive laid out as `claimbench cache export` writes it, with whatever files we choose."""
-    header = header if header is not None else json.dumps({"format": 1, "keys": sorted(entries)}).encode()
-    mode = "w:gz" if path.name.endswith(".gz") else "w"
-    with tarfile.open(path, mode) as tar:
-        for name, data in [(ARCHIVE_MANIFEST, header), *extra,
-                           *[(f"entries/{k}/{n}", d) for k, files in entries.items() for n, d in sorted(files.items())]]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def forged(record: RunRecord, weights: bool = True, **metrics) -> tuple[str, dict[str, bytes]]:
-    """The record's entry with invented metrics and a manifest whose checksums match them."""
-    key = run_key(record.config)
-    fake = RunRecord(record.config, {**record.metrics, **metrics}, record.history, record.provenance,
-                     record.state_dict if weights else None)
-    return key, entry_files(fake, key)
-
-
-def import_cli(archive: Path, cache: Path, capsys) -> tuple[int, str, str]:
-    rc = main(["cache", "import", str(archive), "--cache-dir", str(cache), "--device", "cpu"])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 @pytest.mark.slow
