@@ -26,10 +26,9 @@ from claimbench.cli import main
 from claimbench.data.catalog import DatasetError
 from claimbench.group import run_and_measure
 from claimbench.runs import remeasure
-from tests.helpers import archive_of, config_from, forged, import_cli
+from tests.helpers import REPO, archive_of, config_from, forged, import_cli
 from tests.other_user import AS_ROOT, as_other_user
 
-ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> RunRecord:
@@ -75,9 +74,9 @@ def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
     from claimbench.spec.claims import load_claims
 
     claims = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", claims / "_bases")
-    shutil.copytree(ROOT / "claims" / "tables", claims / "tables")
-    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", claims)
+    shutil.copytree(REPO / "claims" / "_bases", claims / "_bases")
+    shutil.copytree(REPO / "claims" / "tables", claims / "tables")
+    shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", claims)
     spec = load_claims([claims / "adam_l2_vs_wd.yaml"])[0]
     store = RunStore(tmp_path / "cache")
     cfg = spec.tier("smoke").groups["adam_l2"].points[0].configs[0]
@@ -330,7 +329,7 @@ def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadabl
            "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "claimbench.cli", *[a.format(base=base) for a in argv]]
     # As root permissions do not bind: run as nobody, for whom the folder is unreadable.
-    out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert f"cannot read the cache {cache}" in out.stderr and "Traceback" not in out.stderr

@@ -26,7 +26,7 @@ from claimbench.cache.keys import (
 from claimbench.cache.entry import JSON_FILES, EntryDamaged, EntryNeedsPlugin, entry_files, record_from_files
 from claimbench.config import PLUGIN_FIELDS, ConfigError, ModelConfig, RunConfig, plugins_used
 from claimbench.runconfig import PluginUnavailable, run_config_from_dict
-from tests.helpers import GOLDEN_KEY
+from tests.helpers import GOLDEN_KEY, REPO
 
 
 
@@ -450,7 +450,7 @@ def test_a_reading_store_never_measures_and_marks_stale_metrics(tmp_path, caplog
     from claimbench.report.runs_page import runs_table
     from claimbench.spec.claims import load_claims
 
-    spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]
+    spec = load_claims([REPO / "claims" / "beta_init.yaml"])[0]
     tier = spec.tier("smoke")
     store = RunStore(tmp_path)
     for cfg in tier.configs():

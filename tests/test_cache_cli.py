@@ -20,10 +20,9 @@ from claimbench.cli import main
 from claimbench.runconfig import run_config_from_dict
 from claimbench.report import render_reports
 from claimbench.spec.claims import load_claims
-from tests.helpers import config_from
+from tests.helpers import REPO, config_from
 from tests.other_user import AS_ROOT, as_other_user
 
-ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def shared_dir():
@@ -47,7 +46,7 @@ def cli(args: list[str], cache: Path, home: Path, other_user: bool = False, shel
         cmd = as_other_user(cmd)
     if shell_suffix:
         cmd = " ".join(map(str, cmd)) + shell_suffix
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=ROOT,
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=REPO,
                           timeout=300)
 
 
@@ -188,9 +187,9 @@ def test_ls_and_verify(tmp_path, capsys):
 
 def _claims(tmp_path: Path) -> Path:
     dest = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
-    shutil.copytree(ROOT / "claims" / "tables", dest / "tables")  # the full tier names table cells
-    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", dest)
+    shutil.copytree(REPO / "claims" / "_bases", dest / "_bases")
+    shutil.copytree(REPO / "claims" / "tables", dest / "tables")  # the full tier names table cells
+    shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", dest)
     return dest
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_BASE, TINY_CLAIM, TINY_PAPER
+from tests.helpers import REPO, TINY_BASE, TINY_CLAIM, TINY_PAPER
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 EXAMPLE = REPO / "examples" / "plugin-example"
 BIN = Path(sys.executable).parent
 RUNS = 8  # 6 MLP runs (L2 and none, 3 seeds) + 1 BasicNet on the plug-in dataset + 1 run of the trainer
