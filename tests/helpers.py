@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from claimbench.cache import RunRecord, run_key
+from claimbench.cache import RunRecord, RunStore, run_key
 from claimbench.cache.archive import ARCHIVE_MANIFEST
 from claimbench.cache.entry import entry_files
 from claimbench.check.kinds import Observations
@@ -27,6 +27,7 @@ from claimbench.cli import main
 from claimbench.data import cifar as cifar_mod
 from claimbench.data.base import ImageData
 from claimbench.runconfig import run_config_from_dict
+from claimbench.spec.claims import load_claim
 from claimbench.spec.run_groups import RunGroup, RunPoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +117,17 @@ def fabricate(store, group, values, diverged_seed=None):
         metrics = {"diverged_at": 1234, "steps": 1234} if diverged else \
             {"sparsity_gamma": v, "diverged_at": None, "steps": 10}
         store.put(run_key(config), RunRecord(config, metrics, history={}, provenance={}, state_dict=None))
+
+
+def diverge_claim(tmp_path: Path):
+    """DIVERGE_CLAIM loaded from a file in ``tmp_path``, an empty store beside it, and the smoke tier's
+    run groups (for ``fabricate``)."""
+    path = tmp_path / "claim.yaml"
+    path.write_text(DIVERGE_CLAIM)
+    spec = load_claim(path)
+    store = RunStore(tmp_path / "cache")
+    groups = spec.tier("smoke").groups
+    return spec, store, groups
 
 
 # --- training on tiny data (tests/test_loop.py, tests/test_fused.py) -------------------------

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 from scipy import stats as sps
 
-from claimbench.cache import RunStore
 from claimbench.check.evaluate import evaluate_claim
 from claimbench.check.kinds import check_claim_tier
 from claimbench.spec.checks import SchemaError, parse_check_params, parse_selection, validate_selection
@@ -25,8 +24,8 @@ from claimbench.check.verdict import (
     welch_diff_ci,
     welch_greater,
 )
-from claimbench.spec.claims import CheckSpec, load_claim
-from tests.helpers import BETAS, DIVERGE_CLAIM, LAYERS, Runs, fabricate, per_seed, sweep, two
+from claimbench.spec.claims import CheckSpec
+from tests.helpers import BETAS, LAYERS, Runs, diverge_claim, fabricate, per_seed, sweep, two
 
 
 def run_check(runs: Runs, kind: str, **params) -> CheckResult:
@@ -402,11 +401,7 @@ def test_selection_parsing():
 
 
 def test_diverged_and_missing_runs_give_error_while_other_checks_decide(tmp_path):
-    path = tmp_path / "claim.yaml"
-    path.write_text(DIVERGE_CLAIM)
-    spec = load_claim(path)
-    store = RunStore(tmp_path / "cache")
-    groups = spec.tier("smoke").groups
+    spec, store, groups = diverge_claim(tmp_path)
     fabricate(store, groups["adam_l2"], [70, 71, 72])
     fabricate(store, groups["adam_wd"], [40, 41, 42], diverged_seed=1)
     # sgd_l2 is not stored yet: the claim is not run (not an error), and says how much is missing.
