@@ -13,11 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 AS_ROOT = os.geteuid() == 0
 OTHER_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -28,8 +28,8 @@ def _why_other_user_cannot_run_claimbench() -> str | None:
         return "setpriv is missing, so the test cannot switch to another user"
     # As the tests run it: this interpreter, in the checkout, reading its claims by their full path
     # (a folder above the checkout that other users cannot enter stops only absolute paths).
-    code = f"import os, claimbench, torch; os.listdir({str(ROOT / 'claims' / 'tables')!r})"
-    probe = subprocess.run([*OTHER_USER, sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+    code = f"import os, claimbench, torch; os.listdir({str(REPO / 'claims' / 'tables')!r})"
+    probe = subprocess.run([*OTHER_USER, sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
     if probe.returncode == 0:
         return None

@@ -26,57 +26,14 @@ from claimbench.cli import main
 from claimbench.data.catalog import DatasetError
 from claimbench.group import run_and_measure
 from claimbench.runs import remeasure
+from tests.helpers import REPO, archive_of, config_from, forged, import_cli
 from tests.other_user import AS_ROOT, as_other_user
-
-ROOT = Path(__file__).resolve().parents[1]
-
-CONFIG_YAML = """\
-model: {arch: basicnet, width: 0.125}
-data: {dataset: digits}
-optim: {name: adam, regularizer: l2, lam: 1.0e-2}
-train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
-"""
-
-
-def config_from(path: Path, extra: str = ""):
-    from claimbench.spec.runfile import load_run_config
-
-    path.write_text(CONFIG_YAML + extra)
-    return load_run_config(path, [])
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> RunRecord:
     """One real (25-step) training on the embedded digits: weights and the numbers they give."""
     return run_and_measure(config_from(tmp_path_factory.mktemp("cfg") / "run.yaml"), "cpu")
-
-
-def archive_of(path: Path, entries: dict[str, dict[str, bytes]], header: bytes | None = None,
-               extra: list[tuple[str, bytes]] = ()) -> Path:
-    """A tar archive laid out as `claimbench cache export` writes it, with whatever files we choose."""
-    header = header if header is not None else json.dumps({"format": 1, "keys": sorted(entries)}).encode()
-    mode = "w:gz" if path.name.endswith(".gz") else "w"
-    with tarfile.open(path, mode) as tar:
-        for name, data in [(ARCHIVE_MANIFEST, header), *extra,
-                           *[(f"entries/{k}/{n}", d) for k, files in entries.items() for n, d in sorted(files.items())]]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def forged(record: RunRecord, weights: bool = True, **metrics) -> tuple[str, dict[str, bytes]]:
-    """The record's entry with invented metrics and a manifest whose checksums match them."""
-    key = run_key(record.config)
-    fake = RunRecord(record.config, {**record.metrics, **metrics}, record.history, record.provenance,
-                     record.state_dict if weights else None)
-    return key, entry_files(fake, key)
-
-
-def import_cli(archive: Path, cache: Path, capsys) -> tuple[int, str, str]:
-    rc = main(["cache", "import", str(archive), "--cache-dir", str(cache), "--device", "cpu"])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 @pytest.mark.slow
@@ -117,9 +74,9 @@ def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
     from claimbench.spec.claims import load_claims
 
     claims = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", claims / "_bases")
-    shutil.copytree(ROOT / "claims" / "tables", claims / "tables")
-    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", claims)
+    shutil.copytree(REPO / "claims" / "_bases", claims / "_bases")
+    shutil.copytree(REPO / "claims" / "tables", claims / "tables")
+    shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", claims)
     spec = load_claims([claims / "adam_l2_vs_wd.yaml"])[0]
     store = RunStore(tmp_path / "cache")
     cfg = spec.tier("smoke").groups["adam_l2"].points[0].configs[0]
@@ -372,7 +329,7 @@ def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadabl
            "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "claimbench.cli", *[a.format(base=base) for a in argv]]
     # As root permissions do not bind: run as nobody, for whom the folder is unreadable.
-    out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run(as_other_user(cmd) if AS_ROOT else cmd, env=env, capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert f"cannot read the cache {cache}" in out.stderr and "Traceback" not in out.stderr

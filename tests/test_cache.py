@@ -26,8 +26,8 @@ from claimbench.cache.keys import (
 from claimbench.cache.entry import JSON_FILES, EntryDamaged, EntryNeedsPlugin, entry_files, record_from_files
 from claimbench.config import PLUGIN_FIELDS, ConfigError, ModelConfig, RunConfig, plugins_used
 from claimbench.runconfig import PluginUnavailable, run_config_from_dict
+from tests.helpers import GOLDEN_KEY, REPO
 
-GOLDEN_KEY = "1f177d5e1197848ef59a1574e9f50ed3edd43b59d1f32db51a09d9cdbadad84a"  # cache format 2, train.precision in the config
 
 
 def record(config: RunConfig, value: float = 1.0) -> RunRecord:
@@ -450,7 +450,7 @@ def test_a_reading_store_never_measures_and_marks_stale_metrics(tmp_path, caplog
     from claimbench.report.runs_page import runs_table
     from claimbench.spec.claims import load_claims
 
-    spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]
+    spec = load_claims([REPO / "claims" / "beta_init.yaml"])[0]
     tier = spec.tier("smoke")
     store = RunStore(tmp_path)
     for cfg in tier.configs():

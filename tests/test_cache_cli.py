@@ -20,16 +20,8 @@ from claimbench.cli import main
 from claimbench.runconfig import run_config_from_dict
 from claimbench.report import render_reports
 from claimbench.spec.claims import load_claims
+from tests.helpers import REPO, config_from
 from tests.other_user import AS_ROOT, as_other_user
-
-ROOT = Path(__file__).resolve().parents[1]
-
-CONFIG_YAML = """\
-model: {arch: basicnet, width: 0.125}
-data: {dataset: digits}
-optim: {name: adam, regularizer: l2, lam: 1.0e-2}
-train: {batch_size: 40, unit: steps, phases: [20, 5], snapshots: 2}
-"""
 
 
 @pytest.fixture
@@ -54,7 +46,7 @@ def cli(args: list[str], cache: Path, home: Path, other_user: bool = False, shel
         cmd = as_other_user(cmd)
     if shell_suffix:
         cmd = " ".join(map(str, cmd)) + shell_suffix
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=ROOT,
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, shell=bool(shell_suffix), cwd=REPO,
                           timeout=300)
 
 
@@ -78,13 +70,6 @@ def measured_record(config, provenance: dict) -> RunRecord:
     return RunRecord(config, remeasure(unmeasured, "cpu"), {}, provenance, state)
 
 
-def run_config(path: Path, extra: str = ""):
-    from claimbench.spec.runfile import load_run_config
-
-    path.write_text(CONFIG_YAML + extra)
-    return load_run_config(path, [])
-
-
 def make_read_only(path: Path) -> None:
     for p in [path, *path.rglob("*")]:
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
@@ -94,7 +79,7 @@ def make_read_only(path: Path) -> None:
 def test_read_only_cache_serves_what_it_holds_and_says_what_it_cannot(shared_dir):
     cache = shared_dir / "cache"
     store = RunStore(cache)
-    cfg = run_config(shared_dir / "run.yaml")
+    cfg = config_from(shared_dir / "run.yaml")
     store.put(run_key(cfg), fake_record(cfg, 1.25))
     damaged_cfg = run_config_from_dict({**cfg.to_dict(), "optim": {**cfg.to_dict()["optim"], "lam": 0.5}})
     damaged = store.put(run_key(damaged_cfg), fake_record(damaged_cfg, 9.0))
@@ -137,7 +122,7 @@ def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
     """Entries follow the umask (not mkdtemp's 0700): a second user reads them, no false
     'damaged, moved aside'."""
     cache = shared_dir / "cache"
-    cfg = run_config(shared_dir / "run.yaml")
+    cfg = config_from(shared_dir / "run.yaml")
     old = os.umask(0o022)
     try:
         import claimbench.cache.permissions as permissions
@@ -157,7 +142,7 @@ def test_an_entry_written_by_one_user_is_served_to_another(shared_dir):
 
 
 def test_broken_pipe_ends_quietly(tmp_path):
-    cfg = run_config(tmp_path / "run.yaml")
+    cfg = config_from(tmp_path / "run.yaml")
     RunStore(tmp_path / "cache").put(run_key(cfg), fake_record(cfg, 1.0, {"note": "x" * 300_000}))
     done = cli(["show", run_key(cfg)[:12]], tmp_path / "cache", tmp_path, shell_suffix=" | head -1")
     assert done.stdout.startswith("run ") and done.stderr == ""
@@ -175,7 +160,7 @@ def test_cpu_out_of_memory_is_a_message(tmp_path, monkeypatch, capsys):
 
 def test_ls_and_verify(tmp_path, capsys):
     store = RunStore(tmp_path / "cache")
-    cfg = run_config(tmp_path / "run.yaml")
+    cfg = config_from(tmp_path / "run.yaml")
     good = run_key(cfg)
     store.put(good, fake_record(cfg, 1.0))
     other = run_config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "seed": 1}})
@@ -202,9 +187,9 @@ def test_ls_and_verify(tmp_path, capsys):
 
 def _claims(tmp_path: Path) -> Path:
     dest = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
-    shutil.copytree(ROOT / "claims" / "tables", dest / "tables")  # the full tier names table cells
-    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", dest)
+    shutil.copytree(REPO / "claims" / "_bases", dest / "_bases")
+    shutil.copytree(REPO / "claims" / "tables", dest / "tables")  # the full tier names table cells
+    shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", dest)
     return dest
 
 
@@ -216,7 +201,7 @@ def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
     for group in ("adam_l2", "adam_wd"):
         for cfg in specs[0].tier("smoke").groups[group].points[0].configs:
             lab.put(run_key(cfg), measured_record(cfg, {"device": "cpu", "torch": "x", "train_wall_s": 1}))
-    stray = run_config(tmp_path / "run.yaml")
+    stray = config_from(tmp_path / "run.yaml")
     lab.put(run_key(stray), fake_record(stray, 3.0))  # not needed by the claim: not exported
     archive = tmp_path / "smoke.tar.gz"
     assert main(["cache", "export", str(archive), "--tier", "smoke", "-k", "adam-l2", "--claims-dir", str(claims),
@@ -249,7 +234,7 @@ def test_export_import_round_trip_gives_the_same_report(tmp_path, capsys):
 
 def test_import_rejects_tampered_and_foreign_members(tmp_path, capsys):
     store = RunStore(tmp_path / "src")
-    cfg = run_config(tmp_path / "run.yaml")
+    cfg = config_from(tmp_path / "run.yaml")
     key = run_key(cfg)
     store.put(key, fake_record(cfg, 1.0))
     archive = tmp_path / "a.tar"

@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 from scipy import stats as sps
 
-from claimbench.cache import RunStore, run_key
 from claimbench.check.evaluate import evaluate_claim
-from claimbench.check.kinds import Observations, check_claim_tier
+from claimbench.check.kinds import check_claim_tier
 from claimbench.spec.checks import SchemaError, parse_check_params, parse_selection, validate_selection
 from claimbench.check.verdict import (
     ERROR,
@@ -25,36 +24,8 @@ from claimbench.check.verdict import (
     welch_diff_ci,
     welch_greater,
 )
-from claimbench.spec.claims import CheckSpec, load_claim
-from claimbench.spec.run_groups import RunGroup, RunPoint
-from claimbench.cache import RunRecord
-
-
-class Runs:
-    """Hand-made run groups with fabricated per-seed metrics."""
-
-    def __init__(self):
-        self.groups: dict[str, RunGroup] = {}
-        self.metrics: dict[tuple, list] = {}
-
-    def add(self, name, per_seed, paper=None):
-        self.groups[name] = RunGroup(name, None, (RunPoint(name, None, (), paper or {}),), None)
-        self.metrics[(name, None)] = per_seed
-        return self
-
-    def add_axis(self, name, axis, points):
-        """points: [(axis value, per-seed metrics, paper)]"""
-        self.groups[name] = RunGroup(name, axis, tuple(RunPoint(name, v, (), paper or {}) for v, _, paper in points), None)
-        for v, per_seed, _ in points:
-            self.metrics[(name, v)] = per_seed
-        return self
-
-    def obs(self) -> Observations:
-        return Observations(self.groups, lambda group, value: self.metrics[(group.name, value)])
-
-
-def per_seed(metric, values):
-    return [{metric: v, "diverged_at": None} for v in values]
+from claimbench.spec.claims import CheckSpec
+from tests.helpers import BETAS, LAYERS, Runs, diverge_claim, fabricate, per_seed, sweep, two
 
 
 def run_check(runs: Runs, kind: str, **params) -> CheckResult:
@@ -69,11 +40,6 @@ def run_check(runs: Runs, kind: str, **params) -> CheckResult:
 
 def scipy_greater(a, b) -> float:
     return float(sps.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
-
-
-def two(a, b, metric="sparsity_gamma", paper_a=70, paper_b=40) -> Runs:
-    return (Runs().add("adam_l2", per_seed(metric, a), {metric: paper_a})
-            .add("adam_wd", per_seed(metric, b), {metric: paper_b}))
 
 
 GT = dict(metric="sparsity_gamma", a="adam_l2", b="adam_wd")
@@ -272,11 +238,6 @@ def test_value_at_an_axis_point_and_per_layer_references():
 # --- monotonic -----------------------------------------------------------------------------
 
 
-def sweep(means_per_point, axis_values=(0, 1e-4, 1e-3)) -> Runs:
-    return Runs().add_axis("lam_sweep", "optim.lam", [
-        (v, per_seed("sparsity_gamma", vals), {"sparsity_gamma": 0}) for v, vals in zip(axis_values, means_per_point)])
-
-
 MONO = dict(run="lam_sweep", metric="sparsity_gamma")
 
 
@@ -325,9 +286,6 @@ def test_monotonic_inconclusive_endpoints():
 # --- layer_pattern -------------------------------------------------------------------------
 
 
-LAYERS = [[0, 0, 0, 0, 5, 40, 50], [0, 0, 1, 0, 6, 42, 48], [0, 1, 0, 0, 4, 40, 52]]
-
-
 def test_layer_pattern():
     runs = Runs().add("amsgrad", [{"layer_sparsity_gamma": v} for v in LAYERS],
                       {"layer_sparsity_gamma": [0, 0, 0, 0, 1, 25, 23]})
@@ -350,13 +308,6 @@ def test_layer_pattern():
 
 
 # --- distribution --------------------------------------------------------------------------
-
-
-BETAS = [  # per seed: per layer, per feature
-    [[0.1]] * 5 + [[-1.0, -0.5, 0.2, 0.3], [0.0]],  # C6: 50 % negative
-    [[0.1]] * 5 + [[-1.0, 0.0, 0.2, 0.3], [0.0]],  # 25 % (0 is not below 0)
-    [[0.1]] * 5 + [[-1.0, -1.0, -1.0, 0.5], [0.0]],  # 75 %
-]
 
 
 def beta_runs() -> Runs:
@@ -449,43 +400,8 @@ def test_selection_parsing():
             parse_selection(bad, "m")
 
 
-CLAIM = """\
-id: diverge-test
-title: fabricated
-claim: fabricated
-source: {paper: p.txt, where: Table 1}
-tiers:
-  smoke:
-    why: fixture
-    base: {model: {width: 0.125}, train: {unit: steps, phases: [10]}}
-    seeds: [0, 1, 2]
-    runs:
-      adam_l2: {set: {optim.regularizer: l2}, paper: {sparsity_gamma: 70}}
-      adam_wd: {set: {optim.regularizer: wd}, paper: {sparsity_gamma: 40}}
-      sgd_l2: {set: {optim.name: sgd}}
-    checks:
-      - {kind: greater, metric: sparsity_gamma, a: adam_l2, b: adam_wd, margin: 10}
-      - {kind: value, metric: sparsity_gamma, a: adam_l2, tolerance: 5}
-      - {kind: less, metric: sparsity_gamma, a: sgd_l2, b: adam_l2}
-  full:
-    not_run: needs the GPU tier
-"""
-
-
-def fabricate(store, group, values, diverged_seed=None):
-    for config, v in zip(group.point().configs, values):
-        diverged = config.train.seed == diverged_seed
-        metrics = {"diverged_at": 1234, "steps": 1234} if diverged else \
-            {"sparsity_gamma": v, "diverged_at": None, "steps": 10}
-        store.put(run_key(config), RunRecord(config, metrics, history={}, provenance={}, state_dict=None))
-
-
 def test_diverged_and_missing_runs_give_error_while_other_checks_decide(tmp_path):
-    path = tmp_path / "claim.yaml"
-    path.write_text(CLAIM)
-    spec = load_claim(path)
-    store = RunStore(tmp_path / "cache")
-    groups = spec.tier("smoke").groups
+    spec, store, groups = diverge_claim(tmp_path)
     fabricate(store, groups["adam_l2"], [70, 71, 72])
     fabricate(store, groups["adam_wd"], [40, 41, 42], diverged_seed=1)
     # sgd_l2 is not stored yet: the claim is not run (not an error), and says how much is missing.

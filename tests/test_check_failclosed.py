@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claimbench.cache import RunStore
 from claimbench.check.evaluate import evaluate_claim
 from claimbench.check.kinds import KINDS, Kind, Observations, compare, evaluate_check
 from claimbench.check.verdict import (
@@ -34,8 +33,8 @@ from claimbench.check.verdict import (
     welch_greater,
 )
 from claimbench.spec.checks import Selection, parse_check_params, same_value
-from claimbench.spec.claims import CheckSpec, load_claim
-from tests.test_check import BETAS, CLAIM, LAYERS, Runs, fabricate, per_seed, sweep, two
+from claimbench.spec.claims import CheckSpec
+from tests.helpers import BETAS, LAYERS, Runs, diverge_claim, fabricate, sweep, two
 
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 MISSING = ("None", "absent", "untrained")  # the value is None, the key is absent, the run is not stored
@@ -244,11 +243,7 @@ def test_a_kind_that_needs_a_spread_is_inconclusive_on_fewer_seeds(monkeypatch):
 
 
 def test_a_nan_in_the_cache_names_the_training_seed(tmp_path):
-    path = tmp_path / "claim.yaml"
-    path.write_text(CLAIM)
-    spec = load_claim(path)
-    store = RunStore(tmp_path / "cache")
-    groups = spec.tier("smoke").groups
+    spec, store, groups = diverge_claim(tmp_path)
     fabricate(store, groups["adam_l2"], [70, 71, 72])
     fabricate(store, groups["adam_wd"], [40, math.nan, 42])
     fabricate(store, groups["sgd_l2"], [20, 21, 22])

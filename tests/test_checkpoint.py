@@ -11,10 +11,10 @@ import torch
 
 from claimbench.train.checkpoint import load_checkpoint
 from claimbench.train.loop import train_models
-from tests.test_fused import config
-from tests.test_loop import tiny_data
+from tests.helpers import small_config, tiny_data
 
-RUNS = [config(0, name="adam", regularizer="l2", lam=1e-2), config(1, name="sgd", regularizer="wd", lam=1e-2)]
+RUNS = [small_config(0, name="adam", regularizer="l2", lam=1e-2),
+        small_config(1, name="sgd", regularizer="wd", lam=1e-2)]
 
 
 def states_equal(a, b) -> bool:

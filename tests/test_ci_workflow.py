@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 
 from claimbench.cli import main
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:

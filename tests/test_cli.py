@@ -6,6 +6,7 @@ import pytest
 
 from claimbench.cli import main
 from claimbench.report.output import MARKER, MARKER_TEXT
+from tests.helpers import REPO
 
 TINY = """\
 model: {width: 0.0625}
@@ -85,9 +86,6 @@ def test_missing_dataset_is_a_clear_error(tiny_yaml, tmp_path, capsys):
 
 # --- claims: the paper as an oracle, selections, reports -----------------------------------
 
-from pathlib import Path  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 ORACLE_CLAIM = """\
 id: oracle-bad

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 import shutil
-import tarfile
 import urllib.error
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from claimbench.data import cifar as cifar_mod
 from claimbench.data.base import normalise
 from claimbench.data.embedded import SHAPE_NAMES, load_digits_data, render_shapes
 from claimbench.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderImageData
+from tests.helpers import make_cifar_archive
 
 
 def assert_normalised(data: ImageData) -> None:
@@ -32,36 +31,6 @@ def assert_normalised(data: ImageData) -> None:
 
 
 # --- CIFAR ---------------------------------------------------------------------------------
-
-
-def _pickle_batch(path: Path, data: np.ndarray, labels: np.ndarray, label_key: bytes) -> None:
-    batch = {b"batch_label": b"fake", label_key: labels.tolist(), b"data": data}
-    if label_key == b"fine_labels":
-        batch[b"coarse_labels"] = (labels // 5).tolist()
-    path.write_bytes(pickle.dumps(batch, protocol=2))
-
-
-def make_cifar_archive(where: Path, dataset: str, per_file: int = 4, seed: int = 0):
-    """Write the official archive for ``dataset`` with tiny batches; returns (archive, x, y)."""
-    src = cifar_mod.SOURCES[dataset]
-    rng = np.random.default_rng(seed)
-    stage = where / f"stage-{dataset}"
-    folder = stage / src.folder
-    folder.mkdir(parents=True)
-    xs, ys = {}, {}
-    for name in src.train_files + (src.test_file,):
-        x = rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8)
-        y = rng.integers(0, src.num_classes, size=per_file)
-        _pickle_batch(folder / name, x, y, src.label_key)
-        xs[name], ys[name] = x, y
-    archive = where / src.archive
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname=src.folder)
-    shutil.rmtree(stage)
-    train_x = np.concatenate([xs[n] for n in src.train_files]).reshape(-1, 3, 32, 32)
-    train_y = np.concatenate([ys[n] for n in src.train_files])
-    test_x = xs[src.test_file].reshape(-1, 3, 32, 32)
-    return archive, (torch.from_numpy(train_x), torch.from_numpy(train_y)), (torch.from_numpy(test_x), torch.from_numpy(ys[src.test_file]))
 
 
 def test_cifar10_from_archive_then_from_folder(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from claimbench.machine.training import DeviceError, training_device
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 needs_cpu_torch = pytest.mark.skipif(torch.cuda.is_available(), reason="shows what a CPU-only torch does")
 
 

@@ -29,9 +29,7 @@ from claimbench.plan.estimate import run_cost
 from claimbench.plan.groups import PlannedRun, group_id
 from claimbench.plan.step_times import StepTime, StepTimes
 from claimbench.spec.claims import claim_files, load_claims
-from tests.test_data import make_cifar_archive
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, make_cifar_archive
 
 
 def _jpeg(path: Path, size: tuple[int, int], seed: int) -> None:
@@ -67,7 +65,7 @@ def fabricate_datasets(root: Path) -> None:
 def one_run_per_kind(store: RunStore) -> list[RunConfig]:
     """A run of every architecture on every dataset of the full tier, and of every optimizer (on
     the cheapest network that has it)."""
-    specs = load_claims(claim_files(ROOT / "claims"))
+    specs = load_claims(claim_files(REPO / "claims"))
     plan = plan_runs(specs, "full", store, "cpu")
     kinds: dict[tuple, RunConfig] = {}
     for r in sorted(plan.runs, key=lambda r: run_cost(r.config)[1] / max(1, run_cost(r.config)[0])):
@@ -150,7 +148,7 @@ def test_plan_uses_a_measured_step_time_and_says_so(tmp_path):
 def test_verify_dry_run_cli_leaves_the_real_cache_empty(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cache = tmp_path / "cache"
-    argv = ["--cache-dir", str(cache), "--claims-dir", str(ROOT / "claims"), "-k", "activation-agrees-with-gamma"]
+    argv = ["--cache-dir", str(cache), "--claims-dir", str(REPO / "claims"), "-k", "activation-agrees-with-gamma"]
     status = main(["verify", "--tier", "smoke", "--dry-run", "--steps", "2", *argv])
     out = capsys.readouterr().out
     assert status == 0, out

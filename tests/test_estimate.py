@@ -7,7 +7,6 @@ import importlib.util
 import json
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -23,14 +22,14 @@ from claimbench.plan.groups import group_id
 from claimbench.plan.step_times import STEADY_STATE, StepTime, StepTimes, steady_step_time, unsteady_steps
 from claimbench.spec.claims import claim_files, load_claims
 from claimbench.spec.table_folder import load_tables, table_files
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 FULL_TIER_RUNS = 374  # the claims' runs and the paper tables' runs, deduplicated
 
 
 @pytest.fixture(scope="module")
 def paper():
-    return load_claims(claim_files(ROOT / "claims")), load_tables(table_files(ROOT / "claims" / "tables"))
+    return load_claims(claim_files(REPO / "claims")), load_tables(table_files(REPO / "claims" / "tables"))
 
 
 @pytest.fixture
@@ -61,7 +60,7 @@ def test_plan_dry_run_and_step_profile_plan_the_same_full_tier(paper, tmp_path, 
     # Without the tables the claims alone need fewer: the count above is not the claims' alone.
     assert len(plan_runs(specs, "full", store, "cuda").runs) < FULL_TIER_RUNS
 
-    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "benchmarks" / "step_profile.py")
+    spec = importlib.util.spec_from_file_location("step_profile", REPO / "benchmarks" / "step_profile.py")
     step_profile = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(step_profile)
     groups = step_profile.full_tier_groups(16)
@@ -82,7 +81,7 @@ def test_verify_dry_run_plans_what_plan_plans(tmp_path, monkeypatch, capsys, no_
 
     monkeypatch.setattr(claimbench.dry_run, "dry_run", fake_dry_run)
     monkeypatch.chdir(tmp_path)
-    cache = ["--cache-dir", str(tmp_path / "cache"), "--claims-dir", str(ROOT / "claims")]
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--claims-dir", str(REPO / "claims")]
     assert main(["verify", "--tier", "full", "--dry-run", *cache]) == 0
     capsys.readouterr()
     assert main(["plan", "--tier", "full", "--json", *cache]) == 0
@@ -157,7 +156,7 @@ def test_peak_tflops_overrides_the_table(paper, tmp_path, no_gpu, capsys):
     _, total = full_plan(paper, tmp_path, target).part_estimates()
     assert total.fp32.limit_seconds == pytest.approx(total.flops / 10e12)
     assert total.tf32.limit_seconds == pytest.approx(total.flops / 40e12)
-    argv = ["plan", "--tier", "full", "--json", "--cache-dir", str(tmp_path / "cache"), "--claims-dir", str(ROOT / "claims")]
+    argv = ["plan", "--tier", "full", "--json", "--cache-dir", str(tmp_path / "cache"), "--claims-dir", str(REPO / "claims")]
     assert main([*argv, "--gpu", "H100", "--peak-tflops", "10,40"]) == 0
     out = json.loads(_json_tail(capsys))
     assert out["target"]["peak_fp32_tflops"] == 10.0 and out["target"]["peak_tf32_tflops"] == 40.0
@@ -173,7 +172,7 @@ def test_unknown_device_says_peak_unknown(paper, tmp_path, no_gpu, capsys):
         for e in (row.fp32, row.tf32):
             assert (e.seconds, e.limit_seconds, e.ratio, e.source) == (None, None, None, "modelled, peak unknown")
     assert main(["plan", "--tier", "full", "--gpu", "Radeon Pro W7900", "--cache-dir", str(tmp_path / "cache"),
-                 "--claims-dir", str(ROOT / "claims")]) == 0
+                 "--claims-dir", str(REPO / "claims")]) == 0
     out = capsys.readouterr().out
     assert "modelled, peak unknown" in out and "no time estimate on Radeon Pro W7900" in out
     # With its peaks given, the same device is estimated.
@@ -189,7 +188,7 @@ def test_full_tier_on_a_cpu_is_modelled_for_an_h100(tmp_path, no_gpu, capsys):
     assert estimate_target("smoke", "cpu").kind == "cpu"  # the smoke tier runs on this CPU
     assert estimate_target("full", "cpu", gpu="a100").name == "NVIDIA A100"
     assert main(["plan", "--tier", "full", "--cache-dir", str(tmp_path / "cache"), "--claims-dir",
-                 str(ROOT / "claims")]) == 0
+                 str(REPO / "claims")]) == 0
     out = capsys.readouterr().out
     assert "estimate for NVIDIA H100 SXM (not this machine; no GPU on this machine" in out
     assert f"{FULL_TIER_RUNS} runs, 0 cached" in out and "in 50 groups" in out

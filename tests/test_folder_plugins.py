@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.test_run_failures import write_kit
+from tests.helpers import write_kit
 
 
 @pytest.fixture

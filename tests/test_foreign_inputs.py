@@ -2,8 +2,8 @@
 that claims to be a report. Nothing from elsewhere runs code, passes for trained here, or costs a
 user's file unless the user said so.
 
-The claims folder is the one-claim `tiny` folder of tests/test_outside.py (10 steps of a
-width-0.125 BasicNet on digits). Commands run in process through ``claimbench.cli.main``.
+The claims folder is the one-claim `tiny` folder that tests/test_outside.py runs too (TINY_CLAIM,
+TINY_BASE and TINY_PAPER of tests/helpers.py: 10 steps of a width-0.125 BasicNet on digits). Commands run in process through ``claimbench.cli.main``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from claimbench.cli import main
-from tests.test_outside import BASE, CLAIM, PAPER
+from tests.helpers import TINY_BASE, TINY_CLAIM, TINY_PAPER
 
 # A module that leaves a file behind when it is imported: the proof that code ran.
 EVIL = """\
@@ -26,9 +26,9 @@ Path({flag!r}).write_text("imported")
 
 def tiny_claims(folder: Path, check: str | None = None) -> Path:
     (folder / "_bases").mkdir(parents=True)
-    (folder / "_bases" / "tiny.yaml").write_text(BASE)
-    (folder / "paper.yaml").write_text(PAPER)
-    claim = CLAIM if check is None else CLAIM.replace(
+    (folder / "_bases" / "tiny.yaml").write_text(TINY_BASE)
+    (folder / "paper.yaml").write_text(TINY_PAPER)
+    claim = TINY_CLAIM if check is None else TINY_CLAIM.replace(
         "- {kind: distribution, a: {run: adam_l2, metric: test_error}, min: 0, max: 100}", check)
     (folder / "tiny.yaml").write_text(claim)
     return folder
@@ -46,8 +46,8 @@ def hostile_folder(tmp_path, monkeypatch):
     (tmp_path / "evilmod.py").write_text(EVIL.format(flag=str(flag)))
     (claims / "conftest.py").write_text(EVIL.format(flag=str(tmp_path / "conftest.flag")))
     (claims / "claimbench.yaml").write_text("plugins: [evilmod:evilnet]\n")
-    (claims / "_bases" / "evil.yaml").write_text(BASE.replace("arch: basicnet", "arch: evilnet"))
-    (claims / "evil.yaml").write_text(CLAIM.replace("id: tiny-trains", "id: evil-trains")
+    (claims / "_bases" / "evil.yaml").write_text(TINY_BASE.replace("arch: basicnet", "arch: evilnet"))
+    (claims / "evil.yaml").write_text(TINY_CLAIM.replace("id: tiny-trains", "id: evil-trains")
                                       .replace("_bases/tiny.yaml", "_bases/evil.yaml"))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("CLAIMBENCH_ALLOW_PLUGINS", raising=False)
@@ -250,7 +250,7 @@ def test_a_cache_trained_by_this_user_is_here_and_one_of_another_user_is_not(tra
 @pytest.mark.slow
 def test_a_trainers_own_metrics_in_an_archive_are_never_confirmed(tmp_path, capsys):
     from claimbench.cache import RunStore
-    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+    from tests.helpers import archive_of, config_from, forged, import_cli
     from claimbench.group import run_and_measure
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
@@ -346,7 +346,7 @@ def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, ca
 
     from claimbench.cache import RunStore
     from claimbench.group import run_and_measure
-    from tests.test_archive_hostile import archive_of, config_from, forged, import_cli
+    from tests.helpers import archive_of, config_from, forged, import_cli
 
     record = run_and_measure(config_from(tmp_path / "run.yaml"), "cpu")
     key, genuine = forged(record)
@@ -385,7 +385,7 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
 def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(depth, tmp_path):
     from claimbench.cache import RunRecord, RunStore, run_key
     from claimbench.cache.entry import CacheError
-    from tests.test_archive_hostile import config_from
+    from tests.helpers import config_from
 
     config = config_from(tmp_path / "run.yaml")
     deep: object = 1.0
@@ -508,7 +508,7 @@ def test_a_papers_text_is_read_only_inside_the_folder_or_where_the_user_points(t
 @pytest.mark.parametrize("override, field", [("train.snapshots=1000000000000", "train.snapshots"),
                                              (f"train.phases=[{HUGE}]", "train.phases")])
 def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, field, tmp_path, capsys):
-    (tmp_path / "run.yaml").write_text(BASE)
+    (tmp_path / "run.yaml").write_text(TINY_BASE)
     rc = main(["run", str(tmp_path / "run.yaml"), "--set", override, "--cache-dir", str(tmp_path / "c"),
                "--device", "cpu"])
     err = capsys.readouterr().err

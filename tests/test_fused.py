@@ -7,28 +7,14 @@ from claimbench.runconfig import run_config_from_dict
 from claimbench.measure import measure_model
 from claimbench.config import group_key
 from claimbench.train.loop import train_models
-from tests.test_loop import tiny_data
+from tests.helpers import BN_CANCELLED, small_config, tiny_data
 
-
-def config(seed: int, **optim):
-    return run_config_from_dict({
-        "model": {"width": 0.0625, "pool_after": [1, 3], "bn_beta_init": optim.pop("beta", 0.0)},
-        "optim": {"name": "adam", **optim},
-        "train": {"unit": "steps", "phases": [8, 4], "batch_size": 8, "snapshots": 2, "seed": seed},
-    })
-
-
-# The bias of an fc layer followed by BatchNorm has a gradient that is zero up to rounding (BN
-# subtracts the batch mean); Adam normalises that rounding noise into lr-sized steps, so the
-# value is noise either way and has no effect on any output (checked through the metrics). The
-# following BN's running mean tracks that bias and carries the same noise.
-BN_CANCELLED = {"head.0.bias", "head.1.running_mean"}
 
 GROUP = [
-    config(0, regularizer="l2", lam=1e-2),
-    config(1, regularizer="wd", lam=1e-2),
-    config(2, regularizer="l2", lam=1e-3, gamma_lr_scale=0.1, beta=-0.1),
-    config(3, regularizer="none", lam=0.0, lr=3e-3, beta_lr_scale=0.1),
+    small_config(0, regularizer="l2", lam=1e-2),
+    small_config(1, regularizer="wd", lam=1e-2),
+    small_config(2, regularizer="l2", lam=1e-3, gamma_lr_scale=0.1, beta=-0.1),
+    small_config(3, regularizer="none", lam=0.0, lr=3e-3, beta_lr_scale=0.1),
 ]
 
 
@@ -70,7 +56,7 @@ def test_runs_in_a_group_do_not_interact():
 @pytest.mark.slow
 def test_a_diverging_run_leaves_its_group_alone():
     data = tiny_data()
-    bad = config(5, regularizer="l2", lam=1e-3, lr=1e30)
+    bad = small_config(5, regularizer="l2", lam=1e-3, lr=1e30)
     ok, diverged = train_models([GROUP[0], bad], data, torch.device("cpu"))
     alone = train_models([GROUP[0]], data, torch.device("cpu"))[0]
     assert diverged.diverged_at is not None and ok.diverged_at is None
@@ -92,14 +78,14 @@ def test_group_key_separates_what_cannot_share_a_network():
 
 # One run of every optimizer, with both regularizers, in one group.
 MIXED = [
-    config(0, name="sgd", regularizer="l2", lam=1e-3),
-    config(1, name="adam", regularizer="wd", lam=1e-2),
-    config(2, name="amsgrad", regularizer="l2", lam=1e-2, gamma_lr_scale=0.1),
-    config(3, name="adamax", regularizer="wd", lam=1e-3),
-    config(4, name="rmsprop", regularizer="l2", lam=1e-3),
-    config(5, name="adagrad", regularizer="l2", lam=1e-2),
-    config(6, name="adadelta", regularizer="wd", lam=1e-2, beta=-0.1),
-    config(7, name="adam", regularizer="l2", lam=1e-2),  # shares its optimizer with run 1
+    small_config(0, name="sgd", regularizer="l2", lam=1e-3),
+    small_config(1, name="adam", regularizer="wd", lam=1e-2),
+    small_config(2, name="amsgrad", regularizer="l2", lam=1e-2, gamma_lr_scale=0.1),
+    small_config(3, name="adamax", regularizer="wd", lam=1e-3),
+    small_config(4, name="rmsprop", regularizer="l2", lam=1e-3),
+    small_config(5, name="adagrad", regularizer="l2", lam=1e-2),
+    small_config(6, name="adadelta", regularizer="wd", lam=1e-2, beta=-0.1),
+    small_config(7, name="adam", regularizer="l2", lam=1e-2),  # shares its optimizer with run 1
 ]
 
 

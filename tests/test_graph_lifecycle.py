@@ -27,8 +27,7 @@ from claimbench.runconfig import run_config_from_dict
 from claimbench.train.graphs import StepGraph
 from claimbench.train import train_runs
 from claimbench.train.loop import train_models
-from tests.test_fused import BN_CANCELLED
-from tests.test_loop import tiny_data
+from tests.helpers import BN_CANCELLED, tiny_data
 
 CPU = torch.device("cpu")
 
@@ -264,7 +263,7 @@ def test_an_eager_checkpoint_resumes_with_a_capturable_adagrad(tmp_path):
     for got, ref in zip(resumed, eager):
         for (name, a), b in zip(got.model.state_dict().items(), ref.model.state_dict().values()):
             # CPU's fused Adagrad and the capturable one round differently (measured: 2e-6 after
-            # 12 steps); the fc bias before BatchNorm is rounding noise either way (tests/test_fused.py).
+            # 12 steps); the fc bias before BatchNorm is rounding noise either way (BN_CANCELLED).
             assert name in BN_CANCELLED or torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
 
 
@@ -281,7 +280,7 @@ def test_a_group_with_adagrad_keeps_its_graphs():
     for got, ref in zip(graphed, eager):
         for (name, a), b in zip(got.model.state_dict().items(), ref.model.state_dict().values()):
             # CPU's fused Adagrad and the capturable one round differently (measured: 2e-6 after
-            # 12 steps); the fc bias before BatchNorm is rounding noise either way (tests/test_fused.py).
+            # 12 steps); the fc bias before BatchNorm is rounding noise either way (BN_CANCELLED).
             assert name in BN_CANCELLED or torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
 
 

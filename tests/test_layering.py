@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
 
 PROBE = """
 import sys
@@ -35,7 +35,7 @@ def test_command_never_imports_torch(argv, tmp_path):
         argv = argv + ["--cache-dir", str(tmp_path / "cache")]
     if argv[0] == "report":
         argv = argv + ["--out", str(tmp_path / "report")]
-    out = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("NO-TORCH"), (argv, out.stdout[-2000:], out.stderr[-2000:])

@@ -5,21 +5,15 @@ import math
 import torch
 
 from claimbench.runconfig import run_config_from_dict
-from claimbench.data.base import ImageData
 from claimbench.train.loop import train_models
 from claimbench.train.state import BatchStream
+from tests.helpers import tiny_data
 
 
 
 def train_model(config, data, device):
     """One run: a group of one."""
     return train_models([config], data, device)[0]
-
-def tiny_data(n=48, classes=3, side=8, seed=0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.randn(n, 3, side, side, generator=g) + y[:, None, None, None].float()
-    return ImageData("tiny", x, y, x[:12].clone(), y[:12].clone(), classes)
 
 
 def tiny_config(**optim):

@@ -8,7 +8,6 @@ through it and through each page writer, and read the table back."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,8 +19,8 @@ from claimbench.report.mdtable import escape_cell, markdown_table, parse_markdow
 from claimbench.report.tables import table_page
 from claimbench.spec.claims import load_claim
 from claimbench.spec.tables import load_table
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"
 TEXT = st.text(max_size=40)
 NASTY = st.sampled_from(["|gamma|", "a | b", "**bold**", "_x_", "`code`", "line\nbreak", "\\|", "&lt;", "<br>",

@@ -11,8 +11,7 @@ import pytest
 from claimbench.cache.location import CACHE_RULE, default_cache_root, user_cache_root
 from claimbench.cli import main
 from claimbench.report.output import MARKER
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 def _report(out, tmp_path, *extra):

@@ -16,38 +16,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, TINY_BASE, TINY_CLAIM, TINY_PAPER
+
 BIN = Path(sys.executable).parent
-
-PAPER = """\
-title: A Tiny Paper
-authors: [Ada Lovelace, Alan Turing]
-venue: Fixture 2019
-documents:
-  fixture2019: {name: the conference paper}
-"""
-BASE = """\
-model: {arch: basicnet, width: 0.125}
-data: {dataset: digits}
-optim: {name: adam, regularizer: l2, lam: 1.0e-2}
-train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}
-"""
-CLAIM = """\
-id: tiny-trains
-title: A tiny network trains
-claim: "a network trained on digits has a test error"
-source: {paper: fixture2019, where: Table 1}
-tiers:
-  smoke:
-    why: one run of 10 steps; the check holds for any trained network
-    base: {include: _bases/tiny.yaml}
-    seeds: [0]
-    runs:
-      adam_l2: {}
-    checks:
-      - {kind: distribution, a: {run: adam_l2, metric: test_error}, min: 0, max: 100}
-"""
-
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory) -> Path:
@@ -56,9 +27,9 @@ def outside(tmp_path_factory) -> Path:
     assert REPO not in root.parents
     claims = root / "my_claims"
     (claims / "_bases").mkdir(parents=True)
-    (claims / "_bases" / "tiny.yaml").write_text(BASE)
-    (claims / "paper.yaml").write_text(PAPER)
-    (claims / "tiny.yaml").write_text(CLAIM)
+    (claims / "_bases" / "tiny.yaml").write_text(TINY_BASE)
+    (claims / "paper.yaml").write_text(TINY_PAPER)
+    (claims / "tiny.yaml").write_text(TINY_CLAIM)
     return root
 
 
@@ -113,9 +84,9 @@ def test_pytest_collects_the_folder_and_reads_the_verdict_from_the_cache(outside
 def test_a_misspelt_document_is_invalid_with_a_suggestion(outside, tmp_path):
     claims = tmp_path / "claims_typo"
     (claims / "_bases").mkdir(parents=True)
-    (claims / "_bases" / "tiny.yaml").write_text(BASE)
-    (claims / "paper.yaml").write_text(PAPER)
-    (claims / "tiny.yaml").write_text(CLAIM.replace("paper: fixture2019", "paper: fixture2091"))
+    (claims / "_bases" / "tiny.yaml").write_text(TINY_BASE)
+    (claims / "paper.yaml").write_text(TINY_PAPER)
+    (claims / "tiny.yaml").write_text(TINY_CLAIM.replace("paper: fixture2019", "paper: fixture2091"))
     result = command(tmp_path, str(BIN / "claimbench"), "validate", "--claims-dir", "claims_typo")
     assert result.returncode == 2
     assert ("claims_typo/tiny.yaml:4: source.paper: unknown document (see claims_typo/paper.yaml) 'fixture2091' "
@@ -172,11 +143,11 @@ def test_validate_warns_about_a_citation_the_text_lacks(tmp_path, capsys):
 
     claims = tmp_path / "c"
     (claims / "_bases").mkdir(parents=True)
-    (claims / "_bases" / "tiny.yaml").write_text(BASE)
+    (claims / "_bases" / "tiny.yaml").write_text(TINY_BASE)
     (claims / "paper.txt").write_text("Table 1. Results.\n")
-    (claims / "paper.yaml").write_text(PAPER.replace("{name: the conference paper}",
+    (claims / "paper.yaml").write_text(TINY_PAPER.replace("{name: the conference paper}",
                                                      "{name: the conference paper, text: paper.txt}"))
-    (claims / "tiny.yaml").write_text(CLAIM.replace("where: Table 1", "where: Table 1; Figure 3"))
+    (claims / "tiny.yaml").write_text(TINY_CLAIM.replace("where: Table 1", "where: Table 1; Figure 3"))
     assert cli.main(["validate", "--claims-dir", str(claims)]) == 0
     err = capsys.readouterr().err
     assert "tiny.yaml: source.where: no caption of Figure 3 in the text of fixture2019" in err

@@ -10,15 +10,14 @@ from claimbench.report import render_reports
 from claimbench.report.mdtable import escape_cell
 from claimbench.spec.claims import load_claims
 from claimbench.cache import RunRecord
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def copy_claims(tmp_path: Path, names: list[str]) -> list[Path]:
     dest = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", dest / "_bases")
-    shutil.copytree(ROOT / "claims" / "tables", dest / "tables")  # full tiers name table cells
-    return [Path(shutil.copy(ROOT / "claims" / n, dest / n)) for n in names]
+    shutil.copytree(REPO / "claims" / "_bases", dest / "_bases")
+    shutil.copytree(REPO / "claims" / "tables", dest / "tables")  # full tiers name table cells
+    return [Path(shutil.copy(REPO / "claims" / n, dest / n)) for n in names]
 
 
 def test_shared_runs_are_planned_once(tmp_path):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 EXAMPLE = REPO / "examples" / "plugin-example"
 BIN = Path(sys.executable).parent
 RUNS = 8  # 6 MLP runs (L2 and none, 3 seeds) + 1 BasicNet on the plug-in dataset + 1 run of the trainer
@@ -233,7 +234,7 @@ def test_builtin_canonical_json_has_no_plugin_fields():
     from claimbench.cache.keys import run_key
     from claimbench.config import RunConfig
 
-    from tests.test_cache import GOLDEN_KEY
+    from tests.helpers import GOLDEN_KEY
 
     assert "params" not in RunConfig().canonical_json()
     assert run_key(RunConfig(), "0" * 16) == GOLDEN_KEY
@@ -363,7 +364,7 @@ def test_the_example_trainer_is_seeded_by_claimbench(named_example):
     import torch
 
     from claimbench.train.trainer import train_with_trainer
-    from tests.test_loop import tiny_data
+    from tests.helpers import tiny_data
 
     data = tiny_data(side=8)
     data = type(data)(data.name, data.train_x[:, :1], data.train_y, data.test_x[:, :1], data.test_y, data.num_classes)
@@ -424,7 +425,7 @@ def test_what_a_trainer_returns_is_checked_and_non_finite_numbers_are_refused(fa
     import torch
 
     from claimbench.train.trainer import TrainerError, train_with_trainer
-    from tests.test_loop import tiny_data
+    from tests.helpers import tiny_data
 
     data, cpu = tiny_data(), torch.device("cpu")
     # As declared and finite: recorded.
@@ -453,7 +454,7 @@ def test_only_a_resumable_trainer_is_handed_the_checkpoint(fake_trainers, tmp_pa
     import torch
 
     from claimbench.train.trainer import train_with_trainer
-    from tests.test_loop import tiny_data
+    from tests.helpers import tiny_data
 
     path = tmp_path / "partial.pt"
     train_with_trainer(fake_config("resuming"), tiny_data(), torch.device("cpu"), checkpoint=path)
@@ -517,7 +518,7 @@ def test_stacked_mlp_runs_end_as_the_runs_trained_alone(named_example):
     from claimbench.config import group_key, stackable
     from claimbench.plan.groups import PlannedRun, form_groups
     from claimbench.train.loop import train_models
-    from tests.test_loop import tiny_data
+    from tests.helpers import tiny_data
 
     group = [mlp_config(0, regularizer="l2", lam=1e-2), mlp_config(1, name="sgd", regularizer="wd", lam=1e-2)]
     assert stackable(group[0]) and group_key(group[0]) == group_key(group[1])

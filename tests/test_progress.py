@@ -45,8 +45,6 @@ def test_updates_never_count_twice_or_backwards():
 @pytest.mark.slow
 def test_train_plan_reports_steps_of_all_runs_outside_a_terminal(tmp_path, monkeypatch, capsys):
     """A real plan trained without a terminal prints run-step lines with an ETA."""
-    from pathlib import Path
-
     from claimbench.cache import RunStore
     from claimbench.execute import train_plan
     from claimbench.cache.keys import run_key
@@ -54,9 +52,10 @@ def test_train_plan_reports_steps_of_all_runs_outside_a_terminal(tmp_path, monke
     from claimbench.plan.estimate import run_cost
     from claimbench.plan.groups import PlannedRun
     from claimbench.spec.claims import load_claims
+    from tests.helpers import REPO
 
     monkeypatch.setenv("CLAIMBENCH_PROGRESS_EVERY_S", "0")
-    spec = load_claims([Path(__file__).resolve().parents[1] / "claims" / "beta_init.yaml"])[0]
+    spec = load_claims([REPO / "claims" / "beta_init.yaml"])[0]
     store = RunStore(tmp_path / "c")
     plan = plan_runs([spec], "smoke", store, "cpu")
     # One run of the claim, 400 steps instead of its 3,000, keeps the test short.

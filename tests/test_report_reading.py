@@ -25,11 +25,11 @@ from claimbench.spec.claims import claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError
 from claimbench.spec.table_folder import load_tables, table_files
 from claimbench.spec.tables import load_table
+from tests.helpers import REPO
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parents[1]
-CLAIMS = ROOT / "claims"
+CLAIMS = REPO / "claims"
 
 # Chosen so that the at_most check of adam-l2-vs-wd compares means 1.996 and 1.492: rounded on
 # their own to one decimal they read "2.0 - 1.5 = 0.504".

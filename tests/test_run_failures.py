@@ -18,142 +18,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import KIT_CASES, write_kit
+
 BIN = Path(sys.executable).parent
-
-KIT = '''\
-"""Tiny plug-ins, four of them broken on purpose."""
-
-from dataclasses import dataclass
-
-from claimbench.plugins import DatasetPlugin, ModelPlugin, TrainerPlugin, TrainerResult
-
-
-@dataclass(frozen=True)
-class TinyFields:
-    width: int = 4
-
-
-def load(root, seed):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 96)
-    x = rng.normal(0, 1, (96, 1, 4, 4)).astype(np.float32) + y[:, None, None, None].astype(np.float32)
-    return {"train_x": x[:64], "train_y": y[:64], "test_x": x[64:], "test_y": y[64:]}
-
-
-def build(in_channels, image_size, num_classes, width=4):
-    from torch import nn
-
-    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
-
-
-def build_nobn(in_channels, image_size, num_classes):
-    from torch import nn
-
-    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
-
-
-def train_nan(run):
-    return TrainerResult(run.model.state_dict(), {"score": float("nan")})
-
-
-def train_shape(run):
-    import torch
-
-    state = dict(run.model.state_dict())
-    state["net.0.weight"] = torch.zeros(2, 2)
-    return TrainerResult(state, {"score": 1.0})
-
-
-def train_raise(run):
-    run.report(1)
-    raise RuntimeError("lost the plot at step 1")
-
-
-tinyset = DatasetPlugin(name="tinyset", load=load, train_size=64, image_size=4, channels=1, classes=2)
-tinynet = ModelPlugin(name="tinynet", build=build, fields=TinyFields)
-nobn = ModelPlugin(name="nobn", build=build_nobn)
-nantrainer = TrainerPlugin(name="nantrainer", train=train_nan, metrics=("score",))
-shapetrainer = TrainerPlugin(name="shapetrainer", train=train_shape, metrics=("score",))
-raisetrainer = TrainerPlugin(name="raisetrainer", train=train_raise, metrics=("score",))
-'''
-
-BASE = "{model: {arch: tinynet}, data: {dataset: tinyset, flip: false}, " \
-       "train: {batch_size: 16, unit: steps, phases: [4], snapshots: 1}}"
-
-# claim id -> (what its one run sets, the metric its check reads, what the error must say).
-CASES = {
-    "nan": ("{train.trainer: nantrainer}", "score",
-            "trainer nantrainer (brokenkit:nantrainer, brokenkit unversioned): metric score is nan"),
-    "shape": ("{train.trainer: shapetrainer}", "score",
-              "trainer shapetrainer (brokenkit:shapetrainer, brokenkit unversioned): the weights it returned do "
-              "not fit the network"),
-    "raise": ("{train.trainer: raisetrainer}", "score",
-              "trainer raisetrainer (brokenkit:raisetrainer, brokenkit unversioned): train raised RuntimeError: "
-              "lost the plot at step 1 (at brokenkit.py:"),
-    "nobn": ("{model.arch: nobn}", "test_error",
-             "model plug-in nobn (brokenkit:nobn): the plug-in architecture nobn has no BatchNorm2d layer"),
-}
-
-
-# Two runs that differ only in a plug-in's field: their labels must tell them apart.
-WIDER = textwrap.dedent(f"""\
-    id: wider-case
-    title: A wider tiny network
-    claim: "width 8 trains as width 4 does"
-    source: {{paper: notebook, where: H2}}
-    tiers:
-      smoke:
-        why: four steps of a one-conv network on 64 images, at two widths
-        base: {BASE}
-        seeds: [0]
-        runs:
-          narrow: {{}}
-          wide: {{set: {{model.params.width: 8}}}}
-        checks:
-          - {{kind: distribution, a: {{run: wide, metric: test_error}}, min: 0, max: 100}}
-    """)
-
-
-def claim(name: str, sets: str, metric: str) -> str:
-    return textwrap.dedent(f"""\
-        id: {name}-case
-        title: The {name} case
-        claim: "a run of the {name} case trains"
-        source: {{paper: notebook, where: H1}}
-        tiers:
-          smoke:
-            why: four steps of a one-conv network on 64 images
-            base: {BASE}
-            seeds: [0]
-            runs:
-              r: {{set: {sets}}}
-            checks:
-              - {{kind: distribution, a: {{run: r, metric: {metric}}}, min: 0, max: 100}}
-        """)
-
-
-def write_kit(root: Path) -> Path:
-    (root / "brokenkit.py").write_text(KIT)
-    claims = root / "claims"
-    claims.mkdir()
-    (claims / "claimbench.yaml").write_text("plugins:\n" + "".join(
-        f"  - brokenkit:{n}\n" for n in ("tinyset", "tinynet", "nobn", "nantrainer", "shapetrainer", "raisetrainer")))
-    (claims / "paper.yaml").write_text("title: Tiny plug-ins\nauthors: [A. Researcher]\nvenue: lab notebook\n"
-                                       "documents:\n  notebook: {name: the notebook}\n")
-    (claims / "good.yaml").write_text(claim("good", "{}", "test_error"))
-    (claims / "wider.yaml").write_text(WIDER)
-    for name, (sets, metric, _) in CASES.items():
-        (claims / f"{name}.yaml").write_text(claim(name, sets, metric))
-    return claims
 
 
 def claimbench(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -186,22 +57,22 @@ def test_verify_fails_without_a_traceback_and_decides_the_good_claim(verified):
     assert "8/8 run-steps (100%)" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(KIT_CASES))
 def test_each_broken_plugin_is_one_line_naming_it_and_the_reason(verified, case):
     root, result = verified
-    reason = CASES[case][2]
+    reason = KIT_CASES[case][2]
     lines = [line for line in result.stderr.splitlines() if reason in line]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: run ") and " failed: " in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(KIT_CASES))
 def test_the_claim_page_shows_the_error_and_its_reason(verified, case):
     root, _ = verified
     page = (root / "report" / f"{case}-case.md").read_text()
     assert "**Verdict (smoke tier): ⚠️ error: run " in page, page
-    assert CASES[case][2] in page, page
-    assert CASES[case][2] in (root / "report" / "index.md").read_text()
+    assert KIT_CASES[case][2] in page, page
+    assert KIT_CASES[case][2] in (root / "report" / "index.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| r "))
     assert "| failed " in row and "missing" not in row, row
 
@@ -212,8 +83,8 @@ def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):
     entries = [p for p in cache.glob("??/*") if (p / "manifest.json").is_file()]
     assert len(entries) == 2, entries  # the good runs' (width 4 and 8)
     records = [json.loads(p.read_text()) for p in (cache / "failed").glob("*.json")]
-    assert sorted(next(c for c, (_, _, reason) in CASES.items() if reason in r["reason"]) for r in records) \
-        == sorted(CASES)
+    assert sorted(next(c for c, (_, _, reason) in KIT_CASES.items() if reason in r["reason"]) for r in records) \
+        == sorted(KIT_CASES)
     assert {r["key"] for r in records}.isdisjoint(p.name for p in entries)
 
 
@@ -224,7 +95,7 @@ def test_report_alone_reads_the_failures_back(verified):
     result = claimbench(root, "report", "--tier", "smoke", "--claims-dir", "claims", "--out", str(root / "again"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 error, 2 holds" in result.stdout
-    for case, (_, _, reason) in CASES.items():
+    for case, (_, _, reason) in KIT_CASES.items():
         assert reason in (root / "again" / f"{case}-case.md").read_text()
 
 

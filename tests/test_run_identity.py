@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "claimbench"
+from tests.helpers import REPO
+
+PACKAGE = REPO / "claimbench"
 
 
-def _python(code: str, pythonpath: list[Path], extra_env: dict | None = None, cwd: Path = ROOT) -> str:
+def _python(code: str, pythonpath: list[Path], extra_env: dict | None = None, cwd: Path = REPO) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLAIMBENCH_PLUGINS")}
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     env.update(extra_env or {})
@@ -32,7 +33,7 @@ def _python(code: str, pythonpath: list[Path], extra_env: dict | None = None, cw
 def _smoke_keys(pythonpath: list[Path], cwd: Path) -> dict[str, str]:
     # Run outside the checkout, so the package on the path is the one imported.
     out = _python("import sys; from claimbench.cli import main; sys.exit(main(['plan', '--tier', 'smoke', '--json', "
-                  f"'--claims-dir', {str(ROOT / 'claims')!r}]))", pythonpath, cwd=cwd)
+                  f"'--claims-dir', {str(REPO / 'claims')!r}]))", pythonpath, cwd=cwd)
     return {r["summary"] + " " + ",".join(r["claims"]): r["key"] for r in json.loads(out)["runs"]}
 
 

@@ -22,8 +22,8 @@ from claimbench.report.tables import render_tables
 from claimbench.spec.claims import claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError
 from claimbench.spec.table_folder import load_tables, table_files
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CLAIMS = REPO / "claims"
 NO_SPARSITY = "no_sparsity_without_regularization.yaml"
 # The exception the audit found hidden: Adam's sparsity by activation falls 88 -> 82 from L2 2e-3

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from claimbench.cli import main
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 HEAD = """\
 id: probe

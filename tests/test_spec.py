@@ -16,8 +16,8 @@ from claimbench import cli
 from claimbench.config import RunConfig
 from claimbench.spec.claims import ClaimSpec, claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError, load_source
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOOD = FIXTURES / "good_claims" / "sweep_claim.yaml"
 BAD = FIXTURES / "bad_claims"

@@ -21,8 +21,8 @@ from claimbench.spec.claims import load_claim
 from claimbench.spec.metrics import TOP5_MIN_CLASSES
 from claimbench.spec.source import MAX_ALIAS_NODES, SpecError, load_source, safe_loader
 from claimbench.spec.tables import load_table
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CLAIMS = REPO / "claims"
 CLAIM = "beta_init.yaml"
 # Ten levels of nine aliases each: 9^10 (3.5 billion) strings in under 400 bytes.

@@ -9,10 +9,11 @@ import torch
 
 import claimbench.train.loop as loop
 from claimbench.train.profile import meta_data, trace_step
-from tests.test_fused import config
+from tests.helpers import small_config
 
 DATA = meta_data(n=48, side=8, classes=3)
-GROUP = [config(0, name="adam", regularizer="l2", lam=1e-3), config(1, name="sgd", regularizer="wd", lam=1e-3)]
+GROUP = [small_config(0, name="adam", regularizer="l2", lam=1e-3),
+         small_config(1, name="sgd", regularizer="wd", lam=1e-3)]
 
 
 def traced_with(monkeypatch, fault):

@@ -16,9 +16,9 @@ from claimbench.spec.source import SpecError
 from claimbench.spec.table_folder import load_tables, table_files
 from claimbench.spec.tables import cell_paper, cell_prints, load_table
 from claimbench.cache import RunRecord
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLES = ROOT / "claims" / "tables"
+TABLES = REPO / "claims" / "tables"
 
 SMALL = """\
 table: "3"
@@ -44,14 +44,14 @@ def repo_tables():
 
 @pytest.fixture(scope="module")
 def repo_claims():
-    return load_claims(claim_files(ROOT / "claims"))
+    return load_claims(claim_files(REPO / "claims"))
 
 
 def write_table(tmp_path: Path, text: str, name: str = "t.yaml") -> Path:
     folder = tmp_path / "claims" / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     if not (tmp_path / "claims" / "_bases").exists():
-        shutil.copytree(ROOT / "claims" / "_bases", tmp_path / "claims" / "_bases")
+        shutil.copytree(REPO / "claims" / "_bases", tmp_path / "claims" / "_bases")
     path = folder / name
     path.write_text(text)
     return path
@@ -169,9 +169,9 @@ def test_table1_page_has_all_70_cells_on_an_empty_cache(tmp_path, repo_tables):
 
 def test_smoke_tier_fills_cells_from_claim_analogs(tmp_path, repo_tables):
     (tmp_path / "claims").mkdir()
-    shutil.copytree(ROOT / "claims" / "_bases", tmp_path / "claims" / "_bases")
+    shutil.copytree(REPO / "claims" / "_bases", tmp_path / "claims" / "_bases")
     shutil.copytree(TABLES, tmp_path / "claims" / "tables")  # the claim's full tier names table cells
-    claim = load_claims([Path(shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))])
+    claim = load_claims([Path(shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", tmp_path / "claims"))])
     t1 = next(t for t in repo_tables if t.number == "1")
     analogs = smoke_analogs(claim)
     cell = t1.cell("Adam L2 1e-04", "CIFAR10")
@@ -219,9 +219,9 @@ def test_cli_report_and_plan_on_an_empty_cache(tmp_path, capsys):
     import json
 
     claims = tmp_path / "claims"
-    shutil.copytree(ROOT / "claims" / "_bases", claims / "_bases")
+    shutil.copytree(REPO / "claims" / "_bases", claims / "_bases")
     shutil.copytree(TABLES, claims / "tables")
-    shutil.copy(ROOT / "claims" / "adam_l2_vs_wd.yaml", claims)
+    shutil.copy(REPO / "claims" / "adam_l2_vs_wd.yaml", claims)
     common = ["--claims-dir", str(claims), "--cache-dir", str(tmp_path / "cache"), "--tier", "full"]
     assert cli.main(["report", *common, "--out", str(tmp_path / "out")]) == 0
     tables = load_tables(table_files(TABLES))

@@ -1,7 +1,6 @@
 """Work done once: `claimbench verify` reads the claims once and plans once; a simulation runs once per
 configuration and code (stored like a run), and checks, reports and plots only read it."""
 
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,8 @@ from claimbench.cache import RunStore
 from claimbench.check.evaluate import evaluate_claim
 from claimbench.cli import main
 from claimbench.spec.claims import load_claims
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CLAIM = REPO / "claims" / "low_gradient_decay.yaml"
 
 
