@@ -182,7 +182,7 @@ def test_a_dry_run_honours_the_gpu_check_record_of_the_real_cache(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pytest, "main", lambda *a, **k: 0)
     monkeypatch.setattr(claimbench.report, "render_reports", lambda *a, **k: [])
-    specs = [s for s in load_claims(claim_files(ROOT / "claims")) if s.id == "adam-l2-vs-wd"]
+    specs = [s for s in load_claims(claim_files(REPO / "claims")) if s.id == "adam-l2-vs-wd"]
     store = RunStore(tmp_path / "cache")
     plan = dry_run_plan(specs, "smoke", store, "cpu")
     results = [SimpleNamespace(kind=c.kind, switched_off={"kernels": "fused adam drifted"}, flaky="")
