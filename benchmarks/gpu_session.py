@@ -47,6 +47,7 @@ class Session:
         self.jsonl = out / "session.jsonl"
 
     def record(self, **fields) -> dict:
+        assert "part" not in fields, "a field named part would hide which part wrote the line"
         row = {"part": self.part, "t": round(time.time(), 3), **fields}
         with self.jsonl.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
@@ -297,18 +298,20 @@ def throughput_rows(cpu: bool) -> list[dict]:
     rows = [{"label": "BasicNet CIFAR adam K=16", "k": 16, "configs": group(16), "kw": {}},
             {"label": "BasicNet CIFAR 7 optimizers K=16", "k": 16, "configs": group(16, optimizers=mix), "kw": {}}]
     rows += [{"label": f"BasicNet CIFAR adam K={k}", "k": k, "configs": group(k), "kw": {}} for k in (1, 4, 32)]
+    # "setting": how a row departs from the way the tier trains (its rate then prices nothing).
     rows += [{"label": "BasicNet CIFAR adam K=16, no graphs", "k": 16, "configs": group(16),
-              "kw": {"cuda_graphs": False}},
+              "kw": {"cuda_graphs": False}, "setting": "no graphs"},
              {"label": "BasicNet CIFAR adam K=16, no autotuning", "k": 16, "configs": group(16),
-              "kw": {"cudnn_benchmark": False}},
-             {"label": "BasicNet CIFAR adam K=16, TF32", "k": 16, "configs": group(16, precision="tf32"), "kw": {}},
+              "kw": {"cudnn_benchmark": False}, "setting": "no autotuning"},
+             {"label": "BasicNet CIFAR adam K=16, TF32", "k": 16, "configs": group(16, precision="tf32"), "kw": {},
+              "setting": "tf32"},
              {"label": "VGG-16 CIFAR b40 K=3", "k": 3, "configs": group(3, arch="vgg16"), "kw": {}},
              {"label": "VGG-19 CIFAR b512 K=3", "k": 3, "configs": group(3, arch="vgg19", batch=512), "kw": {}},
              {"label": "BasicNet TinyImageNet K=4", "k": 4, "configs": group(4, dataset="tinyimagenet"), "kw": {}},
              {"label": "VGG-16 TinyImageNet K=2", "k": 2, "configs": group(2, arch="vgg16", dataset="tinyimagenet"),
               "kw": {}},
              {"label": "BasicNet CIFAR adam K=16, fp64 plain", "k": 16, "configs": group(16, steps=(12,)),
-              "kw": {"cuda_graphs": False, "kernels": "plain", "dtype": torch.float64}},
+              "kw": {"cuda_graphs": False, "kernels": "plain", "dtype": torch.float64}, "setting": "float64"},
              {"label": "VGG-16 ImageNet b40 K=1", "k": 1, "configs": group(1, steps=(15,), arch="vgg16",
                                                                          dataset="imagenet"), "kw": {}},
              {"label": "BasicNet ImageNet b256 K=1", "k": 1, "configs": group(1, steps=(15,), dataset="imagenet",
@@ -316,7 +319,8 @@ def throughput_rows(cpu: bool) -> list[dict]:
              {"label": "VGG-11 ImageNet b90 K=1", "k": 1, "configs": group(1, steps=(15,), arch="vgg11",
                                                                          dataset="imagenet", batch=90), "kw": {}},
              {"label": "VGG-16 ImageNet b40 K=8 (memory)", "k": 8, "configs": group(8, steps=(6,), arch="vgg16",
-                                                                                   dataset="imagenet"), "kw": {}}]
+                                                                                   dataset="imagenet"), "kw": {},
+              "setting": "memory probe"}]
     return rows
 
 
@@ -332,13 +336,19 @@ def throughput(s: Session) -> None:
     peak, peak_name = peak_of(device)
     matmul = throughput_module().matmul_rate(device)
     s.record(row="peak", datasheet_fp32_flops=peak, datasheet=peak_name, matmul_fp32_flops=matmul)
+    made: dict = {}  # fabricated data by shape: an ImageNet batch set is gigabytes drawn on the host
     for row in throughput_rows(s.cpu):
         configs = row["configs"]
         label = row["label"]
         try:
-            data = fabricated_data(configs[0], device)
-            if row["kw"].get("dtype") is not None:
-                data = in_float64(data)
+            c = configs[0]
+            shape = (c.data.dataset, c.data.image_size, c.train.batch_size, row["kw"].get("dtype") is not None)
+            if shape not in made:
+                made.clear()
+                made[shape] = fabricated_data(c, device)
+                if shape[-1]:
+                    made[shape] = in_float64(made[shape])
+            data = made[shape]
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
@@ -348,13 +358,14 @@ def throughput(s: Session) -> None:
             flops = sum(run_cost(c)[1] / run_cost(c)[0] for c in configs)
             rate = flops / step_s if step_s else None
             ex = outcomes[0].execution
-            s.record(row=label, k=row["k"], kind=kind_of(configs).id, part=part_of(configs[0]),
+            s.record(row=label, k=row["k"], kind=kind_of(configs).id, tier_part=part_of(configs[0]),
                      batch=configs[0].train.batch_size, width=configs[0].model.width,
                      side=configs[0].data.image_size, precision=configs[0].train.precision,
                      step_s=step_s, steady_steps=n, flops_per_step=flops, tflops=rate and rate / 1e12,
                      share_of_peak=rate / peak if rate and peak else None,
                      share_of_matmul=rate / matmul if rate else None, peak_memory_bytes=memory,
                      graphed=any(p.replays for p in ex.phases), cudnn_benchmark=ex.cudnn_benchmark,
+                     setting=row.get("setting", "default"),
                      toy=s.cpu, seconds=round(time.perf_counter() - t0, 2))
         except torch.OutOfMemoryError as e:
             s.record(row=label, k=row["k"], error=f"out of memory: {str(e)[:200]}")
@@ -381,35 +392,48 @@ def profile(s: Session) -> None:
     cuda = device.type == "cuda"
     ks = (4, 1) if s.cpu else (16, 1)
     cases = [(f"eager K={k}", k, False) for k in ks] + [(f"graphed K={ks[0]}", ks[0], True)]
+    # The CPU profiler slows this torch's every op by tens of times: two steps there say enough.
+    active = 2 if s.cpu else 5
     for label, k, graphs in cases:
         if graphs and not cuda:
             s.record(case=label, status=NOT_ON_CPU)
             continue
-        configs = [config(seed=i, steps=(12,)) for i in range(k)]
+        wait = 5 if graphs else 3  # past the warm-ups and the capture, or the first eager steps
+        configs = [config(seed=i, steps=(wait + 1 + active + 1,)) for i in range(k)]
         configs = [toy(c) for c in configs] if s.cpu else configs
         data = fabricated_data(configs[0], device)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        wait = 5 if graphs else 3  # past the warm-ups and the capture, or the first eager steps
-        with torch_profile(activities=activities, schedule=schedule(wait=wait, warmup=1, active=5)) as prof:
-            t0 = time.perf_counter()
-            timed(configs, data, device, cuda_graphs=graphs, on_step=lambda step, total: prof.step())
-        events = prof.key_averages()
+        trace = s.out / f"trace-eager-k{k}.json" if not graphs and k == ks[0] else None
+        seen: dict = {}
+
+        def ready(prof) -> None:
+            # Called once, at the end of the active steps: the events are only whole here (a
+            # schedule clears them when the next cycle would begin).
+            seen["events"] = prof.key_averages()
+            if trace is not None:
+                prof.export_chrome_trace(str(trace))
+
+        t0 = time.perf_counter()
+        with torch_profile(activities=activities, schedule=schedule(wait=wait, warmup=1, active=active, repeat=1),
+                           on_trace_ready=ready) as prof:
+            _, step_s, _ = timed(configs, data, device, cuda_graphs=graphs, on_step=lambda step, total: prof.step())
+        events = seen.get("events", [])
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
-        if cuda and not hasattr(events[0] if len(events) else None, key):
+        if cuda and len(events) and not hasattr(events[0], key):
             key = "self_cuda_time_total"
         busy = [e for e in events if getattr(e, key, 0) > 0]
         total = sum(getattr(e, key) for e in busy) or 1.0
         conv_words = ("conv", "cudnn", "implicit_gemm", "winograd", "fft", "dgrad", "wgrad", "xmma")
         conv = sum(getattr(e, key) for e in busy if any(w in e.key.lower() for w in conv_words))
         top = sorted(busy, key=lambda e: -getattr(e, key))[:12]
-        s.record(case=label, k=k, time=("device" if cuda else "cpu") + " self time, 5 steady steps",
-                 total_us=total, conv_share=conv / total,
+        s.record(case=label, k=k, time=("device" if cuda else "cpu") + f" self time, {active} steady steps",
+                 total_us=total, conv_share=conv / total, step_s=step_s,
+                 # Of a steady step's wall time, the share the profiled device (or CPU) was busy:
+                 # on a GPU the rest is idle, waiting on the host.
+                 busy_share=total / active / 1e6 / step_s if step_s else None,
                  top=[{"name": e.key[:120], "us": round(getattr(e, key), 1), "calls": e.count} for e in top],
+                 chrome_trace=trace.name if trace is not None and trace.is_file() else None,
                  toy=s.cpu, seconds=round(time.perf_counter() - t0, 2))
-        if not graphs and k == ks[0]:
-            trace = s.out / f"trace-eager-k{k}.json"
-            prof.export_chrome_trace(str(trace))
-            s.record(case=label, chrome_trace=trace.name)
 
 
 # -- check -------------------------------------------------------------------------------------------
@@ -430,15 +454,16 @@ def full_tier_configs():
 
 
 def chosen_kinds(cases, cpu: bool):
-    """GPU: the K=16 all-optimizer CIFAR mix, ImageNet VGG-16 (float64's cost), TinyImageNet
-    VGG-16, CIFAR VGG-19. CPU: the mix alone (quick size)."""
+    """GPU: the K=16 all-optimizer CIFAR mix, CIFAR VGG-19, TinyImageNet VGG-16, ImageNet
+    VGG-16 (float64's cost). CPU: the mix alone (quick size)."""
     def pick(dataset, arch, most=False):
         found = [c for c in cases if c.kind.dataset == dataset and c.kind.arch == arch]
         return max(found, key=lambda c: (len(c.kind.optimizers), len(c.configs))) if found else None
 
     wanted = [pick("cifar10", "basicnet", most=True)]
     if not cpu:
-        wanted += [pick("imagenet", "vgg16"), pick("tinyimagenet", "vgg16"), pick("cifar10", "vgg19")]
+        # ImageNet last: the costliest (float64 at 224 px), so the budget cuts it before the others.
+        wanted += [pick("cifar10", "vgg19"), pick("tinyimagenet", "vgg16"), pick("imagenet", "vgg16")]
     return [c for c in wanted if c is not None]
 
 
@@ -461,7 +486,7 @@ def check(s: Session) -> None:
                            backend=EagerGraphs() if s.cpu else None, workdir=Path(tmp),
                            say=lambda line: print(line, flush=True))
             rate = r.flops_per_step / r.fast_step_s if r.fast_step_s and not s.cpu else None
-            s.record(kind=r.kind.id, part=part_of(case.configs[0]), runs=r.runs, trained_as=r.trained_as,
+            s.record(kind=r.kind.id, tier_part=part_of(case.configs[0]), runs=r.runs, trained_as=r.trained_as,
                      features={f.feature: f.line() for f in r.features}, worst_ratio=r.worst, worst_at=r.worst_at,
                      flaky=r.flaky or None, fast_step_s=r.fast_step_s, plain_step_s=r.plain_step_s,
                      flops_per_step=r.flops_per_step, measured_flops=rate, kernels=r.kernels,
@@ -568,24 +593,42 @@ def _cell(v) -> str:
 
 
 def summary(s: Session) -> None:
-    """``summary.md``: every jsonl row, part by part, then the full tier priced: per part of the
-    tier, the plan's modelled hours next to the hours at the rates this session measured at
-    real size (check kinds first, then throughput rows of the same kind), or the plan's numbers
-    alone with a line saying which rates were measured."""
+    """``summary.md``: a row per part (its budget, exit status, seconds, whether it timed out or
+    failed), every jsonl row part by part (one table per kind of row), then the full tier
+    priced: per part of the tier, the plan's modelled hours next to the hours at the rates this
+    session measured at real size (check kinds first, then throughput rows of the same kind), or
+    the plan's numbers alone with a line saying which rates were measured."""
     from tabulate import tabulate
 
     rows = s.rows()
     lines = [f"# GPU session: {s.out.name}", "",
-             f"{len(rows)} measurements in `session.jsonl`{' (--cpu: toy sizes on the CPU)' if s.cpu else ''}.", ""]
-    for part in PARTS[:-1]:
+             f"{len(rows)} lines in `session.jsonl`{' (--cpu: toy sizes on the CPU)' if s.cpu else ''}.", ""]
+    ends = {r["part"]: r for r in rows if "rc" in r}  # the shell's line per part
+    table = []
+    for part in PARTS:
         mine = [r for r in rows if r.get("part") == part]
+        end = ends.get(part, {})
+        errors = [r["error"] for r in mine if r.get("error") and "traceback" in r]
+        status = ("writing" if part == "summary" else "not run" if not mine
+                  else "timed out" if end.get("timed_out") else "failed" if errors or end.get("rc") not in (0, None)
+                  else "ok")
+        table.append((part, end.get("budget_s", "-"), status, end.get("rc", "-"), end.get("wall_s", "-"),
+                      sum(1 for r in mine if not ({"done", "rc"} & set(r))), (errors or [""])[0][:120]))
+    lines += [tabulate(table, headers=("part", "budget s", "status", "exit", "wall s", "measurements", "error"),
+                       tablefmt="github", disable_numparse=True), ""]
+    for part in PARTS[:-1]:
+        mine = [r for r in rows if r.get("part") == part and not ({"done", "rc"} & set(r))]
         lines += [f"## {part}", ""]
         if not mine:
-            lines += ["no measurement (the part did not run)", ""]
+            lines += ["no measurement", ""]
             continue
-        keys = [k for k in dict.fromkeys(k for r in mine for k in r) if k not in ("part", "t")]
-        lines += [tabulate([[_cell(r.get(k)) for k in keys] for r in mine], headers=keys, tablefmt="github",
-                           disable_numparse=True), ""]
+        # Rows of one kind (the same fields) in one table, in the order they were taken.
+        kinds: dict[tuple, list[dict]] = {}
+        for r in mine:
+            kinds.setdefault(tuple(k for k in r if k not in ("part", "t", "traceback")), []).append(r)
+        for keys, group in kinds.items():
+            lines += [tabulate([[_cell(r.get(k)) for k in keys] for r in group], headers=keys, tablefmt="github",
+                               disable_numparse=True), ""]
     try:
         lines += priced(rows, s.cpu)
     except Exception as e:  # noqa: BLE001  (the rows above are worth writing without the prices)
@@ -601,35 +644,57 @@ def priced(rows: list[dict], cpu: bool) -> list[str]:
     from claimbench.gpu_check.kinds import kind_of
     from claimbench.machine.target import estimate_target
     from claimbench.plan import parts_table
-    from claimbench.plan.estimate import by_part
+    from claimbench.plan.estimate import by_part, part_of
     from claimbench.plan.groups import default_group_size
 
     plan = full_tier_configs()
     plan.target = estimate_target("full", "cpu" if cpu else "cuda")
-    rate: dict[str, tuple[float, str]] = {}
-    for r in rows:  # real size only: a toy row's rate says nothing about the tier
-        if r.get("part") == "throughput" and r.get("kind") and r.get("tflops") and not r.get("toy") \
-                and r.get("precision") == "fp32" and r.get("graphed") is not False:
-            rate.setdefault(r["kind"], (r["tflops"] * 1e12, f"throughput: {r['row']}"))
-    for r in rows:
-        if r.get("part") == "check" and r.get("measured_flops") and not r.get("quick"):
-            rate[r["kind"]] = (r["measured_flops"], "check")
+    # Real size only (a toy row's rate says nothing about the tier), trained the way the tier
+    # trains; a check's rate (its real group) before a throughput row's, a larger K first.
+    found = [(r["measured_flops"], r["kind"], r.get("tier_part"), "check", 99) for r in rows
+             if r.get("part") == "check" and r.get("measured_flops") and not r.get("quick")]
+    found += [(r["tflops"] * 1e12, r["kind"], r.get("tier_part"), f"throughput: {r['row']}", r.get("k") or 0)
+              for r in rows if r.get("part") == "throughput" and r.get("kind") and r.get("tflops")
+              and not r.get("toy") and r.get("setting") == "default"]
+    by_kind: dict[str, tuple[float, str]] = {}
+    by_part_rate: dict[str, tuple[float, str]] = {}
+    for flops, kind, part, how, _k in sorted(found, key=lambda f: -f[4]):
+        by_kind.setdefault(kind, (flops, how))
+        by_part_rate.setdefault(part, (flops, f"{kind}, {how}"))
+
+    def rate_of(configs) -> float | None:
+        """The group's kind's measured rate, else its part's (the nearest measured kind)."""
+        got = by_kind.get(kind_of(configs).id) or by_part_rate.get(part_of(configs[0]))
+        return got[0] if got else None
+
     k = default_group_size("cuda", 1)
     modelled = by_part(plan.group_estimates(k, only_missing=False))
     lines = ["## the full tier, priced", "", f"Target: {plan.target.describe()}", ""]
-    if rate:
-        measured = by_part(plan.group_estimates(k, only_missing=False,
-                                                rate_of=lambda g: rate.get(kind_of(g).id, (None,))[0]))
+    if found:
+        measured = by_part(plan.group_estimates(k, only_missing=False, rate_of=rate_of))
+        groups_of = {name: plan.groups(k, only_missing=False) for name in measured}
         table = []
         for name, groups in measured.items():
             m = sum(g.seconds or 0.0 for g in modelled[name])
             e = sum(g.seconds or 0.0 for g in groups)
+            own = sum(1 for g in groups_of[name] if part_of(g[0].config) == name
+                      and kind_of([r.config for r in g]).id in by_kind)
             table.append((name, sum(g.size for g in groups), f"{m / 3600:,.1f}", f"{e / 3600:,.1f}",
-                          f"{sum(g.measured for g in groups)} of {len(groups)} groups at a measured rate"))
+                          f"{own} of {len(groups)} groups at their kind's rate, "
+                          f"{sum(g.measured for g in groups) - own} at the part's, the rest modelled"))
+        every = [g for gs in measured.values() for g in gs]
+        table.append(("total", sum(g.size for g in every),
+                      f"{sum(g.seconds or 0.0 for gs in modelled.values() for g in gs) / 3600:,.1f}",
+                      f"{sum(g.seconds or 0.0 for g in every) / 3600:,.1f}",
+                      f"{sum(g.measured for g in every)} of {len(every)} groups at a measured rate"))
         lines += [tabulate(table, headers=("part", "runs", "modelled fp32 h", "at measured rates h", "source"),
                            tablefmt="github", disable_numparse=True), ""]
-        lines += ["Rates measured (FLOP/s of the fast step, per kind of group): "
-                  + "; ".join(f"{kind} {v / 1e12:.1f} TFLOP/s ({how})" for kind, (v, how) in sorted(rate.items())), ""]
+        lines += ["Rates measured (training FLOP/s of the fast step): by kind: "
+                  + "; ".join(f"{kind} {v / 1e12:.1f} TFLOP/s ({how})" for kind, (v, how) in sorted(by_kind.items()))
+                  + ". By part of the tier (for its other kinds): "
+                  + "; ".join(f"{p} {v / 1e12:.1f} TFLOP/s ({how})" for p, (v, how) in sorted(by_part_rate.items()))
+                  + ". Each group at the precision its runs train in.", ""]
+        lines += ["The plan's model, `claimbench plan --tier full`:", ""]
     else:
         lines += ["Rates measured: none at real size (" + ("--cpu: every row is toy size on the CPU"
                   if cpu else "no row finished") + "), so these are `claimbench plan --tier full`'s numbers alone:", ""]
