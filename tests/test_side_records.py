@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from claimbench.cache import side_records
-from claimbench.cache.side_records import process_umask, update_json, write_json
+from claimbench.cache import permissions, side_records
+from claimbench.cache.side_records import update_json, write_json
 from claimbench.plan.step_times import StepTime, StepTimes
 
 UPDATES = 20
@@ -80,14 +80,12 @@ def test_a_record_gets_the_umask_mode_and_the_umask_is_never_set(tmp_path, monke
     def never(mask):
         raise AssertionError("os.umask was called")
 
-    process_umask.cache_clear()
+    monkeypatch.setattr(permissions, "_UMASK", None)
     monkeypatch.setattr(os, "umask", never)
-    try:
-        mask = process_umask()
-        path = write_json(tmp_path / "sub" / "record.json", {"a": 1})
-        update_json(path, lambda raw: {**raw, "b": 2})
-    finally:
-        process_umask.cache_clear()
+    mask = permissions.umask()
+    path = write_json(tmp_path / "sub" / "record.json", {"a": 1})
+    update_json(path, lambda raw: {**raw, "b": 2})
+    monkeypatch.undo()
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
     assert (tmp_path / "sub" / ".record.json.lock").stat().st_mode & 0o777 == 0o666 & ~mask
     assert json.loads(path.read_text()) == {"a": 1, "b": 2}

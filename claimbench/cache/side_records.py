@@ -12,14 +12,12 @@ sees the old record or the new one, never half of either. A merge (read, change,
 lock file beside the record (``.<name>.lock``) from the read to the rename, so two writers that
 merge at once both land: without it the second rename drops what the first added. Files and
 locks get the permissions the process umask allows, as the run store's entries do, so a group
-sharing a cache (umask 002) can replace each other's records. The umask is read once, from
-``/proc/self/status`` where Linux offers it: ``os.umask`` can only be read by setting it, and a
-file another thread creates in that moment would get the wrong mode. No torch.
+sharing a cache (umask 002) can replace each other's records (the umask as
+``claimbench.cache.permissions`` reads it, never by setting it where /proc tells it). No torch.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -28,29 +26,16 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
+from claimbench.cache.permissions import umask
+
 # How long a merge waits for another process's merge of the same record; one holds the lock for
 # the milliseconds of a read and a rename, so a wait this long means a stuck holder.
 LOCK_TIMEOUT_S = 120.0
 
 
-@functools.lru_cache(maxsize=1)
-def process_umask() -> int:
-    """This process's umask, read once. Linux (4.7 and later) reports it in /proc/self/status;
-    elsewhere it is read the only other way, by setting it and setting it back, once."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def file_mode() -> int:
     """The mode a new record (and its lock) gets: read and write as far as the umask allows."""
-    return 0o666 & ~process_umask()
+    return 0o666 & ~umask()
 
 
 def write_json(path: Path, value: Any, **dump: Any) -> Path:
