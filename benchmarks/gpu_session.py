@@ -264,7 +264,7 @@ def eager_steps_without_sync(configs, data, device, warm: int, steady: int) -> s
     from claimbench.train.loop import start_phase, train_step
     from claimbench.train.state import init_state
 
-    set_precision(configs[0].train.precision, device, True)
+    set_precision(configs[0].train.precision, device, True, configs[0].train.flush_denormals)
     state = init_state(configs, data, device)
     start_phase(state, state.schedule.factor(0))
     for _ in range(warm):

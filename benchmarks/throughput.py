@@ -36,7 +36,8 @@ SETTINGS = {"plain": (False, False), "benchmark": (True, False), "benchmark+grap
 
 
 def make_configs(scale: str, n: int, steps: int, precision: str = "fp32") -> list[RunConfig]:
-    base = {"unit": "steps", "phases": [steps], "batch_size": 40, "snapshots": 1, "precision": precision}
+    base = {"unit": "steps", "phases": [steps], "batch_size": 40, "snapshots": 1, "precision": precision,
+            "flush_denormals": scale == "smoke"}  # as the smoke tier trains
     model = {"width": 0.375} if scale == "smoke" else {}
     dataset = "digits" if scale == "smoke" else "cifar10"
     lams = [1e-2, 3e-3, 1e-3, 3e-4]
@@ -62,7 +63,7 @@ def plain_loop(configs: list[RunConfig], data: ImageData, device: torch.device, 
     """What a user would write: a DataLoader over CPU tensors, one run at a time."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    set_precision(configs[0].train.precision, device, benchmark)
+    set_precision(configs[0].train.precision, device, benchmark, configs[0].train.flush_denormals)
     dataset = TensorDataset(data.train_x.cpu(), data.train_y.cpu())
     for c in configs:
         torch.manual_seed(c.train.seed)

@@ -86,11 +86,32 @@ def test_precision_is_set_explicitly_and_labelled():
     if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
         assert backends.cudnn.conv.fp32_precision == "tf32" and backends.cuda.matmul.fp32_precision == "tf32"
     info = set_precision("fp32", torch.device("cpu"))
-    assert info == {"precision": "fp32", "cudnn_benchmark": False}
+    assert info == {"precision": "fp32", "cudnn_benchmark": False, "flush_denormals": False}
     if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
         assert backends.cudnn.conv.fp32_precision == "ieee" and backends.cuda.matmul.fp32_precision == "ieee"
     else:
         assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+
+
+def _denormal_survives() -> bool:
+    """Whether the CPU's float32 arithmetic keeps a denormal result now."""
+    return bool((torch.tensor([1e-37], dtype=torch.float32) / 100).item() != 0)
+
+
+def test_flushing_denormals_is_a_keyed_labelled_setting_each_group_sets_both_ways():
+    from claimbench.cache.keys import run_key
+
+    plain = tiny_config()
+    flush = run_config_from_dict({**plain.to_dict(), "train": {**plain.to_dict()["train"], "flush_denormals": True}})
+    # Off: not in the canonical JSON, so no existing key moves; on: a different run.
+    assert "flush_denormals" not in plain.canonical_json() and run_key(flush) != run_key(plain)
+    assert "ftz" in flush.summary() and "ftz" not in plain.summary()
+    data = tiny_data()
+    out = train_model(flush, data, torch.device("cpu"))
+    assert out.execution.fp32_flags["flush_denormals"] is True and not _denormal_survives()
+    # The next group in the same process gets its own setting, not the last one's.
+    out = train_model(plain, data, torch.device("cpu"))
+    assert out.execution.fp32_flags["flush_denormals"] is False and _denormal_survives()
 
 
 def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):

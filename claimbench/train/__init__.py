@@ -46,7 +46,7 @@ def train_runs(configs: list[RunConfig], data: ImageData, device: torch.device,
 
         if len(configs) != 1:
             raise ValueError(f"a trainer's runs train one at a time, not in a group of {len(configs)}")
-        set_precision(configs[0].train.precision, device, cudnn_benchmark)
+        set_precision(configs[0].train.precision, device, cudnn_benchmark, configs[0].train.flush_denormals)
         return [train_with_trainer(configs[0], data, device, on_step, checkpoint)]
     from claimbench.train.loop import train_models
 

@@ -221,7 +221,7 @@ def train_models(
     if kernels not in OPTIMIZER_KERNELS:
         raise ValueError(f"optimizer kernels {kernels!r} (from the kernels argument or ${OPTIMIZER_KERNELS_ENV}): "
                          f"expected one of {', '.join(OPTIMIZER_KERNELS)}")
-    set_precision(configs[0].train.precision, device, cudnn_benchmark)
+    set_precision(configs[0].train.precision, device, cudnn_benchmark, configs[0].train.flush_denormals)
     if graph_backend is None and device.type == "cuda":
         graph_backend = CudaGraphBackend()
     graphs = graph_backend is not None and graphs_wanted(configs, cuda_graphs, data)
