@@ -475,3 +475,40 @@ def test_the_seed_note_counts_the_checks_that_decided_the_verdict():
     assert failed.status == NOT_REPRODUCED and failed.fewest_seeds == 3 and failed.seeds_note() == ""
     passed = Verdict.from_checks("c", "smoke", [replace(three, status=REPRODUCED), two])
     assert passed.fewest_seeds == 2 and "decided on 2 seeds" in passed.seeds_note()
+
+
+def _seeded(runs: Runs, seeds: dict[str, tuple[int, ...]]) -> Runs:
+    """``runs`` with each named group's point trained on ``seeds[name]`` (configs that say so)."""
+    from claimbench.runconfig import run_config_from_dict
+    from claimbench.spec.run_groups import RunGroup, RunPoint
+
+    for name, group_seeds in seeds.items():
+        g = runs.groups[name]
+        points = tuple(RunPoint(p.group, p.axis_value, tuple(run_config_from_dict({"train": {"seed": s}}) for s in group_seeds),
+                                p.paper) for p in g.points)
+        runs.groups[name] = RunGroup(g.name, g.axis, points, g.line)
+    return runs
+
+
+def test_two_runs_trained_on_the_same_seeds_are_compared_seed_by_seed():
+    # Each seed shifts both runs alike (shared data order and initial weights); the per-seed
+    # difference is -1 on every seed. Welch sees the seed spread and cannot tell; paired can.
+    relu, leaky = [50.0, 53.0, 47.0], [49.0, 52.2, 45.8]
+    paired = run_check(_seeded(two(leaky, relu), {"adam_l2": (0, 1, 2), "adam_wd": (0, 1, 2)}), "less", margin=0, **GT)
+    p = float(sps.ttest_rel(relu, leaky, alternative="greater").pvalue)
+    assert paired.status == REPRODUCED and f"paired t-test over seeds one-sided p = {p:.3g}" in paired.arithmetic
+    # Other seeds, or the same seeds in another order: nothing pairs them, so Welch, which cannot resolve it.
+    for other in ((3, 4, 5), (2, 1, 0)):
+        welch = run_check(_seeded(two(leaky, relu), {"adam_l2": (0, 1, 2), "adam_wd": other}), "less", margin=0, **GT)
+        assert welch.status == INCONCLUSIVE and "Welch one-sided p" in welch.arithmetic
+    # Runs whose seeds are unknown (no configs) are not paired either.
+    assert "Welch" in run_check(two(leaky, relu), "less", margin=0, **GT).arithmetic
+
+
+def test_monotonic_endpoints_on_the_same_seeds_are_paired():
+    runs = _seeded(sweep([[10.0, 14.0, 6.0], [11.0, 15.0, 7.0], [11.5, 15.5, 7.5]]), {"lam_sweep": (0, 1, 2)})
+    r = run_check(runs, "monotonic", run="lam_sweep", metric="sparsity_gamma", direction="increasing", min_change=1)
+    assert r.status == REPRODUCED and "endpoints paired t-test over seeds p = 0" in r.arithmetic
+    welch = run_check(sweep([[10.0, 14.0, 6.0], [11.0, 15.0, 7.0], [11.5, 15.5, 7.5]]), "monotonic", run="lam_sweep",
+                      metric="sparsity_gamma", direction="increasing", min_change=1)
+    assert welch.status == INCONCLUSIVE and "endpoints Welch p" in welch.arithmetic

@@ -57,7 +57,7 @@ def test_report_renders_verdicts_from_the_cache(tmp_path):
     assert "[adam-l2-vs-wd](adam-l2-vs-wd.md)" in index and "reproduced" in index
     assert escape_cell("adam_l2 sparsity_gamma: 50.3 ± 1.5 (n=3)") in index  # a table cell, escaped
     page = (out / "adam-l2-vs-wd.md").read_text()
-    assert "paper 70 |" in page and "Welch one-sided p" in page  # the paper's number as the claim types it
+    assert "paper 70 |" in page and "paired t-test over seeds one-sided p" in page  # the paper's number as the claim types it; L2 and WD trained on the same seeds
     assert (out / "adam-l2-vs-wd-1-layers.png").stat().st_size > 1000
     assert "6 distinct runs" in (out / "runs.md").read_text()
 

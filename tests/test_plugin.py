@@ -180,7 +180,7 @@ def test_not_reproduced_claim_fails_with_numbers_and_location(pytester, cache):
         f"   ({path}:{CHECK_LINE}, tiers.smoke.checks[[]0[]])",
         "      adam_wd sparsity_gamma: 41.0 ± 1.0 (n=3)   paper: 40",
         "      adam_l2 sparsity_gamma: 71.0 ± 1.0 (n=3)   paper: 70",
-        "      41.0 - 71.0 = -30.0; need > 10.0; Welch one-sided p = * (alpha 0.05)",
+        "      41.0 - 71.0 = -30.0; need > 10.0; paired t-test over seeds one-sided p = * (alpha 0.05)",
         "      reason: difference -30.0 does not exceed margin 10.0",
     ])
     result.stdout.fnmatch_lines(["FAILED claims/bad.yaml::claim-bad*"])

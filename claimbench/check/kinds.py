@@ -126,6 +126,22 @@ class Observations:
                               f"{sel.label}: n={stats.n} < {self.min_seeds}; not compared")
         return stats
 
+    def seeds(self, sel: Selection) -> tuple[int, ...]:
+        """The training seeds of a selection's runs, in the order ``stats`` reads them (none known
+        for runs without configs)."""
+        _, point = self._point(sel)
+        return tuple(c.train.seed for c in point.configs)
+
+    def paired(self, a: Selection, b: Selection) -> bool:
+        """Whether a and b pair up seed by seed: two metrics of the same runs (e.g. error before vs
+        after pruning), or two runs trained on the same seeds in the same order, which share
+        their data order and, where the shapes agree, their initial weights, so a per-seed
+        difference removes the seed's own luck from the comparison."""
+        if a.run == b.run and (same_value(a.at, b.at) if a.at is not None else b.at is None):
+            return True
+        seeds = self.seeds(a)
+        return bool(seeds) and seeds == self.seeds(b)
+
     def paper(self, sel: Selection) -> Any:
         _, point = self._point(sel)
         return paper_value(point.paper.get(sel.metric), sel)
@@ -206,11 +222,6 @@ def paper_value(ref: Any, sel: Selection) -> Any:
     return ref
 
 
-def _paired(a: Selection, b: Selection) -> bool:
-    """Two metrics of the same runs (e.g. error before vs after pruning) pair up seed by seed."""
-    return a.run == b.run and (same_value(a.at, b.at) if a.at is not None else b.at is None)
-
-
 def _observed(obs: Observations, sels: Iterable[Selection], stats: Iterable[Stats]) -> dict:
     return {
         s.label: {"mean": st.mean, "std": st.std, "n": st.n, "values": list(st.values), "paper": obs.paper(s)}
@@ -224,13 +235,14 @@ def _result(kind: str, status: str, desc: str, arith: str, reason: str = "", obs
 
 def compare(kind: str, p: CompareParams | LayerPatternParams, obs: Observations) -> CheckResult:
     """greater/layer_pattern: mean(a) - mean(b) > margin; less: mean(b) - mean(a) > margin; with
-    n >= 3 on both sides a one-sided test (paired for two metrics of the same runs, else Welch)
+    n >= 3 on both sides a one-sided test (paired where the two sides pair up seed by seed,
+    ``Observations.paired``, else Welch)
     must also give p < alpha, else inconclusive. at_most: mean(a) <= mean(b) + margin, the test
     being that b + margin exceeds a."""
     sels = p.selections()
     a_sel, b_sel = sels["a"], sels["b"]
     a, b = obs.stats(a_sel), obs.stats(b_sel)
-    paired = _paired(a_sel, b_sel)
+    paired = obs.paired(a_sel, b_sel)
     test = paired_greater if paired else welch_greater
     test_name = "paired t-test over seeds" if paired else "Welch"
     margin = p.margin
@@ -277,7 +289,7 @@ def equal(kind: str, p: EqualParams, obs: Observations) -> CheckResult:
     a, b = obs.stats(p.a), obs.stats(p.b)
     tol = p.tolerance
     diff = a.mean - b.mean
-    paired = _paired(p.a, p.b)
+    paired = obs.paired(p.a, p.b)
     ci = paired_diff_ci(a, b) if paired else welch_diff_ci(a, b)
     desc = f"{p.a.label} == {p.b.label} within ±{fmt(tol)}"
     shown = show_arithmetic([a.mean, b.mean], lambda v: [v[0] - v[1]], ((0, tol), (0, -tol)))
@@ -314,7 +326,7 @@ def value(kind: str, p: ValueParams, obs: Observations) -> CheckResult:
 def monotonic(kind: str, p: MonotonicParams, obs: Observations) -> CheckResult:
     """The metric's means along a run's axis rise (or fall): every step may go against the
     direction by at most ``slack``, and last - first must exceed ``min_change``; with n >= 3 the
-    endpoints must also differ by a one-sided Welch test."""
+    endpoints must also differ by a one-sided test (paired when they share seeds, else Welch)."""
     group = obs.groups[p.run]
     sign = 1 if p.direction == "increasing" else -1
     points = [p.point(group, pt.axis_value) for pt in group.points]
@@ -332,9 +344,11 @@ def monotonic(kind: str, p: MonotonicParams, obs: Observations) -> CheckResult:
              + f"; worst step {fixed(worst, shown.decimals)} (slack {fmt(p.slack)}); "
              f"total change {fixed(change, shown.decimals)} (need > {fmt(p.min_change)})")
     a, b = (stats[-1], stats[0]) if sign > 0 else (stats[0], stats[-1])
-    p_value = welch_greater(a, b)
+    ends = (points[-1], points[0]) if sign > 0 else (points[0], points[-1])
+    paired = obs.paired(*ends)
+    p_value = (paired_greater if paired else welch_greater)(a, b)
     if p_value is not None:
-        arith += f"; endpoints Welch p = {p_value:.3g}"
+        arith += f"; endpoints {'paired t-test over seeds' if paired else 'Welch'} p = {p_value:.3g}"
     observed = _observed(obs, points, stats)
     if min(steps) < -p.slack or total <= p.min_change:
         return _result(kind, NOT_REPRODUCED, desc, arith, "not monotonic" if min(steps) < -p.slack else "change too small", observed)
