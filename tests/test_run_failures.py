@@ -263,7 +263,8 @@ def test_where_a_config_was_trained_by_two_versions_of_a_plugin_the_newest_is_re
 
 def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     """Derived by changing a setting and seeing whether the label changes, in any run's context:
-    a slope shows on a leaky network's label, so it is not repeated; a learning rate never shows."""
+    a slope shows on a leaky network's label, so it is not repeated; nor is a learning rate other
+    than the optimizer's base rate, which the label shows; the base rate set explicitly is not."""
     from claimbench.runconfig import run_config_from_dict
     from claimbench.report.runs_page import unshown_settings
 
@@ -273,6 +274,8 @@ def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     fast = run_config_from_dict({**base, "optim": {"lr": 0.01}})
     reseeded = run_config_from_dict({**base, "train": {"seed": 3}})
     assert unshown_settings([relu, leaky]) == ["", ""]
-    assert unshown_settings([relu, fast]) == [" optim.lr=None", " optim.lr=0.01"]
+    assert unshown_settings([relu, fast]) == ["", ""]
+    base_rate = run_config_from_dict({**base, "optim": {"lr": 0.001}})  # Adam's base rate, written out
+    assert unshown_settings([relu, base_rate]) == [" optim.lr=None", " optim.lr=0.001"]
     assert unshown_settings([relu, reseeded]) == ["", ""]  # seeds are averaged over, never labelled
     assert unshown_settings([relu]) == [""]

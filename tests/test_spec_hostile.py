@@ -237,7 +237,7 @@ def test_a_number_written_as_text_is_an_error(tmp_path, capsys, old, new, field)
 
 def test_a_number_without_a_dot_is_still_a_number(tmp_path):
     path = write_claim(tmp_path, ("b: baseline, tolerance: 8}", "b: baseline, tolerance: 8e0}"))
-    (check, _) = load_claim(path).tier("smoke").checks
+    check = load_claim(path).tier("smoke").checks[0]
     assert check.params.tolerance == 8.0
 
 

@@ -40,7 +40,7 @@ from claimbench.spec.folder import FOLDER_FILE, use_folder_plugins
 from claimbench.spec.paper import PAPER_FILE, find_paper
 from claimbench.spec.parsing import Problems, load_all, resolve_base
 from claimbench.spec.plots import parse_plots
-from claimbench.spec.run_groups import RunGroup, parse_group, seeds_or_default
+from claimbench.spec.run_groups import RunGroup, parse_analogs, parse_group, seeds_or_default
 from claimbench.spec.scope import (Assumption, OutOfScope, ScopeRegion, parse_assume, parse_no_scope,
                                    parse_out_of_scope, parse_scope)
 from claimbench.spec.source import Source, SpecError, SpecProblem, display_path, load_source
@@ -244,6 +244,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
     if name == "smoke" and (not isinstance(why, str) or not why.strip()):
         errs.add(f"{fld}.why", "a smoke tier must say how and why its analog is scaled")
     base = resolve_base(raw.get("base"), f"{fld}.base", errs)
+    analogs = parse_analogs(base.pop("analogs", None), f"{fld}.base.analogs", errs)
     seeds = seeds_or_default(raw.get("seeds", [0]), [0], f"{fld}.seeds", errs)
     runs_raw = raw.get("runs")
     groups: dict[str, RunGroup] = {}
@@ -254,7 +255,7 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
             if not isinstance(gname, str) or not CLAIM_ID.fullmatch(gname) or "@" in gname:
                 errs.add(f"{fld}.runs.{gname}", "a run name uses letters, digits, '-', '_' and '.'")
                 continue
-            g = parse_group(gname, graw, f"{fld}.runs.{gname}", base, seeds, errs, f"{fld}.base")
+            g = parse_group(gname, graw, f"{fld}.runs.{gname}", base, seeds, errs, f"{fld}.base", analogs)
             if g is not None:
                 groups[gname] = g
     checks: list[CheckSpec] = []
@@ -276,7 +277,15 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
     if gate is True and gate_reason is not None:
         errs.add(f"{fld}.gate_reason", "only a tier with gate: false takes a gate_reason")
     plots = parse_plots(raw.get("plots", []), f"{fld}.plots", groups, errs)
-    return TierSpec(name, str(why).strip(), groups, tuple(checks), None, gate,
+    why = str(why).strip()
+    # The scaling rules the runs went through, stated with the tier's own reasons on every page
+    # that shows them.
+    used = {g.analog.name: g.analog for g in groups.values() if g.analog is not None}
+    for rule in used.values():
+        factors = ", ".join(f"{path} x{factor:g}" for path, factor in rule.scale.items())
+        runs = ", ".join(g for g, grp in groups.items() if grp.analog is rule)
+        why += f" Scaled by the tier's rule {rule.name!r} ({factors}; runs {runs}): {rule.why}"
+    return TierSpec(name, why.strip(), groups, tuple(checks), None, gate,
                     str(gate_reason).strip() if gate_reason else None, tuple(plots))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claimbench.config import ConfigError, RunConfig
-from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, unknown_name_message
+from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, parse_run_config, unknown_name_message
 from claimbench.spec.checks import same_value
 from claimbench.spec.metrics import (PER_FEATURE, PER_LAYER, conv_layers, metric_catalogue, trainer_metric_clash,
                                      unrecorded)
@@ -29,7 +29,7 @@ from claimbench.spec.simulation import DecayConfig, parse_simulation
 from claimbench.spec.table_folder import folder_tables
 from claimbench.spec.tables import cell_paper, cell_prints
 
-RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell")
+RUN_KEYS = ("set", "axis", "paper", "seeds", "simulate", "cell", "analog")
 SIMULATION_RUN_KEYS = ("simulate", "paper", "seeds")
 CELL_RUN_KEYS = ("cell", "axis", "paper", "seeds")  # a run that is a paper-table cell (tables/*.yaml)
 
@@ -54,12 +54,79 @@ class RunGroup:
     simulate: DecayConfig | None = None  # the low-gradient simulation instead of training
     seeds: tuple[int, ...] = ()
     broken: bool = False  # its configs are invalid (reported already): it has none
+    analog: Analog | None = None  # the base's scaling rule its configs went through, if any
 
     def point(self, axis_value: Any = None) -> RunPoint:
         for p in self.points:
             if axis_value is None or p.axis_value == axis_value:
                 return p
         raise KeyError(axis_value)
+
+
+@dataclass(frozen=True)
+class Analog:
+    """A tier's rule for scaling a setting of the paper to the tier's shorter runs: the fields it
+    multiplies (``scale``: dotted field -> factor) and the measured reason (``why``). Declared
+    once in a tier's base (``analogs:``), named by the runs that use it (``analog: name``)."""
+
+    name: str
+    why: str
+    scale: dict[str, float]
+
+
+def parse_analogs(raw: Any, fld: str, errs: Problems) -> dict[str, Analog]:
+    """A base's ``analogs:`` mapping: name -> {why: text, scale: {dotted field: positive factor}}."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errs.add(fld, "expected a mapping of rule names to {why, scale}")
+        return {}
+    out = {}
+    for name, rule in raw.items():
+        rfld = f"{fld}.{name}"
+        if not isinstance(rule, dict):
+            errs.add(rfld, "expected {why: the measured reason, scale: {field: factor}}")
+            continue
+        errs.unknown_keys(rule, ("why", "scale"), rfld)
+        why, scale = rule.get("why"), rule.get("scale")
+        if not isinstance(why, str) or not why.strip():
+            errs.add(f"{rfld}.why", "a scaling rule must say why, with what was measured")
+        if not isinstance(scale, dict) or not scale:
+            errs.add(f"{rfld}.scale", "expected a mapping of dotted fields to factors, e.g. {optim.lr: 10}")
+            continue
+        factors = {}
+        for path, factor in scale.items():
+            try:
+                factors[str(path)] = parse_number(factor, text=False)
+            except ValueError as e:
+                errs.add(f"{rfld}.scale.{path}", f"expected a number: {e}")
+                continue
+            if not factors[str(path)] > 0:
+                errs.add(f"{rfld}.scale.{path}", f"expected a factor > 0, got {factor!r}")
+        out[str(name)] = Analog(str(name), " ".join(str(why).split()), factors)
+    return out
+
+
+def _scaled(raw_cfg: dict, analog: Analog, fld: str, errs: Problems) -> dict:
+    """``raw_cfg`` with the analog's fields multiplied, each from the value the run would have
+    (an unset learning rate is the optimizer's base rate). Rounded to 12 significant digits, so
+    1e-2 x 0.3 is the 3e-3 a reader expects, in the key and the label."""
+    cfg, problems = parse_run_config(deep_merge(raw_cfg, {"train": {"seed": 0}}))
+    if problems:
+        return raw_cfg  # reported where the configs are expanded, at the field that has it
+    for path, factor in analog.scale.items():
+        obj: Any = cfg
+        try:
+            for part in path.split("."):
+                obj = obj.base_lr if (part == "lr" and obj is cfg.optim) else getattr(obj, part)
+        except AttributeError:
+            errs.add(f"{fld}.analog", f"rule {analog.name!r} scales {path!r}, which is no run-config field")
+            continue
+        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+            errs.add(f"{fld}.analog", f"rule {analog.name!r} scales {path}, which is {obj!r} here, not a number")
+            continue
+        raw_cfg = deep_merge(raw_cfg, dotted_to_nested({path: float(f"{obj * factor:.12g}")}))
+    return raw_cfg
 
 
 def seeds_or_default(seeds: Any, default: list[int], fld: str, errs: Problems) -> list[int]:
@@ -69,9 +136,10 @@ def seeds_or_default(seeds: Any, default: list[int], fld: str, errs: Problems) -
 
 
 def parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int], errs: Problems,
-                 base_fld: str) -> RunGroup | None:
+                 base_fld: str, analogs: dict[str, Analog] | None = None) -> RunGroup | None:
     """The run group ``name`` of a tier (``raw``: its entry of ``runs:``; ``base``: the tier's base
-    run config, written at ``base_fld``; ``tier_seeds``: the seeds it runs unless it names its own)."""
+    run config, written at ``base_fld``; ``tier_seeds``: the seeds it runs unless it names its own;
+    ``analogs``: the scaling rules its base declares, which ``analog:`` names)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -95,6 +163,11 @@ def parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int]
         return _parse_cell_group(name, raw, fld, seeds if "seeds" in raw else None, paper, errs)
     if "simulate" in raw:
         return _parse_simulation_group(name, raw["simulate"], fld, seeds, paper, errs)
+    analog = None
+    if "analog" in raw:
+        analog = (analogs or {}).get(raw["analog"]) if isinstance(raw["analog"], str) else None
+        if analog is None:
+            errs.add(f"{fld}.analog", unknown_name_message("scaling rule of this tier's base", raw["analog"], analogs or {}))
     overrides = _parse_overrides(raw.get("set"), f"{fld}.set", errs)
     axis, values = _parse_axis(raw.get("axis"), f"{fld}.axis", errs)
     paper_at = _parse_paper(paper, axis, values, f"{fld}.paper", errs, simulation=False)
@@ -108,6 +181,8 @@ def parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int]
         raw_cfg = deep_merge(base, nested_set)
         if axis is not None:
             raw_cfg = deep_merge(raw_cfg, dotted_to_nested({axis: value}))
+        if analog is not None:
+            raw_cfg = _scaled(raw_cfg, analog, fld, errs)
         configs = expand_seeds(raw_cfg, seeds, lambda path: _config_error_field(path, fld, axis, nested_set, base_fld), errs)
         if configs is None:
             return _broken_group(name, axis, values, errs.source.line(fld))
@@ -116,7 +191,7 @@ def parse_group(name: str, raw: Any, fld: str, base: dict, tier_seeds: list[int]
             errs.add(_config_error_field("train.trainer", fld, axis, nested_set, base_fld), clash)
         _paper_recorded(paper_at[i], configs[0], f"{fld}.paper", errs)
         points.append(RunPoint(name, value, tuple(configs), paper_at[i]))
-    return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds))
+    return RunGroup(name, axis, tuple(points), errs.source.line(fld), seeds=tuple(seeds), analog=analog)
 
 
 def _parse_cell_group(name: str, raw: dict, fld: str, seeds: list[int] | None, paper: dict,

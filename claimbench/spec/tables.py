@@ -295,8 +295,12 @@ def _parse(source: Source, errs: Problems) -> TableSpec | None:
         if "seeds" not in raw:
             errs.add("seeds", "required: the paper's seeds for this table (3 CIFAR, 2 TinyImageNet, 1 ImageNet)")
         seeds = [0]
+    base = resolve_base(raw.get("base"), "base", errs)
+    # The scaling rules a tier's base may declare are for the tier's runs to name; a table's cells
+    # are the paper's settings and name none.
+    base.pop("analogs", None)
     frame = _Frame(source.path.stem, source, metrics, _markers(raw.get("markers"), errs),
-                   resolve_base(raw.get("base"), "base", errs), seeds, _columns(raw.get("columns"), errs),
+                   base, seeds, _columns(raw.get("columns"), errs),
                    _source(raw.get("source"), "source", errs), _assume(raw.get("assume"), "assume", errs))
 
     rows_raw = raw.get("rows")
