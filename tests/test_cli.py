@@ -193,7 +193,7 @@ def test_a_failed_render_leaves_the_previous_report(tmp_path, monkeypatch, capsy
     out = tmp_path / "reports"
     assert main(["report", "--tier", "smoke", "-k", "beta", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert "index.md" in before and "not run: 5 of 5 runs missing" in before["index.md"].decode()
+    assert "index.md" in before and "not run: 7 of 7 runs missing" in before["index.md"].decode()
 
     def broken(*args, **kwargs):
         raise RuntimeError("render bug")

@@ -70,8 +70,8 @@ def smoke_specs():
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory, smoke_specs) -> Path:
-    """adam-l2-vs-wd on three seeds; adaptive-sparser-than-sgd reproduced with one seed on two of
-    its runs; beta-init waiting for two runs; imagenet-basicnet-not-sparse not run by design."""
+    """adam-l2-vs-wd on three seeds; adaptive-sparser-than-sgd reproduced with one seed on one of
+    its runs; beta-init waiting for four runs; imagenet-basicnet-not-sparse not run by design."""
     by_id = {s.id: s for s in smoke_specs}
     store = RunStore(tmp_path_factory.mktemp("smoke-cache"))
     fabricate(store, by_id["adam-l2-vs-wd"], {
@@ -79,7 +79,8 @@ def smoke_report(tmp_path_factory, smoke_specs) -> Path:
         "adam_wd": list(zip([20.0, 22.0, 25.0], ADAM_WD_ERR))})
     # adaptive-sparser-than-sgd's adam is the same configuration as adam_l2 above (one run key).
     fabricate(store, by_id["adaptive-sparser-than-sgd"], {
-        "sgd": [(1.0, 2.0), (1.4, 2.0)], "adagrad": [(60.0, 2.0)], "adadelta": [(74.0, 1.8)]})
+        "sgd": [(1.0, 2.0), (1.4, 2.0), (1.2, 2.0)], "adagrad": [(60.0, 2.0), (62.0, 2.0), (61.0, 2.0)],
+        "adadelta": [(74.0, 1.8)]})
     out = tmp_path_factory.mktemp("smoke") / "report"
     render_reports(smoke_specs, "smoke", store, out, load_tables(table_files(CLAIMS / "tables")))
     return out
@@ -158,7 +159,7 @@ def test_no_doubled_prefix(full_report, smoke_report):
     assert "➖ not run: 6 of 6 runs missing" in index_rows(index)["activation-agrees-with-gamma"]
     page = (full_report / "pruning-keeps-error.md").read_text()
     assert "**Verdict (full tier): ➖ not run: 9 of 9 runs missing" in page
-    assert "➖ not run: 2 of 5 runs missing" in index_rows((smoke_report / "index.md").read_text())["beta-init"]
+    assert "➖ not run: 4 of 7 runs missing" in index_rows((smoke_report / "index.md").read_text())["beta-init"]
 
 
 # --- 3. every header cell labelled, no empty leading column ----------------------------------------
