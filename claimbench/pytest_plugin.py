@@ -312,7 +312,8 @@ def format_verdict(spec: "ClaimSpec", verdict: "Verdict", unverified: int = 0) -
     if verdict.reason and not verdict.checks:  # e.g. "not run: 3 of 9 runs missing"
         lines.append(f"  reason: {verdict.reason}")
     for c in verdict.checks:
-        lines.append(f"  [{status_words(c.status, paper)}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
+        robust = "robustness row, not part of the verdict: " if c.robustness else ""
+        lines.append(f"  [{robust}{status_words(c.status, paper)}] {c.description}    ({spec.path}:{c.line}, {c.field_path})")
         for label, o in c.observed.items():
             paper = f"   paper: {o['paper']}" if o.get("paper") is not None else ""
             lines.append(f"      {label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']}){paper}")

@@ -512,3 +512,34 @@ def test_monotonic_endpoints_on_the_same_seeds_are_paired():
     welch = run_check(sweep([[10.0, 14.0, 6.0], [11.0, 15.0, 7.0], [11.5, 15.5, 7.5]]), "monotonic", run="lam_sweep",
                       metric="sparsity_gamma", direction="increasing", min_change=1)
     assert welch.status == INCONCLUSIVE and "endpoints Welch p" in welch.arithmetic
+
+
+def test_a_robustness_row_is_reported_and_never_decides_the_verdict():
+    runs = two([80, 82, 84], [40, 41, 43])
+    deciding, _ = parse_check_params("greater", {"kind": "greater", "margin": 10, **GT}, runs.groups)
+    robust, problems = parse_check_params("greater", {"kind": "greater", "margin": 60, "robustness": "another horizon", **GT},
+                                          runs.groups)
+    assert problems == []
+    results = check_claim_tier([CheckSpec("greater", deciding, 7, "c[0]"), CheckSpec("greater", robust, 8, "c[1]")], runs.obs())
+    assert [r.status for r in results] == [REPRODUCED, NOT_REPRODUCED]
+    assert results[1].robustness == "another horizon" and results[0].robustness == ""
+    verdict = Verdict.from_checks("c", "smoke", results)
+    assert verdict.status == REPRODUCED and verdict.reason == ""
+    # Only a robustness row with fewer seeds would not make the verdict a few-seed one either.
+    few = replace(results[1], observed={"x": {"n": 1}})
+    assert Verdict.from_checks("c", "smoke", [results[0], few]).seeds_note() == ""
+
+
+def test_a_tier_of_robustness_rows_alone_is_refused(tmp_path):
+    from claimbench.spec.claims import load_claim
+    from claimbench.spec.source import SpecError
+    from tests.helpers import DIVERGE_CLAIM
+
+    text = DIVERGE_CLAIM
+    lines = [line for line in text.splitlines() if "- {kind:" in line]
+    for line in lines:
+        text = text.replace(line, line.rstrip()[:-1] + ", robustness: another seed}")
+    path = tmp_path / "claim.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="every check is a robustness row"):
+        load_claim(path)

@@ -415,6 +415,7 @@ def evaluate_check(spec: CheckSpec, obs: Observations) -> CheckResult:
     if spec.params.description:
         result.description = spec.params.description
     result.paper_fails = spec.params.paper_fails or ""
+    result.robustness = spec.params.robustness or ""
     if result.paper_fails and result.status != REPRODUCED:
         result.reason += f" (the paper's own numbers fail this check too: {result.paper_fails})"
     return result

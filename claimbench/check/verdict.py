@@ -255,6 +255,7 @@ class CheckResult:
     line: int | None = None
     observed: dict[str, Any] = field(default_factory=dict)  # label -> {mean, std, n, values, paper}
     paper_fails: str = ""  # the claim's stated reason why the paper's own numbers fail this check
+    robustness: str = ""  # a robustness row (what it varies): reported, never deciding the verdict
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -275,11 +276,12 @@ class Verdict:
     @classmethod
     def from_checks(cls, claim_id: str, tier: str, checks: list[CheckResult]) -> "Verdict":
         status = REPRODUCED
+        deciding = [c for c in checks if not c.robustness]
         for s in SEVERITY:
-            if any(c.status == s for c in checks):
+            if any(c.status == s for c in deciding):
                 status = s
                 break
-        reasons = [c.reason for c in checks if c.status == status and c.reason]
+        reasons = [c.reason for c in deciding if c.status == status and c.reason]
         return cls(claim_id, tier, status, "; ".join(dict.fromkeys(reasons)), checks)
 
     @property
@@ -288,7 +290,8 @@ class Verdict:
         verdict's status: every check of a reproduced claim, the failing ones of a claim that is
         not), None when nothing was compared. A passing check on two seeds does not make a
         failure decided on three read as a two-seed verdict."""
-        deciding = [c for c in self.checks if c.status == self.status] or self.checks
+        checks = [c for c in self.checks if not c.robustness]
+        deciding = [c for c in checks if c.status == self.status] or checks
         ns = [o["n"] for c in deciding for o in c.observed.values() if isinstance(o.get("n"), int)]
         return min(ns) if ns else None
 

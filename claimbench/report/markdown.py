@@ -104,7 +104,8 @@ def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[s
     label -> the paper's number as printed, shown instead of the number re-formatted.
     """
     printed = printed or {}
-    deciding = [c for c in verdict.checks if c.status == verdict.status] or verdict.checks
+    checks = [c for c in verdict.checks if not c.robustness]
+    deciding = [c for c in checks if c.status == verdict.status] or checks
     for check in deciding:
         items = list(check.observed.items())
         if not items:
@@ -279,7 +280,11 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
     mark = "⚠️ " if verdict.unverified_note() else ""
     for c, check in zip(verdict.checks, tier.checks):
         line = check_paper_line(spec, tier, check, with_paper)
-        parts.append(f"- {mark}**{status_words(c.status, with_paper)}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
+        status = status_words(c.status, with_paper)
+        if c.robustness:
+            status = f"robustness row, not part of the verdict: {status}"
+            line = f"varies: {c.robustness}" + (f"  \n  {line}" if line else "")
+        parts.append(f"- {mark}**{status}** — {c.description}  \n  `{c.arithmetic}`" + (f"  \n  {c.reason}" if c.reason else "")
                      + (f"  \n  {line}" if line else ""))
     note = verdict.seeds_note()
     if note:

@@ -290,6 +290,9 @@ def selection_param(doc: str = "") -> Any:
 class CheckParams:
     description: str | None = param(_text, None, "what is checked, in words (shown in reports)")
     paper_fails: str | None = param(_text, None, "why the paper's own numbers fail this check")
+    robustness: str | None = param(_text, None, "makes it a robustness row: the check at a setting other than the "
+                                                "one the claim judges (what it varies, in words); reported beside the "
+                                                "verdict, never deciding it")
 
     def selections(self) -> dict[str, Selection]:
         """The selections the check reads, by role."""

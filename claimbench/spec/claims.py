@@ -267,6 +267,8 @@ def _parse_tier(name: str, raw: Any, fld: str, errs: Problems) -> TierSpec | Non
             c = _parse_check(craw, f"{fld}.checks[{i}]", groups, errs)
             if c is not None:
                 checks.append(c)
+    if checks and all(c.params.robustness for c in checks):
+        errs.add(f"{fld}.checks", "every check is a robustness row: at least one must decide the verdict")
     gate = raw.get("gate", True)
     if not isinstance(gate, bool):
         errs.add(f"{fld}.gate", "expected true or false")
