@@ -279,3 +279,18 @@ def test_a_label_carries_the_settings_it_does_not_show_and_only_those():
     assert unshown_settings([relu, base_rate]) == [" optim.lr=None", " optim.lr=0.001"]
     assert unshown_settings([relu, reseeded]) == ["", ""]  # seeds are averaged over, never labelled
     assert unshown_settings([relu]) == [""]
+
+
+def test_a_metric_beyond_float_range_or_a_history_too_deep_is_a_refusal_not_a_crash():
+    """Two results a trainer can return that once escaped as OverflowError and RecursionError (a
+    bug of claimbench's, with its traceback) instead of failing the run with a reason."""
+    from claimbench.plugins import TrainerResult
+    from claimbench.train.trainer import result_problems
+
+    deep: object = 1.0
+    for _ in range(100_000):
+        deep = [deep]
+    problems = result_problems(TrainerResult({}, {"acc": 10**400}, {"loss": deep}), ("acc",))
+    assert problems == ["metric acc is an integer beyond float range: a metric must be finite (a diverged run is not "
+                        "recorded)", "history is nested too deep to be stored as JSON"]
+    assert result_problems(TrainerResult({}, {"acc": 0.5}, {"loss": [[1.0]]}), ("acc",)) == []

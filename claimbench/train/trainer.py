@@ -119,6 +119,14 @@ def train_with_trainer(config: RunConfig, data: ImageData, device: torch.device,
     return TrainOutcome(trained, steps, wall, history, None, None, trainer_metrics=metrics, trainer=provenance)
 
 
+def _finite(value: numbers.Real) -> bool:
+    """A real number a float can hold and that is neither NaN nor infinite (10**400 is not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def result_problems(result: Any, declared: tuple[str, ...]) -> list[str]:
     """Why ``result`` cannot be recorded for a trainer that declares the metrics ``declared``
     (empty: it can). The weights are checked separately, against the network they must fit."""
@@ -141,9 +149,10 @@ def result_problems(result: Any, declared: tuple[str, ...]) -> list[str]:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             problems.append(f"metric {name} is {type(value).__name__} {value!r}, not a real number (use float(...))")
-        elif not math.isfinite(float(value)):
-            problems.append(f"metric {name} is {float(value)}: a metric must be finite (a diverged run is not "
-                            f"recorded)")
+        elif not _finite(value):
+            # An integer is here only when a float cannot hold it.
+            shown = "an integer beyond float range" if isinstance(value, numbers.Integral) else str(float(value))
+            problems.append(f"metric {name} is {shown}: a metric must be finite (a diverged run is not recorded)")
     if result.history is not None:
         if not isinstance(result.history, Mapping):
             problems.append(f"history is a {type(result.history).__name__}, not a mapping")
@@ -152,6 +161,8 @@ def result_problems(result: Any, declared: tuple[str, ...]) -> list[str]:
                 json.dumps(dict(result.history), allow_nan=False, sort_keys=True)
             except (TypeError, ValueError) as e:
                 problems.append(f"history cannot be stored as JSON with finite numbers ({e})")
+            except RecursionError:
+                problems.append("history is nested too deep to be stored as JSON")
     if result.steps is not None and (isinstance(result.steps, bool) or not isinstance(result.steps, int)
                                      or result.steps < 0):
         problems.append(f"steps is {result.steps!r}, not a count of steps (or None)")
