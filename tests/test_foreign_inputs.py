@@ -294,16 +294,24 @@ def test_a_malformed_gpu_check_record_is_ignored_with_one_line(record, tmp_path,
     assert "ignored, not a gpu-check record claimbench wrote" in caplog.text
 
 
+def _marked(entry: dict) -> dict:
+    """A machine's findings as this user's claimbench writes them: with its mark."""
+    from claimbench.cache.trained_here import record_mark
+    from claimbench.gpu_check.record import MARK
+
+    return {**entry, MARK: record_mark(entry)}
+
+
 def test_a_well_formed_gpu_check_record_is_read(tmp_path):
     from claimbench.gpu_check import RECORD_FILE, GroupKind, MachineKey, SwitchedOff, split_by_record
 
     machine = MachineKey.here("cpu").id
     # An older record's "complete" is left alone; it covers the kinds it names.
-    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"complete": True, "kinds": {"k": _kind(kernels="off")}}}))
+    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: _marked({"complete": True, "kinds": {"k": _kind(kernels="off")}})}))
     kind = GroupKind("digits", "basicnet", ("adam",), False, True)
     assert split_by_record([kind], tmp_path, "cpu") == ([], [kind.id])
-    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: {"kinds": {"k": {**_kind(kernels="off"),
-                                                                             "optimizers": ["adam", "sgd"]}}}}))
+    (tmp_path / RECORD_FILE).write_text(json.dumps({machine: _marked({"kinds": {"k": {**_kind(kernels="off"),
+                                                                                      "optimizers": ["adam", "sgd"]}}})}))
     assert split_by_record([kind], tmp_path, "cpu") == ([kind.id], [])
     assert SwitchedOff.load(tmp_path, "cpu").kinds == {"k": {"kernels": "off"}}
 

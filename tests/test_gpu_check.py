@@ -14,6 +14,8 @@ import torch
 
 import claimbench.claims_cli as claims_cli
 import claimbench.gpu_check as gc
+import claimbench.gpu_check.record as record_module
+from claimbench.cache.trained_here import record_mark
 from claimbench.gpu_check.selftest import EagerGraphs
 from claimbench.cli import main
 from claimbench.runconfig import run_config_from_dict
@@ -138,8 +140,28 @@ def _stamp(cache: Path, kinds: list, drop: str | None = None) -> None:
     entry["kinds"].update({k.id: {"dataset": k.dataset, "arch": k.arch, "precision": k.precision,
                                   "optimizers": list(k.optimizers), "switched_off": {}} for k in kinds})
     entry["kinds"].pop(drop, None)
+    # As claimbench writes it: marked with this user's secret.
+    entry[record_module.MARK] = record_mark(record_module._unmarked(entry))
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
+
+
+def test_a_well_formed_record_this_user_did_not_write_switches_nothing_off(tmp_path, caplog):
+    """A project can ship a gpu-check record beside its cache saying every kind passed: without
+    this user's mark (or with a mark made for other findings) it is ignored and the kinds are
+    checked again."""
+    kinds = [gc.GroupKind("cifar10", "basicnet", ("adam",), False, True)]
+    _stamp(tmp_path, kinds)
+    assert gc.split_by_record(kinds, tmp_path, "cpu") == ([kinds[0].id], [])
+    path = tmp_path / gc.RECORD_FILE
+    record = json.loads(path.read_text())
+    (entry,) = record.values()
+    for forged in ({k: v for k, v in entry.items() if k != record_module.MARK},  # no mark
+                   {**entry, "kinds": {}},  # a mark made for other findings
+                   {**entry, record_module.MARK: "0" * 64}):
+        path.write_text(json.dumps({next(iter(record)): forged}))
+        assert gc.split_by_record(kinds, tmp_path, "cpu") == ([], [kinds[0].id])
+    assert "not written by this user's claimbench" in caplog.text
 
 
 def _tier_kinds(tier: str, cache: Path, *k: str) -> list:

@@ -115,6 +115,24 @@ def trained_here_mark(key: str, files: dict[str, str]) -> str | None:
     return hmac.new(secret, _message(key, files), hashlib.sha256).hexdigest() if secret else None
 
 
+def record_mark(record: dict) -> str | None:
+    """The mark for a side record this process writes (a machine's gpu-check findings): the same
+    secret over the record's canonical JSON, so a record a project ships cannot pass for one this
+    user's claimbench wrote. None when no secret can be kept."""
+    secret = _secret(create=True)
+    payload = json.dumps(record, sort_keys=True).encode()
+    return hmac.new(secret, payload, hashlib.sha256).hexdigest() if secret else None
+
+
+def is_marked_here(record: dict, mark: object) -> bool:
+    """Whether ``mark`` is the one this user's claimbench made for ``record``."""
+    secret = _secret(create=False)
+    if not isinstance(mark, str) or secret is None:
+        return False
+    payload = json.dumps(record, sort_keys=True).encode()
+    return hmac.compare_digest(mark, hmac.new(secret, payload, hashlib.sha256).hexdigest())
+
+
 def is_trained_here(manifest: dict, key: str) -> bool:
     mark = manifest.get(MARK_FIELD)
     if not isinstance(mark, str):

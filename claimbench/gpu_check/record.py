@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from claimbench.cache.side_records import update_json
+from claimbench.cache.trained_here import is_marked_here, record_mark
 from claimbench.config import RunConfig
 from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, GroupKind, kind_of
 from claimbench.machine.detect import machine_name, nvidia_query
@@ -28,6 +29,8 @@ from claimbench.machine.detect import machine_name, nvidia_query
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "gpu-check.json"
+# Each machine's findings carry an HMAC under the secret that marks entries trained here.
+MARK = "mark"
 
 
 def _torch_version() -> str:
@@ -85,6 +88,14 @@ def read_record(cache_root: Path) -> dict:
         problem = f"unreadable: {str(e)[:120]}"
     else:
         problem = record_problem(raw)
+    if not problem:
+        # Only this user's claimbench writes the marks: a record a project or a copied cache
+        # brings (well formed, saying every kind passed) must not switch the check off here.
+        foreign = sorted(m for m, entry in raw.items() if not is_marked_here(_unmarked(entry), entry.get(MARK)))
+        for machine in foreign:
+            log.warning("%s: the findings of machine %s are ignored: not written by this user's claimbench (no "
+                        "valid mark); `claimbench gpu-check` checks again where a tier needs it", path, machine[:16])
+            del raw[machine]
     if problem:
         # The record lives in the cache root, which a project or a shared cache may ship: a bad
         # one is ignored (the check runs again when a tier needs it) rather than trusted or fatal.
@@ -92,6 +103,11 @@ def read_record(cache_root: Path) -> dict:
                     path, problem)
         return {}
     return raw
+
+
+def _unmarked(entry: dict) -> dict:
+    """A machine's findings without their mark: what the mark is made over."""
+    return {k: v for k, v in entry.items() if k != MARK}
 
 
 def record_problem(raw: object) -> str | None:
@@ -144,6 +160,7 @@ def write_record(cache_root: Path, key: MachineKey, results: list) -> Path:
                                            "precision": r.kind.precision, "optimizers": list(r.kind.optimizers),
                                            "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
         entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        entry[MARK] = record_mark(_unmarked(entry))
         raw[key.id] = entry
         return raw
 
