@@ -334,3 +334,24 @@ def test_an_unreadable_cache_is_one_clear_error_in_every_command(argv, unreadabl
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert f"cannot read the cache {cache}" in out.stderr and "Traceback" not in out.stderr
     assert "0 entries" not in out.stdout and not (base / "out.tar").exists()
+
+
+def test_a_table_cell_whose_numbers_were_not_measured_here_is_marked(tmp_path):
+    from claimbench.check.verdict import UNVERIFIED_MARK
+    from claimbench.report.tables import table_page
+    from claimbench.spec.table_folder import load_tables, table_files
+
+    (table,) = [t for t in load_tables(table_files(REPO / "claims" / "tables")) if t.path.stem == "table01"]
+    cell = next(c for c in table.cells if c.id == "table01/Adam L2 1e-04/CIFAR10")
+    other = next(c for c in table.cells if c.id == "table01/Adam WD 1e-04/CIFAR10")
+    store = RunStore(tmp_path / "cache")
+    metrics = {"test_error": 10.0, "sparsity_gamma": 70.0, "sparsity_act": 71.0, "diverged_at": None, "steps": 10}
+    imported = {run_key(c): entry_files(RunRecord(c, metrics, {}, {"device": "cpu"}), run_key(c)) for c in cell.configs}
+    assert import_archive(store, archive_of(tmp_path / "a.tar", imported)).unverified
+    for c in other.configs:  # trained here
+        store.put(run_key(c), RunRecord(c, metrics, {}, {"device": "cpu"}))
+    page = table_page(table, "full", store, {}, None)
+    rows = {" ".join(c.strip() for c in line.split("|")[1:3]): line for line in page.splitlines() if line.startswith("| Adam")}
+    assert f"{UNVERIFIED_MARK}70.0 ± 0 (n=3) / " in rows["Adam L2 1e-04"]
+    assert "70.0 ± 0 (n=3) / " in rows["Adam WD 1e-04"] and UNVERIFIED_MARK not in rows["Adam WD 1e-04"]
+    assert "marks a cell whose numbers include runs not measured here" in page

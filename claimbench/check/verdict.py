@@ -35,6 +35,10 @@ TEST_SEEDS = 3
 SEVERITY = (ERROR, NOT_REPRODUCED, INCONCLUSIVE, REPRODUCED)
 
 
+# The mark beside a verdict, a check or a table cell whose numbers were not measured here.
+UNVERIFIED_MARK = "⚠️ "
+
+
 def status_words(status: str, paper: bool = True) -> str:
     """How ``status`` reads: as it is for a paper's claims; "holds" / "does not hold" for claims
     about one's own experiment (``paper`` False). The other statuses read the same in both."""

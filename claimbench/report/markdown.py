@@ -18,7 +18,8 @@ from typing import Any
 
 from claimbench.cache import RunStore, run_key
 from claimbench.check.evaluate import evaluate_claim
-from claimbench.check.verdict import NOT_REPRODUCED, NOT_RUN, REPRODUCED, TEST_SEEDS, Verdict, fmt, status_words
+from claimbench.check.verdict import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, TEST_SEEDS, UNVERIFIED_MARK, Verdict, fmt,
+                                     status_words)
 from claimbench.report.output import is_claimbench_output, prepare_output, replace_output
 from claimbench.report.plots import render_plots, write_plot_digests
 from claimbench.report.mdtable import Markup, markdown_table
@@ -133,7 +134,7 @@ def verdict_text(verdict: Verdict, with_paper: bool = True) -> str:
     if verdict.status != REPRODUCED and reason:
         status += f": {reason}"
     notes = [n for n in (verdict.unverified_note(), verdict.seeds_note()) if n]
-    return (f"⚠️ {status}" if verdict.unverified_note() else status) + "".join(f" ({n})" for n in notes)
+    return (f"{UNVERIFIED_MARK}{status}" if verdict.unverified_note() else status) + "".join(f" ({n})" for n in notes)
 
 
 def short_reason(text: str) -> str:
@@ -277,7 +278,7 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
         return parts
     parts = ["## Checks\n"]
     # The checks read the same runs as the verdict: numbers not measured here are marked on each.
-    mark = "⚠️ " if verdict.unverified_note() else ""
+    mark = UNVERIFIED_MARK if verdict.unverified_note() else ""
     for c, check in zip(verdict.checks, tier.checks):
         line = check_paper_line(spec, tier, check, with_paper)
         status = status_words(c.status, with_paper)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from claimbench.cache import RunStore, run_key
-from claimbench.check.verdict import Stats
+from claimbench.check.verdict import UNVERIFIED_MARK, Stats
 from claimbench.report.mdtable import markdown_table
 from claimbench.spec.tables import TableCell, TableSpec, metric_value
 
@@ -110,6 +110,12 @@ def cell_records(cell: TableCell, tier: str, store: RunStore, analogs: dict[str,
     return recs, analog
 
 
+def unverified_runs(configs: tuple, store: RunStore) -> int:
+    """How many of ``configs``' stored runs hold numbers not measured here (imported without
+    re-measuring, or found in a cache this user did not train)."""
+    return sum(1 for c in configs if (r := store.get(run_key(c))) is not None and not r.verified)
+
+
 def cell_stats(cell: TableCell, metric: str, records: list[dict]) -> Stats | None:
     values = [v for m in records if (v := metric_value(m, metric)) is not None]
     return Stats(tuple(values)) if values else None
@@ -133,6 +139,9 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     records = {c.id: cell_records(c, tier, store, analogs) for c in table.cells}
     marks, marked = assumption_marks(table, assumed or {})
     texts = {(c.id, m): cell_text(c, m, cell_stats(c, m, records[c.id][0]), tier) for c in table.cells for m in table.metrics}
+    # A number not measured here is marked in the cell that shows it, as on the verdicts it decides.
+    unverified = {c.id for c in table.cells if tier == "full" and not c.reference and unverified_runs(c.configs, store)}
+    texts = {(cid, m): f"{UNVERIFIED_MARK}{t}" if cid in unverified else t for (cid, m), t in texts.items()}
     where = f"`{table.source.get('paper', '')}`, {table.source.get('where', '')}"
     parts = [f"# Table {table.number}: {table.title}\n",
              f"Read from {where}. Spec: `claims/tables/{table.path.name}`. Tier `{tier}`.\n"]
@@ -149,11 +158,15 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
         parts.append(table.notes + "\n")
     rows_out, headers = _layout(table, texts, marks)
     parts.append(markdown_table(rows_out, headers) + "\n")
+    if unverified:
+        parts.append(f"{UNVERIFIED_MARK}marks a cell whose numbers include runs not measured here (imported without "
+                     "re-measuring, or found in a cache this user did not train); `claimbench cache verify` re-measures "
+                     "those with weights and data.\n")
     if table.markers:
         parts.append("Markers as the paper prints them: "
                      + "; ".join(f"`{m}` = {meaning}" for m, meaning in table.markers) + ".\n")
     if tier != "full":
-        parts += analog_section(table, tier, records)
+        parts += analog_section(table, tier, records, store)
     if marked:
         parts.append("## Settings assumed by the claims (marked beside the rows they apply to)\n")
         parts += marked
@@ -188,7 +201,7 @@ def analog_setting(configs: tuple) -> str:
     return ", ".join(parts + rest) + f"; seed{'s' if len(configs) != 1 else ''} {seeds}"
 
 
-def analog_section(table: TableSpec, tier: str, records: dict) -> list[str]:
+def analog_section(table: TableSpec, tier: str, records: dict, store: RunStore) -> list[str]:
     """The scaled analogs standing in for the table's cells at this tier: one row per analog,
     its own setting, the paper cells it stands for, and its numbers (mean ± std over seeds)."""
     # Keyed by the runs themselves: one smoke run several claims name is one row.
@@ -209,7 +222,8 @@ def analog_section(table: TableSpec, tier: str, records: dict) -> list[str]:
         names = ", ".join(dict.fromkeys(f"`{a.claim}`: {a.group}" for _, _, a in entries))
         stands = "; ".join(dict.fromkeys(c.row + (f" ({c.column})" if c.column else "") for c, _, _ in entries))
         recs = entries[0][1]
-        values = [str(st) if (st := cell_stats(entries[0][0], m, recs)) is not None else NOT_TRAINED for m in table.metrics]
+        mark = UNVERIFIED_MARK if unverified_runs(configs, store) else ""
+        values = [f"{mark}{st}" if (st := cell_stats(entries[0][0], m, recs)) is not None else NOT_TRAINED for m in table.metrics]
         rows.append([names, analog_setting(configs), stands, *values])
     headers = ["smoke analog (claim: run)", "its setting (smoke analog, not the paper's)", "stands for (paper cells)",
                *[f"{h}: analog" for h in table.headers]]
