@@ -47,6 +47,7 @@ from claimbench.measure import measure_model
 from claimbench.plan.estimate import memory_group_cap, run_memory_bytes
 from claimbench.plan.step_times import now
 from claimbench.run_failures import RunFailed, out_of_memory, plugin_failure
+from claimbench.spec.metrics import metric_clash
 from claimbench.train import train_runs
 from claimbench.train.device import resolve_device
 from claimbench.train.trainer import TrainerError
@@ -218,10 +219,9 @@ def run_and_measure_group(
             metrics, diverged_at = {}, outcome.steps
         metrics["diverged_at"] = diverged_at
         metrics["steps"] = outcome.steps
-        clash = sorted(set(outcome.trainer_metrics) & set(metrics))
+        clash = metric_clash(config.train.trainer, outcome.trainer_metrics) if outcome.trainer_metrics else None
         if clash:
-            raise TrainerError(f"trainer {config.train.trainer}: reports {', '.join(clash)}, which claimbench measures "
-                               f"itself; rename the trainer's metrics")
+            raise TrainerError(clash)
         metrics.update(outcome.trainer_metrics)
         provenance = {
             # What decides numbers without being part of the key: the torch build, the threads

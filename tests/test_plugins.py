@@ -471,7 +471,7 @@ def test_a_trainer_may_not_report_a_metric_claimbench_measures(fake_trainers, tm
     record = run_and_measure(fake_config("fake"), "cpu")
     assert record.metrics["score"] == 1.0 and record.provenance["trainer"]["name"] == "fake"
     fake_trainers.RETURN["metrics"] = {"test_error": 5.0}
-    with pytest.raises(TrainerError, match="reports test_error, which claimbench measures itself"):
+    with pytest.raises(TrainerError, match="the trainer measured names the metrics test_error, which claimbench measures itself"):
         run_and_measure(fake_config("measured"), "cpu")
     # Found before anything trains: the claim's line that names the trainer.
     shutil.copy(EXAMPLE / "claims" / "paper.yaml", tmp_path / "paper.yaml")
@@ -493,7 +493,8 @@ def test_a_trainer_may_not_report_a_metric_claimbench_measures(fake_trainers, tm
     with pytest.raises(SpecError) as e:
         load_claim(tmp_path / "clash.yaml")
     text = str(e.value)
-    assert "clash.yaml:11: tiers.smoke.runs.r.set.train.trainer: the trainer measured declares the metrics " \
+    # The same judgement, in the same words, before anything trains.
+    assert "clash.yaml:11: tiers.smoke.runs.r.set.train.trainer: the trainer measured names the metrics " \
            "test_error, which claimbench measures itself" in text, text
     # The trainer of the run reports score no longer: naming it is an error too.
     assert "clash.yaml:13: tiers.smoke.checks[0].a.metric: unknown metric of a training run 'score'" in text, text

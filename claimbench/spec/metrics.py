@@ -130,13 +130,20 @@ def trainer_metrics(cfg: RunConfig) -> dict[str, Metric]:
     return {m: Metric(m, SCALAR, None, None, f"reported by the trainer {name}", trainer=name) for m in declared}
 
 
-def trainer_metric_clash(cfg: RunConfig) -> str | None:
-    """Why the run's trainer's metrics cannot be told from claimbench's (None: they can)."""
-    clash = sorted(set(trainer_metrics(cfg)) & set(RUN_METRICS))
+def metric_clash(trainer: str, names: Iterable[str]) -> str | None:
+    """Why metrics a trainer names cannot be told from the ones claimbench records itself (None:
+    they can). The one judgement, made when a claim is read (the metrics it declares) and when a
+    run is recorded (the metrics it reported)."""
+    clash = sorted(set(names) & set(RUN_METRICS))
     if not clash:
         return None
-    return (f"the trainer {cfg.train.trainer} declares the metrics {', '.join(clash)}, which claimbench measures itself; "
+    return (f"the trainer {trainer} names the metrics {', '.join(clash)}, which claimbench measures itself; "
             f"the trainer must name its own metrics otherwise")
+
+
+def trainer_metric_clash(cfg: RunConfig) -> str | None:
+    """Why the run's trainer's declared metrics clash with claimbench's (None: they do not)."""
+    return metric_clash(cfg.train.trainer, trainer_metrics(cfg)) if cfg.train.trainer is not None else None
 
 
 # --- what one configuration records --------------------------------------------------------
