@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from claimbench.cli import main
-from tests.helpers import TINY_BASE, TINY_CLAIM, TINY_PAPER
+from tests.helpers import REPO, TINY_BASE, TINY_CLAIM, TINY_PAPER
 
 # A module that leaves a file behind when it is imported: the proof that code ran.
 EVIL = """\
@@ -571,3 +572,19 @@ def test_the_key_file_kept_under_the_working_name_still_marks_entries_trained_be
     (tmp_path / "claimbench").mkdir()
     (tmp_path / "claimbench" / "trained-here.key").write_text("n" * 64)
     assert trained_here.key_file() == tmp_path / "claimbench" / "trained-here.key"
+
+
+@pytest.mark.parametrize("value", [str(HUGE), ".inf"])
+def test_a_table_number_beyond_float_range_is_refused_at_its_line(value, tmp_path, capsys):
+    """A table's paper number is plotted against the runs (float(...)): 10**400 passed validate and
+    crashed the report."""
+    claims = tmp_path / "claims"
+    shutil.copytree(REPO / "claims", claims)
+    table = claims / "tables" / "table01.yaml"
+    text = table.read_text()
+    assert text.count("CIFAR10: [54, 54, 30.9]") == 1  # SGD L2 2e-03
+    table.write_text(text.replace("CIFAR10: [54, 54, 30.9]", f"CIFAR10: [{value}, 54, 30.9]"))
+    assert main(["validate", "--claims-dir", str(claims)]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, t in enumerate(table.read_text().splitlines(), 1) if value in t)
+    assert "Traceback" not in err and f"table01.yaml:{line}:" in err and "not a finite number a float can hold" in err

@@ -30,6 +30,8 @@ loaded once, and cells named by id: ``claimbench.spec.table_folder``.
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,6 +490,13 @@ def _row_cells(row: _Row, rraw: dict, frame: _Frame, used_markers: set[str], con
 
 # --- cells ---------------------------------------------------------------------------------------
 
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def _cell_numbers(values: Any, pfld: str, frame: _Frame, used_markers: set[str],
                   errs: Problems) -> tuple[dict[str, float | None], dict[str, str]] | None:
     """The paper's numbers of one cell, and each as printed ("30.50", "31.38*")."""
@@ -507,6 +516,11 @@ def _cell_numbers(values: Any, pfld: str, frame: _Frame, used_markers: set[str],
             hint = f" (a marker is declared under markers: first; declared: {', '.join(frame.markers) or 'none'})" \
                 if isinstance(v, str) else ""
             errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}{hint}")
+            v = None
+        elif v is not None and not _finite(v):
+            # 10**400 or .inf: no number a paper prints, and float() of it crashes the report's plot.
+            errs.add(f"{pfld}[{j}]", f"{m}: {str(v)[:30]}{'...' if len(str(v)) > 30 else ''} is not a finite number "
+                                     "a float can hold")
             v = None
         numbers[m] = v
         if v is not None:
