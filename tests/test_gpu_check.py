@@ -38,6 +38,38 @@ def group(n: int = 2, dataset: str = "cifar10", names=("adam", "sgd")) -> list:
     }) for i in range(n)]
 
 
+def test_a_folder_dataset_is_checked_through_the_real_image_folder_loader(tmp_path, monkeypatch):
+    """ImageNet's images are decoded per batch in training: the check writes JPEG files and reads
+    them through FolderImageData (decode, crop, normalise, prefetch), and both paths agree."""
+    from claimbench.data.folder import FolderImageData
+
+    decoded = []
+    real = FolderImageData._decode_host
+
+    def counting(self, files, offsets):
+        decoded.append(len(files))
+        return real(self, files, offsets)
+
+    monkeypatch.setattr(FolderImageData, "_decode_host", counting)
+    configs = [gc.window(c, gc.CPU_STEPS, quick=True) for c in group(2, dataset="imagenet")]
+    data = gc.fabricated_data(configs[0], "cpu", folder=tmp_path / "images")
+    assert isinstance(data, FolderImageData) and data.num_classes == 1000
+    assert len(list((tmp_path / "images" / "train").rglob("*.JPEG"))) == data.train_size == 8 * gc.EPOCH_BATCHES
+    # The float64 reference sees the same images, widened.
+    x32, _ = data.train_batch(torch.arange(4), None)
+    x64, _ = gc.in_float64(data).train_batch(torch.arange(4), None)
+    assert x64.dtype == torch.float64 and torch.equal(x64, x32.double())
+    # A run stacked with others gets the crops it gets alone (found by this check: seeded from
+    # the whole stacked batch, a run's crops changed with its neighbours').
+    rows = torch.tensor([[0, 1, 2, 3], [7, 6, 5, 4]])
+    stacked, _ = data.train_batch(rows, None)
+    assert all(torch.equal(stacked[k], data.train_batch(rows[k], None)[0]) for k in range(2))
+    (case,) = gc.kinds_of(configs)
+    result = gc.check_kind(case, torch.device("cpu"), steps=gc.CPU_STEPS, quick=True, backend=EagerGraphs(),
+                           workdir=tmp_path, say=lambda line: None)
+    assert decoded and all(f.status != "failed" for f in result.features), result.features
+
+
 @pytest.mark.slow
 def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_applicable(tmp_path, capsys):
     """The default, as CI runs it: every kind of group of the full tier, on fabricated data."""

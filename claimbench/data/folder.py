@@ -246,6 +246,9 @@ class FolderImageData:
     resize: int = IMAGENET_RESIZE  # shorter side before cropping
     device: torch.device = torch.device("cpu")
     in_channels: int = 3
+    # The images' float type on the device: float32 for training; gpu-check's exact reference asks
+    # for float64 (the same float32 images, widened, as in-memory data is).
+    dtype: torch.dtype = torch.float32
     decodes_on_host: ClassVar[bool] = True
     # Batches being decoded in the background (index bytes -> future) and the decoding thread;
     # not init fields, so ``to`` (dataclasses.replace) starts a copy with none.
@@ -276,9 +279,10 @@ class FolderImageData:
         # memory that the host does not wait for (the images, the labels): the flips are applied
         # to the uint8 crops and the labels gathered before the copy, the normalisation constants
         # live on the device from the first batch on. (The loop hands folder data host indices.)
-        idx = index.detach().to("cpu", torch.int64).reshape(-1)
+        shaped = index.detach().to("cpu", torch.int64)
+        idx = shaped.reshape(-1)
         pending = self._ahead.pop(idx.numpy().tobytes(), None)
-        host = pending.result() if pending is not None else self._decode_host(*self._train_crops(idx))
+        host = pending.result() if pending is not None else self._decode_host(*self._train_crops(shaped))
         if flip is not None:
             flips = flip.detach().to("cpu").reshape(-1)
             host[flips] = host[flips].flip(-2)  # (B, H, W, C): mirror the width
@@ -290,15 +294,15 @@ class FolderImageData:
         """Start decoding the batch at ``index`` in a background thread, so that it overlaps the
         current training step; ``train_batch`` with the same indices then only copies it. At most
         ``PREFETCH_DEPTH`` batches are held."""
-        idx = index.detach().to("cpu", torch.int64).reshape(-1)
-        key = idx.numpy().tobytes()
+        shaped = index.detach().to("cpu", torch.int64)
+        key = shaped.reshape(-1).numpy().tobytes()
         if key in self._ahead:
             return
         if "pool" not in self._state:
             self._state["pool"] = ThreadPoolExecutor(1, thread_name_prefix="claimbench-prefetch")
         while len(self._ahead) >= PREFETCH_DEPTH:
             self._ahead.pop(next(iter(self._ahead)))
-        self._ahead[key] = self._state["pool"].submit(self._decode_host, *self._train_crops(idx))
+        self._ahead[key] = self._state["pool"].submit(self._decode_host, *self._train_crops(shaped))
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Centre crops of ``split`` ('train' or 'test') in order, unaugmented; the next batch is
@@ -320,13 +324,20 @@ class FolderImageData:
                     future = ahead.submit(decode, starts[i + 1])
                 yield self._on_device(host), y[start : start + batch_size]
 
-    def _train_crops(self, idx: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    def _train_crops(self, index: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """The files and crop offsets of a batch: ``index`` (B,) for one run, (K, B) for K stacked
+        runs, flattened in that order."""
         # Seeding from the indices (not a global RNG) keeps a run reproducible however batches
-        # are scheduled (and prefetched), and still varies the crops between epochs.
-        seed = int.from_bytes(hashlib.blake2b(idx.numpy().tobytes(), digest_size=8).digest(), "little")
-        gen = torch.Generator().manual_seed(seed >> 1)
-        offsets = torch.rand(idx.numel(), 2, generator=gen)
-        return [self.train_files[i] for i in idx.tolist()], offsets
+        # are scheduled (and prefetched), and still varies the crops between epochs. Each run's
+        # crops come from its own indices alone, so a run stacked with others gets the crops it
+        # gets alone (seeded from the whole stacked batch, its crops changed with its neighbours).
+        offsets = []
+        for row in index.reshape(-1, index.shape[-1]) if index.dim() > 0 else index.reshape(1, 1):
+            seed = int.from_bytes(hashlib.blake2b(row.contiguous().numpy().tobytes(), digest_size=8).digest(), "little")
+            gen = torch.Generator().manual_seed(seed >> 1)
+            offsets.append(torch.rand(row.numel(), 2, generator=gen))
+        flat = index.reshape(-1)
+        return [self.train_files[i] for i in flat.tolist()], torch.cat(offsets)
 
     def _decode_host(self, files: list[str], offsets: torch.Tensor) -> torch.Tensor:
         """uint8 (B, crop, crop, 3) crops in host memory (pinned when the device is a GPU, so the
@@ -367,4 +378,5 @@ class FolderImageData:
         """Normalised float32 (B, 3, crop, crop) on the device (the arithmetic runs there)."""
         x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         mean, std = self._constants()
-        return ((x - mean) / std).contiguous()
+        x = ((x - mean) / std).contiguous()
+        return x if self.dtype == torch.float32 else x.to(self.dtype)

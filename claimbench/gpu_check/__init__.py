@@ -10,7 +10,8 @@ Out: ``CheckResult``: per kind of group (dataset x architecture x the optimizers
      switched off for that kind of group on this machine, and said so in one line.
 
 For each kind, one real group of its runs (up to 16) trains a few dozen steps twice, on fabricated
-data of the dataset's real shape and classes (random tensors: the check needs no dataset):
+data of the dataset's real shape and classes (the check needs no dataset; a folder dataset's
+images are written as JPEG files and read through the real image-folder loader):
 
 (a) the fast path: the runs stacked in one network, the fastest optimizer kernels (fused, else
     foreach), the step as a CUDA graph where there is one (capturable kernels, captured again at
@@ -99,10 +100,12 @@ def resume_at(steps: int) -> int:
     return first + max(1, (steps - first) // 2 - 1)
 
 
-def fabricated_data(config: RunConfig, device, seed: int = 0):
-    """Random images of the dataset's real shape and classes (``DATASET_SHAPES``), EPOCH_BATCHES
-    batches of training data. Folder datasets get host-decoded data (indices on the host, the
-    batch copied to the device per step), as the image-folder loader does."""
+def fabricated_data(config: RunConfig, device, seed: int = 0, folder: Path | None = None):
+    """Images of the dataset's real shape and classes (``DATASET_SHAPES``), EPOCH_BATCHES batches
+    of training data, learnable (each class its own mean image, plus noise). Folder datasets are
+    written as JPEG files in an ImageFolder layout under ``folder`` (a temporary folder removed at
+    exit when None) and read through the real image-folder loader (``FolderImageData``: decoded,
+    cropped and normalised per batch on the host, prefetched), as a run on the real dataset is."""
     import torch
 
     from claimbench.data.base import ImageData
@@ -111,6 +114,9 @@ def fabricated_data(config: RunConfig, device, seed: int = 0):
     _, native_side, channels, classes = DATASET_SHAPES[d.dataset]
     side, classes = d.image_size or native_side, d.num_classes or classes
     n = config.train.batch_size * EPOCH_BATCHES
+    b = config.train.batch_size
+    if d.dataset in FOLDER_DATASETS:
+        return _jpeg_folder_data(config, folder, seed, n, classes).to(device)
     g = torch.Generator().manual_seed(seed)
     # Learnable: each class its own mean image, plus noise. With labels unrelated to the images the
     # gradients are mostly cancelling noise, and Adam-like optimizers amplify rounding in them
@@ -118,40 +124,42 @@ def fabricated_data(config: RunConfig, device, seed: int = 0):
     y = torch.randint(classes, (n,), generator=g)
     means = torch.randn(classes, channels, side, side, generator=g)
     x = means[y] + torch.randn(n, channels, side, side, generator=g)
-    cls = _host_decoded_class() if d.dataset in FOLDER_DATASETS else ImageData
-    b = config.train.batch_size
-    return cls(f"fabricated {d.dataset}", x, y, x[:b].clone(), y[:b].clone(), classes).to(device)
+    return ImageData(f"fabricated {d.dataset}", x, y, x[:b].clone(), y[:b].clone(), classes).to(device)
 
 
-def _host_decoded_class():
-    """An ImageData that keeps its images on the host and copies each batch to the device, with
-    host indices: the image-folder loader's contract (``decodes_on_host``, ``prefetch``)."""
-    from typing import ClassVar
+def _jpeg_folder_data(config: RunConfig, folder: Path | None, seed: int, n: int, classes: int):
+    """``n`` JPEG files under ``folder/train/<class>/`` (each class its own colour field plus
+    noise), as a ``FolderImageData`` of ``classes`` classes, the first batch also the test split.
+    Built from the file list, not by scanning: a class count of 1,000 with a few hundred images
+    leaves most class folders empty, which the scan of a real dataset rightly refuses."""
+    import atexit
+    import shutil
 
+    import numpy as np
     import torch
+    from PIL import Image
 
-    from claimbench.data.base import ImageData
+    from claimbench.data.folder import IMAGENET_CROP, IMAGENET_RESIZE, FolderImageData
 
-    @dataclass(frozen=True)
-    class HostDecodedData(ImageData):
-        device: torch.device = torch.device("cpu")
-        decodes_on_host: ClassVar[bool] = True
-
-        def to(self, device):
-            device = torch.device(device)
-            return replace(self, device=device, train_y=self.train_y.to(device), test_y=self.test_y.to(device))
-
-        def prefetch(self, index, flip=None) -> None:
-            pass  # nothing to decode ahead: the images are in host memory
-
-        def train_batch(self, index, flip):
-            host = index.to("cpu")
-            x = self.train_x[host]
-            if flip is not None:
-                x = torch.where(flip.to("cpu")[..., None, None, None], x.flip(-1), x)
-            return x.to(self.device, non_blocking=True), self.train_y[index.to(self.train_y.device)]
-
-    return HostDecodedData
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="claimbench-gpu-check-jpeg-"))
+        atexit.register(shutil.rmtree, folder, True)
+    crop = config.data.image_size or IMAGENET_CROP
+    resize = round(crop * IMAGENET_RESIZE / IMAGENET_CROP)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(classes, size=n)
+    colours = rng.uniform(40, 215, size=(classes, 1, 1, 3))
+    files = []
+    for i, y in enumerate(labels.tolist()):
+        path = folder / "train" / f"n{y:08d}" / f"fabricated_{i}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(colours[y] + rng.normal(0, 25, size=(resize, resize, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
+        files.append(str(path))
+    b = config.train.batch_size
+    y = torch.tensor(labels, dtype=torch.int64)
+    return FolderImageData(f"fabricated {config.data.dataset} (JPEG files)", tuple(files), y, tuple(files[:b]),
+                           y[:b].clone(), classes, image_size=crop, resize=resize)
 
 
 @dataclass
@@ -245,6 +253,8 @@ def in_float64(data):
     """``data`` with its images in float64: the exact-arithmetic reference's input."""
     import torch
 
+    if hasattr(data, "train_files"):  # image files decoded per batch: widened as each batch arrives
+        return replace(data, dtype=torch.float64)
     return replace(data, train_x=data.train_x.to(torch.float64), test_x=data.test_x.to(torch.float64))
 
 
@@ -364,7 +374,7 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
     kind = case.kind
     configs = [window(c, steps, quick) for c in case.configs[: CPU_RUNS if quick else None]]
     precision = configs[0].train.precision
-    data = fabricated_data(configs[0], device)
+    data = fabricated_data(configs[0], device, folder=Path(tempfile.mkdtemp(prefix="images-", dir=workdir)))
     stop = resume_at(steps)
 
     applicable: dict[str, str] = {}  # feature -> why not applicable

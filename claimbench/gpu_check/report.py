@@ -81,7 +81,8 @@ def render(result, configs: list[RunConfig]) -> str:
               f"- torch: {d['torch']} ({d['threads']} threads)", f"- check took {format_s(result.seconds)}",
               f"- record (what training consults): `{result.record}`", "",
               "Each kind of group trained a window of steps twice on fabricated data of its dataset's shape "
-              "and classes (random tensors; no dataset is read): the fast path (stacked, fastest kernels, "
+              "and classes (no dataset is read; a folder dataset's images are fabricated JPEG files read through the "
+              "real image-folder loader): the fast path (stacked, fastest kernels, "
               "CUDA graph with a capture per learning-rate phase, checkpoint and resume mid-phase) and the "
               "plain path (each run alone, eager, per-parameter optimizer steps). A feature that disagrees "
               "or raises is switched off for its kind on this machine.", "",
