@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,43 @@ def tiny_claims(folder: Path, check: str | None = None) -> Path:
 
 # --- a claims folder's plug-ins and conftest ---------------------------------------------------------
 
+PLUGIN_ENV = ("CLAIMBENCH_ALLOW_PLUGINS", "CLAIMBENCH_PLUGINS")
+
+
 @pytest.fixture
-def hostile_folder(tmp_path, monkeypatch):
+def plugin_env_restored():
+    """Fails the test whose teardown leaves the plug-in variables other than it found them.
+
+    `--allow-plugins` and a folder's claimbench.yaml write os.environ directly (so that workers
+    inherit them); a test that let them through would run every later in-process test of the
+    pytest process with plug-ins allowed. Set up before monkeypatch, so it looks after monkeypatch
+    has undone its changes."""
+    before = {name: os.environ.get(name) for name in PLUGIN_ENV}
+    yield
+    after = {name: os.environ.get(name) for name in PLUGIN_ENV}
+    for name, value in before.items():  # put them back first, so one failure does not spread
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    assert after == before, "a test left the plug-in environment changed for the tests after it"
+
+
+def clear_env(monkeypatch, name: str) -> None:
+    """Unset ``name`` for this test and have monkeypatch restore it afterwards, even when it was
+    unset to begin with: delenv(raising=False) of an absent variable records nothing, so what the
+    code under test writes to os.environ would outlive the test."""
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def hostile_folder(plugin_env_restored, tmp_path, monkeypatch):
     """A claims folder whose claimbench.yaml names a module it ships, importable (the README's
     `PYTHONPATH=.`), with a claim whose base needs the plug-in, and a conftest.py; each writes a
     flag file when it runs."""
+    from claimbench import plugins
+
     claims = tiny_claims(tmp_path / "claims")
     flag = tmp_path / "imported.flag"
     (tmp_path / "evilmod.py").write_text(EVIL.format(flag=str(flag)))
@@ -51,11 +84,14 @@ def hostile_folder(tmp_path, monkeypatch):
     (claims / "evil.yaml").write_text(TINY_CLAIM.replace("id: tiny-trains", "id: evil-trains")
                                       .replace("_bases/tiny.yaml", "_bases/evil.yaml"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("CLAIMBENCH_ALLOW_PLUGINS", raising=False)
-    monkeypatch.delenv("CLAIMBENCH_PLUGINS", raising=False)
+    for name in PLUGIN_ENV:
+        clear_env(monkeypatch, name)
     monkeypatch.setenv("CLAIMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield claims, flag
+    # The module and what was resolved through it belong to this test's folder only.
+    sys.modules.pop("evilmod", None)
+    plugins._resolve_with.cache_clear()
 
 
 def test_reading_a_claims_folder_imports_nothing_it_names(hostile_folder, capsys, caplog):
@@ -187,8 +223,8 @@ def shipped_project(tmp_path, trained_cache, monkeypatch):
     metrics["test_error"] = 0.0
     (entry / "metrics.json").write_text(json.dumps(metrics))
     _recompute_manifest(entry)
-    for name in ("CLAIMBENCH_CACHE", "CLAIMBENCH_PLUGINS", "CLAIMBENCH_ALLOW_PLUGINS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("CLAIMBENCH_CACHE", *PLUGIN_ENV):
+        clear_env(monkeypatch, name)
     monkeypatch.chdir(proj)
     return proj, entry.name
 
