@@ -411,6 +411,7 @@ def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, ca
     assert rc == 1 and RunStore(tmp_path / "cache").keys() == [key]
 
 
+@pytest.mark.slow
 def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_project, capsys, caplog):
     proj, key = shipped_project
     assert main(["cache", "verify", "--device", "cpu"]) == 1
@@ -560,6 +561,7 @@ def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, f
     assert rc == 2 and field in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(shipped_project, tmp_path, capsys):
     import hashlib
     import tarfile
