@@ -422,6 +422,22 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
     assert "its numbers were contradicted by its weights" in caplog.text
     assert main(["show", key[:12], "--json"]) == 1
     assert "is damaged" in capsys.readouterr().err
+    # cache ls lists it with the reason in its problem column, plain and --json.
+    assert main(["cache", "ls"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(key[:12]))
+    assert "contradicted by its weights" in row, row
+    assert main(["cache", "ls", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert "contradicted by its weights" in (listed["problem"] or "")
+    # `claimbench run` of its config trains it anew (on a copy of the cache: the entry stays for
+    # --repair below) and never prints the contradicted 0.
+    shutil.copytree(proj / ".cache" / "runs", proj / "copy", ignore=shutil.ignore_patterns("locks"))
+    entry = proj / ".cache" / "runs" / key[:2] / key
+    (proj / "run.json").write_text((entry / "config.json").read_text())
+    assert main(["run", "run.json", "--cache-dir", "copy", "--device", "cpu", "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert ran["key"] == key and ran["cached"] is False and ran["origin"] == "local"
+    assert ran["metrics"]["test_error"] > 0
     assert main(["cache", "verify", "--repair", "--device", "cpu"]) == 1
     capsys.readouterr()
     assert main(["cache", "ls", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
