@@ -90,9 +90,29 @@ def test_unverified_label_in_reports_and_pytest_lines(tmp_path, capsys):
     class Report:
         when, passed, user_properties = "call", True, [(UNVERIFIED, 2)]
 
-    assert pytest_report_teststatus(Report(), None)[2][0] == "PASSED (2 runs imported, unverified)"
+    category, letter, (word, _markup) = pytest_report_teststatus(Report(), None)
+    assert word == "PASSED (2 runs imported, unverified)"  # -v
+    assert (category, letter) == ("passed", "U")  # -q: the letter, not ".", marks it
     Report.user_properties = []
     assert pytest_report_teststatus(Report(), None) is None
+
+    # `claimbench show` and `claimbench run` of the run print the mark beside its numbers, and
+    # their --json says where the numbers come from.
+    key, cache = run_key(cfg), str(tmp_path / "cache")
+    capsys.readouterr()
+    assert main(["show", key[:12], "--cache-dir", cache]) == 0
+    assert "⚠️ imported, unverified: its numbers were not measured here" in capsys.readouterr().out
+    assert main(["show", key[:12], "--cache-dir", cache, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["origin"], shown["verified"]) == ("imported", False)
+    (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
+    assert main(["run", str(tmp_path / "run.json"), "--cache-dir", cache, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {key[:12]}" in out and "(from cache; ⚠️ imported, unverified: its numbers were not measured here)" \
+        in out, out
+    assert main(["run", str(tmp_path / "run.json"), "--cache-dir", cache, "--device", "cpu", "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert (ran["key"], ran["cached"], ran["origin"], ran["verified"]) == (key, True, "imported", False)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,43 @@ def tiny_claims(folder: Path, check: str | None = None) -> Path:
 
 # --- a claims folder's plug-ins and conftest ---------------------------------------------------------
 
+PLUGIN_ENV = ("CLAIMBENCH_ALLOW_PLUGINS", "CLAIMBENCH_PLUGINS")
+
+
 @pytest.fixture
-def hostile_folder(tmp_path, monkeypatch):
+def plugin_env_restored():
+    """Fails the test whose teardown leaves the plug-in variables other than it found them.
+
+    `--allow-plugins` and a folder's claimbench.yaml write os.environ directly (so that workers
+    inherit them); a test that let them through would run every later in-process test of the
+    pytest process with plug-ins allowed. Set up before monkeypatch, so it looks after monkeypatch
+    has undone its changes."""
+    before = {name: os.environ.get(name) for name in PLUGIN_ENV}
+    yield
+    after = {name: os.environ.get(name) for name in PLUGIN_ENV}
+    for name, value in before.items():  # put them back first, so one failure does not spread
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    assert after == before, "a test left the plug-in environment changed for the tests after it"
+
+
+def clear_env(monkeypatch, name: str) -> None:
+    """Unset ``name`` for this test and have monkeypatch restore it afterwards, even when it was
+    unset to begin with: delenv(raising=False) of an absent variable records nothing, so what the
+    code under test writes to os.environ would outlive the test."""
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def hostile_folder(plugin_env_restored, tmp_path, monkeypatch):
     """A claims folder whose claimbench.yaml names a module it ships, importable (the README's
     `PYTHONPATH=.`), with a claim whose base needs the plug-in, and a conftest.py; each writes a
     flag file when it runs."""
+    from claimbench import plugins
+
     claims = tiny_claims(tmp_path / "claims")
     flag = tmp_path / "imported.flag"
     (tmp_path / "evilmod.py").write_text(EVIL.format(flag=str(flag)))
@@ -51,11 +84,14 @@ def hostile_folder(tmp_path, monkeypatch):
     (claims / "evil.yaml").write_text(TINY_CLAIM.replace("id: tiny-trains", "id: evil-trains")
                                       .replace("_bases/tiny.yaml", "_bases/evil.yaml"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("CLAIMBENCH_ALLOW_PLUGINS", raising=False)
-    monkeypatch.delenv("CLAIMBENCH_PLUGINS", raising=False)
+    for name in PLUGIN_ENV:
+        clear_env(monkeypatch, name)
     monkeypatch.setenv("CLAIMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield claims, flag
+    # The module and what was resolved through it belong to this test's folder only.
+    sys.modules.pop("evilmod", None)
+    plugins._resolve_with.cache_clear()
 
 
 def test_reading_a_claims_folder_imports_nothing_it_names(hostile_folder, capsys, caplog):
@@ -187,8 +223,8 @@ def shipped_project(tmp_path, trained_cache, monkeypatch):
     metrics["test_error"] = 0.0
     (entry / "metrics.json").write_text(json.dumps(metrics))
     _recompute_manifest(entry)
-    for name in ("CLAIMBENCH_CACHE", "CLAIMBENCH_PLUGINS", "CLAIMBENCH_ALLOW_PLUGINS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("CLAIMBENCH_CACHE", *PLUGIN_ENV):
+        clear_env(monkeypatch, name)
     monkeypatch.chdir(proj)
     return proj, entry.name
 
@@ -375,6 +411,7 @@ def test_one_entry_needing_a_missing_plugin_does_not_stop_an_import(tmp_path, ca
     assert rc == 1 and RunStore(tmp_path / "cache").keys() == [key]
 
 
+@pytest.mark.slow
 def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_project, capsys, caplog):
     proj, key = shipped_project
     assert main(["cache", "verify", "--device", "cpu"]) == 1
@@ -385,6 +422,22 @@ def test_an_entry_cache_verify_proved_false_is_never_served_again(shipped_projec
     assert "its numbers were contradicted by its weights" in caplog.text
     assert main(["show", key[:12], "--json"]) == 1
     assert "is damaged" in capsys.readouterr().err
+    # cache ls lists it with the reason in its problem column, plain and --json.
+    assert main(["cache", "ls"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(key[:12]))
+    assert "contradicted by its weights" in row, row
+    assert main(["cache", "ls", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert "contradicted by its weights" in (listed["problem"] or "")
+    # `claimbench run` of its config trains it anew (on a copy of the cache: the entry stays for
+    # --repair below) and never prints the contradicted 0.
+    shutil.copytree(proj / ".cache" / "runs", proj / "copy", ignore=shutil.ignore_patterns("locks"))
+    entry = proj / ".cache" / "runs" / key[:2] / key
+    (proj / "run.json").write_text((entry / "config.json").read_text())
+    assert main(["run", "run.json", "--cache-dir", "copy", "--device", "cpu", "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert ran["key"] == key and ran["cached"] is False and ran["origin"] == "local"
+    assert ran["metrics"]["test_error"] > 0
     assert main(["cache", "verify", "--repair", "--device", "cpu"]) == 1
     capsys.readouterr()
     assert main(["cache", "ls", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
@@ -524,6 +577,7 @@ def test_run_lengths_beyond_any_real_run_are_refused_before_training(override, f
     assert rc == 2 and field in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_export_leaves_out_what_it_cannot_read_and_never_launders_a_found_entry(shipped_project, tmp_path, capsys):
     import hashlib
     import tarfile

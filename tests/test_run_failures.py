@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import KIT_CASES, write_kit
+from tests.helpers import KIT_BASE, KIT_CASES, write_kit
 
 BIN = Path(sys.executable).parent
 
@@ -294,3 +294,33 @@ def test_a_metric_beyond_float_range_or_a_history_too_deep_is_a_refusal_not_a_cr
     assert problems == ["metric acc is an integer beyond float range: a metric must be finite (a diverged run is not "
                         "recorded)", "history is nested too deep to be stored as JSON"]
     assert result_problems(TrainerResult({}, {"acc": 0.5}, {"loss": [[1.0]]}), ("acc",)) == []
+
+
+@pytest.mark.parametrize("trainer, reason", [
+    ("nantrainer", KIT_CASES["nan"][2]),
+    ("raisetrainer", KIT_CASES["raise"][2]),
+], ids=["nan", "raise"])
+def test_run_with_a_refused_trainer_is_one_line_and_stores_nothing(kit, capsys, trainer, reason):
+    """`claimbench run` of one config whose trainer is refused: the run fails, not claimbench. One
+    line names the run (its key and label), the plug-in and the reason; no traceback; exit 1; no
+    entry in the cache, only the failure record the reports read."""
+    from claimbench.cache import RunStore, run_key
+    from claimbench.cache.failures import failure_of
+    from claimbench.cli import main
+    from claimbench.spec.runfile import load_run_config
+
+    (kit / "run.yaml").write_text(KIT_BASE.replace("snapshots: 1}", f"snapshots: 1, trainer: {trainer}}}") + "\n")
+    config = load_run_config(kit / "run.yaml", [])
+    assert config.train.trainer == trainer
+    cache = kit / "cache"
+    rc = main(["run", str(kit / "run.yaml"), "--cache-dir", str(cache), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    key = run_key(config)
+    assert lines == [line for line in lines if reason in line] and len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: run {key[:12]} failed: {config.summary()}: "), lines[0]
+    assert captured.out == ""
+    assert RunStore(cache).keys() == []
+    assert reason in failure_of(cache, key).reason

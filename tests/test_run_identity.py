@@ -181,3 +181,70 @@ def test_installing_a_plugin_used_from_pythonpath_leaves_every_entry_in_place(la
         if args[0] == "show":
             assert "labtiny" in out, out
     assert entry.is_dir() and not (cache / "corrupt").exists()
+
+
+# The audit's layout: a top-level module plug-in beside the experiment, with a sibling module of
+# the lab's that it imports; no package, nothing installed, found on PYTHONPATH.
+BESIDE = '''\
+"""A trainer beside the experiment."""
+import helper
+from claimbench.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    for group in run.optimizer.param_groups:
+        group["lr"] *= helper.STEPS_SCALE
+    return TrainerResult(run.model.state_dict(), {"acc": helper.ACC})
+
+
+beside = TrainerPlugin(name="beside", train=train, metrics=("acc",))
+'''
+BESIDE_HELPER = '''\
+"""Numbers the trainer uses."""
+ACC = 50.0
+STEPS_SCALE = 1.0
+'''
+
+
+@pytest.fixture
+def beside(tmp_path, monkeypatch):
+    from claimbench import plugins
+    from claimbench.cache import keys
+
+    (tmp_path / "mytrainer.py").write_text(BESIDE)
+    (tmp_path / "helper.py").write_text(BESIDE_HELPER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "mytrainer:beside")
+
+    def forget() -> None:  # what a fresh process would know: the files as they are now
+        for name in ("mytrainer", "helper"):
+            sys.modules.pop(name, None)
+        plugins._resolve_with.cache_clear()
+        keys._plugin_part.cache_clear()
+
+    forget()
+    yield tmp_path, forget
+    forget()
+
+
+def test_editing_a_module_beside_a_top_level_plugin_changes_its_runs_keys(beside):
+    from claimbench.cache import run_key
+    from claimbench.cache.keys import plugin_identity
+    from claimbench.runconfig import run_config_from_dict
+
+    folder, forget = beside
+
+    def keys() -> tuple[str, str, str]:
+        forget()
+        plugin = run_config_from_dict({"data": {"dataset": "digits"}, "train": {"trainer": "beside"}})
+        builtin = run_config_from_dict({"data": {"dataset": "digits"}})
+        return run_key(plugin), run_key(builtin), plugin_identity(plugin)
+
+    plugin0, builtin0, identity = keys()
+    assert "code helper " in identity and "code mytrainer " in identity, identity
+    helper = folder / "helper.py"
+    helper.write_text(helper.read_text().replace('"""Numbers the trainer uses."""', '"""The numbers (reworded)."""'))
+    assert keys()[:2] == (plugin0, builtin0)  # a docstring: no retrain
+    helper.write_text(helper.read_text().replace("ACC = 50.0", "ACC = 99.0"))
+    plugin1, builtin1, _ = keys()
+    assert plugin1 != plugin0 and builtin1 == builtin0
