@@ -1,0 +1,162 @@
+"""A researcher's own experiment, read as one: its checks' thresholds are what is expected, and no
+message speaks of a paper.
+
+The folders here quote no paper number anywhere, so their pages are an experiment's
+(``claimbench.report.paper_numbers.paper_to_reproduce`` is False for them).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from claimbench.cache import RunRecord, RunStore, run_key
+from claimbench.report import render_reports
+from claimbench.spec.claims import claim_files, load_claims
+from tests.helpers import Runs, per_seed
+
+pytest_plugins = ["pytester"]
+
+EXPERIMENT = """\
+title: My digits network
+authors: [A. Researcher]
+venue: lab notebook
+documents:
+  notebook: {name: the lab notebook}
+"""
+BASE = ("{model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},\n"
+        "           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}")
+
+
+def claim(cid: str, checks: str) -> str:
+    return textwrap.dedent(f"""\
+        id: {cid}
+        title: My network, {cid}
+        claim: "my network's error is what I expect"
+        source: {{paper: notebook, where: "2026-12, page 5"}}
+        tiers:
+          smoke:
+            why: one short run
+            base: {BASE}
+            seeds: [0]
+            runs:
+              mine: {{}}
+            checks:
+        """) + "".join(f"      - {c}\n" for c in checks.splitlines())
+
+
+NEAR = claim("near-expected", "{kind: value, a: {run: mine, metric: test_error}, expected: 12, tolerance: 3}")
+BOUNDED = claim("bounded", "{kind: distribution, a: {run: mine, metric: test_error}, min: 5, max: 20}")
+NO_EXPECTED = claim("no-expected", "{kind: value, a: {run: mine, metric: test_error}, tolerance: 3}")
+
+
+def _metrics(error: float) -> dict:
+    return {"sparsity_gamma": 1.0, "sparsity_act": 0.5, "test_error": error, "pruned_test_error": error,
+            "train_loss": 0.1, "test_loss": 0.2, "conv_params_pruned_pct": 1.0,
+            "layer_sparsity_gamma": [0, 0, 5, 60, 70, 55, 70], "diverged_at": None}
+
+
+def pages(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.md"))}
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip()[1:-1].split("|")]
+
+
+def index_rows(index: str) -> dict[str, list[str]]:
+    """The index's claims table: the header under "" and each claim's row under its id."""
+    lines = [line for line in index.splitlines() if line.startswith("| ") and not line.startswith("|--")]
+    rows = {"": cells(lines[0])}
+    for line in lines[1:]:
+        found = re.match(r"\| \[([^\]]+)\]", line)
+        if found:
+            rows[found.group(1)] = cells(line)
+    return rows
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """Three claims about one's own experiment, a cache holding their one run (test error 11)."""
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "paper.yaml").write_text(EXPERIMENT)
+    for name, text in (("near", NEAR), ("bounded", BOUNDED), ("noexp", NO_EXPECTED)):
+        (folder / f"{name}.yaml").write_text(text)
+    specs = load_claims(claim_files(folder))
+    store = RunStore(tmp_path / "cache")
+    for spec in specs:
+        for cfg in spec.tier("smoke").configs():
+            store.put(run_key(cfg), RunRecord(cfg, _metrics(11.0), {}, {"device": "cpu", "torch": "x", "train_wall_s": 1}))
+    return specs, store
+
+
+# --- 1. an experiment's thresholds read as expected; nothing speaks of a paper ------------------------
+
+
+def test_an_experiments_index_shows_each_checks_own_threshold_as_expected(experiment, tmp_path):
+    specs, store = experiment
+    render_reports(specs, "smoke", store, tmp_path / "report")
+    written = pages(tmp_path / "report")
+    for name, text in written.items():
+        assert "paper" not in text.lower(), name
+    rows = index_rows(written["index.md"])
+    header = rows[""]
+    assert header == ["claim", "source", "verdict", "expected", "measured (mean ± std, n)"]
+    expected = {cid: row[header.index("expected")] for cid, row in rows.items() if cid}
+    assert expected == {"near-expected": "12.0 ± 3.0", "bounded": ">= 5.0 and &lt;= 20.0", "no-expected": "-"}
+    # Before any run exists, the column says what the first check will hold the runs to.
+    render_reports(specs, "smoke", RunStore(tmp_path / "empty"), tmp_path / "pending")
+    rows = index_rows((tmp_path / "pending" / "index.md").read_text())
+    assert rows["near-expected"][rows[""].index("expected")] == "12.0 ± 3.0"
+    assert rows["bounded"][rows[""].index("expected")] == ">= 5.0 and &lt;= 20.0"
+
+
+def test_a_value_check_without_expected_asks_for_expected_not_a_paper_number(experiment, tmp_path):
+    specs, store = experiment
+    render_reports(specs, "smoke", store, tmp_path / "report")
+    page = (tmp_path / "report" / "no-expected.md").read_text()
+    assert "**Verdict (smoke tier): ⚠️ error: no expected value for mine test_error: give 'expected'**" in page, page
+    assert "paper" not in page.lower()
+    # Its page before the run exists: the rule names what is missing, and no paper.
+    render_reports(specs, "smoke", RunStore(tmp_path / "empty"), tmp_path / "pending")
+    pending = (tmp_path / "pending" / "no-expected.md").read_text()
+    assert "`|mean mine test_error - expected| <= 3.0; no expected value: give 'expected'`" in pending, pending
+    assert "paper" not in pending.lower()
+
+
+def test_the_pytest_line_of_a_value_check_without_expected_names_no_paper(pytester):
+    claims = pytester.mkdir("claims")
+    (claims / "paper.yaml").write_text(EXPERIMENT)
+    (claims / "noexp.yaml").write_text(NO_EXPECTED)
+    (spec,) = load_claims(claim_files(claims))
+    store = RunStore(pytester.path / "cache")
+    for cfg in spec.tier("smoke").configs():
+        store.put(run_key(cfg), RunRecord(cfg, _metrics(11.0), {}, {}))
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("claims", "--tier", "smoke", "--claimbench-cache", str(store.root), "--no-train",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert "reason: no expected value for mine test_error: give 'expected'" in text, text
+    assert "paper number" not in text and "the paper" not in text, text
+
+
+def test_a_value_check_without_expected_offers_a_paper_number_only_where_the_claims_are_a_papers():
+    from claimbench.check.kinds import Observations, check_claim_tier
+    from claimbench.spec.checks import parse_check_params
+    from claimbench.spec.claims import CheckSpec
+
+    runs = Runs().add("mine", per_seed("test_error", [10, 11, 12]))
+    typed, problems = parse_check_params("value", {"kind": "value", "a": {"run": "mine", "metric": "test_error"},
+                                                   "tolerance": 3}, runs.groups)
+    assert problems == []
+    spec = CheckSpec("value", typed, 7, "tiers.smoke.checks[0]")
+    metrics = lambda group, value: runs.metrics[(group.name, value)]  # noqa: E731
+    (papers,) = check_claim_tier([spec], Observations(runs.groups, metrics))
+    assert papers.reason == "no expected value: give 'expected' or a paper number for mine test_error"
+    (own,) = check_claim_tier([spec], Observations(runs.groups, metrics, with_paper=False))
+    assert own.reason == "no expected value for mine test_error: give 'expected'"
