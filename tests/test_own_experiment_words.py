@@ -1,5 +1,5 @@
 """A researcher's own experiment, read as one: its checks' thresholds are what is expected, and no
-message speaks of a paper.
+message speaks of a paper; and what `claimbench run` shows while it trains.
 
 The folders here quote no paper number anywhere, so their pages are an experiment's
 (``claimbench.report.paper_numbers.paper_to_reproduce`` is False for them).
@@ -160,3 +160,37 @@ def test_a_value_check_without_expected_offers_a_paper_number_only_where_the_cla
     assert papers.reason == "no expected value: give 'expected' or a paper number for mine test_error"
     (own,) = check_claim_tier([spec], Observations(runs.groups, metrics, with_paper=False))
     assert own.reason == "no expected value for mine test_error: give 'expected'"
+
+
+# --- 2. `claimbench run` shows progress while it trains ------------------------------------------------
+
+
+TINY_RUN = """\
+model: {arch: basicnet, width: 0.0625}
+data: {dataset: digits}
+optim: {name: adam, regularizer: l2, lam: 1.0e-2}
+train: {batch_size: 16, unit: steps, phases: [6, 2], snapshots: 1}
+"""
+
+
+@pytest.mark.slow
+def test_claimbench_run_prints_progress_while_it_trains(tmp_path, monkeypatch, capsys):
+    from claimbench.cli import main
+
+    # A line at every step it reports (a log's cadence, not a terminal's bar: stderr is captured here).
+    monkeypatch.setenv("CLAIMBENCH_PROGRESS_EVERY_S", "0")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_RUN)
+    assert main(["run", str(config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    key = re.search(r"^run ([0-9a-f]{12}) ", out, re.M)
+    assert key and "(trained now)" in out, out
+    lines = [line for line in err.splitlines() if line.startswith(f"training run {key.group(1)}: ")]
+    assert len(lines) >= 2, err  # while it trains, not only once it is done
+    done = [int(re.search(r": (\d+)/8 run-steps", line).group(1)) for line in lines]
+    assert done == sorted(done) and done[0] < 8 and done[-1] == 8, lines
+    assert "basicnetx0.0625 digits adam l2=0.01 b16 s0: step 8/8;" in lines[-1], lines[-1]
+    # From the cache it trains nothing, and shows no progress.
+    assert main(["run", str(config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "(from cache)" in out and "training run" not in err, err
