@@ -1,5 +1,6 @@
 """A researcher's own experiment, read as one: its checks' thresholds are what is expected, and no
-message speaks of a paper; and what `claimbench run` shows while it trains.
+message speaks of a paper; what `claimbench run` shows while it trains; and run labels that tell
+apart runs differing only in a trainer's own settings (``train.params``).
 
 The folders here quote no paper number anywhere, so their pages are an experiment's
 (``claimbench.report.paper_numbers.paper_to_reproduce`` is False for them).
@@ -8,6 +9,7 @@ The folders here quote no paper number anywhere, so their pages are an experimen
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from claimbench.cache import RunRecord, RunStore, run_key
 from claimbench.report import render_reports
 from claimbench.spec.claims import claim_files, load_claims
-from tests.helpers import Runs, per_seed
+from tests.helpers import KIT, KIT_BASE, Runs, per_seed
 
 pytest_plugins = ["pytester"]
 
@@ -194,3 +196,74 @@ def test_claimbench_run_prints_progress_while_it_trains(tmp_path, monkeypatch, c
     assert main(["run", str(config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert "(from cache)" in out and "training run" not in err, err
+
+
+# --- 3. run labels tell apart runs that differ only in the trainer's own settings ----------------------
+
+
+# A trainer with typed settings of its own (train.params), beside the tiny dataset and network.
+FIELD_KIT = KIT + '''
+
+@dataclass(frozen=True)
+class RoundFields:
+    rounds: int = 1
+
+
+def train_rounds(run):
+    return TrainerResult(run.model.state_dict(), {})
+
+
+roundtrainer = TrainerPlugin(name="roundtrainer", train=train_rounds, fields=RoundFields)
+'''
+
+ROUNDS = textwrap.dedent(f"""\
+    id: more-rounds
+    title: More rounds of my trainer
+    claim: "two rounds train as one does"
+    source: {{paper: notebook, where: H4}}
+    tiers:
+      smoke:
+        why: four steps of a one-conv network on 64 images, one round and two
+        base: {KIT_BASE}
+        seeds: [0]
+        runs:
+          once: {{set: {{train.trainer: roundtrainer}}}}
+          twice: {{set: {{train.trainer: roundtrainer, train.params.rounds: 2}}}}
+        checks:
+          - {{kind: distribution, a: {{run: twice, metric: test_error}}, min: 0, max: 100}}
+    """)
+
+
+@pytest.fixture
+def rounds_kit(monkeypatch, tmp_path):
+    from claimbench import plugins
+
+    (tmp_path / "roundkit.py").write_text(FIELD_KIT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", ",".join(f"roundkit:{n}" for n in ("tinyset", "tinynet", "roundtrainer")))
+    sys.modules.pop("roundkit", None)
+    plugins._resolve_with.cache_clear()
+    yield tmp_path
+    sys.modules.pop("roundkit", None)
+    plugins._resolve_with.cache_clear()
+
+
+def test_labels_carry_the_trainer_settings_runs_differ_in(rounds_kit):
+    folder = rounds_kit / "claims"
+    folder.mkdir()
+    (folder / "paper.yaml").write_text(EXPERIMENT)
+    (folder / "rounds.yaml").write_text(ROUNDS)
+    (spec,) = load_claims(claim_files(folder))
+    configs = spec.tier("smoke").configs()
+    assert len({run_key(c) for c in configs}) == 2 and len({c.summary() for c in configs}) == 1
+    store = RunStore(rounds_kit / "cache")
+    for cfg in configs:
+        store.put(run_key(cfg), RunRecord(cfg, _metrics(40.0), {}, {"device": "cpu", "torch": "x", "train_wall_s": 1}))
+    render_reports([spec], "smoke", store, rounds_kit / "report")
+    label = "tinynet tinyset adam l2=0.0001 trainer=roundtrainer b16"
+    page = (rounds_kit / "report" / "more-rounds.md").read_text()
+    assert f"| once  | {label} train.params.rounds=1 |" in page, page
+    assert f"| twice | {label} train.params.rounds=2 |" in page, page
+    runs = (rounds_kit / "report" / "runs.md").read_text()
+    assert f"{label} s0 train.params.rounds=1" in runs, runs
+    assert f"{label} s0 train.params.rounds=2" in runs, runs
