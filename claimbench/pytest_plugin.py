@@ -179,13 +179,16 @@ class ClaimItem(pytest.Item):
         # A tier that is not run never gets here: collection marked the item skipped.
         from claimbench.check.evaluate import evaluate_claim
         from claimbench.check.verdict import ERROR, REPRODUCED
+        from claimbench.report.paper_numbers import paper_to_reproduce
 
         state = self.config.stash[_STATE]
         tier = self.spec.tier(state.tier)
         store = state.store
         if state.train_missing:
             self._train_missing(state, store)
-        verdict = evaluate_claim(self.spec, state.tier, store)
+        # Decided on the claim's folder, as its words are: a reason there names a paper only if it has one.
+        with_paper = paper_to_reproduce([self.spec])
+        verdict = evaluate_claim(self.spec, state.tier, store, with_paper)
         self.user_properties.append(("verdict", verdict.status))
         unverified = unverified_runs(self.spec, state.tier, store)
         if unverified:
@@ -199,9 +202,8 @@ class ClaimItem(pytest.Item):
         # Outside the gate a claim may fail to reproduce, but a broken run (error) still fails.
         if not tier.gate and verdict.status != ERROR:
             from claimbench.check.verdict import status_words
-            from claimbench.report.paper_numbers import paper_to_reproduce
 
-            words = status_words(verdict.status, paper_to_reproduce([self.spec]))
+            words = status_words(verdict.status, with_paper)
             pytest.xfail(f"{words} (kept out of the CI gate: {tier.gate_reason})"
                          + (f"; {unverified} runs imported, unverified" if unverified else "")
                          + (f"; {verdict.seeds_note()}" if verdict.seeds_note() else ""))

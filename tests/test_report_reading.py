@@ -407,7 +407,8 @@ tiers:
 
 
 def test_a_folder_without_paper_numbers_gets_pages_without_a_paper(tmp_path):
-    """Claims about one's own experiment: no paper column, no paper-scale wording, right plurals."""
+    """Claims about one's own experiment: no paper column (the check's own bounds are what is
+    expected instead), no paper-scale wording, right plurals."""
     folder = tmp_path / "claims"
     folder.mkdir()
     (folder / "own.yaml").write_text(OWN_CLAIM)
@@ -415,7 +416,9 @@ def test_a_folder_without_paper_numbers_gets_pages_without_a_paper(tmp_path):
     render_reports(specs, "smoke", RunStore(tmp_path / "cache"), tmp_path / "report")
     index = (tmp_path / "report" / "index.md").read_text()
     header = next(line for line in index.splitlines() if line.startswith("| claim"))
-    assert cells(header) == ["claim", "source", "verdict", "measured (mean ± std, n)"]
+    assert cells(header) == ["claim", "source", "verdict", "expected", "measured (mean ± std, n)"]
+    row = next(line for line in index.splitlines() if line.startswith("| [own-net-trains]"))
+    assert cells(row)[3] == ">= 0 and &lt;= 90.0"
     assert "paper" not in index.lower().replace("paper rows", "")
     assert "1 claim:" in index and "1 of 1 run missing" in index and "1 claims" not in index
 

@@ -62,9 +62,11 @@ def failed_runs(spec: ClaimSpec, tier: str, store: "RunStore") -> str | None:
     return f"run {first.key[:12]} ({first.run}) failed: {first.reason}{more}"
 
 
-def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore", unverified: set[str] | None = None) -> Observations:
+def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore", unverified: set[str] | None = None,
+                      with_paper: bool = True) -> Observations:
     """The tier's observations, read from the store as the checks ask; the keys of runs read
-    whose numbers were not measured here are added to ``unverified``."""
+    whose numbers were not measured here are added to ``unverified``. ``with_paper``: whether the
+    claims are a paper's (``claimbench.report.paper_numbers.paper_to_reproduce``)."""
     from claimbench.cache import run_key
 
     t = spec.tier(tier)
@@ -86,10 +88,13 @@ def tier_observations(spec: ClaimSpec, tier: str, store: "RunStore", unverified:
             out.append(cache[key])
         return out
 
-    return Observations(t.groups, metrics_for)
+    return Observations(t.groups, metrics_for, with_paper=with_paper)
 
 
-def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
+def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore", with_paper: bool = True) -> Verdict:
+    """The claim's verdict at ``tier``. ``with_paper``: whether the claims are a paper's, as the
+    caller decided it for its words (``claimbench.report.paper_numbers.paper_to_reproduce``, a
+    layer above this one), so that a check's reason where they are not names no paper."""
     t = spec.tier(tier)
     if t.not_run:
         return Verdict(spec.id, tier, NOT_RUN, t.not_run)
@@ -100,7 +105,7 @@ def evaluate_claim(spec: ClaimSpec, tier: str, store: "RunStore") -> Verdict:
     if missing:
         return Verdict(spec.id, tier, NOT_RUN, f"not run: {missing} (claimbench train computes them)")
     unverified: set[str] = set()
-    results = check_claim_tier(t.checks, tier_observations(spec, tier, store, unverified))
+    results = check_claim_tier(t.checks, tier_observations(spec, tier, store, unverified, with_paper))
     verdict = Verdict.from_checks(spec.id, tier, results)
     verdict.unverified = len(unverified)
     return verdict

@@ -81,17 +81,20 @@ class Observations:
     """Per-seed values of selections, read from finished runs (``metrics_for(group, point)``).
 
     ``stats`` is the one place a check reads numbers, so it is where unusable ones are refused
-    (see the module docstring); ``min_seeds`` is the fewest seeds a selection may have."""
+    (see the module docstring); ``min_seeds`` is the fewest seeds a selection may have.
+    ``with_paper`` False: the claims are about one's own experiment, so what a check says when it
+    cannot be made names no paper (there is no paper number to give)."""
 
     def __init__(self, groups: dict[str, RunGroup], metrics_for: Callable[[RunGroup, Any], list[dict | None]],
-                 min_seeds: int = 1):
+                 min_seeds: int = 1, with_paper: bool = True):
         self.groups = groups
         self.metrics_for = metrics_for
         self.min_seeds = min_seeds
+        self.with_paper = with_paper
 
     def requiring(self, min_seeds: int) -> "Observations":
         """The same observations, refusing selections with fewer than ``min_seeds`` seeds."""
-        return Observations(self.groups, self.metrics_for, max(1, min_seeds))
+        return Observations(self.groups, self.metrics_for, max(1, min_seeds), self.with_paper)
 
     def _point(self, sel: Selection):
         group = self.groups[sel.run]
@@ -305,11 +308,14 @@ def equal(kind: str, p: EqualParams, obs: Observations) -> CheckResult:
 
 
 def value(kind: str, p: ValueParams, obs: Observations) -> CheckResult:
-    """mean(a) within ``tolerance`` of ``expected`` (default: the paper's number for a)."""
+    """mean(a) within ``tolerance`` of ``expected`` (default: the paper's number for a, where the
+    claims are a paper's)."""
     a = obs.stats(p.a)
     expected = p.expected if p.expected is not None else obs.paper(p.a)
     if not isinstance(expected, (int, float)) or isinstance(expected, bool):
-        raise CheckFailure(f"no expected value: give 'expected' or a paper number for {p.a.label}")
+        # Where the folder quotes no paper, a paper number is no way out: only 'expected' is.
+        raise CheckFailure(f"no expected value: give 'expected' or a paper number for {p.a.label}" if obs.with_paper
+                           else f"no expected value for {p.a.label}: give 'expected'")
     if not math.isfinite(expected):
         raise CheckFailure(f"expected value {expected!r} for {p.a.label} is not a finite number",
                            f"|{fmt(a.mean)} - {expected!r}|: not compared")

@@ -69,7 +69,7 @@ def render_reports(specs: list[ClaimSpec], tier: str, store: RunStore, out: Path
         # experiment give no paper numbers, and then no page speaks of a paper or of reproducing.
         with_paper = paper_to_reproduce(specs, tables)
         for spec in sorted(specs, key=lambda s: s.id):
-            verdict = evaluate_claim(spec, tier, store)
+            verdict = evaluate_claim(spec, tier, store, with_paper)
             verdicts.append(verdict)
             t = spec.tier(tier)
             plots = render_plots(spec, t, store, tmp, previous, digests) if not t.not_run else []
@@ -105,12 +105,10 @@ def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[s
     label -> the paper's number as printed, shown instead of the number re-formatted.
     """
     printed = printed or {}
-    checks = [c for c in verdict.checks if not c.robustness]
-    deciding = [c for c in checks if c.status == verdict.status] or checks
-    for check in deciding:
+    i = headline_check(verdict)
+    if i is not None:
+        check = verdict.checks[i]
         items = list(check.observed.items())
-        if not items:
-            continue
         sep = " → " if check.kind == "monotonic" else " vs "
         if len(items) > 2:  # an axis: its two ends
             items = [items[0], items[-1]]
@@ -120,6 +118,33 @@ def headline(verdict: Verdict, printed: dict[str, str] | None = None) -> tuple[s
         ours = sep.join(f"{label}: {fmt(o['mean'])} ± {fmt(o['std'])} (n={o['n']})" for label, o in items)
         return (paper if any(isinstance(x, (int, float)) for x in papers) else "-"), ours
     return "-", "-"
+
+
+def headline_check(verdict: Verdict) -> int | None:
+    """Which of the verdict's checks the index's headline shows: the first that decided the
+    verdict and read numbers, else the first that read numbers; None where none did."""
+    checks = [(i, c) for i, c in enumerate(verdict.checks) if not c.robustness]
+    deciding = [(i, c) for i, c in checks if c.status == verdict.status] or checks
+    return next((i for i, c in deciding if c.observed), None)
+
+
+def expected_text(check: Any) -> str:
+    """What a check expects of one selection, from its own thresholds ("50 ± 5" for a value check
+    that gives ``expected``, ">= 0 and <= 90" for a distribution): the index's column where the
+    claims are about one's own experiment and there is no paper's number to show. "-" for a check
+    that compares runs with each other, or a value check that gives no ``expected``."""
+    p = check.params
+    if check.kind == "value" and p.expected is not None:
+        return f"{fmt(p.expected)} ± {fmt(p.tolerance)}"
+    if check.kind == "distribution":
+        return bounds_text(p) or "-"
+    return "-"
+
+
+def bounds_text(p: Any) -> str:
+    """A distribution's bounds: ">= 0 and <= 90", or the one it gives."""
+    return " and ".join(x for x in (f">= {fmt(p.min)}" if p.min is not None else "",
+                                    f"<= {fmt(p.max)}" if p.max is not None else "") if x)
 
 
 def verdict_text(verdict: Verdict, with_paper: bool = True) -> str:
@@ -196,22 +221,29 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
         with_paper = paper_to_reproduce(specs)
     by_id = {s.id: s for s in specs}
     rows = []
+    any_expected = False
     for v in sorted(verdicts, key=lambda v: v.claim_id):
         s = by_id[v.claim_id]
         t = s.tier(tier)
         paper, ours = headline(v, printed_by_label(s, t) if not t.not_run else {})
         if not v.checks and not t.not_run and t.checks:  # not run yet: what the first check will compare
             paper = check_paper_numbers(s, t, t.checks[0])
+        if not with_paper:
+            # No paper's number to show: what the same check expects, from its own thresholds.
+            shown = headline_check(v) if v.checks else (0 if not t.not_run and t.checks else None)
+            paper = expected_text(t.checks[shown]) if shown is not None and shown < len(t.checks) else "-"
+            any_expected = any_expected or paper != "-"
         status = verdict_text(v, with_paper)
         if not t.gate and v.status != NOT_RUN:
             status += " (outside CI gate)"
         rows.append((Markup(f"[{s.id}]({s.id}.md)"), f"{s.source.get('paper', '')}: {s.source.get('where', '')}",
                      status, paper, ours, scope_summary(s)))
-    # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty.
+    # Columns a folder without paper numbers or scopes has nothing for are left out, not shown empty;
+    # where there are no paper numbers, the checks' own thresholds are what the runs are held to.
     with_scopes = any(s.scope for s in specs)
-    keep = [True, True, True, with_paper, True, with_scopes]
-    headers = [h for h, k in zip(("claim", "source", "verdict", "paper", "measured (mean ± std, n)",
-                                  "paper rows against it"), keep) if k]
+    keep = [True, True, True, with_paper or any_expected, True, with_scopes]
+    headers = [h for h, k in zip(("claim", "source", "verdict", "paper" if with_paper else "expected",
+                                  "measured (mean ± std, n)", "paper rows against it"), keep) if k]
     rows = [tuple(x for x, k in zip(row, keep) if k) for row in rows]
     title = f"Claims of {paper_spec.citation}: *{paper_spec.title}*" if paper_spec else "Claims"
     scale_note = ("" if tier == "full" or not with_paper else
@@ -232,10 +264,11 @@ def index_page(specs: list[ClaimSpec], verdicts: list[Verdict], tier: str, paper
             + "\n\nAll runs: [runs.md](runs.md)\n")
 
 
-def check_rule(check: Any, paper: str | None = None) -> str:
+def check_rule(check: Any, paper: str | None = None, with_paper: bool = True) -> str:
     """What a check decides, in the words of its kind's rule (the same rule claimbench.check.kinds
     applies), without any measured number. ``paper``: the paper's number a value check compares
-    with when it gives no ``expected``."""
+    with when it gives no ``expected``; ``with_paper`` False: the claims are about one's own
+    experiment, where a value check without ``expected`` has nothing to compare with."""
     p, kind = check.params, check.kind
     sels = p.selections() if kind != "monotonic" else {}
     a, b = (sels.get("a"), sels.get("b"))
@@ -249,15 +282,15 @@ def check_rule(check: Any, paper: str | None = None) -> str:
     if kind == "equal":
         return f"|mean {a.label} - mean {b.label}| <= {fmt(p.tolerance)}; with {TEST_SEEDS}+ seeds a side, also its 95% CI"
     if kind == "value":
+        if p.expected is None and not with_paper:
+            return f"|mean {a.label} - expected| <= {fmt(p.tolerance)}; no expected value: give 'expected'"
         expected = fmt(p.expected) if p.expected is not None else (paper or "the paper's number")
         return f"|mean {a.label} - {expected}| <= {fmt(p.tolerance)}"
     if kind == "monotonic":
         return (f"{p.metric} {p.direction} along {p.run}'s axis: no step against it by more than {fmt(p.slack)}, "
                 f"last - first beyond {fmt(p.min_change)}")
     if kind == "distribution":
-        bounds = " and ".join(x for x in (f">= {fmt(p.min)}" if p.min is not None else "",
-                                          f"<= {fmt(p.max)}" if p.max is not None else "") if x)
-        return f"mean {a.label} {bounds}"
+        return f"mean {a.label} {bounds_text(p)}"
     return kind
 
 
@@ -270,7 +303,7 @@ def checks_section(spec: ClaimSpec, tier: TierSpec, verdict: Verdict, pending: s
         parts = ["## Checks (what will be checked once the runs exist)\n"]
         for check in tier.checks:
             sels = check_selections(check, tier)
-            rule = check_rule(check, selection_paper_text(spec, tier, sels[0]) if sels else None)
+            rule = check_rule(check, selection_paper_text(spec, tier, sels[0]) if sels else None, with_paper)
             desc = check.params.description
             line = check_paper_line(spec, tier, check, with_paper)
             parts.append(f"- **{pending}** — {desc + '  ' + chr(10) + '  rule: ' if desc else ''}`{rule}`"
