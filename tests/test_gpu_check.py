@@ -376,22 +376,43 @@ def test_a_disagreement_that_does_not_recur_is_flaky_and_switches_nothing_off(tm
     assert not r.flaky and r.switched_off.keys() == {"stacked"}
 
 
-def test_a_feature_is_convicted_only_when_switching_it_off_agrees_twice(tmp_path, monkeypatch):
-    """Stacking is at fault (every fast run with it disagrees) except once by chance, the first time
-    resume is switched off: resume is not convicted for that one agreement, stacking is."""
-    calls = {"n": 0}
+def test_a_feature_is_convicted_only_when_it_disagrees_on_its_own_twice(tmp_path, monkeypatch):
+    """Stacking is at fault (every fast run with it disagrees); resume, tried on its own, disagrees
+    once by chance: resume is not convicted for that one disagreement, stacking is, and kernels,
+    sound on its own, stays on."""
+    state = {"resume_alone": 0}
     perturb = moving(lambda o: o, lambda off, dtype: True)
 
     def fast(configs, data, device, off, backend, workdir, stop, dtype=None):
-        calls["n"] += 1
-        faulty = "stacked" not in off and not (calls["n"] == 3 and "resume" in off)
+        resume_alone = "resume" not in off and {"stacked", "kernels"} <= off
+        state["resume_alone"] += resume_alone
+        faulty = "stacked" not in off or (resume_alone and state["resume_alone"] == 1)
         return (perturb if faulty else REAL_TRAIN_FAST)(configs, data, device, off, backend, workdir, stop, dtype)
 
     monkeypatch.setattr(gc, "train_fast", fast)
     said: list[str] = []
     (r,) = gc.run_gpu_check(group(3, names=("adam",)), tmp_path, device="cpu", out=None, say=said.append).results
     assert r.switched_off.keys() == {"stacked"} and not r.flaky
-    assert any("resume off agreed once, then not" in line for line in said)
+    assert any("resume on its own disagreed once" in line and "not convicted" in line for line in said)
+    assert any("stacked on its own disagrees twice" in line for line in said)
+
+
+def test_features_sound_alone_but_not_together_switch_off_the_one_whose_absence_agrees(tmp_path, monkeypatch):
+    """Stacking and plain resume each agree on their own; together they disagree: the one whose
+    absence makes the rest agree twice is switched off, saying it is sound on its own."""
+    perturb = moving(lambda o: o, lambda off, dtype: True)
+
+    def fast(configs, data, device, off, backend, workdir, stop, dtype=None):
+        faulty = "stacked" not in off and "resume" not in off
+        return (perturb if faulty else REAL_TRAIN_FAST)(configs, data, device, off, backend, workdir, stop, dtype)
+
+    monkeypatch.setattr(gc, "train_fast", fast)
+    said: list[str] = []
+    (r,) = gc.run_gpu_check(group(3, names=("adam",)), tmp_path, device="cpu", out=None, say=said.append).results
+    assert len(r.switched_off) == 1 and set(r.switched_off) <= {"stacked", "resume"}
+    (why,) = r.switched_off.values()
+    assert why.startswith("sound on its own, but the path with it and the others disagrees")
+    assert "kernels" not in r.switched_off
 
 
 def test_plain_kernels_are_asked_for_and_provenance_says_so(monkeypatch):

@@ -25,9 +25,10 @@ disagreement confirmed in float64): ``claimbench.gpu_check.judge``.
 The features (``FEATURES``): ``stacked``, ``kernels``, ``graphs``, ``resume``. When (a) and (b)
 disagree, or (a) raises, or a capture fails, the fast path is trained again as it was: a
 disagreement that does not recur is reported flaky, with both measurements, and switches nothing
-off. One that recurs is isolated: the fast path trains with one feature off at a time, cheapest
-loss first, and the first feature whose absence agrees twice is switched off for that kind; if no
-single one does, features are given up in that order until it agrees.
+off. One that recurs is isolated: each feature is tried on its own (every other one off), cheapest
+loss first, and one that disagrees on its own twice is switched off for that kind; if the path
+still disagrees with those off, the fault lies in features sound alone but not together, and they
+are given up in that order until it agrees, each saying so (failing closed).
 
 The modules, by job: ``kinds`` (what is checked), ``judge`` (the verdict), ``record`` (what the
 training path reads), ``report`` (the markdown), ``selftest`` (``claimbench gpu-check --self-test``:
@@ -409,30 +410,8 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
             kept, v = again, v2
         else:
             why = v.why
-            say(f"  it disagrees again ({v2.why}); finding the feature")
-            off = set(na)
-            for f in features:  # each alone, cheapest loss first
-                t = bench.fast(frozenset(off | {f}))
-                w = bench.verdict(t, frozenset(off | {f}))
-                if w.agrees:
-                    # Convicted only when switching it off agrees twice: one agreement can be the
-                    # same chance that can make a sound path disagree once.
-                    w2 = bench.verdict(bench.fast(frozenset(off | {f})), frozenset(off | {f}))
-                    if not w2.agrees:
-                        say(f"  {f} off agreed once, then not ({w2.why}): not convicted")
-                        continue
-                    failed[f] = why
-                    kept, v = t, w
-                    break
-            else:  # no single feature: give them up in order until it agrees
-                for f in features:
-                    off.add(f)
-                    failed[f] = why
-                    t = bench.fast(frozenset(off))
-                    w = bench.verdict(t, frozenset(off))
-                    if w.agrees:
-                        kept, v = t, w
-                        break
+            say(f"  it disagrees again ({v2.why}); trying each feature on its own")
+            failed, kept, v = _isolate(bench, features, na, why, say, kept, v)
     results = []
     for f in ("stacked", "kernels", "graphs", "resume"):
         if f in applicable:
@@ -459,6 +438,55 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
                       tuple(results), v.worst, (v.why if v.agrees and v.why else v.where), summary, fast_s,
                       plain_step_s(bench.plain), flops, ", ".join(kernel_names), time.perf_counter() - started,
                       flaky)
+
+
+def _isolate(bench: "Bench", features: list[str], na: frozenset[str], why: str, say: Callable[[str], None],
+             kept: "Trained", v: Verdict) -> tuple[dict[str, str], "Trained", Verdict]:
+    """The features to switch off after a fast path that disagreed twice: each feature is tried on
+    its own (every other one off), cheapest loss first, and convicted only when it disagrees on its
+    own twice (one disagreement can be the chance that made the whole path disagree once). The
+    path with the convicted features off must then agree; where it does not, the fault lies in
+    features sound alone and not together: the one whose absence makes the rest agree twice is
+    switched off, else they are given up in order until it agrees (failing closed), each saying
+    so. Returns (feature -> why, the run kept, its verdict)."""
+    failed: dict[str, str] = {}
+    for f in features:
+        alone = na | frozenset(g for g in features if g != f)
+        w = bench.verdict(bench.fast(alone), alone)
+        if w.agrees:
+            continue
+        w2 = bench.verdict(bench.fast(alone), alone)
+        if w2.agrees:
+            say(f"  {f} on its own disagreed once ({w.why}), then agreed: not convicted")
+            continue
+        say(f"  {f} on its own disagrees twice ({w.why}): switched off")
+        failed[f] = w.why or why
+    off = na | frozenset(failed)
+    t = bench.fast(off)
+    w = bench.verdict(t, off)
+    if w.agrees:
+        return failed, t, w
+    # Sound alone, not together: first the one feature whose absence makes the rest agree twice.
+    together = f"sound on its own, but the path with it and the others disagrees ({w.why or why})"
+    rest = [g for g in features if g not in failed]
+    say(f"  with {', '.join(sorted(failed)) or 'no feature'} off it still disagrees ({w.why}): trying the others "
+        "one off at a time")
+    for f in rest:
+        t = bench.fast(off | {f})
+        w = bench.verdict(t, off | {f})
+        if w.agrees and bench.verdict(bench.fast(off | {f}), off | {f}).agrees:
+            say(f"  {f} off agrees twice: switched off")
+            failed[f] = together
+            return failed, t, w
+    for f in rest:  # failing closed: given up in order until the path agrees
+        say(f"  no single one: {f} is given up")
+        failed[f] = together
+        off = off | {f}
+        t = bench.fast(off)
+        w = bench.verdict(t, off)
+        if w.agrees:
+            break
+    return failed, t, w
 
 
 def _first_weight(tol: Tolerance) -> str:
