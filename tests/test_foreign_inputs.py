@@ -368,6 +368,40 @@ def test_an_integer_beyond_float_range_is_no_number_anywhere():
     assert metrics_problem({"test_error": 5, "steps": 10}) is None
 
 
+def test_an_archive_entry_holding_an_integer_beyond_float_range_is_refused_and_no_read_crashes(tmp_path, capsys,
+                                                                                                caplog):
+    """A weightless archive entry whose test_error is 10**400: once it imported as unverified and
+    then `report` and `show` ended in an OverflowError traceback."""
+    from claimbench.cache import RunRecord, RunStore
+    from claimbench.runconfig import run_config_from_dict
+    from tests.helpers import archive_of, forged, import_cli
+
+    claims = tiny_claims(tmp_path / "claims")
+    cache = tmp_path / "cache"
+    # The tiny claim's own run (its key, from the plan), so that report and show look it up.
+    assert main(["plan", "--claims-dir", str(claims), "--cache-dir", str(cache), "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    record = RunRecord(run_config_from_dict(run["config"]), {"test_error": HUGE, "steps": 10, "diverged_at": None},
+                       {}, {})
+    key, files = forged(record, weights=False)
+    assert key == run["key"]
+    rc, out, err = import_cli(archive_of(tmp_path / "a.tar", {key: files}), cache, capsys)
+    assert rc == 1 and "Traceback" not in err, err
+    assert f"rejected {key}: metrics.json: test_error is int '1000" in err and "1 rejected" in out
+    assert RunStore(cache).keys() == []
+    # A cache that holds it anyway (copied in whole, as a shipped project's): every read calls it
+    # damaged, none converts it.
+    RunStore(cache).put_files(key, files)
+    caplog.clear()
+    rc = main(["report", "--claims-dir", str(claims), "--cache-dir", str(cache), "--out", str(tmp_path / "rep")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "1 not run" in out and "Traceback" not in err, err
+    assert "test_error is int" in caplog.text
+    assert main(["show", key[:12], "--cache-dir", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("field", ["expected", "tolerance"])
 def test_validate_refuses_an_integer_beyond_float_range_with_file_and_line(tmp_path, monkeypatch, capsys, field):
     check = ZERO.replace("expected: 0", f"expected: {HUGE}" if field == "expected" else "expected: 0") \
