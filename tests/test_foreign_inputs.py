@@ -536,12 +536,13 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measure
     assert record.metrics["test_error"] > 20  # an untrained network on the real labels, not 0
 
 
+# A trainer returning finite weights whose forward pass gives NaN: {suffix} set to {value}.
 HUGE_WEIGHTS = """\
 from claimbench.plugins import TrainerPlugin, TrainerResult
 
 
 def train(run):
-    state = {k: (v.clone().fill_(3e38) if k.endswith("conv.weight") else v) for k, v in run.model.state_dict().items()}
+    state = {{k: (v.clone().fill_({value}) if k.endswith("{suffix}") else v) for k, v in run.model.state_dict().items()}}
     return TrainerResult(state_dict=state)
 
 
@@ -550,14 +551,16 @@ huge = TrainerPlugin(name="huge", train=train)
 
 
 @pytest.mark.slow
-def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix, value", [("conv.weight", "3e38"),  # overflows to inf, then inf - inf
+                                           ("running_var", "-1.0")])  # BatchNorm: sqrt of a negative variance
+def test_finite_weights_that_compute_nan_are_a_diverged_run(suffix, value, tmp_path, monkeypatch):
     import sys
 
     from claimbench import plugins
     from claimbench.runconfig import run_config_from_dict
     from claimbench.group import run_and_measure
 
-    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
+    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS.format(suffix=suffix, value=value))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("CLAIMBENCH_PLUGINS", "huge_trainer:huge")
     sys.modules.pop("huge_trainer", None)
