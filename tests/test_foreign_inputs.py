@@ -497,6 +497,46 @@ def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(
     assert store.get(run_key(config)) is not None
 
 
+BIG_HISTORY = """\
+from claimbench.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    return TrainerResult(state_dict=run.model.state_dict(), history={"loss": [0.5] * 2000})
+
+
+big = TrainerPlugin(name="big", train=train)
+"""
+
+
+@pytest.mark.slow
+def test_a_trainer_history_over_the_size_limit_is_refused_before_it_is_stored(tmp_path, monkeypatch, capsys):
+    """Stored, a history over history.json's limit was judged damaged on every later read and
+    trained again each time. The limit is lowered here so that a 12 kB history crosses it instead
+    of a 64 MiB one."""
+    from claimbench import plugins
+    from claimbench.cache import RunStore, entry
+
+    (tmp_path / "big_trainer.py").write_text(BIG_HISTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "big_trainer:big")
+    monkeypatch.setitem(entry.SIZE_LIMITS, "history.json", 4096)
+    sys.modules.pop("big_trainer", None)
+    plugins._resolve_with.cache_clear()
+    (tmp_path / "run.yaml").write_text("model: {width: 0.0625, pool_after: [1, 3]}\n"
+                                       "train: {unit: steps, phases: [4], batch_size: 8, trainer: big}\n")
+    cache = tmp_path / "cache"
+    try:
+        rc = main(["run", str(tmp_path / "run.yaml"), "--cache-dir", str(cache), "--device", "cpu"])
+    finally:
+        sys.modules.pop("big_trainer", None)
+        plugins._resolve_with.cache_clear()
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "cannot be stored: its history.json has" in err and "more than the 4096" in err
+    assert RunStore(cache).keys() == [] and not (cache / "corrupt").exists()
+
+
 CHEAT = """\
 import torch
 from claimbench.plugins import TrainerPlugin, TrainerResult
