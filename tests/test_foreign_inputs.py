@@ -144,14 +144,17 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
+@pytest.mark.parametrize("command", [["report"], ["verify", "--device", "cpu"], ["verify", "--dry-run", "--device", "cpu"]],
+                         ids=["report", "verify", "verify-dry-run"])
 @pytest.mark.parametrize("out", ["proj", "proj/claims", "proj/cache", ".", "home"])
-def test_a_planted_marker_never_costs_a_file(project, capsys, out, monkeypatch):
+def test_a_planted_marker_never_costs_a_file(project, capsys, out, command, monkeypatch):
+    # verify writes its report into --out too: it checks the folder before it validates or trains.
     if out == "home":
         monkeypatch.setenv("HOME", str(project))
         (project / "claims" / ".claimbench-report").write_text("")
         out = str(project)
     before = _files(project)
-    rc = main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
+    rc = main([*command, "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert _files(project) == before
