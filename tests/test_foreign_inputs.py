@@ -144,14 +144,17 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
+@pytest.mark.parametrize("command", [["report"], ["verify", "--device", "cpu"], ["verify", "--dry-run", "--device", "cpu"]],
+                         ids=["report", "verify", "verify-dry-run"])
 @pytest.mark.parametrize("out", ["proj", "proj/claims", "proj/cache", ".", "home"])
-def test_a_planted_marker_never_costs_a_file(project, capsys, out, monkeypatch):
+def test_a_planted_marker_never_costs_a_file(project, capsys, out, command, monkeypatch):
+    # verify writes its report into --out too: it checks the folder before it validates or trains.
     if out == "home":
         monkeypatch.setenv("HOME", str(project))
         (project / "claims" / ".claimbench-report").write_text("")
         out = str(project)
     before = _files(project)
-    rc = main(["report", "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
+    rc = main([*command, "--claims-dir", "proj/claims", "--cache-dir", "proj/cache", "--out", out])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert _files(project) == before
@@ -368,6 +371,40 @@ def test_an_integer_beyond_float_range_is_no_number_anywhere():
     assert metrics_problem({"test_error": 5, "steps": 10}) is None
 
 
+def test_an_archive_entry_holding_an_integer_beyond_float_range_is_refused_and_no_read_crashes(tmp_path, capsys,
+                                                                                                caplog):
+    """A weightless archive entry whose test_error is 10**400: once it imported as unverified and
+    then `report` and `show` ended in an OverflowError traceback."""
+    from claimbench.cache import RunRecord, RunStore
+    from claimbench.runconfig import run_config_from_dict
+    from tests.helpers import archive_of, forged, import_cli
+
+    claims = tiny_claims(tmp_path / "claims")
+    cache = tmp_path / "cache"
+    # The tiny claim's own run (its key, from the plan), so that report and show look it up.
+    assert main(["plan", "--claims-dir", str(claims), "--cache-dir", str(cache), "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    record = RunRecord(run_config_from_dict(run["config"]), {"test_error": HUGE, "steps": 10, "diverged_at": None},
+                       {}, {})
+    key, files = forged(record, weights=False)
+    assert key == run["key"]
+    rc, out, err = import_cli(archive_of(tmp_path / "a.tar", {key: files}), cache, capsys)
+    assert rc == 1 and "Traceback" not in err, err
+    assert f"rejected {key}: metrics.json: test_error is int '1000" in err and "1 rejected" in out
+    assert RunStore(cache).keys() == []
+    # A cache that holds it anyway (copied in whole, as a shipped project's): every read calls it
+    # damaged, none converts it.
+    RunStore(cache).put_files(key, files)
+    caplog.clear()
+    rc = main(["report", "--claims-dir", str(claims), "--cache-dir", str(cache), "--out", str(tmp_path / "rep")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "1 not run" in out and "Traceback" not in err, err
+    assert "test_error is int" in caplog.text
+    assert main(["show", key[:12], "--cache-dir", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("field", ["expected", "tolerance"])
 def test_validate_refuses_an_integer_beyond_float_range_with_file_and_line(tmp_path, monkeypatch, capsys, field):
     check = ZERO.replace("expected: 0", f"expected: {HUGE}" if field == "expected" else "expected: 0") \
@@ -463,6 +500,46 @@ def test_a_history_the_cache_could_not_read_back_is_refused_before_it_is_stored(
     assert store.get(run_key(config)) is not None
 
 
+BIG_HISTORY = """\
+from claimbench.plugins import TrainerPlugin, TrainerResult
+
+
+def train(run):
+    return TrainerResult(state_dict=run.model.state_dict(), history={"loss": [0.5] * 2000})
+
+
+big = TrainerPlugin(name="big", train=train)
+"""
+
+
+@pytest.mark.slow
+def test_a_trainer_history_over_the_size_limit_is_refused_before_it_is_stored(tmp_path, monkeypatch, capsys):
+    """Stored, a history over history.json's limit was judged damaged on every later read and
+    trained again each time. The limit is lowered here so that a 12 kB history crosses it instead
+    of a 64 MiB one."""
+    from claimbench import plugins
+    from claimbench.cache import RunStore, entry
+
+    (tmp_path / "big_trainer.py").write_text(BIG_HISTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLAIMBENCH_PLUGINS", "big_trainer:big")
+    monkeypatch.setitem(entry.SIZE_LIMITS, "history.json", 4096)
+    sys.modules.pop("big_trainer", None)
+    plugins._resolve_with.cache_clear()
+    (tmp_path / "run.yaml").write_text("model: {width: 0.0625, pool_after: [1, 3]}\n"
+                                       "train: {unit: steps, phases: [4], batch_size: 8, trainer: big}\n")
+    cache = tmp_path / "cache"
+    try:
+        rc = main(["run", str(tmp_path / "run.yaml"), "--cache-dir", str(cache), "--device", "cpu"])
+    finally:
+        sys.modules.pop("big_trainer", None)
+        plugins._resolve_with.cache_clear()
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "cannot be stored: its history.json has" in err and "more than the 4096" in err
+    assert RunStore(cache).keys() == [] and not (cache / "corrupt").exists()
+
+
 CHEAT = """\
 import torch
 from claimbench.plugins import TrainerPlugin, TrainerResult
@@ -502,12 +579,13 @@ def test_a_trainer_writing_into_its_data_does_not_change_what_claimbench_measure
     assert record.metrics["test_error"] > 20  # an untrained network on the real labels, not 0
 
 
+# A trainer returning finite weights whose forward pass gives NaN: {suffix} set to {value}.
 HUGE_WEIGHTS = """\
 from claimbench.plugins import TrainerPlugin, TrainerResult
 
 
 def train(run):
-    state = {k: (v.clone().fill_(3e38) if k.endswith("conv.weight") else v) for k, v in run.model.state_dict().items()}
+    state = {{k: (v.clone().fill_({value}) if k.endswith("{suffix}") else v) for k, v in run.model.state_dict().items()}}
     return TrainerResult(state_dict=state)
 
 
@@ -516,14 +594,16 @@ huge = TrainerPlugin(name="huge", train=train)
 
 
 @pytest.mark.slow
-def test_finite_weights_that_compute_nan_are_a_diverged_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix, value", [("conv.weight", "3e38"),  # overflows to inf, then inf - inf
+                                           ("running_var", "-1.0")])  # BatchNorm: sqrt of a negative variance
+def test_finite_weights_that_compute_nan_are_a_diverged_run(suffix, value, tmp_path, monkeypatch):
     import sys
 
     from claimbench import plugins
     from claimbench.runconfig import run_config_from_dict
     from claimbench.group import run_and_measure
 
-    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS)
+    (tmp_path / "huge_trainer.py").write_text(HUGE_WEIGHTS.format(suffix=suffix, value=value))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("CLAIMBENCH_PLUGINS", "huge_trainer:huge")
     sys.modules.pop("huge_trainer", None)
