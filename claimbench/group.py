@@ -219,7 +219,7 @@ def run_and_measure_group(
             metrics, diverged_at = {}, outcome.steps
         metrics["diverged_at"] = diverged_at
         metrics["steps"] = outcome.steps
-        clash = metric_clash(config.train.trainer, outcome.trainer_metrics) if outcome.trainer_metrics else None
+        clash = metric_clash(config.train.trainer, outcome.trainer_metrics)
         if clash:
             raise TrainerError(clash)
         metrics.update(outcome.trainer_metrics)

@@ -109,36 +109,37 @@ def _message(key: str, files: dict[str, str]) -> bytes:
     return (key + "\n" + json.dumps(files, sort_keys=True)).encode()
 
 
+def _sign(message: bytes) -> str | None:
+    """This user's mark for ``message`` (None when no secret can be kept)."""
+    secret = _secret(create=True)
+    return hmac.new(secret, message, hashlib.sha256).hexdigest() if secret else None
+
+
+def _signed_here(message: bytes, mark: object) -> bool:
+    """Whether ``mark`` is the one this user's claimbench made for ``message``."""
+    secret = _secret(create=False)
+    if not isinstance(mark, str) or secret is None:
+        return False
+    return hmac.compare_digest(mark, hmac.new(secret, message, hashlib.sha256).hexdigest())
+
+
 def trained_here_mark(key: str, files: dict[str, str]) -> str | None:
     """The mark for an entry this process trained (None when no secret can be kept)."""
-    secret = _secret(create=True)
-    return hmac.new(secret, _message(key, files), hashlib.sha256).hexdigest() if secret else None
+    return _sign(_message(key, files))
 
 
 def record_mark(record: dict) -> str | None:
     """The mark for a side record this process writes (a machine's gpu-check findings): the same
     secret over the record's canonical JSON, so a record a project ships cannot pass for one this
     user's claimbench wrote. None when no secret can be kept."""
-    secret = _secret(create=True)
-    payload = json.dumps(record, sort_keys=True).encode()
-    return hmac.new(secret, payload, hashlib.sha256).hexdigest() if secret else None
+    return _sign(json.dumps(record, sort_keys=True).encode())
 
 
 def is_marked_here(record: dict, mark: object) -> bool:
     """Whether ``mark`` is the one this user's claimbench made for ``record``."""
-    secret = _secret(create=False)
-    if not isinstance(mark, str) or secret is None:
-        return False
-    payload = json.dumps(record, sort_keys=True).encode()
-    return hmac.compare_digest(mark, hmac.new(secret, payload, hashlib.sha256).hexdigest())
+    return _signed_here(json.dumps(record, sort_keys=True).encode(), mark)
 
 
 def is_trained_here(manifest: dict, key: str) -> bool:
     mark = manifest.get(MARK_FIELD)
-    if not isinstance(mark, str):
-        return False
-    secret = _secret(create=False)
-    if secret is None:
-        return False
-    expected = hmac.new(secret, _message(key, manifest["files"]), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mark, expected)
+    return isinstance(mark, str) and _signed_here(_message(key, manifest["files"]), mark)

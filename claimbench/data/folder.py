@@ -332,7 +332,7 @@ class FolderImageData:
         # crops come from its own indices alone, so a run stacked with others gets the crops it
         # gets alone (seeded from the whole stacked batch, its crops changed with its neighbours).
         offsets = []
-        for row in index.reshape(-1, index.shape[-1]) if index.dim() > 0 else index.reshape(1, 1):
+        for row in index.reshape(-1, index.shape[-1]):
             seed = int.from_bytes(hashlib.blake2b(row.contiguous().numpy().tobytes(), digest_size=8).digest(), "little")
             gen = torch.Generator().manual_seed(seed >> 1)
             offsets.append(torch.rand(row.numel(), 2, generator=gen))

@@ -92,28 +92,26 @@ def resolve_smoke(ref: str, named: dict[str, Analog]) -> Analog | None:
     return None
 
 
-def cell_records(cell: TableCell, tier: str, store: RunStore, analogs: dict[str, Analog]) -> tuple[list[dict], Analog | None]:
-    """Metrics of the cell's trained runs (diverged runs left out) and the analog used, if any.
+def cell_records(cell: TableCell, tier: str, store: RunStore,
+                 analogs: dict[str, Analog]) -> tuple[list[dict], Analog | None, int]:
+    """Metrics of the cell's trained runs (diverged runs left out), the analog used, if any, and
+    how many of the stored runs hold numbers not measured here (imported without re-measuring,
+    or found in a cache this user did not train).
 
     At the smoke tier the analog is the one the table names for the cell (``smoke:``, looked up in
     ``analogs`` under "smoke:<ref>"), else the claim run found by configuration (smoke_analogs)."""
     if not cell.configs:
-        return [], None
+        return [], None, 0
     analog = None
     configs = cell.configs
     if tier != "full":
         analog = analogs.get(f"smoke:{cell.smoke}") if cell.smoke else analogs.get(run_key(cell.configs[0]))
         if analog is None:
-            return [], None
+            return [], None, 0
         configs = analog.configs
-    recs = [r.metrics for c in configs if (r := store.get(run_key(c))) is not None and r.metrics.get("diverged_at") is None]
-    return recs, analog
-
-
-def unverified_runs(configs: tuple, store: RunStore) -> int:
-    """How many of ``configs``' stored runs hold numbers not measured here (imported without
-    re-measuring, or found in a cache this user did not train)."""
-    return sum(1 for c in configs if (r := store.get(run_key(c))) is not None and not r.verified)
+    stored = [r for c in configs if (r := store.get(run_key(c))) is not None]
+    recs = [r.metrics for r in stored if r.metrics.get("diverged_at") is None]
+    return recs, analog, sum(1 for r in stored if not r.verified)
 
 
 def cell_stats(cell: TableCell, metric: str, records: list[dict]) -> Stats | None:
@@ -140,7 +138,7 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
     marks, marked = assumption_marks(table, assumed or {})
     texts = {(c.id, m): cell_text(c, m, cell_stats(c, m, records[c.id][0]), tier) for c in table.cells for m in table.metrics}
     # A number not measured here is marked in the cell that shows it, as on the verdicts it decides.
-    unverified = {c.id for c in table.cells if tier == "full" and not c.reference and unverified_runs(c.configs, store)}
+    unverified = {c.id for c in table.cells if tier == "full" and not c.reference and records[c.id][2]}
     texts = {(cid, m): f"{UNVERIFIED_MARK}{t}" if cid in unverified else t for (cid, m), t in texts.items()}
     where = f"`{table.source.get('paper', '')}`, {table.source.get('where', '')}"
     parts = [f"# Table {table.number}: {table.title}\n",
@@ -166,7 +164,7 @@ def table_page(table: TableSpec, tier: str, store: RunStore, analogs: dict[str, 
         parts.append("Markers as the paper prints them: "
                      + "; ".join(f"`{m}` = {meaning}" for m, meaning in table.markers) + ".\n")
     if tier != "full":
-        parts += analog_section(table, tier, records, store)
+        parts += analog_section(table, tier, records)
     if marked:
         parts.append("## Settings assumed by the claims (marked beside the rows they apply to)\n")
         parts += marked
@@ -201,13 +199,13 @@ def analog_setting(configs: tuple) -> str:
     return ", ".join(parts + rest) + f"; seed{'s' if len(configs) != 1 else ''} {seeds}"
 
 
-def analog_section(table: TableSpec, tier: str, records: dict, store: RunStore) -> list[str]:
+def analog_section(table: TableSpec, tier: str, records: dict) -> list[str]:
     """The scaled analogs standing in for the table's cells at this tier: one row per analog,
     its own setting, the paper cells it stands for, and its numbers (mean ± std over seeds)."""
     # Keyed by the runs themselves: one smoke run several claims name is one row.
     by_runs: dict[tuple, list[tuple[TableCell, list[dict], Analog]]] = {}
     for cell in table.cells:
-        recs, analog = records[cell.id]
+        recs, analog, _ = records[cell.id]
         if analog is not None:
             by_runs.setdefault(analog.configs, []).append((cell, recs, analog))
     by_analog = {a: None for entries in by_runs.values() for _, _, a in entries}
@@ -222,7 +220,7 @@ def analog_section(table: TableSpec, tier: str, records: dict, store: RunStore) 
         names = ", ".join(dict.fromkeys(f"`{a.claim}`: {a.group}" for _, _, a in entries))
         stands = "; ".join(dict.fromkeys(c.row + (f" ({c.column})" if c.column else "") for c, _, _ in entries))
         recs = entries[0][1]
-        mark = UNVERIFIED_MARK if unverified_runs(configs, store) else ""
+        mark = UNVERIFIED_MARK if records[entries[0][0].id][2] else ""
         values = [f"{mark}{st}" if (st := cell_stats(entries[0][0], m, recs)) is not None else NOT_TRAINED for m in table.metrics]
         rows.append([names, analog_setting(configs), stands, *values])
     headers = ["smoke analog (claim: run)", "its setting (smoke analog, not the paper's)", "stands for (paper cells)",
@@ -309,7 +307,7 @@ def scatter_points(table: TableSpec, tier: str, store: RunStore, analogs: dict[s
     """(metric, paper, ours mean, ours std) for every cell metric with both numbers."""
     points = []
     for c in table.cells:
-        recs, _ = cell_records(c, tier, store, analogs)
+        recs, _, _ = cell_records(c, tier, store, analogs)
         for m in table.metrics:
             paper = c.paper.get(m)
             stats = cell_stats(c, m, recs)

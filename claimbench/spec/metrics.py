@@ -130,7 +130,7 @@ def trainer_metrics(cfg: RunConfig) -> dict[str, Metric]:
     return {m: Metric(m, SCALAR, None, None, f"reported by the trainer {name}", trainer=name) for m in declared}
 
 
-def metric_clash(trainer: str, names: Iterable[str]) -> str | None:
+def metric_clash(trainer: str | None, names: Iterable[str]) -> str | None:
     """Why metrics a trainer names cannot be told from the ones claimbench records itself (None:
     they can). The one judgement, made when a claim is read (the metrics it declares) and when a
     run is recorded (the metrics it reported)."""
@@ -143,7 +143,7 @@ def metric_clash(trainer: str, names: Iterable[str]) -> str | None:
 
 def trainer_metric_clash(cfg: RunConfig) -> str | None:
     """Why the run's trainer's declared metrics clash with claimbench's (None: they do not)."""
-    return metric_clash(cfg.train.trainer, trainer_metrics(cfg)) if cfg.train.trainer is not None else None
+    return metric_clash(cfg.train.trainer, trainer_metrics(cfg))
 
 
 # --- what one configuration records --------------------------------------------------------

@@ -30,15 +30,13 @@ loaded once, and cells named by id: ``claimbench.spec.table_folder``.
 
 from __future__ import annotations
 
-import math
-
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from claimbench.config import ConfigError, RunConfig
-from claimbench.runconfig import deep_merge, dotted_to_nested, unknown_name_message
+from claimbench.runconfig import deep_merge, dotted_to_nested, parse_number, unknown_name_message
 from claimbench.spec.metrics import RUN_METRICS, TABLE_LAYER_METRICS, TABLE_SCALAR_METRICS, missing_layers, unrecorded
 from claimbench.spec.parsing import (
     Problems,
@@ -490,11 +488,13 @@ def _row_cells(row: _Row, rraw: dict, frame: _Frame, used_markers: set[str], con
 
 # --- cells ---------------------------------------------------------------------------------------
 
-def _finite(v: int | float) -> bool:
+def _parses(v: int | float) -> bool:
+    """Whether the one number parser of claim and table files takes ``v`` (finite, within float range)."""
     try:
-        return math.isfinite(float(v))
-    except OverflowError:
+        parse_number(v, text=False)
+    except ValueError:
         return False
+    return True
 
 
 def _cell_numbers(values: Any, pfld: str, frame: _Frame, used_markers: set[str],
@@ -517,7 +517,7 @@ def _cell_numbers(values: Any, pfld: str, frame: _Frame, used_markers: set[str],
                 if isinstance(v, str) else ""
             errs.add(f"{pfld}[{j}]", f"{m}: expected a number or null, got {v!r}{hint}")
             v = None
-        elif v is not None and not _finite(v):
+        elif v is not None and not _parses(v):
             # 10**400 or .inf: no number a paper prints, and float() of it crashes the report's plot.
             errs.add(f"{pfld}[{j}]", f"{m}: {str(v)[:30]}{'...' if len(str(v)) > 30 else ''} is not a finite number "
                                      "a float can hold")
