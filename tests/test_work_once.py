@@ -3,6 +3,7 @@ configuration and code (stored like a run), and checks, reports and plots only r
 
 
 import pytest
+import yaml
 
 import claimbench.claims_cli as claims_cli
 import claimbench.plan as plan_module
@@ -13,7 +14,23 @@ from claimbench.cli import main
 from claimbench.spec.claims import load_claims
 from tests.helpers import REPO
 
-CLAIM = REPO / "claims" / "low_gradient_decay.yaml"
+REAL_CLAIM = REPO / "claims" / "low_gradient_decay.yaml"
+
+
+@pytest.fixture
+def claim(tmp_path):
+    """The real simulation claim with a tenth of its iterations: what is tested here is how often
+    work is done, not the simulation, and the full one costs ~18 s of CPU per computation. At a
+    tenth of the horizon the claim does not hold (verify exits 1: a verdict, not an error)."""
+    data = yaml.safe_load(REAL_CLAIM.read_text())
+    for tier in data["tiers"].values():
+        for group in tier["runs"].values():
+            group["simulate"]["steps"] = group["simulate"].get("steps", 10000) // 10
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    path = folder / REAL_CLAIM.name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 @pytest.fixture
@@ -37,34 +54,34 @@ def counted(monkeypatch):
 
 
 @pytest.mark.slow
-def test_verify_reads_the_claims_once_and_simulates_each_configuration_once(tmp_path, monkeypatch, counted):
+def test_verify_reads_the_claims_once_and_simulates_each_configuration_once(tmp_path, monkeypatch, counted, claim):
     monkeypatch.chdir(REPO)
-    sims = {g.simulate for s in load_claims([CLAIM]) for g in s.tier("smoke").groups.values() if g.simulate}
+    sims = {g.simulate for s in load_claims([claim]) for g in s.tier("smoke").groups.values() if g.simulate}
     assert sims, "the claim has simulations"
-    args = ["verify", "--tier", "smoke", "-k", "low-gradient", "--cache-dir", str(tmp_path / "c"),
-            "--out", str(tmp_path / "r")]
-    assert main(args) == 0
+    args = ["verify", "--tier", "smoke", "--claims-dir", str(claim.parent), "-k", "low-gradient",
+            "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    assert main(args) == 1
     assert counted["load_claims"] == 1 and counted["plan_runs"] == 1
     assert counted["simulate"] == len(sims)
     # Warm: everything is stored, nothing is simulated again (checks, report pages and plots read).
-    assert main(args) == 0
+    assert main(args) == 1
     assert counted["simulate"] == len(sims)
     assert any(p.suffix == ".png" for p in (tmp_path / "r").iterdir())
 
 
 def test_a_report_never_simulates_and_says_what_is_missing(tmp_path, counted):
-    (spec,) = load_claims([CLAIM])
+    (spec,) = load_claims([REAL_CLAIM])
     verdict = evaluate_claim(spec, "smoke", RunStore(tmp_path / "c"))
     assert verdict.status == "not run" and "simulations not computed" in verdict.reason
     assert counted["simulate"] == 0
 
 
 @pytest.mark.slow
-def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
+def test_a_damaged_stored_simulation_is_computed_again(tmp_path, claim):
     from claimbench.cache.simulations import SimulationStore
     from claimbench.runs import ensure_simulations
 
-    (spec,) = load_claims([CLAIM])
+    (spec,) = load_claims([claim])
     store = RunStore(tmp_path / "c")
     first = ensure_simulations([spec], "smoke", store)
     assert first > 0 and ensure_simulations([spec], "smoke", store) == 0
@@ -77,12 +94,12 @@ def test_a_damaged_stored_simulation_is_computed_again(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_plot_whose_inputs_did_not_change_is_copied_not_drawn(tmp_path, monkeypatch):
+def test_a_plot_whose_inputs_did_not_change_is_copied_not_drawn(tmp_path, monkeypatch, claim):
     import claimbench.report.plots as plots
     from claimbench.report import render_reports
     from claimbench.runs import ensure_simulations
 
-    specs = load_claims([CLAIM])
+    specs = load_claims([claim])
     store = RunStore(tmp_path / "c")
     ensure_simulations(specs, "smoke", store)
     drawn = []

@@ -80,14 +80,18 @@ def _parents(module: str) -> list[str]:
 
 def _imports(path: Path, module: str, package_dir: Path) -> set[str]:
     """Modules of the package that ``module``'s source imports anywhere (functions included)."""
-    is_package = path.name == "__init__.py"
     try:
-        tree = parse_source(path.read_text(encoding="utf-8"), str(path))
+        found = _imported_by_text(path.read_text(encoding="utf-8"), str(path), module, path.name == "__init__.py")
     except (OSError, SyntaxError, UnicodeDecodeError) as e:
         raise FingerprintError(f"{path}: cannot read it to fingerprint the code: {e}") from e
-    found = imported_names(tree, module, is_package)
     prefix = package_dir.name
     return {m for m in found if (m == prefix or m.startswith(prefix + ".")) and _module_path(m, package_dir)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _imported_by_text(text: str, filename: str, module: str, is_package: bool) -> frozenset[str]:
+    # The same files are walked again for every fingerprint asked for: parse each text once.
+    return frozenset(imported_names(parse_source(text, filename), module, is_package))
 
 
 def import_closure(entries: tuple[str, ...], package_dir: Path = PACKAGE_DIR) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ empty defaults (``type_params``) do not split fingerprints between Python versio
 from __future__ import annotations
 
 import ast
+import functools
 import threading
 
 # Calls whose arguments are messages for people: logging methods.
@@ -76,6 +77,9 @@ def _dump(node: object, out: list[str]) -> None:
         out.append(f"{type(node).__name__}:{node!r}")
 
 
+# A pure function of the text, asked again for the same files whenever fingerprints are computed
+# (each key's code parts, each edited copy in the tests); parsing is most of its cost.
+@functools.lru_cache(maxsize=1024)
 def normalised_source(source: str, filename: str = "<source>") -> str:
     """The behaviour of a Python source file as text: its syntax tree without docstrings and
     without the words of its error and log messages."""
