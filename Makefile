@@ -44,8 +44,11 @@ unit: setup
 
 # The end-to-end tests (marked slow): real processes killed and resumed, the plug-in example
 # verified and retrained, archives and caches round-tripped through the commands.
+# --dist loadfile: a module's tests share module-scoped fixtures that train (a verify of a broken
+# plug-in kit, a verify from outside the repository); one worker per module builds each once.
+# (xdist_group marks would be finer, but pytest-xdist 3.8 cannot apply them under pytest 9.)
 e2e: setup
-	$(PYTEST_N) tests -m slow --ignore=tests/golden --durations=25
+	$(PYTEST_N) --dist loadfile tests -m slow --ignore=tests/golden --durations=25
 
 # Every claim's smoke tier: trains what the cache lacks once, planned (largest groups first, no
 # worker waiting on another's run), then checks. A run that fails to train is not a reason to stop

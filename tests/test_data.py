@@ -426,3 +426,18 @@ def test_an_imagenet_batch_reaches_the_device_in_two_copies_and_builds_nothing_f
     assert len(trace.copies) == 2, trace.copies
     assert not [c for c in trace.blocking_copies if "from host data" in c], trace.blocking_copies
     assert trace.syncs == []
+
+
+def test_digits_read_from_scikit_learns_file_are_load_digits_and_without_the_file_load_digits_is_used(monkeypatch):
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    import claimbench.data.embedded as embedded
+
+    reference = load_digits()
+    images, target = embedded._sklearn_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    images, target = embedded._sklearn_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
