@@ -54,6 +54,7 @@ def test_verify_from_outside_the_repository(outside, verified):
     assert "wrote report/index.md: 1 holds" in verified.stdout
 
 
+@pytest.mark.slow
 def test_report_is_titled_from_the_folders_paper_description(outside, verified):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     index = (outside / "report" / "index.md").read_text()

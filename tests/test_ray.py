@@ -13,6 +13,10 @@ from claimbench.plan import Plan
 from claimbench.plan.estimate import run_cost
 from claimbench.plan.groups import PlannedRun
 
+# Every test here starts (or shares) a local Ray instance, whose workers each import torch and
+# train: end to end, whatever each test asserts.
+pytestmark = pytest.mark.slow
+
 
 def tiny(name="adam", seed=0, dataset="digits", lam=1e-2):
     return run_config_from_dict({
@@ -35,7 +39,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path, local_ray):
     configs = [tiny(seed=0), tiny(seed=1, lam=1e-3), tiny(name="sgd")]
     local, remote = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")

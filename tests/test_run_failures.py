@@ -57,6 +57,7 @@ def test_verify_fails_without_a_traceback_and_decides_the_good_claim(verified):
     assert "8/8 run-steps (100%)" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(KIT_CASES))
 def test_each_broken_plugin_is_one_line_naming_it_and_the_reason(verified, case):
     root, result = verified
@@ -66,6 +67,7 @@ def test_each_broken_plugin_is_one_line_naming_it_and_the_reason(verified, case)
     assert lines[0].startswith("error: run ") and " failed: " in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(KIT_CASES))
 def test_the_claim_page_shows_the_error_and_its_reason(verified, case):
     root, _ = verified
@@ -77,6 +79,7 @@ def test_the_claim_page_shows_the_error_and_its_reason(verified, case):
     assert "| failed " in row and "missing" not in row, row
 
 
+@pytest.mark.slow
 def test_nothing_is_stored_for_a_failed_run_but_why_it_failed(verified):
     root, _ = verified
     cache = root / "cache"
@@ -99,6 +102,7 @@ def test_report_alone_reads_the_failures_back(verified):
         assert reason in (root / "again" / f"{case}-case.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_reads_what_is_stored_where_the_plugins_are_not_installed(verified):
     """The plug-ins' module made unimportable (not on PYTHONPATH): `claimbench report` still renders
     every page, the same pages as where they are installed, and says which plug-ins trained the
@@ -123,6 +127,7 @@ def test_report_reads_what_is_stored_where_the_plugins_are_not_installed(verifie
             "model `tinynet` (brokenkit:tinynet, brokenkit unversioned)." + note) in good
 
 
+@pytest.mark.slow
 def test_no_page_speaks_of_a_paper_where_the_folder_gives_no_paper_numbers(verified):
     root, _ = verified
     pages = sorted((root / "report").glob("*.md"))
@@ -131,6 +136,7 @@ def test_no_page_speaks_of_a_paper_where_the_folder_gives_no_paper_numbers(verif
         assert "paper" not in page.read_text().lower(), page.name
 
 
+@pytest.mark.slow
 def test_labels_carry_the_settings_runs_differ_in_and_tables_what_checks_read(verified):
     root, _ = verified
     page = (root / "report" / "wider-case.md").read_text()
