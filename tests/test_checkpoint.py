@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from claimbench.train.checkpoint import load_checkpoint
+from claimbench.train.checkpoint import load_checkpoint, save_checkpoint
 from claimbench.train.loop import train_models
 from tests.helpers import small_config, tiny_data
 
@@ -92,3 +92,14 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_file_and_training_g
     assert "No space left on device" in caplog.text and "partial file was removed" in caplog.text
     for got, ref in zip(outcomes, reference):
         assert states_equal(got, ref)
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_a_warning_not_a_crash(tmp_path, caplog):
+    """A file where the checkpoint's folder should be: the save fails, says so, and returns False
+    (removing the partial file fails too, there being no folder to hold one)."""
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file, not a folder")
+    with caplog.at_level(logging.WARNING, logger="claimbench.train.checkpoint"):
+        assert save_checkpoint(blocker / "group.pt", {"step": 1}) is False
+    assert "could not save the checkpoint" in caplog.text and "there is none yet" in caplog.text
+    assert blocker.read_text() == "a file, not a folder"

@@ -13,6 +13,7 @@ reads is saved, including each run's generator state and the phase records.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -89,7 +90,10 @@ def save_checkpoint(path: Path, saved: dict) -> bool:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        # When the folder is what failed (a file in its place, a lost mount) removing the partial
+        # file fails too: there is none to remove, and training must go on all the same.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         log.warning("could not save the checkpoint %s (%s); the partial file was removed, %s, and training goes on",
                     path, e.strerror or e, "the previous checkpoint is kept" if path.exists() else "there is none yet")
         return False

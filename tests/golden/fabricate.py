@@ -1,6 +1,6 @@
 """Small datasets in the real on-disk formats, written deterministically: CIFAR's pickled batches
-in its official archive, TinyImageNet's and ImageNet's JPEG folders. The loaders read them as they
-would read the real ones."""
+in its official archive, TinyImageNet's JPEG folders (the official layout and an ImageFolder) and
+ImageNet's. The loaders read them as they would read the real ones."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def tinyimagenet_folder(root: Path, classes: int = 3, per_class: int = 3, seed: 
     for name, _ in val:
         _jpeg(base / "val" / "images" / name, rng, (64, 64))
     (base / "val" / "val_annotations.txt").write_text("".join(f"{n}\t{w}\t0\t0\t63\t63\n" for n, w in val))
+
+
+def tinyimagenet_imagefolder(root: Path, classes: int = 3, per_class: int = 2, seed: int = 1) -> None:
+    """TinyImageNet as an ImageFolder (train/<class>/*, val/<class>/*), the layout its loader takes
+    when wnids.txt and the val annotations are absent; images of other sizes are resized."""
+    rng = np.random.default_rng(seed)
+    base = root / "tiny-imagenet-200"
+    for c in range(classes):
+        for split, count in (("train", per_class), ("val", 1)):
+            for j in range(count):
+                _jpeg(base / split / f"class{c}" / f"{j}.jpg", rng, (64, 64) if j else (48, 56))
 
 
 def imagenet_folder(root: Path, classes: int = 2, per_class: int = 4, seed: int = 0) -> None:
