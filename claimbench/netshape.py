@@ -1,9 +1,9 @@
-"""The shape of every network, as pure arithmetic: layer widths, pooling, head, FLOPs, parameters.
+"""The shape of every network, as pure arithmetic: layer widths, pooling, head.
 
 In:  ModelConfig, input channels/size, number of classes, dataset name.
-Out: ``NetSpec`` (what ``claimbench.train.models.ConvNet`` builds) and its FLOP and conv-parameter
-counts. No torch: planning (``claimbench.plan``) prices runs from configs without loading the
-training stack, and the models build from the same spec.
+Out: ``NetSpec``, what ``claimbench.train.models.ConvNet`` builds; what it costs (FLOPs, conv
+parameters) is ``claimbench.netcost``. No torch: planning (``claimbench.plan``) prices runs from
+configs without loading the training stack, and the models build from the same spec.
 """
 
 from __future__ import annotations
@@ -100,29 +100,3 @@ def default_head(arch: str, dataset: str) -> tuple[int, ...]:
         # "an fc structure identical to [14]" (Network Slimming): no hidden fc layer.
         return ()
     return (512,)
-
-
-def conv_param_count(spec: NetSpec, kept: list[int] | None = None) -> int:
-    """Conv weights only (the paper's '% Param Pruned (4649664)'); ``kept`` = channels per layer."""
-    outs = kept if kept is not None else [c.out_channels for c in spec.convs]
-    total, cin = 0, spec.in_channels
-    for c, cout in zip(spec.convs, outs):
-        total += c.kernel * c.kernel * cin * cout
-        cin = cout
-    return total
-
-
-def flops_per_image(spec: NetSpec, image_size: int, kept: list[int] | None = None) -> int:
-    """Multiply-accumulates x2 of the conv and fc layers for one forward pass."""
-    outs = kept if kept is not None else [c.out_channels for c in spec.convs]
-    flops, cin, side = 0, spec.in_channels, image_size
-    for c, cout in zip(spec.convs, outs):
-        flops += 2 * c.kernel * c.kernel * cin * cout * side * side
-        cin = cout
-        if c.pool_after:
-            side = max(1, side // 2)
-    flat = cin * spec.pooled_size * spec.pooled_size
-    for h in (*spec.head_hidden, spec.num_classes):
-        flops += 2 * flat * h
-        flat = h
-    return flops

@@ -26,7 +26,7 @@ from claimbench.measure import (
     universality,
     zero_pruned,
 )
-from claimbench.netshape import flops_per_image
+from claimbench.netcost import flops_per_image
 from claimbench.train.models import build_model, count_params
 
 WIDTHS = [8, 16, 16, 32, 32, 64, 64]

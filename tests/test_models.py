@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from claimbench.config import ModelConfig
-from claimbench.netshape import conv_param_count, flops_per_image, net_spec
+from claimbench.netcost import conv_param_count, flops_per_image
+from claimbench.netshape import net_spec
 from claimbench.train.models import build_model
 
 

@@ -80,7 +80,8 @@ def test_netshape_matches_the_models():
     from torch.utils.flop_counter import FlopCounterMode
 
     from claimbench.config import ModelConfig
-    from claimbench.netshape import conv_param_count, flops_per_image, net_spec
+    from claimbench.netcost import conv_param_count, flops_per_image
+    from claimbench.netshape import net_spec
     from claimbench.train.models import build_model
 
     for arch, dataset, side, classes in (("basicnet", "cifar10", 32, 10), ("basicnet", "imagenet", 224, 1000),

@@ -36,7 +36,7 @@ from claimbench.measure.sparsity import (
     recording_pooled,
     universality,
 )
-from claimbench.netshape import flops_per_image
+from claimbench.netcost import flops_per_image
 from claimbench.train.models import ConvNet, count_params
 
 TOP5_MIN_CLASSES = 100  # top-5 error is reported only for more classes than this

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from claimbench.measure.sparsity import GAMMA_THRESHOLD
-from claimbench.netshape import conv_param_count
+from claimbench.netcost import conv_param_count
 from claimbench.train.models import ConvNet
 
 

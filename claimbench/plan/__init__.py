@@ -10,7 +10,7 @@ group's steady-state steps on this machine (``claimbench.plan.step_times``,
 stated share of the device's peak), next to the physical limit (the same FLOPs at the device's
 peak), and the plan says which.
 
-No torch here: sizes come from ``claimbench.data.catalog``, FLOPs from ``claimbench.netshape``, the device
+No torch here: sizes come from ``claimbench.data.catalog``, FLOPs from ``claimbench.netcost``, the device
 from the driver's files (``claimbench.machine``). The cache key (``claimbench.cache``) is imported
 where it is used.
 """

@@ -1,6 +1,6 @@
 """What a run costs and how long groups of runs take: the cost model behind a plan's estimate.
 
-In:  ``RunConfig``s (sizes from ``claimbench.data.catalog``, FLOPs from ``claimbench.netshape``), a
+In:  ``RunConfig``s (sizes from ``claimbench.data.catalog``, FLOPs from ``claimbench.netcost``), a
      ``Target`` device (``claimbench.machine.target``), and per group either a measured time or
      nothing.
 Out: ``run_cost`` (steps, FLOPs), ``run_memory_bytes`` and ``memory_group_cap`` (device memory),
@@ -20,7 +20,8 @@ from claimbench.config import ARCHS, RunConfig, phase_steps, plugin_registry
 from claimbench.data.catalog import data_shape as dataset_shape
 from claimbench.machine.peaks import ACHIEVABLE_FRACTION, DevicePeak
 from claimbench.machine.target import Target
-from claimbench.netshape import flops_per_image, net_spec
+from claimbench.netcost import flops_per_image
+from claimbench.netshape import net_spec
 
 
 # CPU time model per training step and run: a fixed overhead (Python, dispatch) plus arithmetic at

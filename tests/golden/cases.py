@@ -104,6 +104,8 @@ def _cases() -> dict[str, Case]:
                                                   train={"unit": "epochs", "phases": [1, 1],
                                                          "reference_batch_size": 400}))
     cases["adam-l2-tf32"] = Case(_config(train={"precision": "tf32"}))
+    # The smoke tier flushes denormals to zero (test_golden checks it ends as adam-l2 does).
+    cases["adam-l2-ftz"] = Case(_config(train={"flush_denormals": True}))
     cases["shapes-clean"] = Case(_config(data={"dataset": "shapes_clean", "train_size": 64, "test_size": 32,
                                                "num_classes": 4, "image_size": 16}))
     cases["shapes-cluttered"] = Case(_config(data={"dataset": "shapes_cluttered", "train_size": 64,

@@ -114,3 +114,11 @@ def test_the_data_loads_at_the_shape_planning_reads(name, golden_data):
         config = run_config_from_dict(case.config)
         data = load_dataset(config.data, golden_data, download=False)
         assert data_shape(config.data) == (data.train_size, data.image_size, data.in_channels, data.num_classes)
+
+
+def test_flushing_denormals_changes_nothing_where_no_number_is_denormal(expected):
+    """The smoke tier's switch: in a float64 run of a few steps almost nothing reaches the denormal
+    range, so the flushed run ends where the plain one does, within the suite's tolerance (the last
+    digit or two of a few tensors move)."""
+    case = CASES["adam-l2-ftz"]
+    assert not differences(expected["cases"]["adam-l2"], expected["cases"]["adam-l2-ftz"], case.rtol, case.atol)
