@@ -102,7 +102,15 @@ def narrow(args: argparse.Namespace, specs: list[ClaimSpec]) -> list[ClaimSpec]:
         specs = select_by_keyword(specs, expr, getattr(args, "tier", "smoke"))
         if not specs:
             raise SpecError([_problem("-k", f"no claim matches {expr!r}; nothing was written")])
+    if getattr(args, "gated_only", False):
+        specs = gated(specs, getattr(args, "tier", "smoke"))
     return list(specs)
+
+
+def gated(specs, tier: str) -> list[ClaimSpec]:
+    """The claims whose checks at ``tier`` gate CI: neither kept out of the gate (``gate: false``,
+    with its reason) nor left unrun there."""
+    return [s for s in specs if s.tier(tier).gate and not s.tier(tier).not_run]
 
 
 def load_selection(args: argparse.Namespace) -> Selection:
@@ -119,7 +127,7 @@ def select_tables(args: argparse.Namespace) -> list:
     """Paper-table specs (claims/tables/*.yaml), when no claim selection narrows the run."""
     from claimbench.spec.table_folder import load_tables, table_files
 
-    if getattr(args, "claims", None) or getattr(args, "k", None):
+    if getattr(args, "claims", None) or getattr(args, "k", None) or getattr(args, "gated_only", False):
         return []
     return load_tables(table_files(Path(args.claims_dir) / "tables"))
 
@@ -524,6 +532,9 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", parents=[common, sel, tier, train_opts], help="train the missing runs of the plan")
+    p.add_argument("--gated-only", action="store_true",
+                   help="only the runs of the claims that gate CI at the tier (not those kept out of the gate with "
+                        "gate: false): what make test trains; make smoke trains all")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("report", parents=[common, sel, tier], help="render reports/<tier>/ from the cache alone")

@@ -47,6 +47,7 @@ class PluginState:
     cache: Path | None
     device: str
     train_missing: bool
+    gated_only: bool = False
 
     @property
     def store(self) -> "RunStore":
@@ -75,6 +76,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"run cache root (default: {CACHE_RULE}; under pytest the project is pytest's root folder)")
     group.addoption("--claimbench-device", default="auto", help="device for runs trained by tests (default: auto)")
     group.addoption("--no-train", action="store_true", help="do not train missing runs; report them as errors")
+    group.addoption("--gated-only", action="store_true",
+                    help="skip, with the claim's reason, the claims kept out of the tier's CI gate (gate: false): "
+                         "what make test checks; make smoke checks and reports all")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cache=Path(cache) if cache else default_cache_root(project=config.rootpath),
         device=config.getoption("--claimbench-device"),
         train_missing=not config.getoption("--no-train"),
+        gated_only=config.getoption("--gated-only"),
     )
 
 
@@ -143,6 +148,11 @@ class ClaimFile(pytest.File):
         if not_run:
             # A skip mark (not pytest.skip() in runtest) so that -rs names the claim file, not this module.
             item.add_marker(pytest.mark.skip(reason=f"not run at the {state.tier} tier: {not_run}"))
+        elif state.gated_only and not spec.tier(state.tier).gate:
+            # Its verdict could only be an xfail here; make smoke trains it and writes its page.
+            item.add_marker(pytest.mark.skip(
+                reason=f"kept out of the CI gate at the {state.tier} tier, not trained with --gated-only "
+                       f"(make smoke checks it): {spec.tier(state.tier).gate_reason}"))
         yield item
 
 

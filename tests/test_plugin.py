@@ -216,6 +216,30 @@ def test_ungated_claim_that_fails_is_xfailed_with_its_reason(pytester, cache):
     assert result.ret == 0
 
 
+def test_with_gated_only_an_ungated_claim_is_skipped_with_its_reason_and_a_gated_one_checked(pytester, cache):
+    project(pytester, "gated.yaml", "good.yaml")
+    result = run(pytester, cache, "-rs", "--gated-only")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] claims/gated.yaml: kept out of the CI gate at the smoke tier, "
+                                 "not trained with --gated-only (make smoke checks it): seed-sensitive at smoke scale"])
+
+
+def test_train_gated_only_selects_the_claims_the_tier_gates_derived_from_the_files():
+    from argparse import Namespace
+
+    from claimbench.claims_cli import narrow
+    from claimbench.spec.claims import claim_files, load_claims
+    from tests.helpers import REPO
+
+    specs = load_claims(claim_files(REPO / "claims"))
+    for tier in ("smoke", "full"):
+        kept = {s.id for s in narrow(Namespace(k=None, tier=tier, gated_only=True), specs)}
+        for s in specs:
+            assert (s.id in kept) == (s.tier(tier).gate and not s.tier(tier).not_run), (tier, s.id)
+    smoke = {s.id for s in narrow(Namespace(k=None, tier="smoke", gated_only=True), specs)}
+    assert smoke and smoke < {s.id for s in specs if not s.tier("smoke").not_run}
+
+
 def test_broken_claim_files_fail_naming_file_and_line(pytester, cache):
     project(pytester, "broken.yaml", "invalid.yaml", "good.yaml", "wrong_source.yaml")
     result = run(pytester, cache)
