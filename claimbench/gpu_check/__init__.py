@@ -30,9 +30,12 @@ loss first, and one that disagrees on its own twice is switched off for that kin
 still disagrees with those off, the fault lies in features sound alone but not together, and they
 are given up in that order until it agrees, each saying so (failing closed).
 
+Then each kind's group size (runs per group) is chosen from measured memory and, on a GPU, a
+sweep of K (``claimbench.gpu_check.group_size``), recorded with the findings.
+
 The modules, by job: ``kinds`` (what is checked), ``workload`` (the window and fabricated data
-trained), ``judge`` (the verdict), ``record`` (what the training path reads), ``report`` (the
-markdown), ``selftest`` (``claimbench gpu-check --self-test``:
+trained), ``judge`` (the verdict), ``group_size`` (K per kind), ``record`` (what the training path
+reads), ``report`` (the markdown), ``selftest`` (``claimbench gpu-check --self-test``:
 each kind of fault the check exists for injected into the fast path and shown caught).
 """
 
@@ -53,17 +56,19 @@ from typing import Callable, Collection
 from claimbench.config import RunConfig
 # Names of the modules below are also this package's (``claimbench.gpu_check.distances``, ...): callers
 # and tests use one import.
+from claimbench.gpu_check.group_size import SWEEP, GroupSize, Measured, choose_group_size, group_size_of
 from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT_ROUNDOFF, Tolerance, Verdict,
                                    distances, judge, run_name, tolerance_of)
 from claimbench.gpu_check.kinds import (CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH, FEATURE_OFF, FEATURE_TEXT,
                                         FEATURES, FOLDER_DATASETS, GroupKind, KindCase, kind_of, kinds_of,
                                         own_loop, select_kinds)
-from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
-                                    code_fingerprint, covered, read_record, split_by_record, write_record)
+from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, ChosenGroupSizes, MachineKey, SwitchedOff,
+                                         announce, code_fingerprint, covered, read_record, split_by_record,
+                                         write_record)
 from claimbench.gpu_check.report import estimate_rows, format_s, render
 from claimbench.gpu_check.workload import EPOCH_BATCHES, fabricated_data, resume_at, window
 from claimbench.machine.detect import machine_name, nvidia_query
-from claimbench.plan.estimate import run_cost
+from claimbench.plan.estimate import run_cost, run_memory_bytes
 from claimbench.plan.step_times import steady_median
 
 log = logging.getLogger(__name__)
@@ -231,6 +236,8 @@ class KindResult:
     kernels: str
     seconds: float
     flaky: str = ""  # a disagreement that did not recur: both measurements (nothing switched off)
+    group_size: GroupSize | None = None  # the runs per group training uses for the kind, and why
+    run_bytes: int | None = None  # modelled memory of one of its runs (``run_memory_bytes``): K's scale
 
     @property
     def switched_off(self) -> dict[str, str]:
@@ -347,11 +354,18 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
                f"{configs[0].optim.name} conv1 {tol.of(_first_weight(tol)):.2g}, loss {tol.of('loss'):.2g}")
     scale = (f"{len(configs)} run{'s' if len(configs) != 1 else ''}, width {configs[0].model.width:g}, batch {configs[0].train.batch_size}"
              + (" (shrunk for the CPU)" if quick else ""))
+    plain_s = plain_step_s(bench.plain)
+    # The groups trained so far are let go first: the sweep's largest K needs the device's memory.
+    bench = kept = again = data = None
+    if on_gpu:
+        torch.cuda.empty_cache()
+    size = group_size_of(case, device, quick=quick, off=na | frozenset(failed), backend=backend, say=say)
+    say(f"  group size {size.k}: {size.why}")
     return KindResult(kind, len(case.configs), case.groups, case.configs[0].train.batch_size,
                       f"{scale}, {steps} steps in phases {list(configs[0].train.phases)}, resumed after {stop}",
                       tuple(results), v.worst, (v.why if v.agrees and v.why else v.where), summary, fast_s,
-                      plain_step_s(bench.plain), flops, ", ".join(kernel_names), time.perf_counter() - started,
-                      flaky)
+                      plain_s, flops, ", ".join(kernel_names), time.perf_counter() - started,
+                      flaky, size, run_memory_bytes(case.configs[0]))
 
 
 def _isolate(bench: "Bench", features: list[str], na: frozenset[str], why: str, say: Callable[[str], None],
