@@ -1,16 +1,22 @@
 """The group size per kind: chosen from measured memory and a sweep of K (a GPU's numbers faked on
-the CPU) and kept under the record's mark."""
+the CPU), kept under the record's mark, used by training on a GPU; and a group that runs out of
+device memory while training is split, its runs still trained."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 import claimbench.gpu_check as gc
 import claimbench.gpu_check.record as record_module
+from claimbench.cache import RunStore, run_key
+from claimbench.execute import train_plan
 from claimbench.gpu_check.group_size import GroupSize, Measured, choose_group_size, group_size_of
-from claimbench.plan.estimate import run_memory_bytes
+from claimbench.plan import Plan
+from claimbench.plan.estimate import run_cost, run_memory_bytes
+from claimbench.plan.groups import PlannedRun
 from claimbench.runconfig import run_config_from_dict
 
 GiB = 2**30
@@ -131,3 +137,67 @@ def test_the_record_keeps_the_chosen_k_under_its_mark(tmp_path, caplog):
     entry[record_module.MARK] = record_module.record_mark(record_module._unmarked(entry))
     path.write_text(json.dumps(record))
     assert gc.read_record(tmp_path) == {} and "group_size.k: expected a whole number" in caplog.text
+
+
+class Recorder:
+    """An executor that trains nothing: it keeps the groups it was handed."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.sizes: list[int] = []
+
+    def group_size(self, device: str) -> int:
+        return 16
+
+    def thread_count(self, device: str, groups: int) -> int:
+        return 0
+
+    def run(self, jobs):
+        for i, job in enumerate(jobs):
+            self.sizes.append(len(job.keys))
+            yield i, (lambda job=job: [(key, True) for key in job.keys])
+
+
+def test_training_on_a_gpu_groups_a_kind_by_the_k_its_record_chose(tmp_path):
+    configs = [config(i, optimizer=("adam", "sgd")[i % 2]) for i in range(20)]
+    plan = Plan("full", [PlannedRun(run_key(c), c, [], False, *run_cost(c)) for c in configs], "cuda")
+
+    def sizes(cache, device="cuda", **kw) -> list[int]:
+        executor = Recorder()
+        summary = train_plan(plan, RunStore(cache), device=device, progress=False, executor=executor, **kw)
+        assert not summary.failed
+        return sorted(executor.sizes, reverse=True)
+
+    assert sizes(tmp_path / "none") == [16, 4]  # no check here: the default
+    _write(tmp_path / "checked", "cuda", 8, configs[0])
+    assert sizes(tmp_path / "checked") == [8, 8, 4]
+    assert sizes(tmp_path / "checked", group_size=5) == [5, 5, 5, 5]  # --group-size wins
+    _write(tmp_path / "elsewhere", "cpu", 8, configs[0])  # another machine's finding
+    assert sizes(tmp_path / "elsewhere") == [16, 4]
+
+
+def test_a_group_that_runs_out_of_device_memory_while_training_is_split_and_its_runs_train(
+        tmp_path, monkeypatch, caplog):
+    import claimbench.group as group
+
+    configs = [run_config_from_dict({"model": {"width": 0.0625}, "data": {"dataset": "digits"},
+                                     "train": {"unit": "steps", "phases": [2, 2], "batch_size": 8, "seed": i,
+                                               "snapshots": 1}}) for i in range(4)]
+    plan = Plan("smoke", [PlannedRun(run_key(c), c, [], False, *run_cost(c)) for c in configs], "cpu")
+    real = group.run_and_measure_group
+    tried: list[int] = []
+
+    def fits_two(configs, *a, **kw):
+        tried.append(len(configs))
+        if len(configs) > 2:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(configs, *a, **kw)
+
+    monkeypatch.setattr(group, "run_and_measure_group", fits_two)
+    with caplog.at_level(logging.WARNING, logger="claimbench.group"):
+        summary = train_plan(plan, RunStore(tmp_path), device="cpu", group_size=4, progress=False, threads=1)
+    assert tried == [4, 2, 2] and not summary.failed
+    assert sorted(summary.trained) == sorted(r.key for r in plan.runs)
+    (line,) = [r.getMessage() for r in caplog.records if "out of GPU memory" in r.getMessage()]
+    assert "retrying as groups of 2 and 2" in line
