@@ -289,7 +289,8 @@ class Bench:
 
 
 def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, workdir: Path,
-               say: Callable[[str], None]) -> KindResult:
+               say: Callable[[str], None], sweep: bool = True) -> KindResult:
+    """One kind checked; then (``sweep``) its group size chosen (``group_size.group_size_of``)."""
     import torch
 
     started = time.perf_counter()
@@ -359,8 +360,10 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
     bench = kept = again = data = None
     if on_gpu:
         torch.cuda.empty_cache()
-    size = group_size_of(case, device, quick=quick, off=na | frozenset(failed), backend=backend, say=say)
-    say(f"  group size {size.k}: {size.why}")
+    size = (group_size_of(case, device, quick=quick, off=na | frozenset(failed), backend=backend, say=say)
+            if sweep else None)
+    if size is not None:
+        say(f"  group size {size.k}: {size.why}")
     return KindResult(kind, len(case.configs), case.groups, case.configs[0].train.batch_size,
                       f"{scale}, {steps} steps in phases {list(configs[0].train.phases)}, resumed after {stop}",
                       tuple(results), v.worst, (v.why if v.agrees and v.why else v.where), summary, fast_s,
