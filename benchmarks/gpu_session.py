@@ -485,7 +485,9 @@ def check(s: Session) -> None:
         for case in chosen:
             r = check_kind(case, device, steps=CPU_STEPS if s.cpu else GPU_STEPS, quick=s.cpu,
                            backend=EagerGraphs() if s.cpu else None, workdir=Path(tmp),
-                           say=lambda line: print(line, flush=True))
+                           say=lambda line: print(line, flush=True),
+                           # Within this part's budget: the throughput part measures K already.
+                           sweep=False)
             rate = r.flops_per_step / r.fast_step_s if r.fast_step_s and not s.cpu else None
             s.record(kind=r.kind.id, tier_part=part_of(case.configs[0]), runs=r.runs, trained_as=r.trained_as,
                      features={f.feature: f.line() for f in r.features}, worst_ratio=r.worst, worst_at=r.worst_at,

@@ -2,7 +2,8 @@
 
 In:  Plan, RunStore, an ``Executor`` (``LocalExecutor``: this process or a pool of spawned
      processes; ``RayExecutor``: tasks on a Ray cluster), device, runs per group, and optionally
-     a dry-run step count.
+     a dry-run step count. On a GPU, runs per group come per kind from this machine's
+     ``claimbench gpu-check`` record where it chose one (``measured_group_size``).
 Out: ``TrainSummary``: every planned run in the cache, or its failure recorded.
 
 Runs that can share one stacked network (``config.group_key``: same architecture, data, batch
@@ -311,8 +312,12 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
         for run in todo:
             summary.failed[run.key] = f"{run.config.summary()}: not trained (read-only cache)"
         return summary
-    groups = form_groups(todo, group_size or executor.group_size(plan.device))
     worker_device = device if device != "auto" else plan.device
+    size = group_size or executor.group_size(plan.device)
+    # On a GPU each kind groups by the K gpu-check measured there; an explicit group size wins.
+    size_of = (measured_group_size(check_root or store.root, worker_device, size)
+               if group_size is None and worker_device.startswith("cuda") else None)
+    groups = form_groups(todo, size, size_of)
     groups, switched = honour_gpu_check(groups, check_root or store.root, worker_device)
     n_threads = executor.thread_count(plan.device, len(groups))
     jobs_ = [GroupJob(tuple(r.config for r in g),
@@ -347,6 +352,29 @@ def train_plan(plan: Plan, store: RunStore, jobs: int = 1, device: str = "auto",
             executor.close()
         shown.close()
     return summary
+
+
+def measured_group_size(cache_root: Path, device: str, default: int) -> Callable[[RunConfig], int]:
+    """The runs per group for a run's kind as this machine's ``claimbench gpu-check`` record chose
+    it (``ChosenGroupSizes``), said once per kind; ``default`` where the record has none (no check
+    here, or one written by another machine, driver, torch or code, or not marked by this user)."""
+    from claimbench.gpu_check import ChosenGroupSizes
+
+    chosen = ChosenGroupSizes.load(cache_root, device)
+    said: set[str] = set()
+
+    def size_of(config: RunConfig) -> int:
+        found = chosen.for_config(config)
+        if found is None:
+            return default
+        k, why = found
+        line = f"groups of {k} for {config.data.dataset} {config.model.arch} (batch {config.train.batch_size}): {why}"
+        if line not in said:
+            said.add(line)
+            log.info("%s", line)
+        return k
+
+    return size_of
 
 
 def honour_gpu_check(groups: list[list[PlannedRun]], cache_root: Path,

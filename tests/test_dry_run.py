@@ -185,7 +185,8 @@ def test_a_dry_run_honours_the_gpu_check_record_of_the_real_cache(tmp_path, monk
     specs = [s for s in load_claims(claim_files(REPO / "claims")) if s.id == "adam-l2-vs-wd"]
     store = RunStore(tmp_path / "cache")
     plan = dry_run_plan(specs, "smoke", store, "cpu")
-    results = [SimpleNamespace(kind=c.kind, switched_off={"kernels": "fused adam drifted"}, flaky="")
+    results = [SimpleNamespace(kind=c.kind, switched_off={"kernels": "fused adam drifted"}, flaky="",
+                               group_size=None)
                for c in gc.kinds_of([r.config for r in plan.runs])]
     gc.write_record(store.root, gc.MachineKey.here("cpu"), results)
     executor = Capture()

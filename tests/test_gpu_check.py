@@ -90,6 +90,11 @@ def test_the_command_on_the_cpu_writes_a_row_per_kind_and_says_graphs_are_not_ap
     assert text.count("not applicable: no CUDA device here (CPU run)") == len(kinds) - len(folder)
     assert "check took" in text and "## The tier's estimate" in text
     assert "took" in capsys.readouterr().out
+    # No sweep on a CPU: each kind's row and record say so, with the CPU's group size.
+    sizes = text.split("## Group size per kind")[1].split("## ")[0]
+    assert sizes.count("| CPU: no sweep") == len(kinds)
+    (entry,) = json.loads((tmp_path / "cache" / gc.RECORD_FILE).read_text()).values()
+    assert {k["group_size"]["k"] for k in entry["kinds"].values()} == {4}
     # The digits-like family comes from the smoke tier; --max-kinds narrows, and says what it left.
     small = tmp_path / "small.md"
     assert run_cli("gpu-check", "--tier", "smoke", "--cache-dir", str(tmp_path / "cache"), "--max-kinds", "1",

@@ -30,8 +30,12 @@ loss first, and one that disagrees on its own twice is switched off for that kin
 still disagrees with those off, the fault lies in features sound alone but not together, and they
 are given up in that order until it agrees, each saying so (failing closed).
 
-The modules, by job: ``kinds`` (what is checked), ``judge`` (the verdict), ``record`` (what the
-training path reads), ``report`` (the markdown), ``selftest`` (``claimbench gpu-check --self-test``:
+Then each kind's group size (runs per group) is chosen from measured memory and, on a GPU, a
+sweep of K (``claimbench.gpu_check.group_size``), recorded with the findings.
+
+The modules, by job: ``kinds`` (what is checked), ``workload`` (the window and fabricated data
+trained), ``judge`` (the verdict), ``group_size`` (K per kind), ``record`` (what the training path
+reads), ``report`` (the markdown), ``selftest`` (``claimbench gpu-check --self-test``:
 each kind of fault the check exists for injected into the fast path and shown caught).
 """
 
@@ -49,19 +53,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection
 
-from claimbench.config import DATASET_SHAPES, RunConfig
+from claimbench.config import RunConfig
 # Names of the modules below are also this package's (``claimbench.gpu_check.distances``, ...): callers
 # and tests use one import.
+from claimbench.gpu_check.group_size import SWEEP, GroupSize, Measured, choose_group_size, group_size_of
 from claimbench.gpu_check.judge import (FLOOR_ULPS, SAFETY, TRIM, TRIM_MIN, UNIT_ROUNDOFF, Tolerance, Verdict,
                                    distances, judge, run_name, tolerance_of)
 from claimbench.gpu_check.kinds import (CPU_BATCH, CPU_FC, CPU_RUNS, CPU_SIDE, CPU_WIDTH, FEATURE_OFF, FEATURE_TEXT,
                                         FEATURES, FOLDER_DATASETS, GroupKind, KindCase, kind_of, kinds_of,
                                         own_loop, select_kinds)
-from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, MachineKey, SwitchedOff, announce,
-                                    code_fingerprint, covered, read_record, split_by_record, write_record)
+from claimbench.gpu_check.record import (RECORD_FILE, CheckRecordError, ChosenGroupSizes, MachineKey, SwitchedOff,
+                                         announce, code_fingerprint, covered, read_record, split_by_record,
+                                         write_record)
 from claimbench.gpu_check.report import estimate_rows, format_s, render
+from claimbench.gpu_check.workload import EPOCH_BATCHES, fabricated_data, resume_at, window
 from claimbench.machine.detect import machine_name, nvidia_query
-from claimbench.plan.estimate import run_cost
+from claimbench.plan.estimate import run_cost, run_memory_bytes
 from claimbench.plan.step_times import steady_median
 
 log = logging.getLogger(__name__)
@@ -70,97 +77,9 @@ log = logging.getLogger(__name__)
 # resume mid-phase 2, which warms up and captures again); on a CPU a short one on shrunk networks.
 GPU_STEPS = 32
 CPU_STEPS = 10
-EPOCH_BATCHES = 8  # fabricated training set: this many batches, so epochs turn over in the window
 REPORT = Path("reports/gpu-check.md")
 
 # -- what trains -------------------------------------------------------------------------------------
-
-
-def window(config: RunConfig, steps: int, quick: bool) -> RunConfig:
-    """``config`` over ``steps`` steps in two learning-rate phases (so graphs are captured again
-    inside the window), one snapshot; on the CPU (``quick``) shrunk in width and batch."""
-    first = max(1, round(steps * 0.45))
-    train = replace(config.train, unit="steps", phases=(first, steps - first), snapshots=1)
-    if quick:
-        train = replace(train, batch_size=min(train.batch_size, CPU_BATCH))
-        side = config.data.image_size or DATASET_SHAPES[config.data.dataset][1]
-        config = replace(config, data=replace(config.data, image_size=min(side, CPU_SIDE)))
-        from claimbench.netshape import default_head
-
-        head = config.model.fc_hidden if config.model.fc_hidden is not None else default_head(
-            config.model.arch, config.data.dataset)
-        config = replace(config, model=replace(config.model, width=min(config.model.width, CPU_WIDTH),
-                                               fc_hidden=tuple(min(h, CPU_FC) for h in head)))
-    return replace(config, train=train)
-
-
-def resume_at(steps: int) -> int:
-    """The step the fast path is interrupted after: mid-way through the second phase, leaving room
-    for 3 warm-ups, a capture and replays after the resume."""
-    first = max(1, round(steps * 0.45))
-    return first + max(1, (steps - first) // 2 - 1)
-
-
-def fabricated_data(config: RunConfig, device, seed: int = 0, folder: Path | None = None):
-    """Images of the dataset's real shape and classes (``DATASET_SHAPES``), EPOCH_BATCHES batches
-    of training data, learnable (each class its own mean image, plus noise). Folder datasets are
-    written as JPEG files in an ImageFolder layout under ``folder`` (a temporary folder removed at
-    exit when None) and read through the real image-folder loader (``FolderImageData``: decoded,
-    cropped and normalised per batch on the host, prefetched), as a run on the real dataset is."""
-    import torch
-
-    from claimbench.data.base import ImageData
-
-    d = config.data
-    _, native_side, channels, classes = DATASET_SHAPES[d.dataset]
-    side, classes = d.image_size or native_side, d.num_classes or classes
-    n = config.train.batch_size * EPOCH_BATCHES
-    b = config.train.batch_size
-    if d.dataset in FOLDER_DATASETS:
-        return _jpeg_folder_data(config, folder, seed, n, classes).to(device)
-    g = torch.Generator().manual_seed(seed)
-    # Learnable: each class its own mean image, plus noise. With labels unrelated to the images the
-    # gradients are mostly cancelling noise, and Adam-like optimizers amplify rounding in them
-    # into differences a check cannot tell from a fault.
-    y = torch.randint(classes, (n,), generator=g)
-    means = torch.randn(classes, channels, side, side, generator=g)
-    x = means[y] + torch.randn(n, channels, side, side, generator=g)
-    return ImageData(f"fabricated {d.dataset}", x, y, x[:b].clone(), y[:b].clone(), classes).to(device)
-
-
-def _jpeg_folder_data(config: RunConfig, folder: Path | None, seed: int, n: int, classes: int):
-    """``n`` JPEG files under ``folder/train/<class>/`` (each class its own colour field plus
-    noise), as a ``FolderImageData`` of ``classes`` classes, the first batch also the test split.
-    Built from the file list, not by scanning: a class count of 1,000 with a few hundred images
-    leaves most class folders empty, which the scan of a real dataset rightly refuses."""
-    import atexit
-    import shutil
-
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from claimbench.data.folder import IMAGENET_CROP, IMAGENET_RESIZE, FolderImageData
-
-    if folder is None:
-        folder = Path(tempfile.mkdtemp(prefix="claimbench-gpu-check-jpeg-"))
-        atexit.register(shutil.rmtree, folder, True)
-    crop = config.data.image_size or IMAGENET_CROP
-    resize = round(crop * IMAGENET_RESIZE / IMAGENET_CROP)
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(classes, size=n)
-    colours = rng.uniform(40, 215, size=(classes, 1, 1, 3))
-    files = []
-    for i, y in enumerate(labels.tolist()):
-        path = folder / "train" / f"n{y:08d}" / f"fabricated_{i}.JPEG"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.clip(colours[y] + rng.normal(0, 25, size=(resize, resize, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(path, quality=90)
-        files.append(str(path))
-    b = config.train.batch_size
-    y = torch.tensor(labels, dtype=torch.int64)
-    return FolderImageData(f"fabricated {config.data.dataset} (JPEG files)", tuple(files), y, tuple(files[:b]),
-                           y[:b].clone(), classes, image_size=crop, resize=resize)
 
 
 @dataclass
@@ -317,6 +236,8 @@ class KindResult:
     kernels: str
     seconds: float
     flaky: str = ""  # a disagreement that did not recur: both measurements (nothing switched off)
+    group_size: GroupSize | None = None  # the runs per group training uses for the kind, and why
+    run_bytes: int | None = None  # modelled memory of one of its runs (``run_memory_bytes``): K's scale
 
     @property
     def switched_off(self) -> dict[str, str]:
@@ -368,7 +289,8 @@ class Bench:
 
 
 def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, workdir: Path,
-               say: Callable[[str], None]) -> KindResult:
+               say: Callable[[str], None], sweep: bool = True) -> KindResult:
+    """One kind checked; then (``sweep``) its group size chosen (``group_size.group_size_of``)."""
     import torch
 
     started = time.perf_counter()
@@ -433,11 +355,20 @@ def check_kind(case: KindCase, device, *, steps: int, quick: bool, backend, work
                f"{configs[0].optim.name} conv1 {tol.of(_first_weight(tol)):.2g}, loss {tol.of('loss'):.2g}")
     scale = (f"{len(configs)} run{'s' if len(configs) != 1 else ''}, width {configs[0].model.width:g}, batch {configs[0].train.batch_size}"
              + (" (shrunk for the CPU)" if quick else ""))
+    plain_s = plain_step_s(bench.plain)
+    # The groups trained so far are let go first: the sweep's largest K needs the device's memory.
+    bench = kept = again = data = None
+    if on_gpu:
+        torch.cuda.empty_cache()
+    size = (group_size_of(case, device, quick=quick, off=na | frozenset(failed), backend=backend, say=say)
+            if sweep else None)
+    if size is not None:
+        say(f"  group size {size.k}: {size.why}")
     return KindResult(kind, len(case.configs), case.groups, case.configs[0].train.batch_size,
                       f"{scale}, {steps} steps in phases {list(configs[0].train.phases)}, resumed after {stop}",
                       tuple(results), v.worst, (v.why if v.agrees and v.why else v.where), summary, fast_s,
-                      plain_step_s(bench.plain), flops, ", ".join(kernel_names), time.perf_counter() - started,
-                      flaky)
+                      plain_s, flops, ", ".join(kernel_names), time.perf_counter() - started,
+                      flaky, size, run_memory_bytes(case.configs[0]))
 
 
 def _isolate(bench: "Bench", features: list[str], na: frozenset[str], why: str, say: Callable[[str], None],

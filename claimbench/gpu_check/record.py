@@ -5,7 +5,9 @@ Out: ``gpu-check.json`` under the cache root (merged under its lock, written who
      ``claimbench.cache.side_records``), per machine the kinds of group checked there (the stamp:
      ``split_by_record`` says which kinds a plan still needs checked); ``SwitchedOff``, the features
      a check switched off per kind of group, which ``claimbench.execute`` consults; ``announce``, one
-     line per switched-off feature.
+     line per switched-off feature; ``ChosenGroupSizes``, the runs per group the check chose per
+     kind (``claimbench.gpu_check.group_size``), which training on a GPU groups by. Both are read
+     only from findings this user's claimbench marked, for this machine, driver, torch and code.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 from claimbench.cache.side_records import update_json
 from claimbench.cache.trained_here import is_marked_here, record_mark
 from claimbench.config import RunConfig
+from claimbench.gpu_check.group_size import GroupSize
 from claimbench.gpu_check.kinds import FEATURE_OFF, FEATURE_TEXT, FEATURES, GroupKind, kind_of
 from claimbench.machine.detect import machine_name, nvidia_query
+from claimbench.plan.estimate import run_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,11 @@ def record_problem(raw: object) -> str | None:
                     return f"{where}.switched_off: unknown feature {feature[:40]!r}; known: {', '.join(FEATURES)}"
                 if not isinstance(why, str) or not why.strip():
                     return f"{where}.switched_off.{feature}: expected the reason it was switched off"
+            if "group_size" in kind:  # absent in records written before the group size was measured
+                try:
+                    GroupSize.from_dict(kind["group_size"])
+                except ValueError as e:
+                    return f"{where}.group_size.{e}"
     return None
 
 
@@ -158,7 +167,11 @@ def write_record(cache_root: Path, key: MachineKey, results: list) -> Path:
         entry.pop("complete", None)
         entry["kinds"].update({r.kind.id: {"dataset": r.kind.dataset, "arch": r.kind.arch,
                                            "precision": r.kind.precision, "optimizers": list(r.kind.optimizers),
-                                           "switched_off": r.switched_off, "flaky": r.flaky} for r in results})
+                                           "switched_off": r.switched_off, "flaky": r.flaky,
+                                           # Under the mark with the rest: a K edited in the file
+                                           # makes the machine's findings foreign, not obeyed.
+                                           **({"group_size": r.group_size.to_dict(), "run_bytes": r.run_bytes}
+                                              if r.group_size is not None else {})} for r in results})
         entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         entry[MARK] = record_mark(_unmarked(entry))
         raw[key.id] = entry
@@ -226,3 +239,40 @@ def announce(kind_id: str, off: dict[str, str], path: Path) -> list[str]:
     return [f"gpu-check switched off {f} ({FEATURE_TEXT[f]}) for {kind_id} on this machine: {why}; "
             f"training uses {FEATURE_OFF[f]} for it (record: {path})" for f, why in sorted(off.items())]
 
+
+
+@dataclass(frozen=True)
+class ChosenGroupSizes:
+    """The runs per group gpu-check chose for each kind on this machine (``GroupSize``): what
+    ``claimbench.execute.train_plan`` groups a kind's runs by on a GPU."""
+
+    kinds: dict  # kind id -> GroupSize
+    meta: dict  # kind id -> the record's entry (dataset, arch, precision, run_bytes)
+    path: Path
+
+    @classmethod
+    def load(cls, cache_root: Path, device: str) -> "ChosenGroupSizes":
+        entry = read_record(cache_root).get(MachineKey.here(device).id) or {"kinds": {}}
+        sizes = {k: GroupSize.from_dict(v["group_size"]) for k, v in entry["kinds"].items() if "group_size" in v}
+        return cls(sizes, entry["kinds"], Path(cache_root) / RECORD_FILE)
+
+    def for_config(self, config: RunConfig) -> tuple[int, str] | None:
+        """(K, why) for the groups ``config`` trains in, or None when no check chose one.
+
+        Chosen before its group exists, so by what every group of the run's key shares (dataset,
+        architecture, precision), not by the optimizers a group mixes: of the kinds checked there,
+        the smallest K (the surest to fit). A run that needs more memory than the one the sweep
+        trained (a larger batch, width or image; ``run_memory_bytes``) gets K scaled down by that
+        ratio, so a group holds no more than the memory measured."""
+        found = [(size, kid) for kid, size in self.kinds.items()
+                 if (self.meta[kid]["dataset"], self.meta[kid]["arch"], self.meta[kid]["precision"])
+                 == (config.data.dataset, config.model.arch, config.train.precision)]
+        if not found:
+            return None
+        size, kid = min(found, key=lambda f: (f[0].k, f[1]))
+        k, why = size.k, f"gpu-check on {kid}: {size.why}"
+        measured, needs = self.meta[kid].get("run_bytes"), run_memory_bytes(config)
+        if isinstance(measured, int) and needs and needs > measured:
+            k = max(1, int(size.k * measured / needs))
+            why = f"{size.k} scaled by the modelled memory per run, {needs / measured:.1f}x the one measured; {why}"
+        return k, why

@@ -2,7 +2,8 @@
 
 In:  a ``CheckResult`` and the tier's runs.
 Out: the report's text: features per kind of group (with the worst ratio and where), flaky
-     findings, the tolerance, steady step times, and the tier's estimate at measured rates.
+     findings, the tolerance, steady step times, the group size chosen per kind and why, and the
+     tier's estimate at measured rates.
 """
 
 from __future__ import annotations
@@ -123,6 +124,15 @@ def render(result, configs: list[RunConfig]) -> str:
     lines.append(tabulate(rows, headers=("kind", "batch", "trained", "fast ms/step (whole group)",
                                          "plain ms (every run one step)", "fast vs plain", "kernels (fast)"),
                           tablefmt="github", disable_numparse=True))
+    lines += ["", "## Group size per kind (runs per group training uses on this machine)", "",
+              "On a GPU: each K of the sweep trains K runs stacked on the kept fast path, measuring its peak "
+              "memory and steady step; the cap is the largest K whose predicted peak (a line through the "
+              "measurements, plus the real dataset) fits in the stated share of the device's memory; the most "
+              "run-steps per second wins, a smaller K within a few percent preferred. Training on this GPU groups "
+              "each kind by its K (`--group-size` overrides it).", ""]
+    lines.append(tabulate([(r.kind.id, r.group_size.k, "-" if r.group_size.cap is None else r.group_size.cap,
+                            r.group_size.why) for r in result.results if r.group_size is not None],
+                          headers=("kind", "K", "memory cap", "why"), tablefmt="github", disable_numparse=True))
     est, where = estimate_rows(result, configs)
     lines += ["", f"## The tier's estimate ({where})", "",
               "FLOPs of each group over the measured FLOP/s of its kind's fast path where measured at real "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from claimbench.config import RunConfig, group_key, stackable
 from claimbench.machine import detect
@@ -30,7 +31,9 @@ class PlannedRun:
 
 
 def default_group_size(device: str, jobs: int) -> int:
-    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many. On CPU a
+    """Runs per fused group. On a GPU a batch-40 step is launch-bound: stack many (16 until
+    ``claimbench gpu-check`` has measured a kind on this machine: training then groups the kind
+    by the K its sweep chose, ``claimbench.execute.measured_group_size``). On CPU a
     single process gains from stacking (1.5x at 2 threads, 1.4x at 1 thread on the 2-core
     development machine, benchmarks/throughput.py), but with one job per core the cores are
     already busy: the smoke tier took 9.4 min with groups of 4 and 8.5 min unfused at -j 2
@@ -69,17 +72,21 @@ def group_id(config: RunConfig) -> str:
     return hashlib.sha256(group_key(config).encode()).hexdigest()[:16]
 
 
-def form_groups(runs: list[PlannedRun], group_size: int) -> list[list[PlannedRun]]:
-    """Runs that can train together (``config.group_key``), in chunks of at most group_size,
-    largest work first so that parallel jobs finish together."""
+def form_groups(runs: list[PlannedRun], group_size: int,
+                size_of: Callable[[RunConfig], int] | None = None) -> list[list[PlannedRun]]:
+    """Runs that can train together (``config.group_key``), in chunks of at most group_size
+    (``size_of(config)``: the size for the runs of that config's key instead, as gpu-check chose
+    it per kind on a GPU), largest work first so that parallel jobs finish together."""
     by_key: dict[str, list[PlannedRun]] = {}
     for i, r in enumerate(runs):
         # A plug-in network that is not stackable (claimbench.plugins.ModelPlugin.stackable), and a
         # trainer's run, trains in a group of its own.
         alone = not stackable(r.config)
         by_key.setdefault(f"{group_id(r.config)} {i}" if alone else group_id(r.config), []).append(r)
-    size = max(1, group_size)
-    groups = [members[i : i + size] for members in by_key.values() for i in range(0, len(members), size)]
+    groups = []
+    for members in by_key.values():
+        size = max(1, size_of(members[0].config) if size_of is not None else group_size)
+        groups += [members[i : i + size] for i in range(0, len(members), size)]
     return sorted(groups, key=lambda g: -sum(r.flops for r in g))
 
 
