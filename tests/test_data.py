@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import urllib.error
 from dataclasses import replace
@@ -441,3 +442,33 @@ def test_digits_read_from_scikit_learns_file_are_load_digits_and_without_the_fil
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     images, target = embedded._sklearn_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+
+
+@pytest.mark.parametrize("broken, says", [
+    (lambda a: a.pop("test_y"), "load returned no test_y"),
+    (lambda a: a.update(train_x=a["train_x"][:, :1]), "train_x is torch.float32 (10, 1, 4, 4), expected float images (N, 3, 4, 4)"),
+    (lambda a: a.update(test_x=(a["test_x"] * 255).astype(np.uint8)), "test_x is torch.uint8"),
+    (lambda a: a.update(train_y=a["train_y"].astype(np.float32)), "train_y is torch.float32 (10,), expected 10 integer labels"),
+    (lambda a: a.update(test_y=a["test_y"][:3]), "test_y is torch.int64 (3,), expected 6 integer labels"),
+    (lambda a: a.update(train_y=a["train_y"] + 2), "train_y has labels outside 0..2 (3 classes declared)"),
+    (lambda a: a.update(train_x=a["train_x"][:8], train_y=a["train_y"][:8]), "8 training images, 10 declared"),
+])
+def test_a_plugin_datasets_arrays_are_checked_against_what_it_declares(broken, says, tmp_path):
+    from claimbench.data import load_plugin_data
+    from claimbench.plugins import DatasetPlugin
+
+    def load(root, seed):
+        rng = np.random.default_rng(seed)
+        arrays = {"train_x": rng.random((10, 3, 4, 4), dtype=np.float32), "train_y": np.arange(10) % 3,
+                  "test_x": rng.random((6, 3, 4, 4), dtype=np.float32), "test_y": np.arange(6) % 3}
+        broken(arrays)
+        return arrays
+
+    plugin = DatasetPlugin(name="tiny", load=load, train_size=10, image_size=4, channels=3, classes=3)
+    with pytest.raises(DatasetError, match=re.escape(f"plug-in dataset tiny: {says}")):
+        load_plugin_data(plugin, DataConfig(dataset="tiny"), tmp_path)
+    assert load_plugin_data(replace(plugin, load=lambda root, seed: {
+        "train_x": np.zeros((10, 3, 4, 4), np.float32), "train_y": np.arange(10) % 3,
+        "test_x": np.zeros((6, 3, 4, 4), np.float32), "test_y": np.arange(6) % 3}), DataConfig(dataset="tiny"),
+        tmp_path).num_classes == 3
+

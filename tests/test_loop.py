@@ -1,7 +1,9 @@
 """The training loop on tiny configs: determinism, schedule, histories, divergence."""
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 
 from claimbench.runconfig import run_config_from_dict
@@ -125,3 +127,14 @@ def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):
     assert not use_cuda_graphs([adam], cuda, False)
     monkeypatch.setenv(CUDA_GRAPHS_ENV, "0")
     assert not use_cuda_graphs([adam], cuda, None)
+
+
+def test_a_group_of_trainer_runs_is_refused():
+    from claimbench.runconfig import run_config_from_dict
+    from claimbench.train import train_runs
+
+    plain = run_config_from_dict({"model": {"width": 0.0625}, "data": {"dataset": "digits"},
+                                  "train": {"unit": "steps", "phases": [2]}})
+    config = replace(plain, train=replace(plain.train, trainer="anything"))
+    with pytest.raises(ValueError, match="a trainer's runs train one at a time, not in a group of 2"):
+        train_runs([config, config], data=None, device=torch.device("cpu"))
