@@ -130,7 +130,6 @@ def test_cuda_graphs_are_on_by_default_on_cuda_only(monkeypatch):
 
 
 def test_a_group_of_trainer_runs_is_refused():
-    from claimbench.runconfig import run_config_from_dict
     from claimbench.train import train_runs
 
     plain = run_config_from_dict({"model": {"width": 0.0625}, "data": {"dataset": "digits"},
