@@ -108,9 +108,8 @@ def narrow(args: argparse.Namespace, specs: list[ClaimSpec]) -> list[ClaimSpec]:
 
 
 def gated(specs, tier: str) -> list[ClaimSpec]:
-    """The claims whose checks at ``tier`` gate CI: neither kept out of the gate (``gate: false``,
-    with its reason) nor left unrun there."""
-    return [s for s in specs if s.tier(tier).gate and not s.tier(tier).not_run]
+    """The claims whose checks at ``tier`` gate CI (``TierSpec.gates_ci``)."""
+    return [s for s in specs if s.tier(tier).gates_ci]
 
 
 def load_selection(args: argparse.Namespace) -> Selection:

@@ -148,7 +148,7 @@ class ClaimFile(pytest.File):
         if not_run:
             # A skip mark (not pytest.skip() in runtest) so that -rs names the claim file, not this module.
             item.add_marker(pytest.mark.skip(reason=f"not run at the {state.tier} tier: {not_run}"))
-        elif state.gated_only and not spec.tier(state.tier).gate:
+        elif state.gated_only and not spec.tier(state.tier).gates_ci:
             # Its verdict could only be an xfail here; make smoke trains it and writes its page.
             item.add_marker(pytest.mark.skip(
                 reason=f"kept out of the CI gate at the {state.tier} tier, not trained with --gated-only "

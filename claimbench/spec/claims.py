@@ -77,6 +77,12 @@ class TierSpec:
     gate_reason: str | None = None
     plots: tuple[dict, ...] = ()
 
+    @property
+    def gates_ci(self) -> bool:
+        """Whether this tier's verdict gates CI: it is run, and not kept out of the gate
+        (``gate: false`` with its reason)."""
+        return self.gate and not self.not_run
+
     def configs(self) -> list[RunConfig]:
         return [c for g in self.groups.values() for p in g.points for c in p.configs]
 
