@@ -254,6 +254,9 @@ shapetrainer = TrainerPlugin(name="shapetrainer", train=train_shape, metrics=("s
 raisetrainer = TrainerPlugin(name="raisetrainer", train=train_raise, metrics=("score",))
 '''
 
+# A researcher's own short digits run, as a claim's inline base (indented to sit under `base:`).
+OWN_RUN_BASE = ("{model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},\n"
+                "           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}")
 KIT_BASE = "{model: {arch: tinynet}, data: {dataset: tinyset, flip: false}, " \
            "train: {batch_size: 16, unit: steps, phases: [4], snapshots: 1}}"
 

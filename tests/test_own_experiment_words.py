@@ -18,7 +18,7 @@ import pytest
 from claimbench.cache import RunRecord, RunStore, run_key
 from claimbench.report import render_reports
 from claimbench.spec.claims import claim_files, load_claims
-from tests.helpers import KIT, KIT_BASE, Runs, per_seed
+from tests.helpers import KIT, KIT_BASE, OWN_RUN_BASE, Runs, per_seed
 
 pytest_plugins = ["pytester"]
 
@@ -29,8 +29,6 @@ venue: lab notebook
 documents:
   notebook: {name: the lab notebook}
 """
-BASE = ("{model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},\n"
-        "           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}")
 
 
 def claim(cid: str, checks: str) -> str:
@@ -42,7 +40,7 @@ def claim(cid: str, checks: str) -> str:
         tiers:
           smoke:
             why: one short run
-            base: {BASE}
+            base: {OWN_RUN_BASE}
             seeds: [0]
             runs:
               mine: {{}}

@@ -25,7 +25,7 @@ from claimbench.spec.claims import claim_files, load_claim, load_claims
 from claimbench.spec.source import SpecError
 from claimbench.spec.table_folder import load_tables, table_files
 from claimbench.spec.tables import load_table
-from tests.helpers import REPO
+from tests.helpers import OWN_RUN_BASE, REPO
 
 pytest_plugins = ["pytester"]
 
@@ -432,8 +432,6 @@ venue: lab notebook
 documents:
   notebook: {name: the lab notebook}
 """
-BASE = ("{model: {width: 0.125}, data: {dataset: digits}, optim: {name: adam},\n"
-        "           train: {batch_size: 16, unit: steps, phases: [8, 2], snapshots: 1}}")
 TRAINS = f"""\
 id: net-trains
 title: My network trains
@@ -442,7 +440,7 @@ source: {{paper: notebook, where: "2026-12, page 3"}}
 tiers:
   smoke:
     why: one short run
-    base: {BASE}
+    base: {OWN_RUN_BASE}
     seeds: [0]
     runs:
       mine: {{}}
@@ -460,7 +458,7 @@ assume:
 tiers:
   smoke:
     why: three seeds of a short run each way
-    base: {BASE}
+    base: {OWN_RUN_BASE}
     seeds: [0, 1, 2]
     runs:
       l2: {{set: {{optim.regularizer: l2, optim.lam: 0.01}}}}
